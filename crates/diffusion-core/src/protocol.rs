@@ -1,0 +1,435 @@
+//! The topic-server wire protocol, version 1 (written down in docs/protocol.md).
+//!
+//! Every message is one compact JSON object with a `type` field. Clients send one message per
+//! WebSocket text frame. The server may pack several messages into one text frame, separated by
+//! `\n` (compact JSON never contains a raw newline), so a subscriber with a backlog pays the
+//! per-frame cost once for many messages.
+
+use std::collections::BTreeMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::topic::TopicType;
+
+/// The protocol version this crate speaks; the `connect` handshake carries it.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Separates messages packed into one server frame.
+pub const MESSAGE_SEPARATOR: u8 = b'\n';
+
+/// A request from a client. `cid` is the client's correlation id, echoed in the reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ClientMessage {
+    /// First message on every connection.
+    Connect {
+        /// Protocol version the client speaks.
+        version: u32,
+        /// Who the client claims to be; absent for an anonymous session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
+        /// The secret proving it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials: Option<String>,
+    },
+    /// Create a topic (optionally with an initial value).
+    Add {
+        /// Correlation id.
+        cid: u64,
+        /// The new topic's path.
+        path: String,
+        /// Its type.
+        #[serde(rename = "topicType")]
+        topic_type: TopicType,
+        /// Its properties, in string form.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        properties: BTreeMap<String, String>,
+        /// An initial value.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<Value>,
+    },
+    /// Set a topic's value.
+    Set {
+        /// Correlation id.
+        cid: u64,
+        /// The topic's path.
+        path: String,
+        /// The new value, in the type's wire form.
+        value: Value,
+    },
+    /// Subscribe to every topic the selector selects, now and later.
+    Subscribe {
+        /// Correlation id.
+        cid: u64,
+        /// A topic selector.
+        selector: String,
+    },
+    /// Withdraw a subscription made with exactly this selector.
+    Unsubscribe {
+        /// Correlation id.
+        cid: u64,
+        /// The selector as given to `subscribe`.
+        selector: String,
+    },
+    /// Read the current values of the selected topics without subscribing.
+    Fetch {
+        /// Correlation id.
+        cid: u64,
+        /// A topic selector.
+        selector: String,
+    },
+    /// Remove every topic the selector selects.
+    Remove {
+        /// Correlation id.
+        cid: u64,
+        /// A topic selector.
+        selector: String,
+    },
+    /// Liveness check; answered with `pong`.
+    Ping {
+        /// Correlation id.
+        cid: u64,
+    },
+}
+
+impl ClientMessage {
+    /// The correlation id, for messages that have one.
+    pub fn cid(&self) -> Option<u64> {
+        match self {
+            Self::Connect { .. } => None,
+            Self::Add { cid, .. }
+            | Self::Set { cid, .. }
+            | Self::Subscribe { cid, .. }
+            | Self::Unsubscribe { cid, .. }
+            | Self::Fetch { cid, .. }
+            | Self::Remove { cid, .. }
+            | Self::Ping { cid } => Some(*cid),
+        }
+    }
+}
+
+/// Error codes carried by `error` messages; stable strings that clients can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// Not JSON, or JSON of the wrong shape.
+    MalformedMessage,
+    /// A `type` the server does not know.
+    UnknownOperation,
+    /// A message other than `connect` before the handshake, or a second `connect`.
+    HandshakeRequired,
+    /// The client's protocol version is not supported.
+    UnsupportedVersion,
+    /// Credentials refused.
+    AuthenticationFailed,
+    /// Not permitted for this session.
+    PermissionDenied,
+    /// Bad topic path.
+    InvalidPath,
+    /// Bad topic selector.
+    InvalidSelector,
+    /// Bad topic properties.
+    InvalidProperties,
+    /// A topic already exists at that path (with a different type or properties).
+    TopicExists,
+    /// No topic at that path.
+    NoSuchTopic,
+    /// The value does not fit the topic's type.
+    InvalidValue,
+    /// A frame larger than the server accepts.
+    MessageTooLarge,
+    /// Anything else; the message says what.
+    Internal,
+}
+
+/// One topic in a `fetched` reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FetchedTopic {
+    /// The topic's path.
+    pub path: String,
+    /// Its type.
+    #[serde(rename = "topicType")]
+    pub topic_type: TopicType,
+    /// Its current value, absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+}
+
+/// A message from the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerMessage {
+    /// The handshake succeeded.
+    Connected {
+        /// Protocol version in use.
+        version: u32,
+        /// The session's id (for logs and support).
+        session: String,
+    },
+    /// A request succeeded.
+    Ok {
+        /// Correlation id of the request.
+        cid: u64,
+    },
+    /// A request failed; `cid` is absent when the request could not even be read.
+    Error {
+        /// Correlation id of the request, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cid: Option<u64>,
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// The session is now subscribed to a topic; later messages name it by `id`.
+    Subscribed {
+        /// Server-wide topic id, valid while the topic exists.
+        id: u64,
+        /// The topic's path.
+        path: String,
+        /// Its type.
+        #[serde(rename = "topicType")]
+        topic_type: TopicType,
+        /// Its properties in string form.
+        properties: BTreeMap<String, String>,
+    },
+    /// A topic's full value.
+    Value {
+        /// Topic id from `subscribed`.
+        id: u64,
+        /// The value in the type's wire form (`null`: the topic has no value).
+        value: Value,
+    },
+    /// The session is no longer subscribed to a topic.
+    Unsubscribed {
+        /// Topic id from `subscribed`.
+        id: u64,
+        /// The topic's path.
+        path: String,
+        /// Why: `removed`, `unsubscribed`, `back_pressure`, …
+        reason: String,
+    },
+    /// Reply to `fetch`.
+    Fetched {
+        /// Correlation id of the request.
+        cid: u64,
+        /// The selected topics, in path order.
+        topics: Vec<FetchedTopic>,
+    },
+    /// Reply to `ping`.
+    Pong {
+        /// Correlation id of the request.
+        cid: u64,
+    },
+}
+
+/// Why a frame could not be read as a client message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON at all.
+    #[error("message is not valid JSON: {0}")]
+    NotJson(String),
+    /// JSON, but no string `type` field.
+    #[error("message has no string 'type' field")]
+    MissingType,
+    /// A `type` that is not part of the protocol.
+    #[error("unknown operation '{0}'")]
+    UnknownOperation(String),
+    /// A known `type` with missing or ill-typed fields.
+    #[error("malformed '{operation}' message: {reason}")]
+    Malformed {
+        /// The message type.
+        operation: String,
+        /// What serde found wrong.
+        reason: String,
+    },
+}
+
+impl DecodeError {
+    /// The error code to report for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnknownOperation(_) => ErrorCode::UnknownOperation,
+            _ => ErrorCode::MalformedMessage,
+        }
+    }
+}
+
+const CLIENT_OPERATIONS: &[&str] = &[
+    "connect",
+    "add",
+    "set",
+    "subscribe",
+    "unsubscribe",
+    "fetch",
+    "remove",
+    "ping",
+];
+
+/// Reads one client message, telling apart "not JSON", "unknown operation" and "bad fields".
+/// Also returns the `cid` when one could be read, so even a bad request gets a correlated error.
+pub fn decode_client_message(text: &str) -> Result<ClientMessage, (Option<u64>, DecodeError)> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| (None, DecodeError::NotJson(e.to_string())))?;
+    let cid = value.get("cid").and_then(Value::as_u64);
+    let Some(op) = value.get("type").and_then(Value::as_str) else {
+        return Err((cid, DecodeError::MissingType));
+    };
+    if !CLIENT_OPERATIONS.contains(&op) {
+        return Err((cid, DecodeError::UnknownOperation(op.to_owned())));
+    }
+    let op = op.to_owned();
+    serde_json::from_value(value).map_err(|e| {
+        (
+            cid,
+            DecodeError::Malformed {
+                operation: op,
+                reason: e.to_string(),
+            },
+        )
+    })
+}
+
+/// Encodes any server message as compact JSON bytes.
+pub fn encode_server_message(message: &ServerMessage) -> Bytes {
+    // Serialising these types cannot fail: all map keys are strings.
+    serde_json::to_vec(message)
+        .map(Bytes::from)
+        .unwrap_or_else(|_| {
+            Bytes::from_static(br#"{"type":"error","code":"INTERNAL","message":"encoding failed"}"#)
+        })
+}
+
+/// Encodes a `value` message around already-encoded wire JSON, without re-parsing it. The
+/// server calls this once per update and shares the bytes with every subscriber.
+pub fn encode_value_message(id: u64, wire_json: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(wire_json.len() + 40);
+    buf.put_slice(br#"{"type":"value","id":"#);
+    buf.put_slice(id.to_string().as_bytes());
+    buf.put_slice(br#","value":"#);
+    buf.put_slice(wire_json);
+    buf.put_u8(b'}');
+    buf.freeze()
+}
+
+/// Splits a server frame into its messages.
+pub fn split_frame(frame: &str) -> impl Iterator<Item = &str> {
+    frame.split('\n').filter(|m| !m.is_empty())
+}
+
+/// Decodes every message in a server frame.
+pub fn decode_server_frame(frame: &str) -> Result<Vec<ServerMessage>, serde_json::Error> {
+    split_frame(frame).map(serde_json::from_str).collect()
+}
+
+/// Packs queued messages into frames of at most `max_frame_bytes` (a single larger message gets
+/// a frame of its own). A frame holding one message reuses that message's bytes: no copy.
+pub fn pack_frames(
+    messages: impl IntoIterator<Item = Bytes>,
+    max_frame_bytes: usize,
+) -> Vec<Bytes> {
+    let mut frames = Vec::new();
+    let mut pending: Option<Bytes> = None;
+    let mut building: Option<BytesMut> = None;
+    for message in messages {
+        let current_len = building
+            .as_ref()
+            .map(BytesMut::len)
+            .or(pending.as_ref().map(Bytes::len));
+        match current_len {
+            None => pending = Some(message),
+            Some(len) if len + 1 + message.len() > max_frame_bytes => {
+                if let Some(b) = building.take() {
+                    frames.push(b.freeze());
+                } else if let Some(p) = pending.take() {
+                    frames.push(p);
+                }
+                pending = Some(message);
+            }
+            Some(_) => {
+                let buf = building.get_or_insert_with(|| {
+                    let first = pending.take().unwrap_or_default();
+                    let mut b = BytesMut::with_capacity(max_frame_bytes.min(64 * 1024));
+                    b.put_slice(&first);
+                    b
+                });
+                buf.put_u8(MESSAGE_SEPARATOR);
+                buf.put_slice(&message);
+            }
+        }
+    }
+    if let Some(b) = building {
+        frames.push(b.freeze());
+    } else if let Some(p) = pending {
+        frames.push(p);
+    }
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn value_message_matches_serde_encoding() {
+        let fast = encode_value_message(7, br#"{"a":1}"#);
+        let slow = encode_server_message(&ServerMessage::Value {
+            id: 7,
+            value: json!({"a":1}),
+        });
+        assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn decode_distinguishes_failures() {
+        assert!(matches!(
+            decode_client_message("nope"),
+            Err((None, DecodeError::NotJson(_)))
+        ));
+        assert!(matches!(
+            decode_client_message(r#"{"cid":3}"#),
+            Err((Some(3), DecodeError::MissingType))
+        ));
+        let (cid, err) = decode_client_message(r#"{"type":"explode","cid":4}"#).unwrap_err();
+        assert_eq!(cid, Some(4));
+        assert_eq!(err.code(), ErrorCode::UnknownOperation);
+        let (cid, err) = decode_client_message(r#"{"type":"set","cid":5}"#).unwrap_err();
+        assert_eq!(cid, Some(5));
+        assert_eq!(err.code(), ErrorCode::MalformedMessage);
+        let ok = decode_client_message(r#"{"type":"add","cid":1,"path":"a","topicType":"JSON"}"#)
+            .unwrap();
+        assert!(matches!(
+            ok,
+            ClientMessage::Add {
+                topic_type: TopicType::Json,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn frames_pack_and_split() {
+        let msgs: Vec<Bytes> = (0..5)
+            .map(|i| encode_server_message(&ServerMessage::Pong { cid: i }))
+            .collect();
+        let frames = pack_frames(msgs.clone(), 1024);
+        assert_eq!(frames.len(), 1);
+        let text = std::str::from_utf8(&frames[0]).unwrap();
+        let decoded = decode_server_frame(text).unwrap();
+        assert_eq!(decoded.len(), 5);
+        assert_eq!(decoded[4], ServerMessage::Pong { cid: 4 });
+        // Small frame limit: one message per frame, each reusing the message bytes.
+        let frames = pack_frames(msgs.clone(), 10);
+        assert_eq!(frames, msgs);
+    }
+
+    #[test]
+    fn single_message_frame_is_not_copied() {
+        let m = Bytes::from_static(b"{\"type\":\"pong\",\"cid\":1}");
+        let frames = pack_frames([m.clone()], 1024);
+        assert_eq!(frames[0].as_ptr(), m.as_ptr());
+    }
+}

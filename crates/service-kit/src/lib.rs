@@ -1,0 +1,16 @@
+//! `service-kit`: the runtime plumbing every binary of the platform shares, written once.
+//!
+//! Logging set-up (`--log-format text|json`, `RUST_LOG`), graceful shutdown on SIGINT/SIGTERM,
+//! exponential back-off for reconnect loops, the one reconnecting Redis subscription that both
+//! the WebSocket bridge and the backend app consume, and the test harness that starts a private
+//! `redis-server` on a free loopback port.
+
+pub mod backoff;
+pub mod logging;
+pub mod redis_subscription;
+pub mod shutdown;
+pub mod testing;
+
+pub use backoff::Backoff;
+pub use logging::{LogArgs, LogFormat};
+pub use shutdown::{Shutdown, ShutdownSignal};
