@@ -8,10 +8,12 @@
 //! This project is independent of, and not affiliated with, the commercial Diffusion product whose
 //! documented behaviour it reproduces; "Diffusion" is a trademark of its owner.
 
+pub mod delta;
 pub mod outbound;
 pub mod path;
 pub mod protocol;
 pub mod selector;
+pub mod selector_index;
 pub mod topic;
 pub mod value;
 

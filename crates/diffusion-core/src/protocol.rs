@@ -314,6 +314,21 @@ pub fn encode_value_message(id: u64, wire_json: &[u8]) -> Bytes {
     buf.freeze()
 }
 
+/// Encodes a `delta` message: `delta` (fossil format) turns the value the subscriber holds into
+/// the new one. Base64 keeps the frame valid UTF-8 whatever bytes the delta inserts. Called once
+/// per update; the bytes are shared by every subscriber that is in step.
+pub fn encode_delta_message(id: u64, delta: &[u8]) -> Bytes {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(delta);
+    let mut buf = BytesMut::with_capacity(encoded.len() + 40);
+    buf.put_slice(br#"{"type":"delta","id":"#);
+    buf.put_slice(id.to_string().as_bytes());
+    buf.put_slice(br#","delta":""#);
+    buf.put_slice(encoded.as_bytes());
+    buf.put_slice(b"\"}");
+    buf.freeze()
+}
+
 /// Splits a server frame into its messages.
 pub fn split_frame(frame: &str) -> impl Iterator<Item = &str> {
     frame.split('\n').filter(|m| !m.is_empty())

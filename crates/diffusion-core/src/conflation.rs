@@ -1,0 +1,487 @@
+//! A session's outbound queue with per-topic conflation (reference §5).
+//!
+//! The queue holds encoded messages (`Bytes` shared with every other session) and is bounded in
+//! bytes. It also remembers, per topic, which version of the value the session will hold once
+//! the queue drains, so the server can hand it the shared delta when it is in step and the full
+//! value when it is not.
+//!
+//! Policies, from the topic's `CONFLATION` property:
+//! - `off`: updates are never merged;
+//! - `conflate` (default): when the queue goes over its limit, every topic's queued updates are
+//!   reduced to one message — the latest full value or one composite delta from the value the
+//!   session holds, whichever is smaller;
+//! - `always`: a topic never has more than one queued update;
+//! - `unsubscribe`: under back pressure the session is unsubscribed from the topic.
+//!
+//! If the queue is still over its limit after that, the push fails and the server closes the
+//! session ("message queue limit reached").
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::delta;
+use crate::protocol::encode_delta_message;
+use crate::topic::Conflation;
+
+/// One topic update as the server prepared it, once, for all subscribers.
+#[derive(Debug, Clone)]
+pub struct TopicUpdate {
+    /// Server-wide topic id.
+    pub topic: u64,
+    /// The topic's version after this update (versions increase by one per update).
+    pub version: u64,
+    /// The topic's back-pressure policy.
+    pub policy: Conflation,
+    /// Canonical bytes of the new value, when the topic retains values and allows deltas;
+    /// needed to build composite deltas.
+    pub value: Option<Bytes>,
+    /// Canonical bytes of the previous value (the base of `delta_message`).
+    pub previous: Option<Bytes>,
+    /// The encoded full-value message.
+    pub value_message: Bytes,
+    /// The encoded delta message from `version - 1`, when a delta exists and is smaller.
+    pub delta_message: Option<Bytes>,
+}
+
+#[derive(Debug)]
+enum Entry {
+    /// Replies and notices: never merged.
+    Control(Bytes),
+    /// A value or delta for a topic.
+    Update {
+        topic: u64,
+        policy: Conflation,
+        /// What is sent.
+        message: Bytes,
+        /// The full-value alternative (same as `message` when that is a full value).
+        value_message: Bytes,
+        /// The value the session holds before this entry, when `message` is a delta against it.
+        base: Option<Bytes>,
+        /// The value after this entry.
+        value: Option<Bytes>,
+    },
+}
+
+impl Entry {
+    fn len(&self) -> usize {
+        match self {
+            Self::Control(b) => b.len(),
+            Self::Update { message, .. } => message.len(),
+        }
+    }
+
+    fn topic(&self) -> Option<u64> {
+        match self {
+            Self::Control(_) => None,
+            Self::Update { topic, .. } => Some(*topic),
+        }
+    }
+}
+
+/// The queue is over its limit even after conflation: the session must be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("message queue limit reached ({queued} bytes queued, limit {limit})")]
+pub struct QueueLimitReached {
+    /// Bytes queued after conflation.
+    pub queued: usize,
+    /// The configured limit.
+    pub limit: usize,
+}
+
+/// What a push did besides queueing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// Topics with the `unsubscribe` policy that back pressure removed from this session; the
+    /// server must drop the subscriptions and notify the session (reason `back_pressure`).
+    pub unsubscribed: Vec<u64>,
+    /// Whether conflation ran during this push.
+    pub conflated: bool,
+}
+
+/// A bounded, conflating FIFO of encoded messages for one session.
+#[derive(Debug)]
+pub struct SessionQueue {
+    entries: VecDeque<Entry>,
+    queued_bytes: usize,
+    limit_bytes: usize,
+    /// Topic → version the session will hold once everything queued is sent.
+    held: HashMap<u64, u64>,
+}
+
+impl SessionQueue {
+    /// An empty queue bounded at `limit_bytes`.
+    pub fn new(limit_bytes: usize) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            queued_bytes: 0,
+            limit_bytes,
+            held: HashMap::new(),
+        }
+    }
+
+    /// Queues a reply or notice.
+    pub fn push_control(&mut self, message: Bytes) -> Result<PushOutcome, QueueLimitReached> {
+        self.queued_bytes += message.len();
+        self.entries.push_back(Entry::Control(message));
+        self.relieve()
+    }
+
+    /// Queues the first value of a topic for this session (after subscribing), or records that
+    /// it holds no value yet when `update` is `None`. Resets what the session holds.
+    pub fn push_initial(
+        &mut self,
+        topic: u64,
+        update: Option<&TopicUpdate>,
+    ) -> Result<PushOutcome, QueueLimitReached> {
+        self.held.remove(&topic);
+        match update {
+            Some(update) => self.push_update_as(update, false),
+            None => Ok(PushOutcome::default()),
+        }
+    }
+
+    /// Queues a topic update: the shared delta when the session is in step, else the full value.
+    pub fn push_update(&mut self, update: &TopicUpdate) -> Result<PushOutcome, QueueLimitReached> {
+        self.push_update_as(update, true)
+    }
+
+    fn push_update_as(
+        &mut self,
+        update: &TopicUpdate,
+        allow_delta: bool,
+    ) -> Result<PushOutcome, QueueLimitReached> {
+        let in_step = self.held.get(&update.topic) == Some(&(update.version.wrapping_sub(1)));
+        let (message, base) = match (&update.delta_message, allow_delta && in_step) {
+            (Some(delta), true) => (delta.clone(), update.previous.clone()),
+            _ => (update.value_message.clone(), None),
+        };
+        self.held.insert(update.topic, update.version);
+        let entry = Entry::Update {
+            topic: update.topic,
+            policy: update.policy,
+            message,
+            value_message: update.value_message.clone(),
+            base,
+            value: update.value.clone(),
+        };
+        self.queued_bytes += entry.len();
+        self.entries.push_back(entry);
+        if update.policy == Conflation::Always {
+            self.conflate_topic(update.topic);
+        }
+        self.relieve()
+    }
+
+    /// The session stopped receiving `topic`: forget what it holds and, when `tidy`, drop the
+    /// topic's queued updates.
+    pub fn remove_topic(&mut self, topic: u64, tidy: bool) {
+        self.held.remove(&topic);
+        if tidy {
+            self.entries.retain(|e| e.topic() != Some(topic));
+            self.recount();
+        }
+    }
+
+    /// Takes every queued message, oldest first.
+    pub fn drain(&mut self) -> Vec<Bytes> {
+        self.queued_bytes = 0;
+        self.entries
+            .drain(..)
+            .map(|e| match e {
+                Entry::Control(b) => b,
+                Entry::Update { message, .. } => message,
+            })
+            .collect()
+    }
+
+    /// Bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Messages queued now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn recount(&mut self) {
+        self.queued_bytes = self.entries.iter().map(Entry::len).sum();
+    }
+
+    /// Applies the back-pressure policies when over the limit.
+    fn relieve(&mut self) -> Result<PushOutcome, QueueLimitReached> {
+        let mut outcome = PushOutcome::default();
+        // A single message larger than the limit may still go through an otherwise empty queue.
+        if self.queued_bytes <= self.limit_bytes || self.entries.len() <= 1 {
+            return Ok(outcome);
+        }
+        outcome.conflated = true;
+        let mut topics: Vec<(u64, Conflation)> = Vec::new();
+        for entry in &self.entries {
+            if let Entry::Update { topic, policy, .. } = entry
+                && !topics.iter().any(|(t, _)| t == topic)
+            {
+                topics.push((*topic, *policy));
+            }
+        }
+        for (topic, policy) in topics {
+            match policy {
+                Conflation::Conflate | Conflation::Always => self.conflate_topic(topic),
+                Conflation::Unsubscribe => {
+                    self.entries.retain(|e| e.topic() != Some(topic));
+                    self.held.remove(&topic);
+                    outcome.unsubscribed.push(topic);
+                }
+                Conflation::Off => {}
+            }
+        }
+        self.recount();
+        if self.queued_bytes > self.limit_bytes && self.entries.len() > 1 {
+            return Err(QueueLimitReached {
+                queued: self.queued_bytes,
+                limit: self.limit_bytes,
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// Reduces one topic's queued updates to a single message at the first one's position.
+    fn conflate_topic(&mut self, topic: u64) {
+        let positions: Vec<usize> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.topic() == Some(topic))
+            .map(|(i, _)| i)
+            .collect();
+        let (Some(&first), Some(&last)) = (positions.first(), positions.last()) else {
+            return;
+        };
+        if first == last {
+            return;
+        }
+        let base = match &self.entries[first] {
+            Entry::Update { base, .. } => base.clone(),
+            Entry::Control(_) => None,
+        };
+        let Some(Entry::Update {
+            policy,
+            value_message,
+            value,
+            ..
+        }) = self.entries.get(last)
+        else {
+            return;
+        };
+        let composite = match (&base, value) {
+            (Some(base), Some(value)) => delta::diff(base, value)
+                .map(|d| encode_delta_message(topic, &d))
+                .filter(|m| m.len() < value_message.len()),
+            _ => None,
+        };
+        let merged = Entry::Update {
+            topic,
+            policy: *policy,
+            base: composite.as_ref().and(base),
+            message: composite.unwrap_or_else(|| value_message.clone()),
+            value_message: value_message.clone(),
+            value: value.clone(),
+        };
+        for &i in positions.iter().rev() {
+            self.entries.remove(i);
+        }
+        self.entries.insert(first, merged);
+        self.recount();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ServerMessage, decode_server_frame, encode_value_message};
+    use base64::Engine as _;
+
+    /// Simulates a topic whose value is a JSON document with a counter and padding.
+    struct Topic {
+        id: u64,
+        version: u64,
+        policy: Conflation,
+        value: Option<Bytes>,
+    }
+
+    impl Topic {
+        fn new(id: u64, policy: Conflation) -> Self {
+            Self { id, version: 0, policy, value: None }
+        }
+
+        fn doc(n: u64) -> Bytes {
+            Bytes::from(format!("{{\"n\":{n},\"pad\":\"{}\"}}", "p".repeat(200)))
+        }
+
+        fn update(&mut self, n: u64) -> TopicUpdate {
+            let value = Self::doc(n);
+            let previous = self.value.replace(value.clone());
+            self.version += 1;
+            let delta_message = previous
+                .as_ref()
+                .and_then(|p| delta::diff(p, &value))
+                .map(|d| encode_delta_message(self.id, &d));
+            TopicUpdate {
+                topic: self.id,
+                version: self.version,
+                policy: self.policy,
+                value: Some(value.clone()),
+                previous,
+                value_message: encode_value_message(self.id, &value),
+                delta_message,
+            }
+        }
+    }
+
+    /// Replays drained messages like a client would and returns the value held per topic.
+    fn replay(messages: &[Bytes], held: &mut HashMap<u64, Bytes>) {
+        for m in messages {
+            for msg in decode_server_frame(std::str::from_utf8(m).unwrap()).unwrap() {
+                match msg {
+                    ServerMessage::Value { id, value } => {
+                        held.insert(id, Bytes::from(serde_json::to_vec(&value).unwrap()));
+                    }
+                    ServerMessage::Delta { id, delta: d } => {
+                        let raw = base64::engine::general_purpose::STANDARD.decode(d).unwrap();
+                        let new = delta::apply(&held[&id], &raw).unwrap();
+                        held.insert(id, new);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn in_step_sessions_get_the_shared_delta() {
+        let mut t = Topic::new(1, Conflation::Conflate);
+        let mut q = SessionQueue::new(1 << 20);
+        let first = t.update(1);
+        q.push_initial(1, Some(&first)).unwrap();
+        let second = t.update(2);
+        q.push_update(&second).unwrap();
+        let drained = q.drain();
+        assert_eq!(drained[0], first.value_message);
+        assert_eq!(drained[1], second.delta_message.clone().unwrap());
+        let mut held = HashMap::new();
+        replay(&drained, &mut held);
+        assert_eq!(held[&1], Topic::doc(2));
+    }
+
+    #[test]
+    fn out_of_step_session_gets_full_value() {
+        let mut t = Topic::new(1, Conflation::Conflate);
+        let mut q = SessionQueue::new(1 << 20);
+        let u1 = t.update(1);
+        q.push_initial(1, Some(&u1)).unwrap();
+        let _missed = t.update(2);
+        let u3 = t.update(3);
+        q.push_update(&u3).unwrap();
+        assert_eq!(q.drain()[1], u3.value_message);
+    }
+
+    #[test]
+    fn over_the_limit_conflates_to_one_composite_delta_per_topic() {
+        let mut a = Topic::new(1, Conflation::Conflate);
+        let mut b = Topic::new(2, Conflation::Conflate);
+        let mut q = SessionQueue::new(600);
+        let mut held = HashMap::new();
+        let first_a = a.update(0);
+        let first_b = b.update(0);
+        q.push_initial(1, Some(&first_a)).unwrap();
+        q.push_initial(2, Some(&first_b)).unwrap();
+        replay(&q.drain(), &mut held);
+        let mut conflated = false;
+        for n in 1..100 {
+            conflated |= q.push_update(&a.update(n)).unwrap().conflated;
+            conflated |= q.push_update(&b.update(n * 7)).unwrap().conflated;
+            assert!(q.queued_bytes() <= 600);
+        }
+        assert!(conflated);
+        assert!(q.len() <= 4, "{} queued", q.len());
+        replay(&q.drain(), &mut held);
+        assert_eq!(held[&1], Topic::doc(99));
+        assert_eq!(held[&2], Topic::doc(99 * 7));
+        // Still in step afterwards: the next update is the shared delta.
+        let next = a.update(100);
+        q.push_update(&next).unwrap();
+        assert_eq!(q.drain()[0], next.delta_message.unwrap());
+    }
+
+    #[test]
+    fn always_keeps_one_update_per_topic() {
+        let mut t = Topic::new(1, Conflation::Always);
+        let mut q = SessionQueue::new(1 << 20);
+        let mut held = HashMap::new();
+        q.push_initial(1, Some(&t.update(0))).unwrap();
+        replay(&q.drain(), &mut held);
+        for n in 1..10 {
+            q.push_update(&t.update(n)).unwrap();
+        }
+        assert_eq!(q.len(), 1);
+        replay(&q.drain(), &mut held);
+        assert_eq!(held[&1], Topic::doc(9));
+    }
+
+    #[test]
+    fn off_never_merges_and_the_limit_then_closes() {
+        let mut t = Topic::new(1, Conflation::Off);
+        let mut q = SessionQueue::new(1000);
+        q.push_initial(1, Some(&t.update(0))).unwrap();
+        let mut failed = None;
+        for n in 1..100 {
+            if let Err(e) = q.push_update(&t.update(n)) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let err = failed.expect("an 'off' topic must overflow");
+        assert!(err.queued > 1000);
+    }
+
+    #[test]
+    fn unsubscribe_policy_drops_the_topic_under_pressure() {
+        let mut noisy = Topic::new(1, Conflation::Unsubscribe);
+        let mut calm = Topic::new(2, Conflation::Conflate);
+        let mut q = SessionQueue::new(800);
+        q.push_initial(2, Some(&calm.update(0))).unwrap();
+        q.push_initial(1, Some(&noisy.update(0))).unwrap();
+        let mut dropped = Vec::new();
+        for n in 1..20 {
+            dropped.extend(q.push_update(&noisy.update(n)).unwrap().unsubscribed);
+        }
+        assert_eq!(dropped, vec![1]);
+        let drained = q.drain();
+        assert!(drained.iter().all(|m| !std::str::from_utf8(m).unwrap().contains("\"id\":1,")));
+    }
+
+    #[test]
+    fn tidy_on_unsubscribe_drops_queued_updates() {
+        let mut t = Topic::new(1, Conflation::Off);
+        let mut q = SessionQueue::new(1 << 20);
+        q.push_control(Bytes::from_static(b"{\"type\":\"pong\",\"cid\":1}")).unwrap();
+        q.push_initial(1, Some(&t.update(0))).unwrap();
+        q.push_update(&t.update(1)).unwrap();
+        q.remove_topic(1, true);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.queued_bytes(), 24);
+    }
+
+    #[test]
+    fn controls_count_toward_the_limit() {
+        let mut q = SessionQueue::new(100);
+        q.push_control(Bytes::from(vec![b'x'; 60])).unwrap();
+        assert!(q.push_control(Bytes::from(vec![b'x'; 60])).is_err());
+    }
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Shared helpers for scripts/*.sh: installing what is missing, finding free ports, waiting.
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+warn() { printf '\033[33mwarning: %s\033[0m\n' "$*" >&2; }
+die() { printf '\033[31merror: %s\033[0m\n' "$*" >&2; exit 1; }
+
+# Runs apt-get as root (directly or through sudo); fails if neither is possible.
+apt_install() {
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || return 1
+    sudo="sudo"
+  fi
+  command -v apt-get >/dev/null 2>&1 || return 1
+  $sudo apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+# Makes sure redis-server is on PATH, installing Debian's package when it can.
+ensure_redis() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  say "redis-server is missing; installing it with apt-get"
+  if apt_install redis-server && command -v redis-server >/dev/null 2>&1; then
+    return 0
+  fi
+  die "could not install redis-server. Install it yourself (Debian/Ubuntu: 'sudo apt-get install redis-server'; macOS: 'brew install redis') and run this again."
+}
+
+# Installs the dashboard's pinned npm packages into web/node_modules when they are missing.
+ensure_web_deps() {
+  local root="$1"
+  [ -f "$root/web/package.json" ] || return 0
+  if ! command -v npm >/dev/null 2>&1; then
+    warn "npm is not installed: the dashboard's chart library cannot be installed (install Node.js 18+ and npm)."
+    return 1
+  fi
+  if [ ! -d "$root/web/node_modules" ] || [ "$root/web/package-lock.json" -nt "$root/web/node_modules" ]; then
+    say "installing the dashboard's npm packages (web/)"
+    (cd "$root/web" && { npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; }) >&2 \
+      || { warn "npm install failed in web/"; return 1; }
+    touch "$root/web/node_modules"
+  fi
+}
+
+# Prints a TCP port that is free on 127.0.0.1 now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()' 2>/dev/null \
+    || { for p in $(seq 20000 20999); do (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }; done; }
+}
+
+# True when something listens on 127.0.0.1:PORT.
+port_busy() { (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
+
+# Waits up to $2 seconds for an HTTP URL to answer 2xx.
+wait_http() {
+  local url="$1" seconds="${2:-30}" i
+  for ((i = 0; i < seconds * 10; i++)); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every check of the project: formatting, lints, all Rust tests (with real redis-server
+# processes), the dashboard's JavaScript tests and the docker-compose file.
+# Usage: scripts/test.sh        (installs redis-server and the dashboard's npm packages if missing)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+# shellcheck source=scripts/lib/common.sh
+. "$root/scripts/lib/common.sh"
+
+ensure_redis
+web_ok=1
+ensure_web_deps "$root" || web_ok=0
+if ! command -v docker-compose >/dev/null 2>&1; then
+  apt_install docker-compose 2>/dev/null || true
+fi
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+say "cargo test"
+cargo test --workspace
+
+if [ "$web_ok" = 1 ]; then
+  say "dashboard tests (node --test)"
+  (cd web && npm test --silent)
+else
+  die "the dashboard tests need npm (see above)"
+fi
+
+if command -v docker-compose >/dev/null 2>&1; then
+  say "docker-compose config -q"
+  docker-compose -f docker-compose.yml config -q
+else
+  warn "docker-compose is not installed and could not be installed: docker-compose.yml was not checked"
+fi
+
+say "all checks passed"
