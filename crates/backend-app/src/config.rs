@@ -1,0 +1,66 @@
+//! Command-line and environment configuration.
+
+use std::str::FromStr;
+
+use clap::Args;
+
+/// Where the channel's messages come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceUrl {
+    /// Subscribe to the channel on this Redis server.
+    Redis(String),
+    /// Connect to the redis-ws-bridge at this WebSocket URL and read what it fans out.
+    Bridge(String),
+}
+
+impl FromStr for SourceUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("redis://") || s.starts_with("rediss://") {
+            Ok(Self::Redis(s.to_owned()))
+        } else if s.starts_with("ws://") || s.starts_with("wss://") {
+            Ok(Self::Bridge(s.to_owned()))
+        } else {
+            Err(format!(
+                "'{s}' is neither a redis:// URL nor a ws:// bridge URL"
+            ))
+        }
+    }
+}
+
+impl std::fmt::Display for SourceUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Redis(url) | Self::Bridge(url) => f.write_str(url),
+        }
+    }
+}
+
+/// Settings of the relay.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Where to read the channel: redis://HOST:PORT (subscribe directly) or ws://HOST:3000
+    /// (through redis-ws-bridge, as in the tutorial).
+    #[arg(long, env = "BACKEND_FROM", default_value = "redis://127.0.0.1:6379/")]
+    pub from: SourceUrl,
+
+    /// Redis channel to subscribe to (with a redis:// source; the bridge has its own channel).
+    #[arg(long, env = "BACKEND_CHANNEL", default_value = "app:notifications")]
+    pub channel: String,
+
+    /// Topic server WebSocket URL.
+    #[arg(long, env = "TOPIC_SERVER_URL", default_value = "ws://127.0.0.1:8080")]
+    pub topic_server: String,
+
+    /// JSON topic that receives each message.
+    #[arg(long, env = "BACKEND_TOPIC", default_value = "redis/bitcoin")]
+    pub topic: String,
+
+    /// Principal to authenticate to the topic server as (anonymous when absent).
+    #[arg(long, env = "TOPIC_PRINCIPAL")]
+    pub principal: Option<String>,
+
+    /// Credentials for the principal.
+    #[arg(long, env = "TOPIC_CREDENTIALS", hide_env_values = true)]
+    pub credentials: Option<String>,
+}

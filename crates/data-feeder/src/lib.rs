@@ -1,0 +1,144 @@
+//! `data-feeder`: the first tier of the platform. It polls a JSON API — or a built-in synthetic
+//! source shaped like the CoinDesk Bitcoin Price Index the tutorial used — and publishes every
+//! body, unchanged, to the redis-ws-bridge (WebSocket) or straight to a Redis channel.
+//!
+//! A failed poll or publish is logged and retried with back-off; polling never stops for good.
+//! A small HTTP control API (`/status`, `/start`, `/stop`, `/interval`, `/healthz`) lets the
+//! dashboard watch and steer it.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let shutdown = service_kit::Shutdown::new();
+//! let server = data_feeder::bind(data_feeder::Config::default()).await?;
+//! println!("control API on {}", server.control_addr());
+//! server.run(shutdown.signal()).await
+//! # }
+//! ```
+
+pub mod config;
+mod control;
+mod poller;
+mod sink;
+pub mod source;
+mod state;
+pub mod synthetic;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use service_kit::{Shutdown, ShutdownSignal};
+use tokio::net::TcpListener;
+
+pub use config::{Config, ConfigError, SinkSpec, SourceSpec};
+pub use sink::SinkError;
+pub use source::SourceError;
+
+/// Installs rustls' `ring` crypto provider as the process default, which reqwest needs for
+/// https:// sources (the workspace avoids the C-based default provider). Idempotent: a provider
+/// installed earlier, by us or anyone else, is kept.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A bound feeder: the control API's socket is open, the source and sink are prepared; nothing
+/// polls or connects until [`Server::run`].
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    control_addr: SocketAddr,
+    source: source::Source,
+    sink: sink::Prepared,
+    shared: Arc<state::Shared>,
+}
+
+/// Validates `config`, prepares source and sink, and binds the control API's listener.
+pub async fn bind(config: Config) -> anyhow::Result<Server> {
+    install_crypto_provider();
+    let source = source::Source::new(
+        &config.source,
+        config.http_timeout,
+        config.seed,
+        config.synthetic_change_probability,
+    )
+    .context("preparing the source")?;
+    let sink = sink::prepare(&config.sink, &config.channel).context("preparing the sink")?;
+    let listener = TcpListener::bind(config.control_listen)
+        .await
+        .with_context(|| format!("binding the control API on {}", config.control_listen))?;
+    let control_addr = listener.local_addr()?;
+    let shared = Arc::new(state::Shared::new(
+        config.source.to_string(),
+        config.sink.to_string(),
+        !config.start_paused,
+        config.interval,
+    ));
+    Ok(Server {
+        listener,
+        control_addr,
+        source,
+        sink,
+        shared,
+    })
+}
+
+impl Server {
+    /// The control API's address (with the real port when bound to port 0).
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    /// The same as [`Server::control_addr`]: the one socket this tier listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    /// Polls, publishes and serves the control API until `shutdown` fires, then waits for
+    /// every task. Returns an error only if the control API's server fails.
+    pub async fn run(self, mut shutdown: ShutdownSignal) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            control_addr,
+            source,
+            sink,
+            shared,
+        } = self;
+        // An internal trigger, so a failing control server can stop the other tasks too.
+        let internal = Shutdown::new();
+        let forward = {
+            let internal = internal.clone();
+            tokio::spawn(async move {
+                shutdown.recv().await;
+                internal.trigger();
+            })
+        };
+
+        tracing::info!(
+            source = %shared.source_label,
+            sink = %shared.sink_label,
+            control = %control_addr,
+            "data feeder running"
+        );
+        let delivery = tokio::spawn(sink.task.run(shared.clone(), internal.signal()));
+        let polling = tokio::spawn(poller::run(
+            source,
+            sink.handle,
+            shared.clone(),
+            internal.signal(),
+        ));
+        let mut control_shutdown = internal.signal();
+        let served = axum::serve(listener, control::router(shared))
+            .with_graceful_shutdown(async move { control_shutdown.recv().await })
+            .await;
+
+        internal.trigger();
+        forward.abort();
+        let (polled, delivered) = tokio::join!(polling, delivery);
+        polled.context("poller task")?;
+        delivered.context("sink task")?;
+        served.context("control API server")?;
+        tracing::info!("data feeder stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,338 @@
+//! The application-facing handle: requests with correlation ids and timeouts, subscription
+//! events, and connection lifetime.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use diffusion_core::TopicType;
+use diffusion_core::protocol::{ClientMessage, FetchedTopic, PROTOCOL_VERSION, ServerMessage};
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::connection::{self, Shared, message_kind, wait_closed};
+use crate::error::ClientError;
+use crate::events::TopicEvent;
+
+/// Who the session is. Both absent: an anonymous session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// The principal (user name) to authenticate as.
+    pub principal: Option<String>,
+    /// The secret proving the principal.
+    pub credentials: Option<String>,
+}
+
+/// Tuning knobs with sensible defaults; separate from [`ConnectOptions`] so identity and
+/// mechanics evolve independently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// How long each request waits for its reply (default 10 s).
+    pub request_timeout: Duration,
+    /// How long dialling and the handshake may each take (default 10 s).
+    pub connect_timeout: Duration,
+    /// Events buffered between the connection and the application (default 1024). When full,
+    /// the client stops reading the socket until the application catches up.
+    pub event_capacity: usize,
+    /// Largest message or frame accepted from the server, in bytes (default 16 MiB).
+    pub max_message_size: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            event_capacity: 1024,
+            max_message_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Outgoing frames queued for the writer task; requests are small, so this only smooths bursts.
+const OUTGOING_CAPACITY: usize = 256;
+
+/// A connection to the topic server. Cheap to clone; clones share the connection, the request
+/// ids and the event stream. The connection closes when [`TopicClient::close`] is called or the
+/// last clone is dropped.
+///
+/// Events are delivered through a bounded channel that the application must drain (with
+/// [`TopicClient::next_event`]) while it has subscriptions: when it is full the client stops
+/// reading the socket, which also holds back request replies. Read events in their own task,
+/// or concurrently with awaiting `subscribe`, when a selector may match many topics.
+#[derive(Debug, Clone)]
+pub struct TopicClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    outgoing: mpsc::Sender<Message>,
+    events: Mutex<mpsc::Receiver<TopicEvent>>,
+    next_cid: AtomicU64,
+    session: String,
+    config: ClientConfig,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Nobody can read events or replies any more. Stopping the reader releases its half of
+        // the socket; the writer sees the outgoing channel close, sends a close frame, marks the
+        // connection closed (for any `closed()` future still held) and releases the rest.
+        self.reader.abort();
+    }
+}
+
+/// Removes a request from the pending map however its wait ends (reply, timeout, cancellation).
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    cid: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.forget(self.cid);
+    }
+}
+
+impl TopicClient {
+    /// Connects to `url` (`ws://host:port/` or `/ws`) and performs the handshake, with the
+    /// default [`ClientConfig`].
+    pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self, ClientError> {
+        Self::connect_with(url, options, ClientConfig::default()).await
+    }
+
+    /// Connects with explicit tuning.
+    pub async fn connect_with(
+        url: &str,
+        options: ConnectOptions,
+        config: ClientConfig,
+    ) -> Result<Self, ClientError> {
+        let hello = ClientMessage::Connect {
+            version: PROTOCOL_VERSION,
+            principal: options.principal,
+            credentials: options.credentials,
+        };
+        let established =
+            connection::establish(url, hello, config.connect_timeout, config.max_message_size)
+                .await?;
+        tracing::debug!(url, session = %established.session, "connected to the topic server");
+        let (sink, stream) = established.socket.split();
+        let shared = Arc::new(Shared::new());
+        let (out_tx, out_rx) = mpsc::channel(OUTGOING_CAPACITY);
+        let (event_tx, event_rx) = mpsc::channel(config.event_capacity.max(1));
+        tokio::spawn(connection::write_loop(sink, out_rx, shared.clone()));
+        let reader = tokio::spawn(connection::read_loop(
+            stream,
+            shared.clone(),
+            event_tx,
+            established.leftover,
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared,
+                outgoing: out_tx,
+                events: Mutex::new(event_rx),
+                next_cid: AtomicU64::new(1),
+                session: established.session,
+                config,
+                reader,
+            }),
+        })
+    }
+
+    /// The session id the server assigned (useful in logs when asking the server's operator).
+    pub fn session(&self) -> &str {
+        &self.inner.session
+    }
+
+    /// Creates a topic without a value. Succeeds if an identical topic already exists.
+    pub async fn add_topic(
+        &self,
+        path: impl Into<String>,
+        topic_type: TopicType,
+        properties: BTreeMap<String, String>,
+    ) -> Result<(), ClientError> {
+        self.add(path.into(), topic_type, properties, None).await
+    }
+
+    /// Creates a topic with an initial value (in the type's JSON wire form).
+    pub async fn add_topic_with_value(
+        &self,
+        path: impl Into<String>,
+        topic_type: TopicType,
+        properties: BTreeMap<String, String>,
+        value: Value,
+    ) -> Result<(), ClientError> {
+        self.add(path.into(), topic_type, properties, Some(value))
+            .await
+    }
+
+    async fn add(
+        &self,
+        path: String,
+        topic_type: TopicType,
+        properties: BTreeMap<String, String>,
+        value: Option<Value>,
+    ) -> Result<(), ClientError> {
+        self.expect_ok(|cid| ClientMessage::Add {
+            cid,
+            path,
+            topic_type,
+            properties,
+            value,
+        })
+        .await
+    }
+
+    /// Sets a topic's value (in the type's JSON wire form; `null` clears a scalar topic).
+    pub async fn set(&self, path: impl Into<String>, value: Value) -> Result<(), ClientError> {
+        let path = path.into();
+        self.expect_ok(|cid| ClientMessage::Set { cid, path, value })
+            .await
+    }
+
+    /// Subscribes to every topic the selector selects, now and in future; events follow.
+    pub async fn subscribe(&self, selector: impl Into<String>) -> Result<(), ClientError> {
+        let selector = selector.into();
+        self.expect_ok(|cid| ClientMessage::Subscribe { cid, selector })
+            .await
+    }
+
+    /// Withdraws a subscription made with exactly this selector text.
+    pub async fn unsubscribe(&self, selector: impl Into<String>) -> Result<(), ClientError> {
+        let selector = selector.into();
+        self.expect_ok(|cid| ClientMessage::Unsubscribe { cid, selector })
+            .await
+    }
+
+    /// Removes every topic the selector selects.
+    pub async fn remove(&self, selector: impl Into<String>) -> Result<(), ClientError> {
+        let selector = selector.into();
+        self.expect_ok(|cid| ClientMessage::Remove { cid, selector })
+            .await
+    }
+
+    /// Reads the current values of the selected topics (in path order) without subscribing.
+    pub async fn fetch(
+        &self,
+        selector: impl Into<String>,
+    ) -> Result<Vec<FetchedTopic>, ClientError> {
+        let selector = selector.into();
+        match self
+            .request(|cid| ClientMessage::Fetch { cid, selector })
+            .await?
+        {
+            ServerMessage::Fetched { topics, .. } => Ok(topics),
+            other => Err(unexpected("fetched", &other)),
+        }
+    }
+
+    /// Checks the server is alive and answering; returns the round-trip time.
+    pub async fn ping(&self) -> Result<Duration, ClientError> {
+        let started = Instant::now();
+        match self.request(|cid| ClientMessage::Ping { cid }).await? {
+            ServerMessage::Pong { .. } => Ok(started.elapsed()),
+            other => Err(unexpected("pong", &other)),
+        }
+    }
+
+    /// The next subscription event, waiting for one; `None` once the connection is closed and
+    /// every event received before that has been returned. Clones share one stream: each event
+    /// goes to exactly one caller.
+    pub async fn next_event(&self) -> Option<TopicEvent> {
+        self.inner.events.lock().await.recv().await
+    }
+
+    /// Closes the connection politely (a WebSocket close frame), waiting at most the request
+    /// timeout for the server to acknowledge. Requests still waiting fail with `Closed`.
+    pub async fn close(&self) {
+        if self.is_closed() {
+            return;
+        }
+        let inner = &self.inner;
+        // Refuse further events (those already buffered can still be read), so a reader stuck
+        // waiting for room in a full event buffer moves on and sees the server's close reply.
+        if let Ok(mut events) = inner.events.try_lock() {
+            events.close();
+        }
+        let polite = async {
+            if inner.outgoing.send(Message::Close(None)).await.is_ok() {
+                wait_closed(inner.shared.closed_watch()).await;
+            }
+        };
+        if tokio::time::timeout(inner.config.request_timeout, polite)
+            .await
+            .is_err()
+        {
+            tracing::debug!("server did not acknowledge close; dropping the connection");
+        }
+        inner.shared.shut_down();
+    }
+
+    /// True once the connection is gone (no request can succeed any more).
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.is_closed()
+    }
+
+    /// A future that completes when the connection is gone, whoever closed it. It does not
+    /// borrow the client, so it can be selected on next to other work (e.g. to reconnect).
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        wait_closed(self.inner.shared.closed_watch())
+    }
+
+    async fn expect_ok(&self, build: impl FnOnce(u64) -> ClientMessage) -> Result<(), ClientError> {
+        match self.request(build).await? {
+            ServerMessage::Ok { .. } => Ok(()),
+            other => Err(unexpected("ok", &other)),
+        }
+    }
+
+    /// Sends one request and waits for the reply carrying its cid; `error` replies become
+    /// [`ClientError::Server`].
+    async fn request(
+        &self,
+        build: impl FnOnce(u64) -> ClientMessage,
+    ) -> Result<ServerMessage, ClientError> {
+        let inner = &self.inner;
+        let cid = inner.next_cid.fetch_add(1, Ordering::Relaxed);
+        let text =
+            serde_json::to_string(&build(cid)).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let reply = inner.shared.register(cid)?;
+        let _guard = PendingGuard {
+            shared: &inner.shared,
+            cid,
+        };
+        let timeout = inner.config.request_timeout;
+        let exchange = async {
+            inner
+                .outgoing
+                .send(Message::text(text))
+                .await
+                .map_err(|_| ClientError::Closed)?;
+            reply.await.map_err(|_| ClientError::Closed)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Err(ClientError::Timeout(timeout)),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(ServerMessage::Error { code, message, .. })) => {
+                Err(ClientError::Server { code, message })
+            }
+            Ok(Ok(reply)) => Ok(reply),
+        }
+    }
+}
+
+fn unexpected(expected: &str, got: &ServerMessage) -> ClientError {
+    ClientError::Protocol(format!(
+        "expected '{expected}' reply, got '{}'",
+        message_kind(got)
+    ))
+}

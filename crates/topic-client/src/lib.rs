@@ -1,0 +1,32 @@
+//! `topic-client`: an async Rust client for the topic server, and the `topic-cli` tool built on it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), topic_client::ClientError> {
+//! use topic_client::{ConnectOptions, TopicClient, TopicEvent};
+//! let client = TopicClient::connect("ws://127.0.0.1:8080", ConnectOptions::default()).await?;
+//! client.subscribe("?redis//").await?;
+//! while let Some(event) = client.next_event().await {
+//!     if let TopicEvent::Value { path, value, .. } = event {
+//!         println!("{path} = {value}");
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The connection runs two background tasks: a reader that routes replies to waiting requests by
+//! correlation id and turns subscription messages into [`TopicEvent`]s (through a bounded
+//! channel, so a slow application slows the socket instead of growing memory), and a writer that
+//! batches outgoing frames. This project is independent of, and not affiliated with, the
+//! commercial Diffusion product whose documented behaviour the topic server reproduces.
+
+pub mod cli;
+mod client;
+mod connection;
+pub mod error;
+pub mod events;
+
+pub use client::{ClientConfig, ConnectOptions, TopicClient};
+pub use diffusion_core::TopicType;
+pub use diffusion_core::protocol::{ErrorCode, FetchedTopic};
+pub use error::ClientError;
+pub use events::TopicEvent;

@@ -1,0 +1,77 @@
+// Where the page's three endpoints are, from the page's own address plus query parameters:
+//   ?bridge=ws://host:3000/   the Redis WebSocket bridge
+//   ?topics=ws://host:8080/ws the topic server's WebSocket endpoint
+//   ?feeder=http://host:3100  the data-feeder control API
+//   ?topic=redis/bitcoin      the topic selector the topic-server client subscribes to
+
+/** The topic the topic-server client subscribes to unless ?topic= says otherwise. */
+export const DEFAULT_TOPIC = 'redis/bitcoin';
+
+/** Ports the tiers listen on by default (the topic server also serves this page). */
+export const DEFAULT_PORTS = Object.freeze({ bridge: 3000, feeder: 3100, topics: 8080 });
+
+/**
+ * Accepts `text` as a URL with one of the given schemes.
+ * @param {string} text
+ * @param {string[]} schemes e.g. ['ws:', 'wss:']
+ * @returns {string | null} the normalised URL, or null
+ */
+function urlWithScheme(text, schemes) {
+  try {
+    const url = new URL(text);
+    return schemes.includes(url.protocol) ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The dashboard's configuration.
+ *
+ * @param {{protocol: string, hostname: string, host: string, search: string}} location the
+ *   page's location (window.location in the browser)
+ * @returns {{bridgeUrl: string, topicsUrl: string, feederUrl: string, topic: string,
+ *   warnings: string[]}} warnings name each parameter that was ignored and why
+ */
+export function resolveConfig(location) {
+  // A page opened from disk has no host; assume the services run locally on their defaults.
+  const hostname = location.hostname || 'localhost';
+  const host = location.host || `localhost:${DEFAULT_PORTS.topics}`;
+  const secure = location.protocol === 'https:';
+  const defaults = {
+    bridgeUrl: `ws://${hostname}:${DEFAULT_PORTS.bridge}/`,
+    topicsUrl: `${secure ? 'wss' : 'ws'}://${host}/ws`,
+    feederUrl: `http://${hostname}:${DEFAULT_PORTS.feeder}`,
+    topic: DEFAULT_TOPIC,
+  };
+  const params = new URLSearchParams(location.search);
+  const config = { ...defaults, warnings: [] };
+
+  const urlParams = [
+    ['bridge', 'bridgeUrl', ['ws:', 'wss:']],
+    ['topics', 'topicsUrl', ['ws:', 'wss:']],
+    ['feeder', 'feederUrl', ['http:', 'https:']],
+  ];
+  for (const [param, key, schemes] of urlParams) {
+    const given = params.get(param);
+    if (given === null || given.trim() === '') continue;
+    const url = urlWithScheme(given.trim(), schemes);
+    if (url === null) {
+      config.warnings.push(
+        `?${param}=${given} ignored: expected a ${schemes.join(' or ')}// URL; using ${defaults[key]}`,
+      );
+    } else {
+      config[key] = key === 'feederUrl' ? url.replace(/\/+$/, '') : url;
+    }
+  }
+
+  const topic = params.get('topic');
+  if (topic !== null) {
+    if (topic.trim() === '') {
+      config.warnings.push(`?topic= is empty; using ${DEFAULT_TOPIC}`);
+    } else {
+      config.topic = topic.trim();
+    }
+  }
+  return config;
+}
