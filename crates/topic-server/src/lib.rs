@@ -1,0 +1,166 @@
+//! `topic-server`: the platform's real-time topic server.
+//!
+//! One port serves WebSocket sessions speaking the versioned JSON protocol of
+//! `diffusion_core::protocol` (written down in docs/protocol.md), the dashboard's static files,
+//! `/healthz` and Prometheus `/metrics`. Topics are stateful: each keeps its current value, and
+//! sessions subscribe with retained topic selectors.
+//!
+//! The speed-critical path is fan-out: an update is encoded once into `Bytes` and the same bytes
+//! are queued for every subscriber; a writer task per connection drains its queue in batches,
+//! packing many messages into few frames and flushing once. Queues are bounded in bytes, so a
+//! client that stops reading is closed ("message queue limit reached") instead of growing the
+//! server without limit.
+//!
+//! This project is independent of, and not affiliated with, the commercial Diffusion product
+//! whose documented behaviour it reproduces.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use service_kit::Shutdown;
+//! let config = topic_server::Config {
+//!     listen: "127.0.0.1:0".parse()?,
+//!     ..topic_server::Config::default()
+//! };
+//! let server = topic_server::bind(config).await?;
+//! println!("listening on {}", server.local_addr());
+//! let shutdown = Shutdown::new();
+//! server.run(shutdown.signal()).await
+//! # }
+//! ```
+
+mod config;
+mod engine;
+mod http;
+mod metrics;
+mod outbound;
+mod session;
+mod subscriptions;
+mod topics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use service_kit::ShutdownSignal;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tower_http::services::ServeDir;
+
+pub use config::{
+    Config, DEFAULT_LISTEN, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_QUEUE_LIMIT_BYTES,
+};
+
+use engine::Engine;
+use metrics::Metrics;
+
+/// How long `run` waits for sessions to finish closing after shutdown begins.
+const SESSION_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// State shared by every connection of one server.
+pub(crate) struct ServerContext {
+    config: Config,
+    engine: Engine,
+    metrics: Metrics,
+    next_session: AtomicU64,
+    /// Distinguishes this server's session names from an earlier run's, in logs.
+    instance: u32,
+}
+
+impl ServerContext {
+    fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn session_name(&self, id: u64) -> String {
+        format!("{:08x}-{id:x}", self.instance)
+    }
+}
+
+/// A bound, not yet running topic server. Binding first lets callers (and tests using port 0)
+/// learn the address before serving.
+pub struct TopicServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    ctx: Arc<ServerContext>,
+}
+
+/// Binds the listening socket and prepares an empty topic tree.
+pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let local_addr = listener.local_addr().context("reading the bound address")?;
+    if !config.web_dir.is_dir() {
+        tracing::warn!(
+            web_dir = %config.web_dir.display(),
+            "dashboard directory not found; static files will answer 404"
+        );
+    }
+    let metrics = Metrics::new();
+    let instance = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+        .unwrap_or_default();
+    let ctx = Arc::new(ServerContext {
+        engine: Engine::new(metrics.clone()),
+        metrics,
+        next_session: AtomicU64::new(0),
+        instance,
+        config,
+    });
+    Ok(TopicServer {
+        listener,
+        local_addr,
+        ctx,
+    })
+}
+
+/// Binds and runs a server until `shutdown` fires: what `main` calls.
+pub async fn run(config: Config, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+    let server = bind(config).await?;
+    tracing::info!(addr = %server.local_addr(), "topic server listening");
+    server.run(shutdown).await
+}
+
+impl TopicServer {
+    /// The address the server listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` fires: then stops accepting, closes every session (close code
+    /// 1001) and waits for them to finish.
+    pub async fn run(self, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+        let (sessions_done, mut all_sessions_done) = mpsc::channel::<()>(1);
+        let state = http::AppState {
+            static_files: ServeDir::new(&self.ctx.config.web_dir),
+            ctx: Arc::clone(&self.ctx),
+            shutdown: shutdown.clone(),
+            sessions_done,
+        };
+        let app = http::router(state);
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
+        let mut stop = shutdown;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.recv().await })
+            .await
+            .context("serving HTTP")?;
+        // Every session holds a sender; `recv` returns `None` once the last one is gone.
+        if tokio::time::timeout(SESSION_DRAIN_TIMEOUT, all_sessions_done.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("sessions still open after the shutdown timeout");
+        }
+        tracing::info!("topic server stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,320 @@
+//! Test harness: an in-process server on 127.0.0.1:0 and a raw WebSocket client that speaks the
+//! protocol by hand (tokio-tungstenite, not the project's client library).
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use diffusion_core::protocol::{ServerMessage, decode_server_frame};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use service_kit::Shutdown;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use topic_server::Config;
+
+/// How long any single expected event may take.
+pub const STEP: Duration = Duration::from_secs(5);
+
+/// A dashboard directory made for one test (node_modules is git-ignored, so it cannot be a
+/// checked-in fixture).
+pub fn make_web_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "topic-server-test-web-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let lib = dir.join("node_modules/chart-lib/dist");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::write(
+        dir.join("index.html"),
+        "<!doctype html><title>dashboard</title>\n",
+    )
+    .unwrap();
+    std::fs::write(lib.join("chart.js"), "export const chart = 1;\n").unwrap();
+    dir
+}
+
+/// A running server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub web_dir: PathBuf,
+    shutdown: Shutdown,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        service_kit::logging::init(service_kit::LogFormat::Text);
+        let web_dir = make_web_dir();
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            web_dir: web_dir.clone(),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let server = topic_server::bind(config).await.unwrap();
+        let addr = server.local_addr();
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(server.run(shutdown.signal()));
+        Self {
+            addr,
+            web_dir,
+            shutdown,
+            task,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Triggers shutdown and waits (bounded) for `run` to return.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("server did not stop in time")
+            .unwrap()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&self.web_dir);
+    }
+
+    /// A connected (handshaken) client.
+    pub async fn client(&self) -> Client {
+        let mut client = Client::open(&self.ws_url()).await;
+        client.handshake().await;
+        client
+    }
+}
+
+/// What the client saw next.
+#[derive(Debug)]
+pub enum Event {
+    Message(ServerMessage),
+    Closed(Option<CloseFrame>),
+}
+
+/// A raw protocol client.
+pub struct Client {
+    ws: WebSocketStream<TcpStream>,
+    pending: VecDeque<ServerMessage>,
+    next_cid: u64,
+    /// Largest number of messages seen in one frame.
+    pub max_messages_per_frame: usize,
+    /// Text frames received.
+    pub frames: usize,
+}
+
+impl Client {
+    /// Opens a WebSocket to `url` (no protocol handshake yet).
+    pub async fn open(url: &str) -> Self {
+        Self::open_with_recv_buffer(url, None).await
+    }
+
+    /// Opens a WebSocket, optionally with a small socket receive buffer (a slow reader's
+    /// backlog then piles up in the server, not in the kernel).
+    pub async fn open_with_recv_buffer(url: &str, recv_buffer: Option<u32>) -> Self {
+        let authority = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let addr: SocketAddr = authority.parse().unwrap();
+        let socket = TcpSocket::new_v4().unwrap();
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        let stream = tokio::time::timeout(STEP, socket.connect(addr))
+            .await
+            .unwrap()
+            .unwrap();
+        let (ws, _) = tokio::time::timeout(STEP, tokio_tungstenite::client_async(url, stream))
+            .await
+            .unwrap()
+            .unwrap();
+        Self {
+            ws,
+            pending: VecDeque::new(),
+            next_cid: 0,
+            max_messages_per_frame: 0,
+            frames: 0,
+        }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.unwrap();
+    }
+
+    pub async fn send_json(&mut self, value: &Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// Sends `connect` and expects `connected`.
+    pub async fn handshake(&mut self) {
+        self.send_json(&json!({"type":"connect","version":1})).await;
+        match self.next().await {
+            ServerMessage::Connected { version, session } => {
+                assert_eq!(version, 1);
+                assert!(!session.is_empty());
+            }
+            other => panic!("expected connected, got {other:?}"),
+        }
+    }
+
+    /// The next event: a message or the close.
+    pub async fn next_event(&mut self) -> Event {
+        if let Some(m) = self.pending.pop_front() {
+            return Event::Message(m);
+        }
+        loop {
+            let frame = tokio::time::timeout(STEP, self.ws.next())
+                .await
+                .expect("no message from the server in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let messages = decode_server_frame(text.as_str()).unwrap();
+                    self.frames += 1;
+                    self.max_messages_per_frame = self.max_messages_per_frame.max(messages.len());
+                    self.pending.extend(messages);
+                    if let Some(m) = self.pending.pop_front() {
+                        return Event::Message(m);
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => return Event::Closed(frame),
+                Some(Ok(Message::Binary(_))) => panic!("server sent a binary frame"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("websocket error: {e}"),
+                None => return Event::Closed(None),
+            }
+        }
+    }
+
+    /// The next message; panics on close.
+    pub async fn next(&mut self) -> ServerMessage {
+        match self.next_event().await {
+            Event::Message(m) => m,
+            Event::Closed(frame) => panic!("connection closed: {frame:?}"),
+        }
+    }
+
+    /// Expects the connection to close next; returns the close frame.
+    pub async fn expect_close(&mut self) -> CloseFrame {
+        match self.next_event().await {
+            Event::Closed(Some(frame)) => frame,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+
+    /// Sends `request` with a fresh cid and returns its reply (ok, error, fetched or pong).
+    /// Other messages that arrive first stay queued for `next`, in order.
+    pub async fn request(&mut self, mut request: Value) -> ServerMessage {
+        self.next_cid += 1;
+        let cid = self.next_cid;
+        request["cid"] = json!(cid);
+        self.send_json(&request).await;
+        let mut skipped = VecDeque::new();
+        let reply = loop {
+            let m = self.next().await;
+            let reply_cid = match &m {
+                ServerMessage::Ok { cid }
+                | ServerMessage::Fetched { cid, .. }
+                | ServerMessage::Pong { cid } => Some(*cid),
+                ServerMessage::Error { cid, .. } => *cid,
+                _ => None,
+            };
+            if reply_cid == Some(cid) {
+                break m;
+            }
+            skipped.push_back(m);
+        };
+        skipped.extend(self.pending.drain(..));
+        self.pending = skipped;
+        reply
+    }
+
+    /// Sends `request` and asserts it succeeded.
+    pub async fn ok(&mut self, request: Value) {
+        let reply = self.request(request.clone()).await;
+        assert!(
+            matches!(reply, ServerMessage::Ok { .. }),
+            "{request} -> {reply:?}"
+        );
+    }
+
+    /// Messages already received but not yet taken.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Proves the session is alive and everything before it has been delivered.
+    pub async fn ping(&mut self) {
+        let reply = self.request(json!({"type":"ping"})).await;
+        assert!(matches!(reply, ServerMessage::Pong { .. }), "{reply:?}");
+    }
+}
+
+/// A topic's id from a `subscribed` message, checking its path.
+pub fn subscribed_id(message: &ServerMessage, expected_path: &str) -> u64 {
+    match message {
+        ServerMessage::Subscribed { id, path, .. } => {
+            assert_eq!(path, expected_path);
+            *id
+        }
+        other => panic!("expected subscribed to {expected_path}, got {other:?}"),
+    }
+}
+
+/// The value of a `value` message for topic `expected_id`.
+pub fn value_of(message: &ServerMessage, expected_id: u64) -> Value {
+    match message {
+        ServerMessage::Value { id, value } => {
+            assert_eq!(*id, expected_id);
+            value.clone()
+        }
+        other => panic!("expected a value for topic {expected_id}, got {other:?}"),
+    }
+}
+
+/// Polls `/metrics` until a line starting with `prefix` appears (bounded).
+pub async fn wait_for_metric(addr: SocketAddr, prefix: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let prefix = prefix.to_owned();
+    service_kit::testing::wait_until(STEP, || {
+        let prefix = prefix.clone();
+        async move {
+            let Ok(mut stream) = TcpStream::connect(addr).await else {
+                return false;
+            };
+            let request =
+                format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            if stream.write_all(request.as_bytes()).await.is_err() {
+                return false;
+            }
+            let mut response = String::new();
+            if stream.read_to_string(&mut response).await.is_err() {
+                return false;
+            }
+            response.lines().any(|l| l.starts_with(&prefix))
+        }
+    })
+    .await
+    .unwrap();
+}
