@@ -74,7 +74,7 @@ wait_http "http://$host:$feeder_port/healthz" 30 || die "data-feeder did not com
 say "waiting for the first value on topic redis/bitcoin"
 ok=0
 for _ in $(seq 150); do
-  if out="$("$bin/topic-cli" --url "ws://$host:$topic_port" fetch redis/bitcoin 2>/dev/null)" && [ -n "$out" ]; then
+  if out="$("$bin/topic-cli" --url "ws://$host:$topic_port" fetch redis/bitcoin 2>/dev/null)" && [ -n "$out" ] && [ "${out#*$'\t'}" != "null" ]; then
     ok=1; break
   fi
   sleep 0.2

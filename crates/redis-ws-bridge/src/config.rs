@@ -1,0 +1,150 @@
+//! The bridge's settings: every flag has an environment-variable fallback so containers can be
+//! configured without a command line.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+/// Default WebSocket listen address: the port the tutorial's clients connect to.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
+/// Default Redis pub/sub channel, shared with the backend app.
+pub const DEFAULT_CHANNEL: &str = "app:notifications";
+/// Default Redis URL.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/";
+/// Default per-client send queue length, in messages.
+pub const DEFAULT_CLIENT_QUEUE: usize = 1024;
+/// Default per-client send queue size, in bytes (8 MiB).
+pub const DEFAULT_CLIENT_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Default largest WebSocket message a client may send (1 MiB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// Settings for one bridge. Parse it from the command line (it is a clap parser that can also be
+/// flattened into a bigger one), or build it with [`Config::new`] and adjust the fields in tests.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "redis-ws-bridge",
+    about = "WebSocket server that publishes client text frames to a Redis channel and fans \
+             every message on that channel out to all connected clients."
+)]
+pub struct Config {
+    /// Address the WebSocket and HTTP server listens on. WebSocket endpoint: `/`; health: `/healthz`.
+    #[arg(long, env = "BRIDGE_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Redis server URL, used both for publishing and for the one shared subscription.
+    #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
+    pub redis_url: String,
+
+    /// Redis pub/sub channel that client messages are published to and fanned out from.
+    #[arg(long, env = "BRIDGE_CHANNEL", default_value = DEFAULT_CHANNEL)]
+    pub channel: String,
+
+    /// Most messages queued for one client; a client that falls this far behind is closed
+    /// (code 1008, "send queue full: client too slow").
+    #[arg(long, env = "BRIDGE_CLIENT_QUEUE", default_value_t = DEFAULT_CLIENT_QUEUE,
+          value_parser = positive)]
+    pub client_queue: usize,
+
+    /// Most bytes queued for one client (a single message larger than this is still delivered
+    /// to a client that has nothing else queued); past it the client is closed as too slow.
+    #[arg(long, env = "BRIDGE_CLIENT_QUEUE_BYTES", default_value_t = DEFAULT_CLIENT_QUEUE_BYTES,
+          value_parser = positive)]
+    pub client_queue_bytes: usize,
+
+    /// Largest WebSocket message (and frame) a client may send; a bigger one closes that client
+    /// with code 1009.
+    #[arg(long, env = "BRIDGE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES,
+          value_parser = positive)]
+    pub max_message_bytes: usize,
+
+    /// Comma-separated browser origins allowed to open a WebSocket (e.g.
+    /// `http://localhost:8080,https://app.example`). Empty allows every origin. A request with
+    /// a non-listed `Origin` header gets HTTP 403; requests without an `Origin` header
+    /// (non-browser clients) are allowed.
+    #[arg(long, env = "BRIDGE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+}
+
+impl Config {
+    /// The defaults the command line would give, with `redis_url` filled in.
+    pub fn new(redis_url: impl Into<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 3000)),
+            redis_url: redis_url.into(),
+            channel: DEFAULT_CHANNEL.to_owned(),
+            client_queue: DEFAULT_CLIENT_QUEUE,
+            client_queue_bytes: DEFAULT_CLIENT_QUEUE_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            allowed_origins: Vec::new(),
+        }
+    }
+
+    /// The allow-list in the form the origin check compares against: trimmed, lower-case,
+    /// without a trailing slash, blanks dropped (so `--allowed-origins ""` allows everyone).
+    pub(crate) fn normalized_origins(&self) -> Vec<String> {
+        self.allowed_origins
+            .iter()
+            .map(|origin| normalize_origin(origin))
+            .filter(|origin| !origin.is_empty())
+            .collect()
+    }
+}
+
+/// Parses a count or size that must be at least 1 (a zero-length queue could never deliver).
+fn positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(error) => Err(format!("not a whole number: {error}")),
+    }
+}
+
+/// Canonical form of an origin for comparison: browsers send `scheme://host[:port]`, and
+/// scheme and host are case-insensitive.
+pub(crate) fn normalize_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_defaults_match_new() {
+        let parsed = Config::try_parse_from(["redis-ws-bridge", "--redis-url", "redis://x/"])
+            .expect("parses");
+        let built = Config::new("redis://x/");
+        assert_eq!(parsed.listen, built.listen);
+        assert_eq!(parsed.channel, built.channel);
+        assert_eq!(parsed.client_queue, built.client_queue);
+        assert_eq!(parsed.client_queue_bytes, built.client_queue_bytes);
+        assert_eq!(parsed.max_message_bytes, built.max_message_bytes);
+    }
+
+    #[test]
+    fn origins_are_split_and_normalized() {
+        let parsed = Config::try_parse_from([
+            "redis-ws-bridge",
+            "--allowed-origins",
+            "HTTP://Localhost:8080/, https://app.example,",
+        ])
+        .expect("parses");
+        assert_eq!(
+            parsed.normalized_origins(),
+            vec!["http://localhost:8080", "https://app.example"]
+        );
+    }
+
+    #[test]
+    fn zero_queue_is_refused() {
+        let err = Config::try_parse_from(["redis-ws-bridge", "--client-queue", "0"])
+            .expect_err("zero must be refused");
+        assert!(err.to_string().contains("at least 1"), "{err}");
+    }
+
+    #[test]
+    fn bad_listen_address_is_refused() {
+        let err = Config::try_parse_from(["redis-ws-bridge", "--listen", "nonsense"]);
+        assert!(err.is_err());
+    }
+}
