@@ -19,5 +19,7 @@ async fn main() -> anyhow::Result<()> {
     service_kit::logging::init(cli.log.log_format);
     let shutdown = service_kit::Shutdown::new();
     shutdown.trigger_on_os_signal();
-    backend_app::Relay::new(cli.config).run(shutdown.signal()).await
+    backend_app::Relay::new(cli.config)
+        .run(shutdown.signal())
+        .await
 }

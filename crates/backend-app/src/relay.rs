@@ -58,8 +58,11 @@ impl Relay {
 
     /// Relays until shutdown. Connection failures on either side are retried, never fatal.
     pub async fn run(self, shutdown: ShutdownSignal) -> anyhow::Result<()> {
-        let (mut events, source_task) =
-            source::spawn(self.config.from.clone(), self.config.channel.clone(), shutdown.clone());
+        let (mut events, source_task) = source::spawn(
+            self.config.from.clone(),
+            self.config.channel.clone(),
+            shutdown.clone(),
+        );
         let mut pending: Option<Value> = None;
         let mut backoff = Backoff::reconnect();
         let mut shutdown_wait = shutdown.clone();
@@ -80,9 +83,15 @@ impl Relay {
                 }
             };
             backoff.reset();
-            self.stats.topic_server_connected.store(true, Ordering::Relaxed);
-            let step = self.relay(&client, &mut events, &mut pending, shutdown.clone()).await;
-            self.stats.topic_server_connected.store(false, Ordering::Relaxed);
+            self.stats
+                .topic_server_connected
+                .store(true, Ordering::Relaxed);
+            let step = self
+                .relay(&client, &mut events, &mut pending, shutdown.clone())
+                .await;
+            self.stats
+                .topic_server_connected
+                .store(false, Ordering::Relaxed);
             client.close().await;
             if matches!(step, Step::Shutdown) {
                 break;

@@ -14,7 +14,10 @@ pub fn spawn(
     source: SourceUrl,
     channel: String,
     shutdown: ShutdownSignal,
-) -> (mpsc::Receiver<SubscriptionEvent>, tokio::task::JoinHandle<()>) {
+) -> (
+    mpsc::Receiver<SubscriptionEvent>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::channel(256);
     let task = match source {
         SourceUrl::Redis(url) => tokio::spawn(redis_subscription::run(url, channel, tx, shutdown)),
@@ -46,7 +49,11 @@ async fn read_bridge(
                     Message::Close(_) => break,
                     _ => continue,
                 };
-                if events.send(SubscriptionEvent::Message(payload)).await.is_err() {
+                if events
+                    .send(SubscriptionEvent::Message(payload))
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
             }
