@@ -8,6 +8,7 @@
 //! This project is independent of, and not affiliated with, the commercial Diffusion product whose
 //! documented behaviour it reproduces; "Diffusion" is a trademark of its owner.
 
+pub mod conflation;
 pub mod delta;
 pub mod outbound;
 pub mod path;
@@ -16,6 +17,7 @@ pub mod selector;
 pub mod selector_index;
 pub mod topic;
 pub mod value;
+pub mod view;
 
 pub use path::{PathError, TopicPath};
 pub use selector::{Selector, SelectorError};

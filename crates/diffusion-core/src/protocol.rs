@@ -202,6 +202,14 @@ pub enum ServerMessage {
         /// The value in the type's wire form (`null`: the topic has no value).
         value: Value,
     },
+    /// A change to a topic's value: a fossil delta (base64) from the value the session holds to
+    /// the new one, computed over canonical bytes. Sent instead of `value` when smaller.
+    Delta {
+        /// Topic id from `subscribed`.
+        id: u64,
+        /// Base64 of the fossil-format delta.
+        delta: String,
+    },
     /// The session is no longer subscribed to a topic.
     Unsubscribed {
         /// Topic id from `subscribed`.
@@ -394,6 +402,17 @@ mod tests {
         let slow = encode_server_message(&ServerMessage::Value {
             id: 7,
             value: json!({"a":1}),
+        });
+        assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn delta_message_matches_serde_encoding() {
+        use base64::Engine as _;
+        let fast = encode_delta_message(9, b"3\n2@0,1:x;");
+        let slow = encode_server_message(&ServerMessage::Delta {
+            id: 9,
+            delta: base64::engine::general_purpose::STANDARD.encode(b"3\n2@0,1:x;"),
         });
         assert_eq!(fast, slow);
     }

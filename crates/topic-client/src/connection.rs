@@ -207,6 +207,7 @@ pub(crate) fn message_kind(message: &ServerMessage) -> &'static str {
         ServerMessage::Unsubscribed { .. } => "unsubscribed",
         ServerMessage::Fetched { .. } => "fetched",
         ServerMessage::Pong { .. } => "pong",
+        ServerMessage::Delta { .. } => "delta",
     }
 }
 

@@ -63,13 +63,26 @@ struct TopicEntry {
 /// Maps the server's topic ids to paths and types for one connection, and keeps the last value
 /// of every topic that can receive deltas. Owned by the connection's reader task.
 ///
-/// When the protocol gains a delta message, [`TopicTable::apply`] gets one more arm: apply the
-/// delta to the entry's canonical `last` value, rebuild it with `TopicValue::from_canonical`, and
-/// emit an ordinary [`TopicEvent::Value`] carrying the full value, so applications never see
-/// deltas.
+/// A `delta` message is applied to the entry's canonical `last` value and turned into an
+/// ordinary [`TopicEvent::Value`] carrying the full value, so applications never see deltas.
 #[derive(Debug, Default)]
 pub(crate) struct TopicTable {
     topics: HashMap<u64, TopicEntry>,
+}
+
+/// Applies a base64 fossil delta to the value the client holds.
+fn apply_delta(
+    last: Option<&TopicValue>,
+    topic_type: TopicType,
+    delta: &str,
+) -> Result<TopicValue, String> {
+    use base64::Engine as _;
+    let base = last.ok_or("no value held for this topic")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(delta)
+        .map_err(|e| format!("delta is not base64: {e}"))?;
+    let bytes = diffusion_core::delta::apply(base.canonical(), &raw).map_err(|e| e.to_string())?;
+    TopicValue::from_canonical(topic_type, bytes).map_err(|e| e.to_string())
 }
 
 impl TopicTable {
@@ -122,6 +135,31 @@ impl TopicTable {
                     topic_type: entry.topic_type,
                     value,
                 })
+            }
+            ServerMessage::Delta { id, delta } => {
+                let Some(entry) = self.topics.get_mut(&id) else {
+                    tracing::warn!(id, "delta for a topic id this session is not subscribed to");
+                    return None;
+                };
+                let applied = apply_delta(entry.last.as_ref(), entry.topic_type, &delta);
+                match applied {
+                    Ok(value) => {
+                        let json = value.to_json();
+                        entry.last = Some(value);
+                        Some(TopicEvent::Value {
+                            path: entry.path.clone(),
+                            topic_type: entry.topic_type,
+                            value: json,
+                        })
+                    }
+                    Err(reason) => {
+                        // Without a correct base the topic's value is unknown until the next
+                        // full value; say so loudly rather than hand out a wrong value.
+                        tracing::error!(path = %entry.path, %reason, "cannot apply delta");
+                        entry.last = None;
+                        None
+                    }
+                }
             }
             ServerMessage::Unsubscribed { id, path, reason } => {
                 self.topics.remove(&id);
@@ -222,6 +260,81 @@ mod tests {
         assert!(table.topics[&1].last.is_none());
         assert!(table.topics[&2].last.is_none());
         assert!(table.topics[&3].last.is_some());
+    }
+
+    fn delta(old: &Value, new: &Value) -> String {
+        use base64::Engine as _;
+        let old = serde_json::to_vec(old).unwrap();
+        let new = serde_json::to_vec(new).unwrap();
+        let d = diffusion_core::delta::diff(&old, &new).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(d)
+    }
+
+    #[test]
+    fn deltas_become_full_values() {
+        let mut table = TopicTable::default();
+        table.apply(subscribed(4, "doc", TopicType::Json, &[]));
+        let v1 = json!({"name": "x".repeat(100), "price": 1});
+        let v2 = json!({"name": "x".repeat(100), "price": 2});
+        let v3 = json!({"name": "x".repeat(100), "price": 3, "extra": true});
+        table.apply(ServerMessage::Value {
+            id: 4,
+            value: v1.clone(),
+        });
+        for (old, new) in [(&v1, &v2), (&v2, &v3)] {
+            let event = table
+                .apply(ServerMessage::Delta {
+                    id: 4,
+                    delta: delta(old, new),
+                })
+                .unwrap();
+            assert_eq!(
+                event,
+                TopicEvent::Value {
+                    path: "doc".to_owned(),
+                    topic_type: TopicType::Json,
+                    value: new.clone()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_delta_without_the_right_base_is_refused() {
+        let mut table = TopicTable::default();
+        table.apply(subscribed(4, "doc", TopicType::Json, &[]));
+        let v1 = json!({"name": "x".repeat(100), "price": 1});
+        let v2 = json!({"name": "x".repeat(100), "price": 2});
+        // No value held yet.
+        assert!(
+            table
+                .apply(ServerMessage::Delta {
+                    id: 4,
+                    delta: delta(&v1, &v2)
+                })
+                .is_none()
+        );
+        // Held value differs from the delta's base: the checksum catches it.
+        table.apply(ServerMessage::Value {
+            id: 4,
+            value: json!({"other": "y".repeat(90)}),
+        });
+        assert!(
+            table
+                .apply(ServerMessage::Delta {
+                    id: 4,
+                    delta: delta(&v1, &v2)
+                })
+                .is_none()
+        );
+        assert!(
+            table
+                .apply(ServerMessage::Delta {
+                    id: 4,
+                    delta: "@@not base64".into()
+                })
+                .is_none()
+        );
     }
 
     #[test]

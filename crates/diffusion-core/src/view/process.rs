@@ -1,0 +1,945 @@
+//! The `process { … }` transformation: statements, conditions and `calc` arithmetic — their
+//! syntax and their evaluation.
+
+use std::cmp::Ordering;
+
+use serde_json::Value;
+
+use super::error::ViewSpecError;
+use super::lexer::{Clause, ClauseKind, Lit, Scanner, Span};
+use super::pointer::{ArrayWrite, JsonPointer};
+use super::template::pointer;
+
+/// The body of one `process { … }` block.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    /// Operations applied unconditionally.
+    Operations(Vec<Operation>),
+    /// `if 'C' ops (elseif 'C' ops)* [else ops]`: the first satisfied branch runs; with none
+    /// satisfied and no `else`, no reference topic results.
+    Conditional {
+        /// The `if` branch followed by every `elseif` branch, in order.
+        branches: Vec<Branch>,
+        /// The `else` operations, if given.
+        otherwise: Option<Vec<Operation>>,
+    },
+}
+
+/// One `if`/`elseif` branch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Branch {
+    /// When the branch applies.
+    pub condition: Condition,
+    /// What it does.
+    pub operations: Vec<Operation>,
+}
+
+/// One operation of a statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operation {
+    /// `set(/ptr, value)`: create or replace the field (its parent must exist).
+    Set {
+        /// Where to write.
+        target: JsonPointer,
+        /// What to write.
+        value: SetValue,
+    },
+    /// `remove(/ptr)`: drop the field if present.
+    Remove(JsonPointer),
+    /// `continue`: leave the value as it is.
+    Continue,
+}
+
+/// The value of a `set`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetValue {
+    /// A constant: integer, decimal, quoted string, `true`, `false` or `null`.
+    Constant(Value),
+    /// `calc "…"`: integer arithmetic over constants and pointers.
+    Calc(Calc),
+}
+
+/// An integer expression of `calc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Calc {
+    /// A literal integer.
+    Integer(i64),
+    /// The integer at a pointer in the input value.
+    Pointer(JsonPointer),
+    /// Unary minus.
+    Negate(Box<Calc>),
+    /// A binary operation.
+    Binary {
+        /// `+ - * /`.
+        op: CalcOp,
+        /// Left operand.
+        left: Box<Calc>,
+        /// Right operand.
+        right: Box<Calc>,
+    },
+}
+
+/// The four `calc` operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalcOp {
+    /// `+`
+    Add,
+    /// `-`
+    Subtract,
+    /// `*`
+    Multiply,
+    /// `/` (truncating toward zero)
+    Divide,
+}
+
+/// A condition of `if`/`elseif`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// `/ptr OP operand`.
+    Compare {
+        /// The pointer on the left.
+        left: JsonPointer,
+        /// The comparison.
+        op: CompareOp,
+        /// A constant or another pointer.
+        right: Operand,
+    },
+    /// `a and b` / `a & b`.
+    And(Box<Condition>, Box<Condition>),
+    /// `a or b` / `a | b`.
+    Or(Box<Condition>, Box<Condition>),
+    /// `not a`.
+    Not(Box<Condition>),
+}
+
+/// Comparison operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    /// `=` / `eq`
+    Eq,
+    /// `!=` / `ne`
+    Ne,
+    /// `>` / `gt`
+    Gt,
+    /// `<` / `lt`
+    Lt,
+    /// `>=` / `ge`
+    Ge,
+    /// `<=` / `le`
+    Le,
+}
+
+/// The right-hand side of a comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    /// Another part of the value.
+    Pointer(JsonPointer),
+    /// A constant.
+    Constant(Value),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation
+// ---------------------------------------------------------------------------------------------
+
+enum Planned<'a> {
+    Set(&'a JsonPointer, Value),
+    Remove(&'a JsonPointer),
+}
+
+impl Statement {
+    /// Applies the statement to `input`; `None` means "no reference topic".
+    pub(crate) fn apply(&self, input: Value) -> Option<Value> {
+        let operations = match self {
+            Self::Operations(ops) => ops,
+            Self::Conditional {
+                branches,
+                otherwise,
+            } => match branches.iter().find(|b| b.condition.holds(&input)) {
+                Some(branch) => &branch.operations,
+                None => otherwise.as_ref()?,
+            },
+        };
+        // Every operation reads the input as it was; then all are applied together.
+        let mut planned = Vec::with_capacity(operations.len());
+        for op in operations {
+            match op {
+                Operation::Set { target, value } => {
+                    let value = match value {
+                        SetValue::Constant(v) => v.clone(),
+                        SetValue::Calc(calc) => Value::from(calc.eval(&input)?),
+                    };
+                    planned.push(Planned::Set(target, value));
+                }
+                Operation::Remove(target) => planned.push(Planned::Remove(target)),
+                Operation::Continue => {}
+            }
+        }
+        let mut output = input;
+        for step in planned {
+            match step {
+                Planned::Set(target, value) => {
+                    target.write(&mut output, value, ArrayWrite::Replace).ok()?;
+                }
+                Planned::Remove(target) => target.remove(&mut output),
+            }
+        }
+        Some(output)
+    }
+}
+
+impl Calc {
+    /// Integer value, or `None` when a pointer is missing or not an integer, on division by zero
+    /// or on overflow.
+    pub(crate) fn eval(&self, input: &Value) -> Option<i64> {
+        match self {
+            Self::Integer(n) => Some(*n),
+            Self::Pointer(p) => p.get(input)?.as_i64(),
+            Self::Negate(inner) => inner.eval(input)?.checked_neg(),
+            Self::Binary { op, left, right } => {
+                let (a, b) = (left.eval(input)?, right.eval(input)?);
+                match op {
+                    CalcOp::Add => a.checked_add(b),
+                    CalcOp::Subtract => a.checked_sub(b),
+                    CalcOp::Multiply => a.checked_mul(b),
+                    CalcOp::Divide => a.checked_div(b),
+                }
+            }
+        }
+    }
+}
+
+impl Condition {
+    /// Whether the condition holds for `value`.
+    pub(crate) fn holds(&self, value: &Value) -> bool {
+        match self {
+            Self::Compare { left, op, right } => {
+                let left = left.get(value);
+                let right = match right {
+                    Operand::Pointer(p) => p.get(value),
+                    Operand::Constant(c) => Some(c),
+                };
+                compare(left, *op, right)
+            }
+            Self::And(a, b) => a.holds(value) && b.holds(value),
+            Self::Or(a, b) => a.holds(value) || b.holds(value),
+            Self::Not(a) => !a.holds(value),
+        }
+    }
+}
+
+fn compare(left: Option<&Value>, op: CompareOp, right: Option<&Value>) -> bool {
+    let equal = || match (left, right) {
+        (Some(a), Some(b)) => json_equal(a, b),
+        _ => false,
+    };
+    let order = || match (left, right) {
+        (Some(Value::Number(a)), Some(Value::Number(b))) => number_cmp(a, b),
+        _ => None,
+    };
+    match op {
+        CompareOp::Eq => equal(),
+        CompareOp::Ne => !equal(),
+        CompareOp::Gt => order() == Some(Ordering::Greater),
+        CompareOp::Lt => order() == Some(Ordering::Less),
+        CompareOp::Ge => matches!(order(), Some(Ordering::Greater | Ordering::Equal)),
+        CompareOp::Le => matches!(order(), Some(Ordering::Less | Ordering::Equal)),
+    }
+}
+
+fn number_cmp(a: &serde_json::Number, b: &serde_json::Number) -> Option<Ordering> {
+    match (a.as_i64(), b.as_i64()) {
+        (Some(x), Some(y)) => Some(x.cmp(&y)),
+        _ => match (a.as_u64(), b.as_u64()) {
+            (Some(x), Some(y)) => Some(x.cmp(&y)),
+            _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
+        },
+    }
+}
+
+/// JSON equality in which numbers compare by value (`1` equals `1.0`).
+fn json_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => number_cmp(x, y) == Some(Ordering::Equal),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing the block
+// ---------------------------------------------------------------------------------------------
+
+const OPS_EXPECTED: &str =
+    "expected an operation: set(/pointer, value), remove(/pointer) or continue";
+
+/// Parses `{ statement }` (the `process` keyword already consumed).
+pub(crate) fn parse_block(s: &mut Scanner<'_>) -> Result<Statement, ViewSpecError> {
+    s.expect_char('{', "expected '{' after 'process'")?;
+    s.skip_ws();
+    let statement = if s.eat_keyword("if").is_some() {
+        let mut branches = vec![parse_branch(s, "if")?];
+        let mut otherwise = None;
+        loop {
+            s.skip_ws();
+            if s.eat_keyword("elseif").is_some() {
+                branches.push(parse_branch(s, "elseif")?);
+            } else if s.eat_keyword("else").is_some() {
+                s.skip_ws();
+                if s.peek_keyword("if") {
+                    return Err(s.error_here("write 'elseif' rather than 'else if'"));
+                }
+                otherwise = Some(parse_operations(s)?);
+                break;
+            } else {
+                break;
+            }
+        }
+        Statement::Conditional {
+            branches,
+            otherwise,
+        }
+    } else {
+        Statement::Operations(parse_operations(s)?)
+    };
+    s.skip_ws();
+    if !s.eat_char('}') {
+        let msg = match statement {
+            Statement::Conditional {
+                otherwise: None, ..
+            } => {
+                "expected ';' and another operation, 'elseif', 'else' or '}' to end the process block"
+            }
+            _ => "expected ';' and another operation, or '}' to end the process block",
+        };
+        return Err(s.error_here(msg));
+    }
+    Ok(statement)
+}
+
+fn parse_branch(s: &mut Scanner<'_>, keyword: &str) -> Result<Branch, ViewSpecError> {
+    s.skip_ws();
+    if !matches!(s.peek(), Some('\'' | '"')) {
+        return Err(s.error_here(format!(
+            "expected a quoted condition after '{keyword}', e.g. '/price gt 50'"
+        )));
+    }
+    let clause = s.read_clause(ClauseKind::Plain, &[])?;
+    let condition = ConditionParser::new(s.src(), &clause).parse()?;
+    let operations = parse_operations(s)?;
+    Ok(Branch {
+        condition,
+        operations,
+    })
+}
+
+fn parse_operations(s: &mut Scanner<'_>) -> Result<Vec<Operation>, ViewSpecError> {
+    let mut ops = vec![parse_operation(s)?];
+    loop {
+        s.skip_ws();
+        if !s.eat_char(';') {
+            return Ok(ops);
+        }
+        s.skip_ws();
+        if s.peek() == Some('}') || s.peek_keyword("elseif") || s.peek_keyword("else") {
+            return Ok(ops);
+        }
+        ops.push(parse_operation(s)?);
+    }
+}
+
+fn parse_operation(s: &mut Scanner<'_>) -> Result<Operation, ViewSpecError> {
+    s.skip_ws();
+    if s.eat_keyword("continue").is_some() {
+        return Ok(Operation::Continue);
+    }
+    if s.eat_keyword("remove").is_some() {
+        s.expect_char('(', "expected '(' after 'remove'")?;
+        let target = target_pointer(s, &[')'], "remove")?;
+        s.expect_char(')', "expected ')' to close remove(…)")?;
+        return Ok(Operation::Remove(target));
+    }
+    if s.eat_keyword("set").is_some() {
+        s.expect_char('(', "expected '(' after 'set'")?;
+        let target = target_pointer(s, &[',', ')'], "set")?;
+        s.expect_char(',', "expected ',' and a value after the pointer of set(…)")?;
+        s.skip_ws();
+        let value = if s.eat_keyword("calc").is_some() {
+            s.skip_ws();
+            let clause = s.read_clause(ClauseKind::Plain, &[')'])?;
+            if clause.is_missing() {
+                return Err(s.error_here(
+                    "expected a quoted expression after 'calc', e.g. calc \"/a * 2\"",
+                ));
+            }
+            SetValue::Calc(CalcParser::new(s.src(), &clause).parse()?)
+        } else {
+            let clause = s.read_clause(ClauseKind::Plain, &[')', ','])?;
+            SetValue::Constant(set_constant(s, &clause)?)
+        };
+        s.expect_char(')', "expected ')' to close set(…)")?;
+        return Ok(Operation::Set { target, value });
+    }
+    Err(s.error_here(OPS_EXPECTED))
+}
+
+fn target_pointer(
+    s: &mut Scanner<'_>,
+    stops: &[char],
+    what: &str,
+) -> Result<JsonPointer, ViewSpecError> {
+    s.skip_ws();
+    let clause = s.read_clause(ClauseKind::Plain, stops)?;
+    let ptr = pointer(s.src(), &clause.lits, clause.span.clone())?;
+    if ptr.is_root() {
+        return Err(s.error(
+            clause.span,
+            format!("{what}(…) needs a pointer to a field, e.g. /total (it cannot {what} the whole value)"),
+        ));
+    }
+    Ok(ptr)
+}
+
+fn set_constant(s: &Scanner<'_>, clause: &Clause) -> Result<Value, ViewSpecError> {
+    if clause.quoted {
+        return Ok(Value::String(clause.text()));
+    }
+    let text = clause.text();
+    constant_word(&text).ok_or_else(|| {
+        let span = if clause.is_missing() {
+            s.next_word_span()
+        } else {
+            clause.span.clone()
+        };
+        s.error(
+            span,
+            "expected a constant (an integer, a quoted string, true or false) or calc \"expression\"",
+        )
+    })
+}
+
+/// An unquoted constant: `true`, `false`, `null` or a JSON number.
+fn constant_word(text: &str) -> Option<Value> {
+    match text {
+        "true" => Some(Value::Bool(true)),
+        "false" => Some(Value::Bool(false)),
+        "null" => Some(Value::Null),
+        _ => serde_json::from_str::<serde_json::Number>(text)
+            .ok()
+            .map(Value::Number),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inner languages: conditions and calc, parsed from the characters of one clause
+// ---------------------------------------------------------------------------------------------
+
+/// A cursor over a clause's characters, for the small languages inside quotes.
+struct Inner<'a> {
+    src: &'a str,
+    lits: &'a [Lit],
+    i: usize,
+    whole: Span,
+}
+
+impl<'a> Inner<'a> {
+    fn new(src: &'a str, clause: &'a Clause) -> Self {
+        Self {
+            src,
+            lits: &clause.lits,
+            i: 0,
+            whole: clause.span.clone(),
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        while self.peek().is_some_and(char::is_whitespace) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.lits.get(self.i).map(|l| l.ch)
+    }
+
+    /// Span of the next token-ish run (up to whitespace), or the clause's end.
+    fn here(&self) -> Span {
+        let start = self.i;
+        let mut end = start;
+        while self.lits.get(end).is_some_and(|l| !l.ch.is_whitespace()) {
+            end += 1;
+        }
+        self.span(start, end)
+    }
+
+    fn span(&self, start: usize, end: usize) -> Span {
+        match (
+            self.lits.get(start),
+            end.checked_sub(1).and_then(|e| self.lits.get(e)),
+        ) {
+            (Some(a), Some(b)) if end > start => a.start..b.end,
+            (Some(a), _) => a.start..a.end,
+            _ => {
+                let end = self.whole.end.saturating_sub(1).max(self.whole.start);
+                end..self.whole.end
+            }
+        }
+    }
+
+    fn error(&self, span: Span, message: impl Into<String>) -> ViewSpecError {
+        ViewSpecError::new(self.src, span, message)
+    }
+
+    /// Reads a run of characters while `keep` holds.
+    fn take_while(&mut self, keep: impl Fn(char) -> bool) -> (String, Span) {
+        let start = self.i;
+        while self.peek().is_some_and(&keep) {
+            self.i += 1;
+        }
+        let text = self.lits[start..self.i].iter().map(|l| l.ch).collect();
+        (text, self.span(start, self.i))
+    }
+
+    /// A JSON pointer that runs until whitespace or one of `stops`.
+    fn pointer(&mut self, stops: &[char]) -> Result<JsonPointer, ViewSpecError> {
+        let (text, span) = self.take_while(|c| !c.is_whitespace() && !stops.contains(&c));
+        JsonPointer::parse(&text)
+            .map_err(|e| self.error(span, format!("invalid JSON pointer '{text}': {e}")))
+    }
+
+    /// Is the word `w` next (ASCII case-insensitive, then not followed by a letter or digit)?
+    fn eat_word(&mut self, w: &str) -> bool {
+        let n = w.chars().count();
+        let matches = self.lits.len() >= self.i + n
+            && self.lits[self.i..self.i + n]
+                .iter()
+                .zip(w.chars())
+                .all(|(l, c)| l.ch.eq_ignore_ascii_case(&c))
+            && !self
+                .lits
+                .get(self.i + n)
+                .is_some_and(|l| super::lexer::is_ident(l.ch));
+        if matches {
+            self.i += n;
+        }
+        matches
+    }
+
+    fn at_end(&self) -> bool {
+        self.i >= self.lits.len()
+    }
+}
+
+const CONDITION_POINTER_STOPS: &[char] = &['=', '!', '<', '>', '(', ')', '&', '|'];
+
+struct ConditionParser<'a> {
+    inner: Inner<'a>,
+}
+
+impl<'a> ConditionParser<'a> {
+    fn new(src: &'a str, clause: &'a Clause) -> Self {
+        Self {
+            inner: Inner::new(src, clause),
+        }
+    }
+
+    fn parse(mut self) -> Result<Condition, ViewSpecError> {
+        let condition = self.or()?;
+        self.inner.skip_ws();
+        if !self.inner.at_end() {
+            return Err(self.inner.error(
+                self.inner.here(),
+                "expected 'and', 'or' or the end of the condition",
+            ));
+        }
+        Ok(condition)
+    }
+
+    fn or(&mut self) -> Result<Condition, ViewSpecError> {
+        let mut left = self.and()?;
+        loop {
+            self.inner.skip_ws();
+            if self.inner.eat_word("or") || self.eat_symbol('|') {
+                let right = self.and()?;
+                left = Condition::Or(Box::new(left), Box::new(right));
+            } else {
+                return Ok(left);
+            }
+        }
+    }
+
+    fn and(&mut self) -> Result<Condition, ViewSpecError> {
+        let mut left = self.unary()?;
+        loop {
+            self.inner.skip_ws();
+            if self.inner.eat_word("and") || self.eat_symbol('&') {
+                let right = self.unary()?;
+                left = Condition::And(Box::new(left), Box::new(right));
+            } else {
+                return Ok(left);
+            }
+        }
+    }
+
+    fn eat_symbol(&mut self, c: char) -> bool {
+        if self.inner.peek() == Some(c) {
+            self.inner.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn unary(&mut self) -> Result<Condition, ViewSpecError> {
+        self.inner.skip_ws();
+        if self.inner.eat_word("not") {
+            return Ok(Condition::Not(Box::new(self.unary()?)));
+        }
+        if self.eat_symbol('(') {
+            let inner = self.or()?;
+            self.inner.skip_ws();
+            if !self.eat_symbol(')') {
+                return Err(self
+                    .inner
+                    .error(self.inner.here(), "expected ')' to close the bracket"));
+            }
+            return Ok(inner);
+        }
+        if self.inner.peek() != Some('/') {
+            return Err(self.inner.error(
+                self.inner.here(),
+                "expected a comparison such as '/price gt 50', 'not', or '('",
+            ));
+        }
+        let left = self.inner.pointer(CONDITION_POINTER_STOPS)?;
+        self.inner.skip_ws();
+        let op = self.operator()?;
+        self.inner.skip_ws();
+        let right = self.operand()?;
+        Ok(Condition::Compare { left, op, right })
+    }
+
+    fn operator(&mut self) -> Result<CompareOp, ViewSpecError> {
+        let symbols: [(&str, CompareOp); 6] = [
+            (">=", CompareOp::Ge),
+            ("<=", CompareOp::Le),
+            ("!=", CompareOp::Ne),
+            ("=", CompareOp::Eq),
+            (">", CompareOp::Gt),
+            ("<", CompareOp::Lt),
+        ];
+        for (sym, op) in symbols {
+            let n = sym.len();
+            let hit = self.inner.lits.len() >= self.inner.i + n
+                && self.inner.lits[self.inner.i..self.inner.i + n]
+                    .iter()
+                    .map(|l| l.ch)
+                    .eq(sym.chars());
+            if hit {
+                self.inner.i += n;
+                return Ok(op);
+            }
+        }
+        let words: [(&str, CompareOp); 6] = [
+            ("eq", CompareOp::Eq),
+            ("ne", CompareOp::Ne),
+            ("gt", CompareOp::Gt),
+            ("lt", CompareOp::Lt),
+            ("ge", CompareOp::Ge),
+            ("le", CompareOp::Le),
+        ];
+        for (word, op) in words {
+            if self.inner.eat_word(word) {
+                return Ok(op);
+            }
+        }
+        Err(self.inner.error(
+            self.inner.here(),
+            "expected a comparison operator: = != > < >= <= (or eq ne gt lt ge le)",
+        ))
+    }
+
+    fn operand(&mut self) -> Result<Operand, ViewSpecError> {
+        match self.inner.peek() {
+            Some('/') => Ok(Operand::Pointer(
+                self.inner.pointer(CONDITION_POINTER_STOPS)?,
+            )),
+            Some(q @ ('\'' | '"')) => {
+                let open = self.inner.i;
+                self.inner.i += 1;
+                let (text, _) = self.inner.take_while(|c| c != q);
+                if self.inner.at_end() {
+                    return Err(self.inner.error(
+                        self.inner.span(open, open + 1),
+                        format!("unterminated string: this {q} is never closed"),
+                    ));
+                }
+                self.inner.i += 1;
+                Ok(Operand::Constant(Value::String(text)))
+            }
+            _ => {
+                let (text, span) = self.inner.take_while(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.' | '_')
+                });
+                constant_word(&text).map(Operand::Constant).ok_or_else(|| {
+                    let span = if text.is_empty() { self.inner.here() } else { span };
+                    self.inner.error(
+                        span,
+                        "expected a constant (a number, a quoted string, true, false or null) or a /pointer",
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// Characters that end a pointer inside `calc` (besides whitespace). `-` and `/` do not: write
+/// spaces around them after a pointer.
+const CALC_POINTER_STOPS: &[char] = &['+', '*', '(', ')'];
+
+struct CalcParser<'a> {
+    inner: Inner<'a>,
+}
+
+impl<'a> CalcParser<'a> {
+    fn new(src: &'a str, clause: &'a Clause) -> Self {
+        Self {
+            inner: Inner::new(src, clause),
+        }
+    }
+
+    fn parse(mut self) -> Result<Calc, ViewSpecError> {
+        let expr = self.sum()?;
+        self.inner.skip_ws();
+        if !self.inner.at_end() {
+            return Err(self.inner.error(
+                self.inner.here(),
+                "expected an operator (+ - * /) or the end of the calc expression",
+            ));
+        }
+        Ok(expr)
+    }
+
+    fn binary(
+        &mut self,
+        ops: &[(char, CalcOp)],
+        next: fn(&mut Self) -> Result<Calc, ViewSpecError>,
+    ) -> Result<Calc, ViewSpecError> {
+        let mut left = next(self)?;
+        loop {
+            self.inner.skip_ws();
+            let Some(op) = self
+                .inner
+                .peek()
+                .and_then(|c| ops.iter().find(|(s, _)| *s == c).map(|(_, op)| *op))
+            else {
+                return Ok(left);
+            };
+            self.inner.i += 1;
+            let right = next(self)?;
+            left = Calc::Binary {
+                op,
+                left: Box::new(left),
+                right: Box::new(right),
+            };
+        }
+    }
+
+    fn sum(&mut self) -> Result<Calc, ViewSpecError> {
+        self.binary(
+            &[('+', CalcOp::Add), ('-', CalcOp::Subtract)],
+            Self::product,
+        )
+    }
+
+    fn product(&mut self) -> Result<Calc, ViewSpecError> {
+        self.binary(
+            &[('*', CalcOp::Multiply), ('/', CalcOp::Divide)],
+            Self::atom,
+        )
+    }
+
+    fn atom(&mut self) -> Result<Calc, ViewSpecError> {
+        self.inner.skip_ws();
+        match self.inner.peek() {
+            Some('-') => {
+                self.inner.i += 1;
+                Ok(Calc::Negate(Box::new(self.atom()?)))
+            }
+            Some('(') => {
+                self.inner.i += 1;
+                let inner = self.sum()?;
+                self.inner.skip_ws();
+                if self.inner.peek() != Some(')') {
+                    return Err(self
+                        .inner
+                        .error(self.inner.here(), "expected ')' to close the bracket"));
+                }
+                self.inner.i += 1;
+                Ok(inner)
+            }
+            Some('/') => Ok(Calc::Pointer(self.inner.pointer(CALC_POINTER_STOPS)?)),
+            Some(c) if c.is_ascii_digit() => {
+                let (text, span) = self
+                    .inner
+                    .take_while(|c| c.is_ascii_alphanumeric() || c == '.');
+                text.parse::<i64>().map(Calc::Integer).map_err(|_| {
+                    self.inner.error(
+                        span,
+                        format!("'{text}' is not an integer (calc works on whole numbers)"),
+                    )
+                })
+            }
+            _ => Err(self.inner.error(
+                self.inner.here(),
+                "expected an integer, a /pointer, '-' or '(' in the calc expression",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn statement(text: &str) -> Statement {
+        let mut s = Scanner::new(text);
+        parse_block(&mut s).unwrap()
+    }
+
+    fn statement_err(text: &str) -> ViewSpecError {
+        let mut s = Scanner::new(text);
+        parse_block(&mut s).unwrap_err()
+    }
+
+    #[test]
+    fn operations_are_evaluated_against_the_input_and_applied_together() {
+        let st =
+            statement(r#"{ set(/a, 10); set(/b, calc "/a + 1"); remove(/c); set(/s, 'x y') }"#);
+        let out = st.apply(json!({"a": 1, "c": 3})).unwrap();
+        assert_eq!(out, json!({"a": 10, "b": 2, "s": "x y"}));
+    }
+
+    #[test]
+    fn failing_set_gives_nothing() {
+        let st = statement("{set(/x/y, 1)}");
+        assert_eq!(st.apply(json!({})), None);
+        let st = statement(r#"{set(/x, calc "/a / /b")}"#);
+        assert_eq!(st.apply(json!({"a": 1, "b": 0})), None);
+        assert_eq!(st.apply(json!({"a": 1.5, "b": 1})), None);
+        assert_eq!(
+            st.apply(json!({"a": 7, "b": 2})),
+            Some(json!({"a": 7, "b": 2, "x": 3}))
+        );
+    }
+
+    #[test]
+    fn calc_precedence_brackets_and_unary_minus() {
+        let cases = [
+            ("2 + 3 * 4", 14),
+            ("(2 + 3) * 4", 20),
+            ("10 - 4 - 3", 3),
+            ("-7 / 2", -3),
+            ("/a * /b + 3", 15),
+            ("/a-b - 1", 4),
+            ("-(1+2)*-2", 6),
+        ];
+        for (expr, want) in cases {
+            let st = statement(&format!("{{set(/r, calc '{expr}')}}"));
+            let out = st.apply(json!({"a": 3, "b": 4, "a-b": 5})).unwrap();
+            assert_eq!(out["r"], json!(want), "{expr}");
+        }
+    }
+
+    #[test]
+    fn conditions_compare_and_combine() {
+        let v = json!({"p": 60, "q": 60.0, "s": "x", "b": true, "n": null});
+        let cases = [
+            ("/p gt 50", true),
+            ("/p > 50 and /p < 70", true),
+            ("/p>=60&/p<=60", true),
+            ("/p = /q", true),
+            ("/p != /q", false),
+            ("/s = 'x'", true),
+            ("/s eq \"y\"", false),
+            ("/s > 1", false),
+            ("/missing = 1", false),
+            ("/missing != 1", true),
+            ("not /p lt 10", true),
+            ("not (/p lt 10 or /b = true)", false),
+            ("/p lt 10 or /b = true and /n = null", true),
+            ("/p LT 100", true),
+            ("/p ge 60.5", false),
+            ("/p le -1", false),
+        ];
+        for (cond, want) in cases {
+            let q = if cond.contains('\'') { '"' } else { '\'' };
+            let st = statement(&format!("{{if {q}{cond}{q} set(/hit, true)}}"));
+            assert_eq!(st.apply(v.clone()).is_some(), want, "{cond}");
+        }
+    }
+
+    #[test]
+    fn if_elseif_else_chooses_the_first_satisfied_branch() {
+        let st = statement(
+            "{if '/p lt 50' set(/t, 1) elseif '/p gt 50' set(/t, 2) else set(/t, 0); set(/z, true);}",
+        );
+        assert_eq!(st.apply(json!({"p": 10})).unwrap()["t"], json!(1));
+        assert_eq!(st.apply(json!({"p": 90})).unwrap()["t"], json!(2));
+        assert_eq!(
+            st.apply(json!({"p": 50})).unwrap(),
+            json!({"p": 50, "t": 0, "z": true})
+        );
+        let st = statement("{if '/p lt 50' continue}");
+        assert_eq!(st.apply(json!({"p": 90})), None);
+        assert_eq!(st.apply(json!({"p": 9})), Some(json!({"p": 9})));
+    }
+
+    #[test]
+    fn errors_point_at_the_problem() {
+        let e = statement_err("{set(/a 1)}");
+        assert_eq!(e.column(), 9);
+        assert!(e.message().contains("expected ','"), "{e}");
+        let e = statement_err("{frob(/a)}");
+        assert_eq!(e.column(), 2);
+        assert!(e.message().contains("expected an operation"), "{e}");
+        let e = statement_err("{if /a = 1 continue}");
+        assert_eq!(e.column(), 5);
+        assert!(e.message().contains("quoted condition"), "{e}");
+        let e = statement_err("{if '/a ~ 1' continue}");
+        assert_eq!(e.column(), 9);
+        assert!(e.message().contains("comparison operator"), "{e}");
+        let e = statement_err("{if '/a = 1 /b' continue}");
+        assert_eq!(e.column(), 13);
+        let e = statement_err("{set(/a, calc '1 + x')}");
+        assert_eq!(e.column(), 20);
+        assert!(e.message().contains("calc"), "{e}");
+        let e = statement_err("{set(/a, calc '1.5')}");
+        assert!(e.message().contains("not an integer"), "{e}");
+        let e = statement_err("{set(/a, bogus)}");
+        assert_eq!(e.column(), 10);
+        assert!(e.message().contains("expected a constant"), "{e}");
+        let e = statement_err("{set(, 1)}");
+        assert!(e.message().contains("needs a pointer"), "{e}");
+        let e = statement_err("{remove(a)}");
+        assert!(e.message().contains("invalid JSON pointer"), "{e}");
+        let e = statement_err("{continue");
+        assert!(e.message().contains("'}'"), "{e}");
+        let e = statement_err("{if '/a = 1' continue else if '/b = 1' continue}");
+        assert!(e.message().contains("elseif"), "{e}");
+        let e = statement_err("set(/a, 1)");
+        assert!(e.message().contains("'{'"), "{e}");
+        let e = statement_err("{if '(/a = 1' continue}");
+        assert!(e.message().contains("')'"), "{e}");
+        let e = statement_err("{if '/a = \"x' continue}");
+        assert!(e.message().contains("unterminated string"), "{e}");
+    }
+}
