@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use diffusion_core::view::ViewSpec;
 use diffusion_core::{Selector, TopicPath, TopicProperties, TopicType};
 use serde_json::Value;
 use service_kit::{LogArgs, ShutdownSignal};
@@ -130,6 +131,27 @@ pub enum Command {
     /// Offline selector tools (no server needed).
     #[command(subcommand)]
     Selector(SelectorCommand),
+    /// Topic views: try a view specification offline.
+    #[command(subcommand)]
+    View(ViewCommand),
+}
+
+/// Topic view tools.
+#[derive(Debug, Subcommand)]
+pub enum ViewCommand {
+    /// Evaluate a view specification offline (no server needed) against a set of JSON source
+    /// topics, and print one JSON object mapping every resulting reference topic path to its
+    /// value, keys sorted. `throttle` and `delay` are accepted and have no effect offline. An
+    /// invalid specification exits 2 with a `line:column` error and a caret on stderr.
+    Eval {
+        /// The view specification, e.g. `map ?redis// to views/<path(1)>`.
+        #[arg(long)]
+        spec: String,
+        /// A JSON file holding one object that maps source topic paths to their JSON values
+        /// (`-` reads standard input).
+        #[arg(long, value_name = "FILE")]
+        topics: std::path::PathBuf,
+    },
 }
 
 /// Selector tools that run without a server.
@@ -259,6 +281,7 @@ pub async fn execute(
             let lines = paths.into_iter().map(Ok);
             match_lines(&selector, lines, out)
         }
+        Command::View(ViewCommand::Eval { spec, topics }) => view_eval(&spec, &topics, out),
         Command::Subscribe { selector } => {
             let client = tokio::select! {
                 client = connect(connection) => client?,
@@ -275,6 +298,40 @@ pub async fn execute(
             }
         }
     }
+}
+
+/// `view eval`: parses the specification, reads the source topics and prints the reference
+/// topics the view would produce, as one JSON object with sorted keys.
+fn view_eval(
+    spec: &str,
+    topics: &std::path::Path,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let view = ViewSpec::parse(spec)
+        .map_err(|e| CliError::Invalid(format!("invalid view specification\n{e}")))?;
+    let text = if topics.as_os_str() == "-" {
+        io::read_to_string(io::stdin())
+    } else {
+        std::fs::read_to_string(topics)
+    }
+    .map_err(|e| CliError::Invalid(format!("cannot read {}: {e}", topics.display())))?;
+    let sources: BTreeMap<String, Value> = serde_json::from_str(&text).map_err(|e| {
+        CliError::Invalid(format!(
+            "{} must hold one JSON object mapping topic paths to JSON values: {e}",
+            topics.display()
+        ))
+    })?;
+    if let Some(bad) = sources.keys().find(|p| TopicPath::parse(p).is_err()) {
+        return Err(CliError::Invalid(format!(
+            "'{bad}' in {} is not a valid topic path",
+            topics.display()
+        )));
+    }
+    let result = diffusion_core::view::evaluate_all(&view, &sources);
+    let json = serde_json::to_string(&result).map_err(|e| CliError::Runtime(e.to_string()))?;
+    writeln!(out, "{json}")?;
+    out.flush()?;
+    Ok(())
 }
 
 /// Connects, runs one request-reply command, and closes the connection politely.
@@ -329,7 +386,7 @@ async fn request(
             writeln!(out, "{:.3}", rtt.as_secs_f64() * 1000.0)?;
             out.flush()?;
         }
-        Command::Subscribe { .. } | Command::Selector(_) => {
+        Command::Subscribe { .. } | Command::Selector(_) | Command::View(_) => {
             return Err(CliError::Runtime("not a request-reply command".to_owned()));
         }
     }
