@@ -164,6 +164,13 @@ function render() {
     $(`${name}-avg`).textContent = avg === null ? '—' : `${formatCount(Math.round(avg))} B`;
     $(`${name}-rate`).textContent = formatRate(client.lastRate);
   }
+  const topicTally = clients.topic.tally;
+  $('topic-deltas').textContent = formatCount(topicTally.deltas);
+  $('topic-deltas').parentElement.title =
+    topicTally.updates > 0
+      ? `${formatPercent((topicTally.deltas / topicTally.updates) * 100)} of the updates arrived as ` +
+        'deltas against the value already held, and were applied here'
+      : 'updates that arrive as deltas against the value already held';
   const saving = savingPercent(clients.redis.tally.bytes, clients.topic.tally.bytes);
   $('saving').textContent = formatPercent(saving);
   $('saving').className = saving === null ? 'saving' : saving >= 0 ? 'saving saving-good' : 'saving saving-bad';

@@ -1,7 +1,8 @@
 // Checks that hold the page together: every element main.js looks up exists in index.html,
-// the chart library is pinned exactly and installed where the page loads it from.
+// the two runtime libraries are pinned exactly and installed where the page loads them from,
+// and every module import is a relative path to a file that exists (the page has no bundler).
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 const read = (p) => readFileSync(new URL(`../${p}`, import.meta.url), 'utf8');
@@ -16,6 +17,7 @@ test('every element id main.js uses exists in index.html', () => {
       used.add(`${name}-${part}`);
     }
   }
+  used.add('topic-deltas');
   assert.ok(used.size > 30, `found only ${used.size} ids; the pattern may be stale`);
   const missing = [...used].filter((id) => !ids.has(id));
   assert.deepEqual(missing, []);
@@ -26,13 +28,34 @@ test('the page names its independence from the commercial product', () => {
   assert.match(html, /not the commercial Diffusion product/);
 });
 
-test('uPlot is the only runtime dependency, pinned exactly and locked', () => {
+test('uPlot and fossil-delta are the runtime dependencies, pinned exactly and locked', () => {
   const pkg = JSON.parse(read('package.json'));
-  assert.deepEqual(Object.keys(pkg.dependencies), ['uplot']);
-  assert.match(pkg.dependencies.uplot, /^\d+\.\d+\.\d+$/);
+  assert.deepEqual(Object.keys(pkg.dependencies).sort(), ['fossil-delta', 'uplot']);
+  assert.equal(pkg.devDependencies, undefined);
   assert.equal(pkg.scripts.test, 'node --test test/');
   const lock = JSON.parse(read('package-lock.json'));
-  assert.equal(lock.packages['node_modules/uplot'].version, pkg.dependencies.uplot);
+  for (const [name, version] of Object.entries(pkg.dependencies)) {
+    assert.match(version, /^\d+\.\d+\.\d+$/, `${name} is pinned exactly`);
+    assert.equal(lock.packages[`node_modules/${name}`].version, version, `${name} is locked`);
+  }
+});
+
+test('every import in js/ is a relative path to an existing file; node_modules only via fossil.js', () => {
+  const jsDir = new URL('../js/', import.meta.url);
+  let imports = 0;
+  for (const file of readdirSync(jsDir).filter((f) => f.endsWith('.js'))) {
+    const source = readFileSync(new URL(file, jsDir), 'utf8');
+    for (const [, spec] of source.matchAll(/^\s*import\s[^;]*?from\s+'([^']+)'/gms)) {
+      imports += 1;
+      assert.match(spec, /^\.\.?\//, `${file} imports '${spec}': browsers need a relative path`);
+      assert.ok(existsSync(new URL(spec, new URL(file, jsDir))), `${file}: ${spec} is missing (npm ci in web/?)`);
+      if (spec.includes('node_modules/')) {
+        assert.equal(file, 'fossil.js', `${file} should go through fossil.js`);
+        assert.equal(spec, '../node_modules/fossil-delta/fossil-delta.js');
+      }
+    }
+  }
+  assert.ok(imports > 10, `found only ${imports} imports; the pattern may be stale`);
 });
 
 test('the page loads uPlot from node_modules, and it is installed there', () => {

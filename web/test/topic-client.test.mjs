@@ -17,16 +17,24 @@ test('decoder tracks subscribed topics and hands out full values', () => {
   assert.equal(events[1].topic.path, 'redis/bitcoin');
   assert.equal(events[1].value.bpi.USD.rate_float, 56189.3483);
   assert.equal(events[2].cid, 1);
+  assert.equal(events[1].via, 'value');
   const topic = d.topics.get(7);
   assert.equal(topic.value.bpi.USD.rate_float, 56189.3483);
-  assert.equal(topic.raw, '{"bpi":{"USD":{"rate_float":56189.3483,"symbol":"&#36;"}}}');
+  assert.equal(
+    new TextDecoder().decode(topic.canonical),
+    '{"bpi":{"USD":{"rate_float":56189.3483,"symbol":"&#36;"}}}',
+  );
+  assert.equal(topic.error, null);
 });
 
 test('rawValueText returns the exact wire text of the value', () => {
   assert.equal(rawValueText('{"type":"value","id":12,"value":"a}b"}'), '"a}b"');
   assert.equal(rawValueText('{"type":"value","id":1,"value":null}'), 'null');
+  assert.equal(rawValueText('{"type":"value","id":3,"value":{"x":100.0,"y":1e2}}'), '{"x":100.0,"y":1e2}');
   assert.equal(rawValueText('{"id":1,"type":"value","value":1}'), null);
   assert.equal(rawValueText('{"type":"ok","cid":1}'), null);
+  assert.equal(rawValueText('{"type":"value","id":1,"value": 1}'), null, 'not the server layout');
+  assert.equal(rawValueText('{"type":"value","id":1,"value":}'), null);
 });
 
 test('a bad message is reported and the rest of the frame still decodes', () => {
@@ -192,6 +200,6 @@ test('a binary frame that is not UTF-8 is counted and reported, not thrown', () 
   const ws = FakeWebSocket.latest();
   ws.serverOpen();
   ws.serverSend(new Uint8Array([0xff, 0x00]).buffer);
-  assert.deepEqual(traffic, [{ bytes: 2, messages: 1, updates: 0 }]);
+  assert.deepEqual(traffic, [{ bytes: 2, messages: 1, updates: 0, deltas: 0 }]);
   assert.equal(events[0].kind, 'protocol-error');
 });
