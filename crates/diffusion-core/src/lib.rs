@@ -10,7 +10,6 @@
 
 pub mod conflation;
 pub mod delta;
-pub mod outbound;
 pub mod path;
 pub mod protocol;
 pub mod selector;

@@ -103,9 +103,10 @@ impl<K: Clone + Eq + Hash> SelectorIndex<K> {
 
     /// The owners with at least one selector selecting `path`, each once.
     pub fn owners_matching(&self, path: &str) -> Vec<K> {
+        let mut seen = std::collections::HashSet::new();
         let mut owners: Vec<K> = Vec::new();
         self.for_each_match(path, |owner, _| {
-            if !owners.contains(owner) {
+            if seen.insert(owner.clone()) {
                 owners.push(owner.clone());
             }
         });

@@ -31,8 +31,9 @@ pub struct Config {
     #[arg(long, env = "TOPIC_SERVER_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
 
-    /// Per-session outbound queue limit in bytes; a session whose queue would pass it is closed
-    /// with reason "message queue limit reached".
+    /// Per-session outbound queue limit in bytes. A session over it has its queued updates
+    /// conflated per topic (by each topic's CONFLATION property); if it is still over, the
+    /// session is closed with reason "message queue limit reached".
     #[arg(long, env = "TOPIC_SERVER_QUEUE_LIMIT_BYTES", default_value_t = DEFAULT_QUEUE_LIMIT_BYTES)]
     pub queue_limit_bytes: usize,
 

@@ -4,17 +4,28 @@
 //! pre-encoded messages into the affected sessions' bounded queues; they never touch a socket,
 //! so the lock is held only for in-memory work. Work that needs no shared state (parsing
 //! selectors, converting values) happens before the lock is taken.
+//!
+//! A topic update is prepared once ([`Topic::update`]: the `value` message and, where allowed,
+//! the `delta` message) and the same [`TopicUpdate`] is handed to every subscriber's queue,
+//! which decides delta or full value and applies the topic's conflation policy. When back
+//! pressure makes a queue drop an `unsubscribe`-policy topic, the engine ends that
+//! subscription after the fan-out loop and tells the session (reason `back_pressure`); the
+//! topic then stays unsubscribed for that session, although its selectors still select it,
+//! until the session subscribes again with a selector that selects it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
+use diffusion_core::conflation::{PushOutcome, TopicUpdate};
 use diffusion_core::protocol::{ErrorCode, FetchedTopic, ServerMessage, encode_server_message};
 use diffusion_core::{Selector, TopicPath, TopicProperties, TopicType, TopicValue};
 use serde_json::Value;
 
 use crate::metrics::Metrics;
 use crate::outbound::{PushError, SessionOutbound};
+use crate::stats::QueueStats;
 use crate::subscriptions::{SessionId, Subscriptions};
 use crate::topics::{Topic, TopicStore};
 
@@ -43,53 +54,31 @@ struct Tree {
     subscriptions: Subscriptions,
 }
 
+/// Subscriptions that back pressure ended during one operation, as (session, topic id); the
+/// engine settles them before it releases the lock.
+type Dropped = Vec<(SessionId, u64)>;
+
 /// Topics plus subscriptions, shared by every session of one server.
 pub(crate) struct Engine {
     tree: Mutex<Tree>,
     metrics: Metrics,
+    conflations: AtomicU64,
+    back_pressure_unsubscriptions: AtomicU64,
+    /// Highest queue high-water mark among sessions that have closed.
+    closed_peak_bytes: AtomicUsize,
 }
 
 fn parse_selector(text: &str) -> Result<Selector, OpError> {
     Selector::parse(text).map_err(|e| OpError::new(ErrorCode::InvalidSelector, e.to_string()))
 }
 
-fn to_value(topic_type: TopicType, value: &Value) -> Result<Option<TopicValue>, OpError> {
-    TopicValue::from_json(topic_type, value)
+fn to_value(
+    topic_type: TopicType,
+    validate_values: bool,
+    value: &Value,
+) -> Result<Option<TopicValue>, OpError> {
+    crate::values::convert(topic_type, validate_values, value)
         .map_err(|e| OpError::new(ErrorCode::InvalidValue, e.to_string()))
-}
-
-/// Pushes one shared message to a session, logging (not failing) when that closes it.
-fn push(session: SessionId, outbound: &SessionOutbound, topic: Option<u64>, message: &Bytes) {
-    if let Err(PushError::LimitReached(limit)) = outbound.push(topic, message.clone()) {
-        tracing::info!(session, %limit, "closing session: message queue limit reached");
-    }
-}
-
-/// Delivers an update to every subscriber of `topic`: the same bytes to each.
-fn fan_out(topic: &Topic, message: &Bytes) {
-    for (session, outbound) in &topic.subscribers {
-        push(*session, outbound, Some(topic.id), message);
-    }
-}
-
-/// Subscribes one session to one topic: notice, then current value if any.
-fn subscribe_one(
-    topic: &mut Topic,
-    subscriptions: &mut Subscriptions,
-    session: SessionId,
-    outbound: &Arc<SessionOutbound>,
-) {
-    topic.subscribers.insert(session, Arc::clone(outbound));
-    subscriptions.note_subscribed(session, topic.id);
-    push(
-        session,
-        outbound,
-        Some(topic.id),
-        topic.subscribed_message(),
-    );
-    if let Some(value) = topic.value_message() {
-        push(session, outbound, Some(topic.id), value);
-    }
 }
 
 fn unsubscribed_message(topic: &Topic, reason: &str) -> Bytes {
@@ -106,6 +95,9 @@ impl Engine {
         Self {
             tree: Mutex::new(Tree::default()),
             metrics,
+            conflations: AtomicU64::new(0),
+            back_pressure_unsubscriptions: AtomicU64::new(0),
+            closed_peak_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -114,18 +106,130 @@ impl Engine {
         self.tree.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Accounts for one push: counts conflation, logs a session closed by its queue limit, and
+    /// collects the subscriptions back pressure ended.
+    fn settle(
+        &self,
+        session: SessionId,
+        result: Result<PushOutcome, PushError>,
+        dropped: &mut Dropped,
+    ) {
+        match result {
+            Ok(outcome) => {
+                if outcome.conflated {
+                    self.conflations.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.conflations.increment(1);
+                }
+                dropped.extend(outcome.unsubscribed.into_iter().map(|id| (session, id)));
+            }
+            Err(PushError::LimitReached(limit)) => {
+                tracing::info!(session, %limit, "closing session: message queue limit reached");
+            }
+            Err(PushError::Closing) => {}
+        }
+    }
+
+    /// Delivers an update to every subscriber of `topic`: the same shared update to each.
+    fn fan_out(&self, topic: &Topic, update: &TopicUpdate, dropped: &mut Dropped) {
+        for (session, outbound) in &topic.subscribers {
+            self.settle(*session, outbound.push_update(update), dropped);
+        }
+    }
+
+    /// Subscribes one session to one topic: notice, then current value if any.
+    fn subscribe_one(
+        &self,
+        topic: &mut Topic,
+        subscriptions: &mut Subscriptions,
+        session: SessionId,
+        outbound: &Arc<SessionOutbound>,
+        dropped: &mut Dropped,
+    ) {
+        topic.subscribers.insert(session, Arc::clone(outbound));
+        subscriptions.note_subscribed(session, topic.id);
+        // Updates still queued from an earlier subscription to this topic belong to that
+        // subscription; dropping them keeps conflation from merging them with this one's first
+        // value, ahead of the notices queued in between.
+        outbound.remove_topic(topic.id, true);
+        let notice = outbound.push_control(topic.subscribed_message().clone());
+        self.settle(session, notice, dropped);
+        let initial = outbound.push_initial(topic.id, topic.current());
+        self.settle(session, initial, dropped);
+    }
+
+    /// Ends one subscription (not for back pressure): forgets what the queue tracks for the
+    /// topic, drops its queued updates when the topic is `TIDY_ON_UNSUBSCRIBE`, then queues
+    /// the notice.
+    fn end_subscription(
+        &self,
+        topic: &Topic,
+        session: SessionId,
+        outbound: &SessionOutbound,
+        notice: &Bytes,
+        dropped: &mut Dropped,
+    ) {
+        outbound.remove_topic(topic.id, topic.properties.tidy_on_unsubscribe);
+        self.settle(session, outbound.push_control(notice.clone()), dropped);
+    }
+
+    /// Ends the subscriptions back pressure dropped and tells each session, with reason
+    /// `back_pressure`. Telling a session can itself drop more (the notice is queued too), so
+    /// this runs until nothing is left; each round ends a live subscription, so it stops.
+    fn settle_dropped(
+        &self,
+        topics: &mut TopicStore,
+        subscriptions: &mut Subscriptions,
+        mut dropped: Dropped,
+    ) {
+        while let Some((session, id)) = dropped.pop() {
+            let Some(topic) = topics.get_by_id_mut(id) else {
+                continue;
+            };
+            let Some(outbound) = topic.subscribers.remove(&session) else {
+                continue;
+            };
+            subscriptions.note_unsubscribed(session, id);
+            self.back_pressure_unsubscriptions
+                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.back_pressure_unsubscriptions.increment(1);
+            tracing::debug!(session, topic = %topic.path, "unsubscribed by back pressure");
+            let notice = outbound.push_control(topic.back_pressure_message().clone());
+            self.settle(session, notice, &mut dropped);
+        }
+    }
+
     /// Makes a session (after its handshake) able to subscribe.
     pub fn register_session(&self, session: SessionId, outbound: Arc<SessionOutbound>) {
         self.lock().subscriptions.register(session, outbound);
     }
 
-    /// Forgets a session and its subscriptions.
+    /// Accounts for a push the session made itself (a reply): when it made the queue drop
+    /// subscriptions, ends them and tells the session.
+    pub fn settle_push(&self, session: SessionId, result: Result<PushOutcome, PushError>) {
+        let mut dropped = Dropped::new();
+        self.settle(session, result, &mut dropped);
+        if dropped.is_empty() {
+            return;
+        }
+        let mut tree = self.lock();
+        let Tree {
+            topics,
+            subscriptions,
+        } = &mut *tree;
+        self.settle_dropped(topics, subscriptions, dropped);
+    }
+
+    /// Forgets a session, its selectors and its subscriptions.
     pub fn close_session(&self, session: SessionId) {
         let mut tree = self.lock();
         let Tree {
             topics,
             subscriptions,
         } = &mut *tree;
+        if let Some(outbound) = subscriptions.outbound(session) {
+            self.closed_peak_bytes
+                .fetch_max(outbound.peak_queued_bytes(), Ordering::Relaxed);
+        }
         for id in subscriptions.deregister(session) {
             if let Some(topic) = topics.get_by_id_mut(id) {
                 topic.subscribers.remove(&session);
@@ -148,7 +252,7 @@ impl Engine {
         let properties = TopicProperties::from_map(properties)
             .map_err(|e| OpError::new(ErrorCode::InvalidProperties, e.to_string()))?;
         let value = match value {
-            Some(v) => Some(to_value(topic_type, v)?),
+            Some(v) => Some(to_value(topic_type, properties.validate_values, v)?),
             None => None,
         };
 
@@ -157,6 +261,7 @@ impl Engine {
             topics,
             subscriptions,
         } = &mut *tree;
+        let mut dropped = Dropped::new();
         if let Some(existing) = topics.get_mut(path.as_str()) {
             if existing.topic_type != topic_type || existing.properties != properties {
                 return Err(OpError::new(
@@ -169,10 +274,11 @@ impl Engine {
             }
             if let Some(value) = value {
                 self.metrics.updates_in.increment(1);
-                if let Some(message) = existing.update(value) {
-                    fan_out(existing, &message);
+                if let Some(update) = existing.update(value) {
+                    self.fan_out(existing, &update, &mut dropped);
                 }
             }
+            self.settle_dropped(topics, subscriptions, dropped);
             return Ok(());
         }
 
@@ -189,13 +295,14 @@ impl Engine {
             None => None,
         };
         for (session, outbound) in &selecting {
-            subscribe_one(topic, subscriptions, *session, outbound);
+            self.subscribe_one(topic, subscriptions, *session, outbound, &mut dropped);
         }
         if topic.properties.dont_retain_value
-            && let Some(message) = transient
+            && let Some(update) = transient
         {
-            fan_out(topic, &message);
+            self.fan_out(topic, &update, &mut dropped);
         }
+        self.settle_dropped(topics, subscriptions, dropped);
         Ok(())
     }
 
@@ -206,25 +313,33 @@ impl Engine {
             .map_err(|e| OpError::new(ErrorCode::InvalidPath, e.to_string()))?;
         let no_such_topic =
             || OpError::new(ErrorCode::NoSuchTopic, format!("no topic at path '{path}'"));
-        // Convert the value outside the lock; only the topic's type and id are needed first.
-        let (id, topic_type) = {
+        // Convert the value outside the lock; only the topic's id, type and validation switch
+        // are needed first.
+        let (id, topic_type, validate_values) = {
             let tree = self.lock();
             let topic = tree.topics.get(path.as_str()).ok_or_else(no_such_topic)?;
-            (topic.id, topic.topic_type)
+            (topic.id, topic.topic_type, topic.properties.validate_values)
         };
-        let value = to_value(topic_type, value)?;
+        let value = to_value(topic_type, validate_values, value)?;
 
         let mut tree = self.lock();
-        let topic = tree.topics.get_by_id_mut(id).ok_or_else(no_such_topic)?;
+        let Tree {
+            topics,
+            subscriptions,
+        } = &mut *tree;
+        let topic = topics.get_by_id_mut(id).ok_or_else(no_such_topic)?;
         self.metrics.updates_in.increment(1);
-        if let Some(message) = topic.update(value) {
-            fan_out(topic, &message);
+        let mut dropped = Dropped::new();
+        if let Some(update) = topic.update(value) {
+            self.fan_out(topic, &update, &mut dropped);
         }
+        self.settle_dropped(topics, subscriptions, dropped);
         Ok(())
     }
 
     /// `subscribe`: retains the selector and subscribes the session to every selected topic it
-    /// is not already subscribed to, in path order.
+    /// is not already subscribed to, in path order (this also restores topics that back
+    /// pressure unsubscribed).
     pub fn subscribe(&self, session: SessionId, selector: &str) -> Result<(), OpError> {
         let selector = parse_selector(selector)?;
         let mut tree = self.lock();
@@ -236,19 +351,21 @@ impl Engine {
             .outbound(session)
             .cloned()
             .ok_or_else(|| OpError::new(ErrorCode::Internal, "session is not registered"))?;
+        let mut dropped = Dropped::new();
         for path in topics.select_paths(&selector) {
             if let Some(topic) = topics.get_mut(&path)
                 && !topic.subscribers.contains_key(&session)
             {
-                subscribe_one(topic, subscriptions, session, &outbound);
+                self.subscribe_one(topic, subscriptions, session, &outbound, &mut dropped);
             }
         }
         subscriptions.add_selector(session, selector);
+        self.settle_dropped(topics, subscriptions, dropped);
         Ok(())
     }
 
     /// `unsubscribe`: drops the retained selector with this text and unsubscribes the session
-    /// from the topics none of its remaining selectors selects.
+    /// from the topics it selects that no other retained selector of the session selects.
     pub fn unsubscribe(&self, session: SessionId, selector: &str) -> Result<(), OpError> {
         let selector = parse_selector(selector)?;
         let mut tree = self.lock();
@@ -256,21 +373,25 @@ impl Engine {
             topics,
             subscriptions,
         } = &mut *tree;
-        let Some(removed) = subscriptions.remove_selector(session, selector.as_str()) else {
+        let leaving: Vec<String> = topics
+            .select_paths(&selector)
+            .into_iter()
+            .filter(|path| !subscriptions.selects(session, path, Some(&selector)))
+            .collect();
+        if !subscriptions.remove_selector(session, &selector) {
             return Ok(());
-        };
-        for path in topics.select_paths(&removed) {
-            if subscriptions.selects(session, &path) {
-                continue;
-            }
+        }
+        let mut dropped = Dropped::new();
+        for path in leaving {
             if let Some(topic) = topics.get_mut(&path)
                 && let Some(outbound) = topic.subscribers.remove(&session)
             {
                 subscriptions.note_unsubscribed(session, topic.id);
-                let message = unsubscribed_message(topic, "unsubscribed");
-                push(session, &outbound, Some(topic.id), &message);
+                let notice = unsubscribed_message(topic, "unsubscribed");
+                self.end_subscription(topic, session, &outbound, &notice, &mut dropped);
             }
         }
+        self.settle_dropped(topics, subscriptions, dropped);
         Ok(())
     }
 
@@ -303,18 +424,42 @@ impl Engine {
             subscriptions,
         } = &mut *tree;
         let paths = topics.select_paths(&selector);
+        let mut dropped = Dropped::new();
         for path in &paths {
             let Some(topic) = topics.remove(path) else {
                 continue;
             };
-            let message = unsubscribed_message(&topic, "removed");
+            let notice = unsubscribed_message(&topic, "removed");
             for (session, outbound) in &topic.subscribers {
                 subscriptions.note_unsubscribed(*session, topic.id);
-                push(*session, outbound, Some(topic.id), &message);
+                self.end_subscription(&topic, *session, outbound, &notice, &mut dropped);
             }
         }
         self.metrics.topics.decrement(paths.len() as f64);
+        // Drops naming removed topics find nothing to end; the rest are settled as usual.
+        self.settle_dropped(topics, subscriptions, dropped);
         Ok(paths.len())
+    }
+
+    /// The outbound queues of the registered sessions, measured now.
+    pub fn queue_stats(&self) -> QueueStats {
+        let tree = self.lock();
+        let mut stats = QueueStats {
+            peak_queued_bytes: self.closed_peak_bytes.load(Ordering::Relaxed),
+            conflations: self.conflations.load(Ordering::Relaxed),
+            back_pressure_unsubscriptions: self
+                .back_pressure_unsubscriptions
+                .load(Ordering::Relaxed),
+            ..QueueStats::default()
+        };
+        for (_, outbound) in tree.subscriptions.sessions() {
+            let queued = outbound.queued_bytes();
+            stats.sessions += 1;
+            stats.queued_bytes += queued;
+            stats.max_queued_bytes = stats.max_queued_bytes.max(queued);
+            stats.peak_queued_bytes = stats.peak_queued_bytes.max(outbound.peak_queued_bytes());
+        }
+        stats
     }
 }
 

@@ -86,7 +86,10 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(state): State<AppState>) -> Response {
+    // Measured on demand: keeping a gauge current on every push would cost the hot path.
+    let queued = state.ctx.engine.queue_stats().queued_bytes;
+    state.ctx.metrics.queued_bytes.set(queued as f64);
     let mut response = crate::metrics::render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

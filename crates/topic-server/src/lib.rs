@@ -5,11 +5,14 @@
 //! `/healthz` and Prometheus `/metrics`. Topics are stateful: each keeps its current value, and
 //! sessions subscribe with retained topic selectors.
 //!
-//! The speed-critical path is fan-out: an update is encoded once into `Bytes` and the same bytes
-//! are queued for every subscriber; a writer task per connection drains its queue in batches,
-//! packing many messages into few frames and flushing once. Queues are bounded in bytes, so a
-//! client that stops reading is closed ("message queue limit reached") instead of growing the
-//! server without limit.
+//! The speed-critical path is fan-out: an update is encoded once — its `value` message and, for
+//! JSON, STRING and BINARY topics, a fossil `delta` message from the previous value — and the
+//! same bytes are queued for every subscriber; each session's queue sends the delta when the
+//! session holds the previous value and the full value otherwise. A writer task per connection
+//! drains its queue in batches, packing many messages into few frames and flushing once. Queues
+//! are bounded in bytes: a client that falls behind has its queued updates conflated per topic
+//! (by the topic's `CONFLATION` property), and is closed ("message queue limit reached") only
+//! when conflation cannot bring its queue under the limit.
 //!
 //! This project is independent of, and not affiliated with, the commercial Diffusion product
 //! whose documented behaviour it reproduces.
@@ -28,14 +31,18 @@
 //! # }
 //! ```
 
+#[doc(hidden)]
+pub mod bench_support;
 mod config;
 mod engine;
 mod http;
 mod metrics;
 mod outbound;
 mod session;
+mod stats;
 mod subscriptions;
 mod topics;
+mod values;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +60,8 @@ pub use config::{
     Config, DEFAULT_LISTEN, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_QUEUE_LIMIT_BYTES,
 };
+
+pub use stats::{QueueStats, ServerStats};
 
 use engine::Engine;
 use metrics::Metrics;
@@ -130,6 +139,11 @@ impl TopicServer {
     /// The address the server listens on (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A handle onto the server's queue statistics, usable while it runs and after.
+    pub fn stats(&self) -> ServerStats {
+        ServerStats::new(Arc::clone(&self.ctx))
     }
 
     /// Serves until `shutdown` fires: then stops accepting, closes every session (close code

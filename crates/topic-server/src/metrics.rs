@@ -39,6 +39,18 @@ fn handle() -> &'static PrometheusHandle {
             "topic_server_sessions_closed_total",
             "Sessions closed, by reason."
         );
+        describe_counter!(
+            "topic_server_conflations_total",
+            "Pushes that found a session queue over its limit and conflated it."
+        );
+        describe_counter!(
+            "topic_server_back_pressure_unsubscriptions_total",
+            "Subscriptions ended by back pressure (CONFLATION=unsubscribe)."
+        );
+        describe_gauge!(
+            "topic_server_queued_bytes",
+            "Bytes waiting in session outbound queues (measured when /metrics is read)."
+        );
         handle
     })
 }
@@ -61,6 +73,12 @@ pub(crate) struct Metrics {
     pub messages_out: Counter,
     /// Payload bytes written to clients.
     pub bytes_out: Counter,
+    /// Pushes that conflated a queue over its limit.
+    pub conflations: Counter,
+    /// Subscriptions ended by back pressure.
+    pub back_pressure_unsubscriptions: Counter,
+    /// Bytes queued for sessions; set when /metrics is read.
+    pub queued_bytes: Gauge,
 }
 
 impl Metrics {
@@ -73,6 +91,11 @@ impl Metrics {
             updates_in: counter!("topic_server_updates_in_total"),
             messages_out: counter!("topic_server_messages_out_total"),
             bytes_out: counter!("topic_server_bytes_out_total"),
+            conflations: counter!("topic_server_conflations_total"),
+            back_pressure_unsubscriptions: counter!(
+                "topic_server_back_pressure_unsubscriptions_total"
+            ),
+            queued_bytes: gauge!("topic_server_queued_bytes"),
         }
     }
 

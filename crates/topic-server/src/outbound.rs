@@ -2,16 +2,19 @@
 //! the writer task that empties it onto the socket.
 //!
 //! Producers (topic fan-out, request replies) push already-encoded `Bytes` under a short lock
-//! and wake the writer; they never touch the socket. The writer takes everything queued at once,
-//! packs it into as few frames as it can, feeds them all and flushes once. A push that would take
-//! the queue past its byte limit closes the session instead of letting a slow client grow the
-//! server's memory.
+//! and wake the writer; they never touch the socket. The queue is
+//! `diffusion_core::conflation::SessionQueue`: it picks, per update, the shared delta (session
+//! in step) or the shared full value, and applies each topic's `CONFLATION` policy when the
+//! session falls behind. The writer takes everything queued at once, packs it into as few
+//! frames as it can, feeds them all and flushes once. A push that leaves the queue past its
+//! byte limit even after conflation closes the session instead of letting a slow client grow
+//! the server's memory.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
-use diffusion_core::outbound::{Outbound, OutboundQueue, QueueLimitReached};
+use diffusion_core::conflation::{PushOutcome, QueueLimitReached, SessionQueue, TopicUpdate};
 use diffusion_core::protocol::pack_frames;
 use futures_util::{Sink, SinkExt};
 use tokio::sync::Notify;
@@ -73,14 +76,17 @@ pub(crate) enum PushError {
     /// The session is closing; the message is dropped.
     #[error("session is closing")]
     Closing,
-    /// This push hit the queue limit and closed the session.
+    /// This push hit the queue limit (even after conflation) and closed the session.
     #[error(transparent)]
     LimitReached(#[from] QueueLimitReached),
 }
 
 struct State {
-    queue: OutboundQueue,
+    queue: SessionQueue,
     close: Option<CloseReason>,
+    /// The most bytes this queue has held after a push (a high-water mark, for observing
+    /// that conflation keeps the queue bounded).
+    peak_bytes: usize,
 }
 
 /// One session's outbound queue with its wake-ups. Shared (`Arc`) between the session, the
@@ -96,9 +102,9 @@ pub(crate) struct SessionOutbound {
 /// What the writer should do next.
 enum Step {
     /// Write these messages.
-    Send(Vec<Outbound>),
+    Send(Vec<Bytes>),
     /// Write these messages (possibly none), then close for this reason.
-    Close(Vec<Outbound>, CloseReason),
+    Close(Vec<Bytes>, CloseReason),
 }
 
 impl SessionOutbound {
@@ -106,8 +112,9 @@ impl SessionOutbound {
     pub fn new(limit_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State {
-                queue: OutboundQueue::new(limit_bytes),
+                queue: SessionQueue::new(limit_bytes),
                 close: None,
+                peak_bytes: 0,
             }),
             data_ready: Notify::new(),
             closing: Notify::new(),
@@ -120,23 +127,29 @@ impl SessionOutbound {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues an encoded message (`topic`: the topic it updates, if any). Hitting the limit
-    /// closes the session with [`CloseReason::QueueLimit`] and reports it, once.
-    pub fn push(&self, topic: Option<u64>, bytes: Bytes) -> Result<(), PushError> {
+    /// Runs one push on the queue. Hitting the limit closes the session with
+    /// [`CloseReason::QueueLimit`] and reports it, once; a closing session takes nothing.
+    fn push_with(
+        &self,
+        push: impl FnOnce(&mut SessionQueue) -> Result<PushOutcome, QueueLimitReached>,
+    ) -> Result<PushOutcome, PushError> {
         let mut state = self.lock();
         if state.close.is_some() {
             return Err(PushError::Closing);
         }
         let was_empty = state.queue.is_empty();
-        match state.queue.push(Outbound { topic, bytes }) {
-            Ok(()) => {
+        match push(&mut state.queue) {
+            Ok(outcome) => {
+                let queued = state.queue.queued_bytes();
+                state.peak_bytes = state.peak_bytes.max(queued);
+                let wake = was_empty && !state.queue.is_empty();
                 drop(state);
                 // The writer drains everything it finds, so only the first message of a batch
                 // needs to wake it.
-                if was_empty {
+                if wake {
                     self.data_ready.notify_one();
                 }
-                Ok(())
+                Ok(outcome)
             }
             Err(limit) => {
                 Self::begin_close(&mut state, CloseReason::QueueLimit);
@@ -145,6 +158,47 @@ impl SessionOutbound {
                 Err(PushError::LimitReached(limit))
             }
         }
+    }
+
+    /// Queues a reply or notice (never merged with anything).
+    pub fn push_control(&self, message: Bytes) -> Result<PushOutcome, PushError> {
+        self.push_with(|q| q.push_control(message))
+    }
+
+    /// Queues the value a newly subscribed session starts from (`None`: the topic has no
+    /// value yet), resetting what the queue believes the session holds for that topic.
+    pub fn push_initial(
+        &self,
+        topic: u64,
+        update: Option<&TopicUpdate>,
+    ) -> Result<PushOutcome, PushError> {
+        self.push_with(|q| q.push_initial(topic, update))
+    }
+
+    /// Queues a topic update: the queue picks the shared delta or the full value, and applies
+    /// the topic's conflation policy.
+    pub fn push_update(&self, update: &TopicUpdate) -> Result<PushOutcome, PushError> {
+        self.push_with(|q| q.push_update(update))
+    }
+
+    /// The session no longer receives `topic`; `tidy` drops its queued updates too.
+    pub fn remove_topic(&self, topic: u64, tidy: bool) {
+        self.lock().queue.remove_topic(topic, tidy);
+    }
+
+    /// Bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().queue.queued_bytes()
+    }
+
+    /// The most bytes the queue has held after any push.
+    pub fn peak_queued_bytes(&self) -> usize {
+        self.lock().peak_bytes
+    }
+
+    /// Takes everything queued now, without a writer (for in-process fan-out measurements).
+    pub fn drain_now(&self) -> Vec<Bytes> {
+        self.lock().queue.drain()
     }
 
     fn begin_close(state: &mut State, reason: CloseReason) {
@@ -205,7 +259,7 @@ impl SessionOutbound {
 /// Writes one batch: packs it into frames, feeds them all, flushes once.
 async fn write_batch<S>(
     sink: &mut S,
-    entries: Vec<Outbound>,
+    entries: Vec<Bytes>,
     max_frame_bytes: usize,
     metrics: &Metrics,
 ) -> Result<(), axum::Error>
@@ -217,7 +271,7 @@ where
     }
     let messages = entries.len() as u64;
     let mut bytes = 0u64;
-    for frame in pack_frames(entries.into_iter().map(|e| e.bytes), max_frame_bytes) {
+    for frame in pack_frames(entries, max_frame_bytes) {
         bytes += frame.len() as u64;
         match Utf8Bytes::try_from(frame) {
             Ok(text) => sink.feed(Message::Text(text)).await?,
@@ -287,16 +341,20 @@ mod tests {
         Bytes::from(vec![b'x'; n])
     }
 
+    fn pong(cid: u64) -> Bytes {
+        Bytes::from(format!("{{\"type\":\"pong\",\"cid\":{cid}}}"))
+    }
+
     #[test]
     fn limit_closes_once_and_discards_backlog() {
         let out = SessionOutbound::new(10);
-        out.push(None, bytes(6)).unwrap();
+        out.push_control(bytes(6)).unwrap();
         assert!(matches!(
-            out.push(Some(1), bytes(6)),
+            out.push_control(bytes(6)),
             Err(PushError::LimitReached(_))
         ));
         assert_eq!(out.close_reason(), Some(CloseReason::QueueLimit));
-        assert_eq!(out.push(None, bytes(1)), Err(PushError::Closing));
+        assert_eq!(out.push_control(bytes(1)), Err(PushError::Closing));
         assert!(out.lock().queue.is_empty());
         assert!(!out.close(CloseReason::Shutdown), "first reason wins");
     }
@@ -304,16 +362,28 @@ mod tests {
     #[test]
     fn graceful_close_keeps_queued_replies() {
         let out = SessionOutbound::new(100);
-        out.push(None, bytes(5)).unwrap();
+        out.push_control(bytes(5)).unwrap();
         assert!(out.close(CloseReason::MessageTooLarge));
         assert_eq!(out.lock().queue.len(), 1);
+    }
+
+    #[test]
+    fn peak_is_a_high_water_mark() {
+        let out = SessionOutbound::new(1000);
+        out.push_control(pong(1)).unwrap();
+        out.push_control(pong(2)).unwrap();
+        let two = out.queued_bytes();
+        assert_eq!(out.drain_now().len(), 2);
+        out.push_control(pong(3)).unwrap();
+        assert!(out.queued_bytes() < two);
+        assert_eq!(out.peak_queued_bytes(), two);
     }
 
     #[tokio::test]
     async fn next_step_sees_data_then_close() {
         let out = SessionOutbound::new(100);
-        out.push(None, bytes(3)).unwrap();
-        out.push(None, bytes(4)).unwrap();
+        out.push_control(bytes(3)).unwrap();
+        out.push_control(bytes(4)).unwrap();
         match out.next_step().await {
             Step::Send(entries) => assert_eq!(entries.len(), 2),
             Step::Close(..) => panic!("expected data"),

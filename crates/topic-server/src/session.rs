@@ -58,8 +58,12 @@ struct Session {
 impl Session {
     fn send(&self, message: &ServerMessage) {
         let bytes: Bytes = encode_server_message(message);
-        // A reply that does not fit closes the session; nothing else to do here.
-        let _ = self.outbound.push(None, bytes);
+        // A reply that does not fit closes the session; one that made the queue drop
+        // subscriptions (CONFLATION=unsubscribe) has those ended by the engine.
+        let result = self.outbound.push_control(bytes);
+        if matches!(self.phase, Phase::Connected { .. }) {
+            self.ctx.engine.settle_push(self.id, result);
+        }
     }
 
     fn send_error(&self, cid: Option<u64>, code: ErrorCode, message: impl Into<String>) {

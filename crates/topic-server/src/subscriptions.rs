@@ -1,14 +1,15 @@
 //! Which sessions want which topics: each session's retained selectors and the topics it is
 //! subscribed to.
 //!
-//! Finding the sessions whose selectors select a new topic is a linear scan over sessions for
-//! now; it is kept behind [`Subscriptions::sessions_selecting`] so an index (by selector path
-//! prefix, say) can replace it without touching the engine.
+//! Retained selectors live in a [`SelectorIndex`] bucketed by selector path prefix, so finding
+//! the sessions that select a newly added topic `a/b/c` probes the buckets `""`, `a`, `a/b` and
+//! `a/b/c` and tests only the selectors found there: it never scans every session.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use diffusion_core::Selector;
+use diffusion_core::selector_index::SelectorIndex;
 
 use crate::outbound::SessionOutbound;
 
@@ -17,6 +18,8 @@ pub(crate) type SessionId = u64;
 
 struct SessionEntry {
     outbound: Arc<SessionOutbound>,
+    /// The selectors this session retains (also in the index), to remove them from their
+    /// buckets when the session closes.
     selectors: Vec<Selector>,
     topics: HashSet<u64>,
 }
@@ -25,6 +28,7 @@ struct SessionEntry {
 #[derive(Default)]
 pub(crate) struct Subscriptions {
     sessions: HashMap<SessionId, SessionEntry>,
+    index: SelectorIndex<SessionId>,
 }
 
 impl Subscriptions {
@@ -40,12 +44,22 @@ impl Subscriptions {
         );
     }
 
-    /// Forgets a session; returns the ids of the topics it was subscribed to.
+    /// Forgets a session and its selectors; returns the ids of the topics it was subscribed to.
     pub fn deregister(&mut self, session: SessionId) -> HashSet<u64> {
-        self.sessions
-            .remove(&session)
-            .map(|entry| entry.topics)
-            .unwrap_or_default()
+        let Some(entry) = self.sessions.remove(&session) else {
+            return HashSet::new();
+        };
+        // Removing selector by selector touches only the buckets this session used, where
+        // `remove_owner` would visit every bucket of every session.
+        for selector in &entry.selectors {
+            self.index.remove(&session, selector);
+        }
+        entry.topics
+    }
+
+    /// The registered sessions with their queues.
+    pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &Arc<SessionOutbound>)> {
+        self.sessions.iter().map(|(id, e)| (*id, &e.outbound))
     }
 
     /// The session's outbound queue, when it is registered.
@@ -53,36 +67,46 @@ impl Subscriptions {
         self.sessions.get(&session).map(|e| &e.outbound)
     }
 
-    /// Retains a selector for the session (once per selector text).
-    pub fn add_selector(&mut self, session: SessionId, selector: Selector) {
-        if let Some(entry) = self.sessions.get_mut(&session)
-            && !entry.selectors.contains(&selector)
-        {
-            entry.selectors.push(selector);
+    /// Retains a selector for the session (once per selector text); returns whether it is new.
+    pub fn add_selector(&mut self, session: SessionId, selector: Selector) -> bool {
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        if !self.index.insert(session, selector.clone()) {
+            return false;
         }
+        entry.selectors.push(selector);
+        true
     }
 
-    /// Drops the retained selector with this text; returns it if the session had it.
-    pub fn remove_selector(&mut self, session: SessionId, text: &str) -> Option<Selector> {
-        let entry = self.sessions.get_mut(&session)?;
-        let index = entry.selectors.iter().position(|s| s.as_str() == text)?;
-        Some(entry.selectors.remove(index))
+    /// Drops the retained selector with the same text; returns whether the session had it.
+    pub fn remove_selector(&mut self, session: SessionId, selector: &Selector) -> bool {
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        entry.selectors.retain(|s| s.as_str() != selector.as_str());
+        self.index.remove(&session, selector)
     }
 
-    /// Does any of the session's retained selectors select `path`?
-    pub fn selects(&self, session: SessionId, path: &str) -> bool {
-        self.sessions
-            .get(&session)
-            .is_some_and(|e| e.selectors.iter().any(|s| s.matches(path)))
+    /// Does any of the session's retained selectors other than `except` select `path`?
+    pub fn selects(&self, session: SessionId, path: &str, except: Option<&Selector>) -> bool {
+        self.index.owner_selects(&session, path, except)
     }
 
-    /// The sessions whose retained selectors select `path` (a new topic), with their queues.
+    /// The sessions whose retained selectors select `path` (a new topic), each once, with
+    /// their queues.
     pub fn sessions_selecting(&self, path: &str) -> Vec<(SessionId, Arc<SessionOutbound>)> {
-        self.sessions
-            .iter()
-            .filter(|(_, e)| e.selectors.iter().any(|s| s.matches(path)))
-            .map(|(id, e)| (*id, Arc::clone(&e.outbound)))
-            .collect()
+        let mut seen = HashSet::new();
+        let mut found = Vec::new();
+        // Dedup with a set: a popular prefix can hold thousands of sessions.
+        self.index.for_each_match(path, |session, _| {
+            if seen.insert(*session)
+                && let Some(entry) = self.sessions.get(session)
+            {
+                found.push((*session, Arc::clone(&entry.outbound)));
+            }
+        });
+        found
     }
 
     /// Records that the session is now subscribed to topic `topic`.
@@ -98,6 +122,12 @@ impl Subscriptions {
             entry.topics.remove(&topic);
         }
     }
+
+    /// Retained (session, selector) pairs, for tests of the index's upkeep.
+    #[cfg(test)]
+    fn retained(&self) -> usize {
+        self.index.len()
+    }
 }
 
 #[cfg(test)]
@@ -108,35 +138,52 @@ mod tests {
         Selector::parse(s).unwrap()
     }
 
+    fn ids(subs: &Subscriptions, path: &str) -> Vec<SessionId> {
+        let mut ids: Vec<_> = subs
+            .sessions_selecting(path)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
     #[test]
     fn selectors_are_retained_once_and_matched() {
         let mut subs = Subscriptions::default();
         subs.register(1, Arc::new(SessionOutbound::new(100)));
         subs.register(2, Arc::new(SessionOutbound::new(100)));
-        subs.add_selector(1, sel("?a/.*"));
-        subs.add_selector(1, sel("?a/.*"));
-        subs.add_selector(2, sel(">a/b"));
-        let mut ids: Vec<_> = subs
-            .sessions_selecting("a/b")
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        ids.sort();
-        assert_eq!(ids, [1, 2]);
-        assert!(subs.remove_selector(1, "?a/.*").is_some());
-        assert!(subs.remove_selector(1, "?a/.*").is_none(), "retained once");
-        assert!(!subs.selects(1, "a/b"));
-        assert!(subs.selects(2, "a/b"));
+        assert!(subs.add_selector(1, sel("?a/.*")));
+        assert!(!subs.add_selector(1, sel("?a/.*")));
+        assert!(subs.add_selector(1, sel("*.*b")));
+        assert!(subs.add_selector(2, sel(">a/b")));
+        assert!(!subs.add_selector(3, sel(">a/b")), "unregistered session");
+        assert_eq!(ids(&subs, "a/b"), [1, 2], "each session once");
+        assert_eq!(ids(&subs, "a/c"), [1]);
+        assert!(ids(&subs, "x").is_empty());
+        assert!(subs.selects(1, "a/b", Some(&sel("?a/.*"))), "*.*b remains");
+        assert!(subs.remove_selector(1, &sel("?a/.*")));
+        assert!(!subs.remove_selector(1, &sel("?a/.*")), "retained once");
+        assert!(!subs.selects(1, "a/c", None));
+        assert!(subs.selects(1, "a/b", None));
+        assert!(subs.selects(2, "a/b", None));
     }
 
     #[test]
-    fn deregister_returns_topics() {
+    fn deregister_returns_topics_and_empties_the_index() {
         let mut subs = Subscriptions::default();
         subs.register(1, Arc::new(SessionOutbound::new(100)));
+        subs.register(2, Arc::new(SessionOutbound::new(100)));
+        subs.add_selector(1, sel("?a/.*"));
+        subs.add_selector(1, sel(">a/b"));
+        subs.add_selector(2, sel(">a/b"));
         subs.note_subscribed(1, 7);
         subs.note_subscribed(1, 8);
         subs.note_unsubscribed(1, 7);
         assert_eq!(subs.deregister(1), HashSet::from([8]));
         assert!(subs.deregister(1).is_empty());
+        assert_eq!(subs.retained(), 1);
+        assert_eq!(ids(&subs, "a/b"), [2]);
+        assert_eq!(subs.sessions().count(), 1);
     }
 }

@@ -1,23 +1,32 @@
 //! The topic store: every topic by path, with its current value and its subscribers.
 //!
 //! Plain data under the engine's lock. Each topic keeps its messages pre-encoded (the
-//! subscription notice and the current `value` message), so subscribing a thousand sessions or
-//! fanning out an update never serialises anything per subscriber.
+//! subscription notices and its current value as a [`TopicUpdate`]), and each update is encoded
+//! once — the `value` message and, when the topic allows deltas, the `delta` message — so
+//! subscribing a thousand sessions or fanning out an update never serialises anything per
+//! subscriber.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use diffusion_core::protocol::{ServerMessage, encode_server_message, encode_value_message};
+use diffusion_core::conflation::TopicUpdate;
+use diffusion_core::delta;
+use diffusion_core::protocol::{
+    ServerMessage, encode_delta_message, encode_server_message, encode_value_message,
+};
 use diffusion_core::{Selector, TopicPath, TopicProperties, TopicType, TopicValue};
 
 use crate::outbound::SessionOutbound;
 use crate::subscriptions::SessionId;
 
+/// Reason of the `unsubscribed` notice sent when back pressure ends a subscription.
+pub(crate) const BACK_PRESSURE: &str = "back_pressure";
+
 /// One topic.
 pub(crate) struct Topic {
-    /// Server-wide id, named in `subscribed`/`value`/`unsubscribed` messages.
+    /// Server-wide id, named in `subscribed`/`value`/`delta`/`unsubscribed` messages.
     pub id: u64,
     /// Where it lives.
     pub path: TopicPath,
@@ -26,8 +35,13 @@ pub(crate) struct Topic {
     /// Its behaviour switches.
     pub properties: TopicProperties,
     value: Option<TopicValue>,
-    value_message: Option<Bytes>,
+    /// Delivered updates so far; the version of the current value.
+    version: u64,
+    /// The current value as an update (full value only), for new subscribers; `None` when the
+    /// topic has no value or retains none.
+    current: Option<TopicUpdate>,
     subscribed_message: Bytes,
+    back_pressure_message: Bytes,
     /// Sessions subscribed to it, with their queues.
     pub subscribers: HashMap<SessionId, Arc<SessionOutbound>>,
 }
@@ -40,14 +54,21 @@ impl Topic {
             topic_type,
             properties: properties.to_map(),
         });
+        let back_pressure_message = encode_server_message(&ServerMessage::Unsubscribed {
+            id,
+            path: path.as_str().to_owned(),
+            reason: BACK_PRESSURE.to_owned(),
+        });
         Self {
             id,
             path,
             topic_type,
             properties,
             value: None,
-            value_message: None,
+            version: 0,
+            current: None,
             subscribed_message,
+            back_pressure_message,
             subscribers: HashMap::new(),
         }
     }
@@ -57,9 +78,9 @@ impl Topic {
         self.value.as_ref()
     }
 
-    /// The encoded `value` message for the current value, sent to new subscribers.
-    pub fn value_message(&self) -> Option<&Bytes> {
-        self.value_message.as_ref()
+    /// The current value as a full-value update, what a new subscriber starts from.
+    pub fn current(&self) -> Option<&TopicUpdate> {
+        self.current.as_ref()
     }
 
     /// The encoded `subscribed` notice, the same for every subscriber.
@@ -67,22 +88,66 @@ impl Topic {
         &self.subscribed_message
     }
 
-    /// Takes a new value and returns the `value` message to deliver, or `None` when the value
-    /// equals the current one (same canonical bytes): an equal value delivers nothing.
-    /// A `DONT_RETAIN_VALUE` topic keeps nothing, so it delivers every value.
-    pub fn update(&mut self, value: Option<TopicValue>) -> Option<Bytes> {
+    /// The encoded `unsubscribed` notice with reason `back_pressure`.
+    pub fn back_pressure_message(&self) -> &Bytes {
+        &self.back_pressure_message
+    }
+
+    /// Whether updates of this topic may travel as deltas: a delta-capable type, values
+    /// retained (there is a base to apply to), and `PUBLISH_VALUES_ONLY` off.
+    pub fn sends_deltas(&self) -> bool {
+        self.topic_type.supports_deltas()
+            && !self.properties.publish_values_only
+            && !self.properties.dont_retain_value
+    }
+
+    /// Takes a new value and returns the update to deliver, or `None` when the value equals
+    /// the current one (same canonical bytes): an equal value delivers nothing. A
+    /// `DONT_RETAIN_VALUE` topic keeps nothing, so it delivers every value.
+    ///
+    /// The update carries the encoded `value` message and, when the topic sends deltas and
+    /// had a value before, the `delta` message from the previous value — only when it is
+    /// smaller than the `value` message. Both are computed here, once for all subscribers.
+    pub fn update(&mut self, value: Option<TopicValue>) -> Option<TopicUpdate> {
         if !self.properties.dont_retain_value && self.value == value {
             return None;
         }
-        let message = match &value {
+        self.version += 1;
+        let value_message = match &value {
             Some(v) => encode_value_message(self.id, &v.wire_json()),
             None => encode_value_message(self.id, b"null"),
         };
+        let deltas = self.sends_deltas();
+        let canonical = |v: &Option<TopicValue>| {
+            deltas
+                .then(|| v.as_ref().map(|v| v.canonical().clone()))
+                .flatten()
+        };
+        let (previous, new) = (canonical(&self.value), canonical(&value));
+        let delta_message = match (&previous, &new) {
+            (Some(old), Some(new)) => delta::diff(old, new)
+                .map(|d| encode_delta_message(self.id, &d))
+                .filter(|m| m.len() < value_message.len()),
+            _ => None,
+        };
+        let update = TopicUpdate {
+            topic: self.id,
+            version: self.version,
+            policy: self.properties.conflation,
+            value: new,
+            previous,
+            value_message,
+            delta_message,
+        };
         if !self.properties.dont_retain_value {
-            self.value_message = value.as_ref().map(|_| message.clone());
+            self.current = value.as_ref().map(|_| TopicUpdate {
+                previous: None,
+                delta_message: None,
+                ..update.clone()
+            });
             self.value = value;
         }
-        Some(message)
+        Some(update)
     }
 }
 
@@ -203,19 +268,93 @@ mod tests {
         assert_eq!(s.select_paths(&all).len(), 5);
     }
 
+    fn v(t: TopicType, j: serde_json::Value) -> Option<TopicValue> {
+        TopicValue::from_json(t, &j).unwrap()
+    }
+
     #[test]
     fn equal_values_deliver_nothing() {
         let mut s = store(&["a"]);
         let t = s.get_mut("a").unwrap();
-        let v = |j| TopicValue::from_json(TopicType::Json, &j).unwrap();
-        assert!(t.update(v(json!({"x":1}))).is_some());
-        assert!(t.update(v(json!({"x":1}))).is_none());
+        let first = t.update(v(TopicType::Json, json!({"x":1}))).unwrap();
+        assert_eq!(first.version, 1);
+        assert!(first.delta_message.is_none(), "no previous value");
+        assert!(t.update(v(TopicType::Json, json!({"x":1}))).is_none());
         assert_eq!(
-            t.value_message().unwrap(),
-            &Bytes::from_static(br#"{"type":"value","id":1,"value":{"x":1}}"#)
+            t.current().unwrap().value_message,
+            Bytes::from_static(br#"{"type":"value","id":1,"value":{"x":1}}"#)
         );
-        assert!(t.update(None).is_some());
-        assert!(t.value().is_none() && t.value_message().is_none());
+        let cleared = t.update(None).unwrap();
+        assert_eq!(cleared.version, 2);
+        assert!(t.value().is_none() && t.current().is_none());
+    }
+
+    fn big(n: u64) -> serde_json::Value {
+        json!({"n": n, "pad": "p".repeat(300)})
+    }
+
+    #[test]
+    fn small_changes_of_large_values_carry_a_delta() {
+        let mut s = store(&["a"]);
+        let t = s.get_mut("a").unwrap();
+        t.update(v(TopicType::Json, big(1))).unwrap();
+        let u = t.update(v(TopicType::Json, big(2))).unwrap();
+        let message = u.delta_message.clone().unwrap();
+        assert!(message.len() < u.value_message.len());
+        let expected = serde_json::to_vec(&big(2)).unwrap();
+        assert_eq!(u.value.as_deref(), Some(&expected[..]));
+        assert_eq!(
+            u.previous.as_deref(),
+            Some(&serde_json::to_vec(&big(1)).unwrap()[..])
+        );
+        // The current value kept for new subscribers holds no delta.
+        let current = t.current().unwrap();
+        assert_eq!(current.version, 2);
+        assert!(current.delta_message.is_none() && current.previous.is_none());
+    }
+
+    #[test]
+    fn some_topics_never_send_deltas() {
+        let cases = [
+            (
+                TopicType::Int64,
+                TopicProperties::default(),
+                json!(1),
+                json!(2),
+            ),
+            (
+                TopicType::String,
+                TopicProperties::default(),
+                json!("abcde"),
+                json!("abcdf"),
+            ),
+            (
+                TopicType::Json,
+                TopicProperties {
+                    publish_values_only: true,
+                    ..TopicProperties::default()
+                },
+                big(1),
+                big(2),
+            ),
+            (
+                TopicType::Json,
+                TopicProperties {
+                    dont_retain_value: true,
+                    ..TopicProperties::default()
+                },
+                big(1),
+                big(2),
+            ),
+        ];
+        for (ty, props, a, b) in cases {
+            let mut s = TopicStore::default();
+            let t = s.insert(TopicPath::parse("t").unwrap(), ty, props);
+            t.update(v(ty, a)).unwrap();
+            let u = t.update(v(ty, b)).unwrap();
+            assert!(u.delta_message.is_none(), "{ty} {props:?}");
+            assert_eq!(u.version, 2);
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Fan-out under load: slow readers are cut off without hurting others, and backlogs are
-//! packed into multi-message frames.
+//! Fan-out under load: with `CONFLATION=off` slow readers are cut off without hurting others,
+//! and backlogs are packed into multi-message frames. (Conflation policies: tests/conflation.rs.)
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns panic on purpose
 
@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
-async fn slow_subscriber_is_closed_while_others_receive_everything() {
+async fn slow_subscriber_of_an_unconflated_topic_is_closed_while_others_receive_everything() {
     const UPDATES: usize = 600;
     const VALUE_BYTES: usize = 16 * 1024;
     let server = TestServer::start_with(|c| c.queue_limit_bytes = 256 * 1024).await;
@@ -25,7 +25,10 @@ async fn slow_subscriber_is_closed_while_others_receive_everything() {
     slow.handshake().await;
 
     publisher
-        .ok(json!({"type":"add","path":"load","topicType":"STRING","value":"start"}))
+        .ok(
+            json!({"type":"add","path":"load","topicType":"STRING","value":"start",
+                   "properties":{"CONFLATION":"off","PUBLISH_VALUES_ONLY":"true"}}),
+        )
         .await;
     for s in [&mut good, &mut slow] {
         s.ok(json!({"type":"subscribe","selector":"load"})).await;

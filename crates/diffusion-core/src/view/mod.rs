@@ -151,6 +151,7 @@ mod parser;
 mod pointer;
 mod process;
 mod template;
+mod throttle;
 
 pub use error::ViewSpecError;
 pub use pointer::{JsonPointer, PointerError};
@@ -158,6 +159,7 @@ pub use process::{
     Branch, Calc, CalcOp, CompareOp, Condition, Operand, Operation, SetValue, Statement,
 };
 pub use template::{PathTemplate, TemplatePart};
+pub use throttle::{Offer, ThrottleState};
 
 /// A parsed view specification: what the server stores for a named view.
 #[derive(Debug, Clone, PartialEq)]

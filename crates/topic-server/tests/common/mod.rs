@@ -3,13 +3,15 @@
 
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use base64::Engine as _;
 use diffusion_core::protocol::{ServerMessage, decode_server_frame};
+use diffusion_core::{TopicType, TopicValue};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use service_kit::Shutdown;
@@ -18,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use topic_server::Config;
+use topic_server::{Config, ServerStats};
 
 /// How long any single expected event may take.
 pub const STEP: Duration = Duration::from_secs(5);
@@ -46,6 +48,7 @@ pub fn make_web_dir() -> PathBuf {
 /// A running server.
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub stats: ServerStats,
     pub web_dir: PathBuf,
     shutdown: Shutdown,
     task: JoinHandle<anyhow::Result<()>>,
@@ -67,10 +70,12 @@ impl TestServer {
         tweak(&mut config);
         let server = topic_server::bind(config).await.unwrap();
         let addr = server.local_addr();
+        let stats = server.stats();
         let shutdown = Shutdown::new();
         let task = tokio::spawn(server.run(shutdown.signal()));
         Self {
             addr,
+            stats,
             web_dir,
             shutdown,
             task,
@@ -259,6 +264,22 @@ impl Client {
         );
     }
 
+    /// Sends a `ping` and returns every message that arrives before its `pong`, in order
+    /// (later ones stay queued for `next`). Every message the server queued for this session
+    /// before the ping is among them.
+    pub async fn until_pong(&mut self) -> Vec<ServerMessage> {
+        self.next_cid += 1;
+        let cid = self.next_cid;
+        self.send_json(&json!({"type":"ping","cid":cid})).await;
+        let mut before = Vec::new();
+        loop {
+            match self.next().await {
+                ServerMessage::Pong { cid: got } if got == cid => return before,
+                other => before.push(other),
+            }
+        }
+    }
+
     /// Messages already received but not yet taken.
     pub fn pending(&self) -> usize {
         self.pending.len()
@@ -317,4 +338,91 @@ pub async fn wait_for_metric(addr: SocketAddr, prefix: &str) {
     })
     .await
     .unwrap();
+}
+
+/// What a client holds per topic, rebuilt from `subscribed`, `value` and `delta` messages the way
+/// a real client must: canonical bytes of the last value (compact JSON with sorted keys for JSON,
+/// UTF-8 for STRING, raw bytes for BINARY), with each delta applied to them.
+#[derive(Default)]
+pub struct Held {
+    types: HashMap<u64, TopicType>,
+    paths: HashMap<u64, String>,
+    canonical: HashMap<u64, Vec<u8>>,
+    /// `value` messages seen, per topic id.
+    pub values: HashMap<u64, usize>,
+    /// `delta` messages seen, per topic id.
+    pub deltas: HashMap<u64, usize>,
+}
+
+impl Held {
+    /// Takes one message into account; returns the topic id for `value`/`delta` messages.
+    /// Panics when a delta does not apply: the server sent a delta the client cannot use.
+    pub fn apply(&mut self, message: &ServerMessage) -> Option<u64> {
+        match message {
+            ServerMessage::Subscribed {
+                id,
+                path,
+                topic_type,
+                ..
+            } => {
+                self.types.insert(*id, *topic_type);
+                self.paths.insert(*id, path.clone());
+                self.canonical.remove(id);
+                None
+            }
+            ServerMessage::Unsubscribed { id, .. } => {
+                self.canonical.remove(id);
+                None
+            }
+            ServerMessage::Value { id, value } => {
+                let topic_type = self.types[id];
+                match TopicValue::from_json(topic_type, value).unwrap() {
+                    Some(v) => self.canonical.insert(*id, v.canonical().to_vec()),
+                    None => self.canonical.remove(id),
+                };
+                *self.values.entry(*id).or_default() += 1;
+                Some(*id)
+            }
+            ServerMessage::Delta { id, delta } => {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(delta)
+                    .unwrap();
+                let base = self
+                    .canonical
+                    .get(id)
+                    .unwrap_or_else(|| panic!("delta for topic {id} without a held value"));
+                let new = diffusion_core::delta::apply(base, &raw)
+                    .unwrap_or_else(|e| panic!("delta for topic {id} does not apply: {e}"));
+                self.canonical.insert(*id, new.to_vec());
+                *self.deltas.entry(*id).or_default() += 1;
+                Some(*id)
+            }
+            _ => None,
+        }
+    }
+
+    /// The value held for topic `id`, as JSON (`None`: no value).
+    pub fn value(&self, id: u64) -> Option<Value> {
+        let bytes = self.canonical.get(&id)?;
+        let v = TopicValue::from_canonical(self.types[&id], bytes.clone().into()).unwrap();
+        Some(v.to_json())
+    }
+
+    /// The canonical bytes held for topic `id`.
+    pub fn canonical(&self, id: u64) -> Option<&[u8]> {
+        self.canonical.get(&id).map(Vec::as_slice)
+    }
+
+    /// The id of the topic at `path`, once subscribed.
+    pub fn id(&self, path: &str) -> Option<u64> {
+        self.paths
+            .iter()
+            .find(|(_, p)| p.as_str() == path)
+            .map(|(id, _)| *id)
+    }
+}
+
+/// The canonical bytes of a JSON value: compact, keys sorted.
+pub fn canonical_json(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap()
 }

@@ -1,0 +1,106 @@
+//! Fan-out of one update to 10k in-process subscribers: 10k sessions registered with the topic
+//! engine (real outbound queues, no sockets), each subscribed to a JSON topic holding the
+//! CoinDesk sample. One `set` with a changed price is measured per iteration; the queues are
+//! drained between iterations, as the writers would.
+//!
+//! Run with `cargo bench -p topic-server --bench fanout -- --warm-up-time 1 --measurement-time 3`.
+
+#![allow(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use diffusion_core::TopicType;
+use serde_json::{Value, json};
+use topic_server::bench_support::BenchEngine;
+
+const SAMPLE: &str = include_str!("../testdata/coindesk-bpi-sample.json");
+const SUBSCRIBERS: usize = 10_000;
+
+fn tick(price: f64) -> Value {
+    let mut v: Value = serde_json::from_str(SAMPLE).unwrap_or(Value::Null);
+    v["bpi"]["USD"]["rate_float"] = json!(price);
+    v["bpi"]["USD"]["rate"] = json!(format!("{price:.4}"));
+    v
+}
+
+/// An engine with `SUBSCRIBERS` sessions subscribed to `path`, queues drained.
+fn engine(path: &str, properties: &[(&str, &str)]) -> BenchEngine {
+    let mut bench = BenchEngine::new(1024 * 1024);
+    let properties: BTreeMap<String, String> = properties
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    if let Err(e) = bench.add(path, TopicType::Json, &properties, Some(&tick(56189.3483))) {
+        panic!("add failed: {e}");
+    }
+    for _ in 0..SUBSCRIBERS {
+        let session = bench.add_session();
+        if let Err(e) = bench.subscribe(session, &format!(">{path}")) {
+            panic!("subscribe failed: {e}");
+        }
+    }
+    bench.drain_all();
+    bench
+}
+
+/// Bytes one subscriber receives for one update, measured on a fresh update.
+fn bytes_per_subscriber(bench: &BenchEngine, path: &str, price: f64) -> (usize, String) {
+    if let Err(e) = bench.set(path, &tick(price)) {
+        panic!("set failed: {e}");
+    }
+    let one = bench.drain_session(1);
+    let drained = bench.drain_all();
+    let total = drained.bytes + one.iter().map(String::len).sum::<usize>();
+    let kind = one
+        .first()
+        .map(|m| {
+            if m.starts_with(r#"{"type":"delta""#) {
+                "delta"
+            } else {
+                "value"
+            }
+        })
+        .unwrap_or("nothing")
+        .to_owned();
+    (total / bench.session_count(), kind)
+}
+
+fn fanout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout_10k");
+    group.throughput(Throughput::Elements(SUBSCRIBERS as u64));
+    for (name, properties) in [
+        ("json_delta", &[][..]),
+        (
+            "json_publish_values_only",
+            &[("PUBLISH_VALUES_ONLY", "true")][..],
+        ),
+    ] {
+        let path = format!("redis/{name}");
+        let bench = engine(&path, properties);
+        let (bytes, kind) = bytes_per_subscriber(&bench, &path, 56201.0042);
+        eprintln!("{name}: {bytes} bytes per subscriber per update ({kind} messages)");
+        let mut price = 56201.0042;
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    // Untimed: empty the queues the previous set filled, pick a new price.
+                    bench.drain_all();
+                    price += 0.0001;
+                    tick(price)
+                },
+                |value| {
+                    if let Err(e) = bench.set(&path, black_box(&value)) {
+                        panic!("set failed: {e}");
+                    }
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fanout);
+criterion_main!(benches);

@@ -1,0 +1,146 @@
+//! In-process access to the topic engine for benchmarks: sessions with real outbound queues
+//! but no sockets, so fan-out can be measured without the network.
+//!
+//! Not part of the server's API: hidden from the docs and free to change with the benchmarks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use diffusion_core::TopicType;
+use serde_json::Value;
+
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::outbound::SessionOutbound;
+
+/// A failed engine operation, as the `error` reply would state it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BenchError(String);
+
+/// What draining every queue found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Drained {
+    /// Messages taken.
+    pub messages: usize,
+    /// Their bytes.
+    pub bytes: usize,
+}
+
+/// An engine with socket-less sessions.
+pub struct BenchEngine {
+    engine: Engine,
+    sessions: Vec<Arc<SessionOutbound>>,
+    queue_limit_bytes: usize,
+}
+
+impl BenchEngine {
+    /// An empty engine whose sessions get queues of `queue_limit_bytes`.
+    pub fn new(queue_limit_bytes: usize) -> Self {
+        Self {
+            engine: Engine::new(Metrics::new()),
+            sessions: Vec::new(),
+            queue_limit_bytes,
+        }
+    }
+
+    /// Registers a new session (as after its handshake); returns its id.
+    pub fn add_session(&mut self) -> u64 {
+        let outbound = Arc::new(SessionOutbound::new(self.queue_limit_bytes));
+        self.sessions.push(Arc::clone(&outbound));
+        let id = self.sessions.len() as u64;
+        self.engine.register_session(id, outbound);
+        id
+    }
+
+    /// Number of sessions registered.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The protocol's `add`.
+    pub fn add(
+        &self,
+        path: &str,
+        topic_type: TopicType,
+        properties: &BTreeMap<String, String>,
+        value: Option<&Value>,
+    ) -> Result<(), BenchError> {
+        self.engine
+            .add(path, topic_type, properties, value)
+            .map_err(|e| BenchError(e.to_string()))
+    }
+
+    /// The protocol's `subscribe`, for session `session`.
+    pub fn subscribe(&self, session: u64, selector: &str) -> Result<(), BenchError> {
+        self.engine
+            .subscribe(session, selector)
+            .map_err(|e| BenchError(e.to_string()))
+    }
+
+    /// The protocol's `set`: one update fanned out to every subscriber's queue.
+    pub fn set(&self, path: &str, value: &Value) -> Result<(), BenchError> {
+        self.engine
+            .set(path, value)
+            .map_err(|e| BenchError(e.to_string()))
+    }
+
+    /// Empties every session's queue, as the writers would.
+    pub fn drain_all(&self) -> Drained {
+        let mut drained = Drained::default();
+        for outbound in &self.sessions {
+            for message in outbound.drain_now() {
+                drained.messages += 1;
+                drained.bytes += message.len();
+            }
+        }
+        drained
+    }
+
+    /// Empties one session's queue and returns its messages as text.
+    pub fn drain_session(&self, session: u64) -> Vec<String> {
+        let index = (session as usize).wrapping_sub(1);
+        self.sessions
+            .get(index)
+            .map(|outbound| {
+                outbound
+                    .drain_now()
+                    .iter()
+                    .map(|m| String::from_utf8_lossy(m).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fan_out_reaches_every_session_once() {
+        let mut bench = BenchEngine::new(1 << 20);
+        let props = BTreeMap::new();
+        let doc = |n: u64| json!({"n": n, "pad": "p".repeat(300)});
+        bench
+            .add("t", TopicType::Json, &props, Some(&doc(0)))
+            .unwrap();
+        for _ in 0..3 {
+            let s = bench.add_session();
+            bench.subscribe(s, "t").unwrap();
+        }
+        assert_eq!(bench.session_count(), 3);
+        assert_eq!(bench.drain_all().messages, 6, "notice and value each");
+        bench.set("t", &doc(1)).unwrap();
+        let first = bench.drain_session(1);
+        assert_eq!(first.len(), 1);
+        assert!(
+            first[0].starts_with(r#"{"type":"delta","id":1,"#),
+            "{first:?}"
+        );
+        assert_eq!(bench.drain_session(2), first, "the same shared delta");
+        assert_eq!(bench.drain_all().messages, 1);
+        assert!(bench.set("nope", &doc(2)).is_err());
+    }
+}
