@@ -87,6 +87,30 @@ pub enum ClientMessage {
         /// A topic selector.
         selector: String,
     },
+    /// Create the named topic view, or replace its specification (keeping its precedence).
+    #[serde(rename = "createview")]
+    CreateView {
+        /// Correlation id.
+        cid: u64,
+        /// The view's name.
+        name: String,
+        /// The view specification (docs/views.md).
+        spec: String,
+    },
+    /// Remove the named topic view and its reference topics.
+    #[serde(rename = "removeview")]
+    RemoveView {
+        /// Correlation id.
+        cid: u64,
+        /// The view's name.
+        name: String,
+    },
+    /// List the topic views, in precedence order; answered with `views`.
+    #[serde(rename = "listviews")]
+    ListViews {
+        /// Correlation id.
+        cid: u64,
+    },
     /// Liveness check; answered with `pong`.
     Ping {
         /// Correlation id.
@@ -105,6 +129,9 @@ impl ClientMessage {
             | Self::Unsubscribe { cid, .. }
             | Self::Fetch { cid, .. }
             | Self::Remove { cid, .. }
+            | Self::CreateView { cid, .. }
+            | Self::RemoveView { cid, .. }
+            | Self::ListViews { cid }
             | Self::Ping { cid } => Some(*cid),
         }
     }
@@ -140,6 +167,12 @@ pub enum ErrorCode {
     InvalidValue,
     /// A frame larger than the server accepts.
     MessageTooLarge,
+    /// The topic is a reference topic of a view: it cannot be set or removed directly.
+    ReadOnlyTopic,
+    /// A view specification that does not parse (the message has `line:column` and a caret).
+    InvalidView,
+    /// No view with that name.
+    NoSuchView,
     /// Anything else; the message says what.
     Internal,
 }
@@ -155,6 +188,15 @@ pub struct FetchedTopic {
     /// Its current value, absent when it has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
+}
+
+/// One view in a `views` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewInfo {
+    /// The view's name.
+    pub name: String,
+    /// Its specification, as given.
+    pub spec: String,
 }
 
 /// A message from the server.
@@ -226,6 +268,13 @@ pub enum ServerMessage {
         /// The selected topics, in path order.
         topics: Vec<FetchedTopic>,
     },
+    /// Reply to `listviews`, in precedence order.
+    Views {
+        /// Correlation id of the request.
+        cid: u64,
+        /// The views.
+        views: Vec<ViewInfo>,
+    },
     /// Reply to `ping`.
     Pong {
         /// Correlation id of the request.
@@ -273,6 +322,9 @@ const CLIENT_OPERATIONS: &[&str] = &[
     "unsubscribe",
     "fetch",
     "remove",
+    "createview",
+    "removeview",
+    "listviews",
     "ping",
 ];
 

@@ -139,6 +139,21 @@ pub enum Command {
 /// Topic view tools.
 #[derive(Debug, Subcommand)]
 pub enum ViewCommand {
+    /// Create a named view on the server, or replace its specification (it keeps its
+    /// precedence). An invalid specification exits 2 with a `line:column` error.
+    Create {
+        /// The view's name.
+        name: String,
+        /// The view specification, e.g. `map redis/bitcoin to redis/views/<expand(/bpi)>`.
+        spec: String,
+    },
+    /// List the server's views in precedence order: NAME<TAB>SPEC per line.
+    List,
+    /// Remove a view and its reference topics.
+    Remove {
+        /// The view's name.
+        name: String,
+    },
     /// Evaluate a view specification offline (no server needed) against a set of JSON source
     /// topics, and print one JSON object mapping every resulting reference topic path to its
     /// value, keys sorted. `throttle` and `delay` are accepted and have no effect offline. An
@@ -282,6 +297,16 @@ pub async fn execute(
             match_lines(&selector, lines, out)
         }
         Command::View(ViewCommand::Eval { spec, topics }) => view_eval(&spec, &topics, out),
+        Command::View(ViewCommand::Create { spec, .. }) if ViewSpec::parse(&spec).is_err() => {
+            // Check locally first: the same error, without needing a server.
+            let error = ViewSpec::parse(&spec)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            Err(CliError::Invalid(format!(
+                "invalid view specification\n{error}"
+            )))
+        }
         Command::Subscribe { selector } => {
             let client = tokio::select! {
                 client = connect(connection) => client?,
@@ -386,7 +411,19 @@ async fn request(
             writeln!(out, "{:.3}", rtt.as_secs_f64() * 1000.0)?;
             out.flush()?;
         }
-        Command::Subscribe { .. } | Command::Selector(_) | Command::View(_) => {
+        Command::View(ViewCommand::Create { name, spec }) => {
+            client.create_view(name, spec).await?;
+        }
+        Command::View(ViewCommand::Remove { name }) => client.remove_view(name).await?,
+        Command::View(ViewCommand::List) => {
+            for view in client.list_views().await? {
+                writeln!(out, "{}\t{}", view.name, view.spec.replace('\n', " "))?;
+            }
+            out.flush()?;
+        }
+        Command::Subscribe { .. }
+        | Command::Selector(_)
+        | Command::View(ViewCommand::Eval { .. }) => {
             return Err(CliError::Runtime("not a request-reply command".to_owned()));
         }
     }

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use diffusion_core::TopicType;
-use diffusion_core::protocol::{ClientMessage, FetchedTopic, PROTOCOL_VERSION, ServerMessage};
+use diffusion_core::protocol::{
+    ClientMessage, FetchedTopic, PROTOCOL_VERSION, ServerMessage, ViewInfo,
+};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc};
@@ -232,6 +234,33 @@ impl TopicClient {
         {
             ServerMessage::Fetched { topics, .. } => Ok(topics),
             other => Err(unexpected("fetched", &other)),
+        }
+    }
+
+    /// Creates the named topic view, or replaces its specification (keeping its precedence).
+    /// An invalid specification fails with `INVALID_VIEW` and a `line:column` message.
+    pub async fn create_view(
+        &self,
+        name: impl Into<String>,
+        spec: impl Into<String>,
+    ) -> Result<(), ClientError> {
+        let (name, spec) = (name.into(), spec.into());
+        self.expect_ok(|cid| ClientMessage::CreateView { cid, name, spec })
+            .await
+    }
+
+    /// Removes the named topic view and its reference topics.
+    pub async fn remove_view(&self, name: impl Into<String>) -> Result<(), ClientError> {
+        let name = name.into();
+        self.expect_ok(|cid| ClientMessage::RemoveView { cid, name })
+            .await
+    }
+
+    /// The server's topic views, in precedence order.
+    pub async fn list_views(&self) -> Result<Vec<ViewInfo>, ClientError> {
+        match self.request(|cid| ClientMessage::ListViews { cid }).await? {
+            ServerMessage::Views { views, .. } => Ok(views),
+            other => Err(unexpected("views", &other)),
         }
     }
 

@@ -207,6 +207,7 @@ pub(crate) fn message_kind(message: &ServerMessage) -> &'static str {
         ServerMessage::Unsubscribed { .. } => "unsubscribed",
         ServerMessage::Fetched { .. } => "fetched",
         ServerMessage::Pong { .. } => "pong",
+        ServerMessage::Views { .. } => "views",
         ServerMessage::Delta { .. } => "delta",
     }
 }
@@ -285,6 +286,7 @@ impl Dispatcher<'_> {
         match message {
             ServerMessage::Ok { cid }
             | ServerMessage::Pong { cid }
+            | ServerMessage::Views { cid, .. }
             | ServerMessage::Fetched { cid, .. } => {
                 self.shared.deliver(cid, message);
             }

@@ -27,6 +27,6 @@ pub mod events;
 
 pub use client::{ClientConfig, ConnectOptions, TopicClient};
 pub use diffusion_core::TopicType;
-pub use diffusion_core::protocol::{ErrorCode, FetchedTopic};
+pub use diffusion_core::protocol::{ErrorCode, FetchedTopic, ViewInfo};
 pub use error::ClientError;
 pub use events::TopicEvent;

@@ -29,7 +29,7 @@ pub struct Drained {
 
 /// An engine with socket-less sessions.
 pub struct BenchEngine {
-    engine: Engine,
+    engine: std::sync::Arc<Engine>,
     sessions: Vec<Arc<SessionOutbound>>,
     queue_limit_bytes: usize,
 }

@@ -41,6 +41,11 @@ pub struct Config {
     /// frame (a single larger message still gets a frame of its own).
     #[arg(long, env = "TOPIC_SERVER_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
+
+    /// Topic views to create at start-up: a file of `NAME: SPEC` lines (a line starting with
+    /// whitespace continues the previous one; `#` starts a comment). See docs/views.md.
+    #[arg(long, env = "TOPIC_SERVER_VIEWS", value_name = "FILE")]
+    pub views: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -51,6 +56,7 @@ impl Default for Config {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             queue_limit_bytes: DEFAULT_QUEUE_LIMIT_BYTES,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            views: None,
         }
     }
 }

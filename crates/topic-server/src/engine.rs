@@ -48,10 +48,21 @@ impl OpError {
     }
 }
 
+mod reference;
+
 #[derive(Default)]
 struct Tree {
     topics: TopicStore,
     subscriptions: Subscriptions,
+    /// Topic views and what they derive.
+    views: crate::views::ViewRegistry,
+    /// Throttle state of reference topics whose view throttles.
+    throttles:
+        std::collections::HashMap<String, diffusion_core::view::ThrottleState<Option<TopicValue>>>,
+    /// View results waiting for their `delay by`, in due order.
+    delayed: BTreeMap<(tokio::time::Instant, u64), reference::DelayedClaims>,
+    /// Tie-breaker for `delayed` keys.
+    delay_seq: u64,
 }
 
 /// Subscriptions that back pressure ended during one operation, as (session, topic id); the
@@ -61,6 +72,8 @@ type Dropped = Vec<(SessionId, u64)>;
 /// Topics plus subscriptions, shared by every session of one server.
 pub(crate) struct Engine {
     tree: Mutex<Tree>,
+    /// This engine, for timers (throttle, delay) that call back into it later.
+    me: std::sync::Weak<Engine>,
     metrics: Metrics,
     conflations: AtomicU64,
     back_pressure_unsubscriptions: AtomicU64,
@@ -81,6 +94,13 @@ fn to_value(
         .map_err(|e| OpError::new(ErrorCode::InvalidValue, e.to_string()))
 }
 
+fn read_only(path: &str) -> OpError {
+    OpError::new(
+        ErrorCode::ReadOnlyTopic,
+        format!("'{path}' is a reference topic of a view: it changes only with its source"),
+    )
+}
+
 fn unsubscribed_message(topic: &Topic, reason: &str) -> Bytes {
     encode_server_message(&ServerMessage::Unsubscribed {
         id: topic.id,
@@ -91,14 +111,15 @@ fn unsubscribed_message(topic: &Topic, reason: &str) -> Bytes {
 
 impl Engine {
     /// An empty topic tree.
-    pub fn new(metrics: Metrics) -> Self {
-        Self {
+    pub fn new(metrics: Metrics) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             tree: Mutex::new(Tree::default()),
+            me: me.clone(),
             metrics,
             conflations: AtomicU64::new(0),
             back_pressure_unsubscriptions: AtomicU64::new(0),
             closed_peak_bytes: AtomicUsize::new(0),
-        }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Tree> {
@@ -215,6 +236,7 @@ impl Engine {
         let Tree {
             topics,
             subscriptions,
+            ..
         } = &mut *tree;
         self.settle_dropped(topics, subscriptions, dropped);
     }
@@ -225,6 +247,7 @@ impl Engine {
         let Tree {
             topics,
             subscriptions,
+            ..
         } = &mut *tree;
         if let Some(outbound) = subscriptions.outbound(session) {
             self.closed_peak_bytes
@@ -239,7 +262,8 @@ impl Engine {
 
     /// `add`: creates a topic, subscribing every session whose selectors select it. Adding an
     /// identical topic (same type and properties) again succeeds and, when a value is given,
-    /// sets it; a different one is refused.
+    /// sets it; a different one is refused. A normal topic wins over a reference topic: adding
+    /// one where a view's reference topic stands replaces that reference topic.
     pub fn add(
         &self,
         path: &str,
@@ -257,33 +281,80 @@ impl Engine {
         };
 
         let mut tree = self.lock();
+        let mut dropped = Dropped::new();
+        match tree.topics.get(path.as_str()).map(|t| t.reference) {
+            Some(None) => {
+                let existing = tree.topics.get_mut(path.as_str()).ok_or_else(|| {
+                    OpError::new(ErrorCode::Internal, "topic vanished under the lock")
+                })?;
+                if existing.topic_type != topic_type || existing.properties != properties {
+                    return Err(OpError::new(
+                        ErrorCode::TopicExists,
+                        format!(
+                            "topic '{path}' already exists as a {} topic with different type or properties",
+                            existing.topic_type
+                        ),
+                    ));
+                }
+                if let Some(value) = value {
+                    self.metrics.updates_in.increment(1);
+                    if let Some(update) = existing.update(value) {
+                        self.fan_out(existing, &update, &mut dropped);
+                        self.source_changed(&mut tree, path.as_str(), 0, &mut dropped);
+                    }
+                }
+            }
+            Some(Some(_)) => {
+                self.remove_topic_at(&mut tree, path.as_str(), "replaced", &mut dropped);
+                self.create_topic(
+                    &mut tree,
+                    path.clone(),
+                    topic_type,
+                    properties,
+                    value,
+                    None,
+                    &mut dropped,
+                );
+                self.source_changed(&mut tree, path.as_str(), 0, &mut dropped);
+            }
+            None => {
+                self.create_topic(
+                    &mut tree,
+                    path.clone(),
+                    topic_type,
+                    properties,
+                    value,
+                    None,
+                    &mut dropped,
+                );
+                self.source_changed(&mut tree, path.as_str(), 0, &mut dropped);
+            }
+        }
+        self.settle_tree(&mut tree, dropped);
+        Ok(())
+    }
+
+    /// Creates a topic (normal, or a reference topic of view `reference`) and subscribes the
+    /// sessions whose selectors select it. The path must be free.
+    #[allow(clippy::too_many_arguments)]
+    fn create_topic(
+        &self,
+        tree: &mut Tree,
+        path: TopicPath,
+        topic_type: TopicType,
+        properties: TopicProperties,
+        value: Option<Option<TopicValue>>,
+        reference: Option<u64>,
+        dropped: &mut Dropped,
+    ) {
         let Tree {
             topics,
             subscriptions,
-        } = &mut *tree;
-        let mut dropped = Dropped::new();
-        if let Some(existing) = topics.get_mut(path.as_str()) {
-            if existing.topic_type != topic_type || existing.properties != properties {
-                return Err(OpError::new(
-                    ErrorCode::TopicExists,
-                    format!(
-                        "topic '{path}' already exists as a {} topic with different type or properties",
-                        existing.topic_type
-                    ),
-                ));
-            }
-            if let Some(value) = value {
-                self.metrics.updates_in.increment(1);
-                if let Some(update) = existing.update(value) {
-                    self.fan_out(existing, &update, &mut dropped);
-                }
-            }
-            self.settle_dropped(topics, subscriptions, dropped);
-            return Ok(());
-        }
-
+            ..
+        } = tree;
         let selecting = subscriptions.sessions_selecting(path.as_str());
         let topic = topics.insert(path, topic_type, properties);
+        topic.reference = reference;
         self.metrics.topics.increment(1.0);
         // A retained initial value is part of the state new subscribers receive; a
         // DONT_RETAIN_VALUE topic's initial value is delivered once, after the notices.
@@ -295,19 +366,48 @@ impl Engine {
             None => None,
         };
         for (session, outbound) in &selecting {
-            self.subscribe_one(topic, subscriptions, *session, outbound, &mut dropped);
+            self.subscribe_one(topic, subscriptions, *session, outbound, dropped);
         }
         if topic.properties.dont_retain_value
             && let Some(update) = transient
         {
-            self.fan_out(topic, &update, &mut dropped);
+            self.fan_out(topic, &update, dropped);
         }
+    }
+
+    /// Removes the topic at `path`, telling its subscribers why. Returns whether it existed.
+    fn remove_topic_at(
+        &self,
+        tree: &mut Tree,
+        path: &str,
+        reason: &str,
+        dropped: &mut Dropped,
+    ) -> bool {
+        let Some(topic) = tree.topics.remove(path) else {
+            return false;
+        };
+        tree.throttles.remove(path);
+        self.metrics.topics.decrement(1.0);
+        let notice = unsubscribed_message(&topic, reason);
+        for (session, outbound) in &topic.subscribers {
+            tree.subscriptions.note_unsubscribed(*session, topic.id);
+            self.end_subscription(&topic, *session, outbound, &notice, dropped);
+        }
+        true
+    }
+
+    /// Settles back-pressure drops with the whole tree borrowed.
+    fn settle_tree(&self, tree: &mut Tree, dropped: Dropped) {
+        let Tree {
+            topics,
+            subscriptions,
+            ..
+        } = tree;
         self.settle_dropped(topics, subscriptions, dropped);
-        Ok(())
     }
 
     /// `set`: changes a topic's value and delivers it to the subscribers, unless it equals the
-    /// current value.
+    /// current value. Reference topics are read-only.
     pub fn set(&self, path: &str, value: &Value) -> Result<(), OpError> {
         let path = TopicPath::parse(path)
             .map_err(|e| OpError::new(ErrorCode::InvalidPath, e.to_string()))?;
@@ -318,22 +418,22 @@ impl Engine {
         let (id, topic_type, validate_values) = {
             let tree = self.lock();
             let topic = tree.topics.get(path.as_str()).ok_or_else(no_such_topic)?;
+            if topic.reference.is_some() {
+                return Err(read_only(path.as_str()));
+            }
             (topic.id, topic.topic_type, topic.properties.validate_values)
         };
         let value = to_value(topic_type, validate_values, value)?;
 
         let mut tree = self.lock();
-        let Tree {
-            topics,
-            subscriptions,
-        } = &mut *tree;
-        let topic = topics.get_by_id_mut(id).ok_or_else(no_such_topic)?;
+        let topic = tree.topics.get_by_id_mut(id).ok_or_else(no_such_topic)?;
         self.metrics.updates_in.increment(1);
         let mut dropped = Dropped::new();
         if let Some(update) = topic.update(value) {
             self.fan_out(topic, &update, &mut dropped);
+            self.source_changed(&mut tree, path.as_str(), 0, &mut dropped);
         }
-        self.settle_dropped(topics, subscriptions, dropped);
+        self.settle_tree(&mut tree, dropped);
         Ok(())
     }
 
@@ -346,6 +446,7 @@ impl Engine {
         let Tree {
             topics,
             subscriptions,
+            ..
         } = &mut *tree;
         let outbound = subscriptions
             .outbound(session)
@@ -372,6 +473,7 @@ impl Engine {
         let Tree {
             topics,
             subscriptions,
+            ..
         } = &mut *tree;
         let leaving: Vec<String> = topics
             .select_paths(&selector)
@@ -415,29 +517,34 @@ impl Engine {
             .collect())
     }
 
-    /// `remove`: removes every selected topic, telling its subscribers. Returns how many.
+    /// `remove`: removes every selected normal topic, telling its subscribers. Returns how
+    /// many. Reference topics are skipped (a path selector naming one is refused): they go
+    /// with their source or their view.
     pub fn remove(&self, selector: &str) -> Result<usize, OpError> {
         let selector = parse_selector(selector)?;
         let mut tree = self.lock();
-        let Tree {
-            topics,
-            subscriptions,
-        } = &mut *tree;
-        let paths = topics.select_paths(&selector);
+        if let Some(path) = selector.exact_path()
+            && tree
+                .topics
+                .get(path.as_str())
+                .is_some_and(|t| t.reference.is_some())
+        {
+            return Err(read_only(path.as_str()));
+        }
+        let paths: Vec<String> = tree
+            .topics
+            .select(&selector)
+            .filter(|t| t.reference.is_none())
+            .map(|t| t.path.as_str().to_owned())
+            .collect();
         let mut dropped = Dropped::new();
         for path in &paths {
-            let Some(topic) = topics.remove(path) else {
-                continue;
-            };
-            let notice = unsubscribed_message(&topic, "removed");
-            for (session, outbound) in &topic.subscribers {
-                subscriptions.note_unsubscribed(*session, topic.id);
-                self.end_subscription(&topic, *session, outbound, &notice, &mut dropped);
-            }
+            self.remove_topic_at(&mut tree, path, "removed", &mut dropped);
+            // Views derived from it let go; a view claiming this very path may now take it.
+            self.source_changed(&mut tree, path, 0, &mut dropped);
+            self.apply_reference(&mut tree, path, 0, &mut dropped);
         }
-        self.metrics.topics.decrement(paths.len() as f64);
-        // Drops naming removed topics find nothing to end; the rest are settled as usual.
-        self.settle_dropped(topics, subscriptions, dropped);
+        self.settle_tree(&mut tree, dropped);
         Ok(paths.len())
     }
 

@@ -43,6 +43,8 @@ mod stats;
 mod subscriptions;
 mod topics;
 mod values;
+mod views;
+mod views_file;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,7 +74,7 @@ const SESSION_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// State shared by every connection of one server.
 pub(crate) struct ServerContext {
     config: Config,
-    engine: Engine,
+    engine: Arc<Engine>,
     metrics: Metrics,
     next_session: AtomicU64,
     /// Distinguishes this server's session names from an earlier run's, in logs.
@@ -114,8 +116,12 @@ pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
         .unwrap_or_default();
+    let engine = Engine::new(metrics.clone());
+    if let Some(file) = &config.views {
+        load_views(&engine, file)?;
+    }
     let ctx = Arc::new(ServerContext {
-        engine: Engine::new(metrics.clone()),
+        engine,
         metrics,
         next_session: AtomicU64::new(0),
         instance,
@@ -126,6 +132,21 @@ pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
         local_addr,
         ctx,
     })
+}
+
+/// Creates the views of a `--views` file, in file order; any error stops the start-up.
+fn load_views(engine: &Engine, file: &std::path::Path) -> anyhow::Result<()> {
+    let name = file.display().to_string();
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading views file {name}"))?;
+    let views = views_file::parse(&name, &text)?;
+    for (view, spec) in &views {
+        engine
+            .create_view(view, spec.as_str())
+            .map_err(|e| anyhow::anyhow!("{name}: view '{view}': {}", e.message))?;
+    }
+    tracing::info!(file = %name, count = views.len(), "views loaded");
+    Ok(())
 }
 
 /// Binds and runs a server until `shutdown` fires: what `main` calls.

@@ -218,6 +218,19 @@ impl Session {
             ClientMessage::Remove { cid, selector } => {
                 (cid, engine.remove(&selector).map(|_| None))
             }
+            ClientMessage::CreateView { cid, name, spec } => {
+                (cid, engine.create_view(&name, &spec).map(|()| None))
+            }
+            ClientMessage::RemoveView { cid, name } => {
+                (cid, engine.remove_view(&name).map(|()| None))
+            }
+            ClientMessage::ListViews { cid } => (
+                cid,
+                Ok(Some(ServerMessage::Views {
+                    cid,
+                    views: engine.list_views(),
+                })),
+            ),
             ClientMessage::Ping { cid } => (cid, Ok(Some(ServerMessage::Pong { cid }))),
         };
         match result {

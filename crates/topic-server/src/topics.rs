@@ -44,6 +44,9 @@ pub(crate) struct Topic {
     back_pressure_message: Bytes,
     /// Sessions subscribed to it, with their queues.
     pub subscribers: HashMap<SessionId, Arc<SessionOutbound>>,
+    /// For a reference topic, the precedence order of the view that owns it; `None` for a
+    /// normal topic. Reference topics cannot be set or removed by clients.
+    pub reference: Option<u64>,
 }
 
 impl Topic {
@@ -70,6 +73,7 @@ impl Topic {
             subscribed_message,
             back_pressure_message,
             subscribers: HashMap::new(),
+            reference: None,
         }
     }
 

@@ -109,11 +109,17 @@ mod tests {
         assert_eq!(t.offer(t0 + s, 2), Offer::PublishNow(2));
         assert_eq!(
             t.offer(t0 + 2 * s, 3),
-            Offer::Held { flush_at: t0 + 5 * s, schedule: true }
+            Offer::Held {
+                flush_at: t0 + 5 * s,
+                schedule: true
+            }
         );
         assert_eq!(
             t.offer(t0 + 3 * s, 4),
-            Offer::Held { flush_at: t0 + 5 * s, schedule: false }
+            Offer::Held {
+                flush_at: t0 + 5 * s,
+                schedule: false
+            }
         );
         assert_eq!(t.due(), Some(t0 + 5 * s));
         assert_eq!(t.flush(t0 + 4 * s), None, "too early");
@@ -121,7 +127,10 @@ mod tests {
         assert_eq!(t.due(), None);
         // The flush opened a window at 5 s counting one update: one more passes.
         assert_eq!(t.offer(t0 + 6 * s, 5), Offer::PublishNow(5));
-        assert!(matches!(t.offer(t0 + 7 * s, 6), Offer::Held { schedule: true, .. }));
+        assert!(matches!(
+            t.offer(t0 + 7 * s, 6),
+            Offer::Held { schedule: true, .. }
+        ));
     }
 
     #[test]
@@ -129,7 +138,10 @@ mod tests {
         let t0 = Instant::now();
         let mut t = throttle(1, 2);
         assert_eq!(t.offer(t0, 1), Offer::PublishNow(1));
-        assert_eq!(t.offer(t0 + Duration::from_secs(10), 2), Offer::PublishNow(2));
+        assert_eq!(
+            t.offer(t0 + Duration::from_secs(10), 2),
+            Offer::PublishNow(2)
+        );
     }
 
     #[test]
@@ -137,9 +149,18 @@ mod tests {
         let t0 = Instant::now();
         let mut t = throttle(1, 2);
         assert_eq!(t.offer(t0, 1), Offer::PublishNow(1));
-        assert!(matches!(t.offer(t0 + Duration::from_secs(1), 2), Offer::Held { .. }));
+        assert!(matches!(
+            t.offer(t0 + Duration::from_secs(1), 2),
+            Offer::Held { .. }
+        ));
         // The window has ended but the flush has not run yet: the new value joins the held one.
-        assert!(matches!(t.offer(t0 + Duration::from_secs(3), 3), Offer::Held { schedule: false, .. }));
+        assert!(matches!(
+            t.offer(t0 + Duration::from_secs(3), 3),
+            Offer::Held {
+                schedule: false,
+                ..
+            }
+        ));
         assert_eq!(t.flush(t0 + Duration::from_secs(3)), Some(3));
     }
 }
