@@ -32,7 +32,7 @@ done
 redis_port="${REDIS_PORT:-$(free_port)}"
 
 say "building (release)"
-cargo build --release --workspace --bins
+cargo build --release -p topic-server -p topic-client -p redis-ws-bridge -p backend-app -p data-feeder
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
 run_dir="$(mktemp -d "${TMPDIR:-/tmp}/redis-topic-demo.XXXXXX")"
@@ -60,7 +60,7 @@ start redis redis-server "$root/deploy/redis.conf" --port "$redis_port" --bind 1
 for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 redis-cli -p "$redis_port" ping >/dev/null 2>&1 || die "redis-server did not start (see $run_dir/redis.log)"
 
-start topic-server "$bin/topic-server" --listen "$host:$topic_port" --web-dir "$root/web"
+start topic-server "$bin/topic-server" --listen "$host:$topic_port" --web-dir "$root/web" --views "$root/deploy/views.txt"
 start redis-ws-bridge "$bin/redis-ws-bridge" --listen "$host:$bridge_port" --redis-url "redis://127.0.0.1:$redis_port/"
 wait_http "http://$host:$topic_port/healthz" 30 || die "topic-server did not come up (see $run_dir/topic-server.log)"
 wait_http "http://$host:$bridge_port/healthz" 30 || die "redis-ws-bridge did not come up (see $run_dir/redis-ws-bridge.log)"
@@ -81,6 +81,7 @@ for _ in $(seq 150); do
 done
 [ "$ok" = 1 ] || die "no value reached the topic server (logs in $run_dir)"
 printf '%s\n' "$out" | cut -c1-160
+"$bin/topic-cli" --url "ws://$host:$topic_port" fetch 'redis/views/usd' 2>/dev/null || true
 
 if [ "$smoke" = 1 ]; then
   say "smoke check passed"

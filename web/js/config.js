@@ -2,10 +2,11 @@
 //   ?bridge=ws://host:3000/   the Redis WebSocket bridge
 //   ?topics=ws://host:8080/ws the topic server's WebSocket endpoint
 //   ?feeder=http://host:3100  the data-feeder control API
-//   ?topic=redis/bitcoin      the topic selector the topic-server client subscribes to
+//   ?topic=redis/views/usd    the topic selector the topic-server client subscribes to (default:
+//                             the demo's view topic carrying just the USD rate)
 
 /** The topic the topic-server client subscribes to unless ?topic= says otherwise. */
-export const DEFAULT_TOPIC = 'redis/bitcoin';
+export const DEFAULT_TOPIC = 'redis/views/usd';
 
 /** Ports the tiers listen on by default (the topic server also serves this page). */
 export const DEFAULT_PORTS = Object.freeze({ bridge: 3000, feeder: 3100, topics: 8080 });

@@ -15,8 +15,8 @@ test('defaults follow the page address', () => {
   assert.equal(c.bridgeUrl, 'ws://dash.example:3000/');
   assert.equal(c.topicsUrl, 'ws://dash.example:8080/ws');
   assert.equal(c.feederUrl, 'http://dash.example:3100');
-  assert.equal(c.topic, 'redis/bitcoin');
-  assert.equal(DEFAULT_TOPIC, 'redis/bitcoin');
+  assert.equal(c.topic, 'redis/views/usd');
+  assert.equal(DEFAULT_TOPIC, 'redis/views/usd');
   assert.deepEqual(c.warnings, []);
 });
 
@@ -40,7 +40,7 @@ test('bad parameters are ignored with a warning each', () => {
   assert.equal(c.bridgeUrl, 'ws://dash.example:3000/');
   assert.equal(c.topicsUrl, 'ws://dash.example:8080/ws');
   assert.equal(c.feederUrl, 'http://dash.example:3100');
-  assert.equal(c.topic, 'redis/bitcoin');
+  assert.equal(c.topic, 'redis/views/usd');
   assert.equal(c.warnings.length, 4);
   assert.match(c.warnings[0], /\?bridge=http:\/\/x:3000\/ ignored/);
 });

@@ -111,3 +111,15 @@ mod tests {
         assert!(parse("v.txt", "  map x to y\n").is_err());
     }
 }
+
+#[cfg(test)]
+mod demo_views {
+    /// The demo's views file must always load.
+    #[test]
+    fn deploy_views_file_parses() {
+        let text = include_str!("../../../deploy/views.txt");
+        let views = super::parse("deploy/views.txt", text).unwrap();
+        let names: Vec<&str> = views.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["currencies", "usd"]);
+    }
+}
