@@ -8,6 +8,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use diffusion_core::selector_index::SelectorIndex;
+use diffusion_core::view::ViewSpec;
 use diffusion_core::{Selector, delta};
 
 const BITCOIN: &str = include_str!("../testdata/coindesk-bpi-sample.json");
@@ -98,5 +99,36 @@ fn deltas(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, selector_matching, deltas);
+/// Source updates per second through three kinds of view, on the bitcoin payload.
+fn view_evaluation(c: &mut Criterion) {
+    let value: serde_json::Value = serde_json::from_str(BITCOIN).expect("sample is JSON");
+    let lookup = |_: &str| None;
+    let views = [
+        (
+            "as <value(/ptr)>",
+            "map redis/bitcoin to redis/views/usd as <value(/bpi/USD/rate_float)>",
+        ),
+        (
+            "<expand(/bpi)>",
+            "map redis/bitcoin to redis/views/bitcoin/<expand(/bpi)>",
+        ),
+        (
+            "process",
+            "map redis/bitcoin to redis/views/tiered process {if '/bpi/USD/rate_float gt 50000' set(/tier, 2) else set(/tier, 1); remove(/disclaimer)}",
+        ),
+    ];
+    let mut group = c.benchmark_group("view evaluation (one source update)");
+    group.throughput(Throughput::Elements(1));
+    for (name, text) in views {
+        let spec = ViewSpec::parse(text).expect("valid view");
+        let produced = spec.evaluate("redis/bitcoin", &value, &lookup).len();
+        assert!(produced > 0, "{name} produced nothing");
+        group.bench_function(name, |b| {
+            b.iter(|| spec.evaluate(black_box("redis/bitcoin"), black_box(&value), &lookup))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, selector_matching, deltas, view_evaluation);
 criterion_main!(benches);
