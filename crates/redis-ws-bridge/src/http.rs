@@ -56,6 +56,11 @@ async fn upgrade(
     let context = state.client.clone();
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        // tungstenite zero-fills its whole read buffer on every read: its 128 KiB default would
+        // cost 128 KiB of resident memory per client. A larger message grows it as needed.
+        .read_buffer_size(4 * 1024)
+        // Frames of one drained batch coalesce up to this size before a write system call.
+        .write_buffer_size(16 * 1024)
         .on_failed_upgrade(|error| tracing::debug!(%error, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| client::serve(socket, context))
 }

@@ -41,11 +41,21 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Initial read buffer per WebSocket connection.
+const READ_BUFFER_BYTES: usize = 1024;
+
 fn upgrade(state: AppState, upgrade: WebSocketUpgrade) -> Response {
     let transport_limit = state.ctx.config.transport_max_message_bytes();
     upgrade
         .max_message_size(transport_limit)
         .max_frame_size(transport_limit)
+        // tungstenite zero-fills its whole read buffer on every read, so its 128 KiB default
+        // costs 128 KiB of resident memory per connection; client requests are small, and a
+        // large one grows the buffer as needed.
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // The writer already packs messages into frames and flushes once per batch, so frames
+        // go straight to the socket instead of collecting in a second buffer.
+        .write_buffer_size(0)
         .on_upgrade(move |socket| {
             crate::session::run(socket, state.ctx, state.shutdown, state.sessions_done)
         })
