@@ -16,9 +16,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    service_kit::logging::init(cli.log.log_format);
-    let shutdown = service_kit::Shutdown::new();
-    shutdown.trigger_on_os_signal();
+    let shutdown = service_kit::start_process(&cli.log);
     backend_app::Relay::new(cli.config)
         .run(shutdown.signal())
         .await

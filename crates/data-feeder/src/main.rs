@@ -1,7 +1,7 @@
 //! The `data-feeder` binary: parse flags, set up logging and shutdown, run the feeder.
 
 use clap::Parser;
-use service_kit::{LogArgs, Shutdown};
+use service_kit::LogArgs;
 
 /// Polls a JSON API (or the built-in synthetic CoinDesk-BPI-shaped source) and publishes each
 /// payload, unchanged, to the redis-ws-bridge (ws://) or a Redis channel (redis://).
@@ -17,9 +17,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    service_kit::logging::init(cli.log.log_format);
-    let shutdown = Shutdown::new();
-    shutdown.trigger_on_os_signal();
+    let shutdown = service_kit::start_process(&cli.log);
     let server = data_feeder::bind(cli.config).await?;
     server.run(shutdown.signal()).await
 }

@@ -1,7 +1,7 @@
 //! `redis-ws-bridge` binary: parses flags, sets up logging and shutdown, runs the bridge.
 
 use clap::Parser;
-use service_kit::{LogArgs, Shutdown};
+use service_kit::LogArgs;
 
 /// WebSocket server on :3000 that publishes client text frames to a Redis channel and fans every
 /// message on that channel out to all connected clients (one shared Redis subscription).
@@ -17,9 +17,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    service_kit::logging::init(cli.log.log_format);
-    let shutdown = Shutdown::new();
-    shutdown.trigger_on_os_signal();
+    let shutdown = service_kit::start_process(&cli.log);
     let bridge = redis_ws_bridge::bind(cli.bridge).await?;
     bridge.run(shutdown.signal()).await
 }

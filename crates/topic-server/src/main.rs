@@ -1,7 +1,7 @@
 //! The `topic-server` binary: parses flags, sets up logging and signals, runs the server.
 
 use clap::Parser;
-use service_kit::{LogArgs, Shutdown};
+use service_kit::LogArgs;
 
 /// Real-time topic server: stateful topics, selector subscriptions and fan-out over WebSocket,
 /// plus the dashboard's static files, /healthz and Prometheus /metrics on the same port.
@@ -17,8 +17,6 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    service_kit::logging::init(cli.log.log_format);
-    let shutdown = Shutdown::new();
-    shutdown.trigger_on_os_signal();
+    let shutdown = service_kit::start_process(&cli.log);
     topic_server::run(cli.config, shutdown.signal()).await
 }
