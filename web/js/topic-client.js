@@ -43,11 +43,13 @@ export const PROTOCOL_VERSION = 1;
  *   | {kind: 'protocol-error', message: string, text: string}} TopicEvent
  */
 
-const VALUE_PREFIX = /^\{"type":"value","id":(\d+),"value":/;
+// Updates come in the short form `{"i":N,"v":<json>}` (`{"i":N,"d":"<base64>"}` for deltas);
+// the long `{"type":"value","id":N,"value":<json>}` form is accepted too.
+const VALUE_PREFIX = /^\{(?:"i":(\d+),"v":|"type":"value","id":(\d+),"value":)/;
 
 /**
- * Splits a `value` message laid out as the server encodes it
- * (`{"type":"value","id":N,"value":<wire json>}`, in that field order: see
+ * Splits a value update laid out as the server encodes it
+ * (`{"i":N,"v":<wire json>}`, in that field order: see
  * `encode_value_message` in protocol.rs) into its id and the exact text of its value, or null
  * for any other layout. The text is only a candidate: it is the value's text if and only if it
  * parses as JSON on its own (a message with extra fields after `value`, say, gives a candidate
@@ -62,7 +64,7 @@ function splitValueMessage(message) {
   // JSON.parse ignores surrounding whitespace, but the server never writes any: a value with
   // it is not in the server's layout, so its text cannot be the canonical bytes.
   if (raw.length === 0 || /^\s|\s$/.test(raw)) return null;
-  return { id: Number(prefix[1]), raw };
+  return { id: Number(prefix[1] ?? prefix[2]), raw };
 }
 
 /**
@@ -126,6 +128,12 @@ export class TopicDecoder {
       m = JSON.parse(text);
     } catch (err) {
       return { kind: 'protocol-error', message: `not JSON: ${err.message}`, text };
+    }
+    if (m !== null && typeof m === 'object' && typeof m.type !== 'string' && 'i' in m) {
+      // A short-form update whose value text could not be cut out exactly (see above).
+      if ('d' in m && !('v' in m)) return this.applyDelta(m.i, m.d, text);
+      if ('v' in m && !('d' in m)) return this.fullValue(m.i, m.v, JSON.stringify(m.v), text);
+      return { kind: 'protocol-error', message: 'update needs exactly one of "v" and "d"', text };
     }
     if (m === null || typeof m !== 'object' || typeof m.type !== 'string') {
       return { kind: 'protocol-error', message: 'message has no string "type"', text };

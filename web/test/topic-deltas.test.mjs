@@ -16,9 +16,9 @@ const fixtures = JSON.parse(
 
 const subscribed = (id, topicType, path = 'redis/bitcoin') =>
   JSON.stringify({ type: 'subscribed', id, path, topicType, properties: {} });
-/** A `value` message laid out exactly as the server writes it, around the value's wire JSON. */
-const valueMessage = (id, wireJson) => `{"type":"value","id":${id},"value":${wireJson}}`;
-const deltaMessage = (id, base64) => `{"type":"delta","id":${id},"delta":"${base64}"}`;
+/** A value update laid out exactly as the server writes it, around the value's wire JSON. */
+const valueMessage = (id, wireJson) => `{"i":${id},"v":${wireJson}}`;
+const deltaMessage = (id, base64) => `{"i":${id},"d":"${base64}"}`;
 /** A delta made by the npm encoder from one text to another (their UTF-8 bytes), as base64. */
 const npmDelta = (from, to) => Buffer.from(createDelta(utf8.encode(from), utf8.encode(to))).toString('base64');
 const flipByte = (base64, index) => {
@@ -206,4 +206,21 @@ test('the client counts deltas, flags a failed one on the status and recovers', 
   assert.equal(statuses.at(-1).detail, 'session s-1');
   assert.deepEqual(updates.at(-1).value.bpi.USD.rate_float, 56300.75);
   assert.equal(ws.closedWith, null, 'a bad delta never costs the connection');
+});
+
+test('the long update form is accepted too, and a malformed short form is reported', () => {
+  const d = new TopicDecoder();
+  d.decodeMessage(subscribed(4, 'JSON'));
+  const long = d.decodeMessage('{"type":"value","id":4,"value":{"p":1.50}}');
+  assert.equal(long.kind, 'update');
+  assert.deepEqual(long.value, { p: 1.5 });
+  const text = '{"p":1.50,"q":"x"}';
+  d.decodeMessage(valueMessage(4, text));
+  const next = '{"p":1.50,"q":"y"}';
+  const viaLong = d.decodeMessage(`{"type":"delta","id":4,"delta":"${npmDelta(text, next)}"}`);
+  assert.equal(viaLong.kind, 'update');
+  assert.equal(viaLong.via, 'delta');
+  assert.deepEqual(viaLong.value, { p: 1.5, q: 'y' });
+  assert.equal(d.decodeMessage('{"i":4}').kind, 'protocol-error');
+  assert.equal(d.decodeMessage('{"i":4,"v":1,"d":"QQ=="}').kind, 'protocol-error');
 });

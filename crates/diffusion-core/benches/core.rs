@@ -62,12 +62,12 @@ fn selector_matching(c: &mut Criterion) {
 }
 
 fn large_document() -> (Vec<u8>, Vec<u8>) {
-    let items: Vec<serde_json::Value> = (0..230)
+    let items: Vec<serde_json::Value> = (0..280)
         .map(|i| serde_json::json!({"id": i, "name": format!("instrument-{i}"), "bid": 100.0 + i as f64, "ask": 100.5 + i as f64}))
         .collect();
     let mut doc = serde_json::json!({"items": items, "seq": 1});
     let old = serde_json::to_vec(&doc).expect("serialisable");
-    doc["items"][115]["bid"] = serde_json::json!(181.25);
+    doc["items"][140]["bid"] = serde_json::json!(181.25);
     doc["seq"] = serde_json::json!(2);
     let new = serde_json::to_vec(&doc).expect("serialisable");
     (old, new)

@@ -352,41 +352,81 @@ pub fn decode_client_message(text: &str) -> Result<ClientMessage, (Option<u64>, 
     })
 }
 
-/// Encodes any server message as compact JSON bytes.
+/// Encodes any server message as compact JSON bytes. Topic updates (`Value`, `Delta`) take the
+/// short update form (see [`encode_value_message`]); everything else is tagged by `type`.
 pub fn encode_server_message(message: &ServerMessage) -> Bytes {
-    // Serialising these types cannot fail: all map keys are strings.
-    serde_json::to_vec(message)
-        .map(Bytes::from)
-        .unwrap_or_else(|_| {
-            Bytes::from_static(br#"{"type":"error","code":"INTERNAL","message":"encoding failed"}"#)
-        })
+    match message {
+        ServerMessage::Value { id, value } => match serde_json::to_vec(value) {
+            Ok(wire) => encode_value_message(*id, &wire),
+            Err(_) => encode_value_message(*id, b"null"),
+        },
+        ServerMessage::Delta { id, delta } => {
+            let field = serde_json::to_vec(delta).unwrap_or_else(|_| b"\"\"".to_vec());
+            encode_update(*id, b"d", &field)
+        }
+        // Serialising these types cannot fail: all map keys are strings.
+        other => serde_json::to_vec(other)
+            .map(Bytes::from)
+            .unwrap_or_else(|_| {
+                Bytes::from_static(
+                    br#"{"type":"error","code":"INTERNAL","message":"encoding failed"}"#,
+                )
+            }),
+    }
 }
 
-/// Encodes a `value` message around already-encoded wire JSON, without re-parsing it. The
-/// server calls this once per update and shares the bytes with every subscriber.
-pub fn encode_value_message(id: u64, wire_json: &[u8]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(wire_json.len() + 40);
-    buf.put_slice(br#"{"type":"value","id":"#);
+/// `{"i":ID,"KEY":FIELD}`: the update form.
+fn encode_update(id: u64, key: &[u8], field: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(field.len() + 24);
+    buf.put_slice(br#"{"i":"#);
     buf.put_slice(id.to_string().as_bytes());
-    buf.put_slice(br#","value":"#);
-    buf.put_slice(wire_json);
+    buf.put_slice(b",\"");
+    buf.put_slice(key);
+    buf.put_slice(b"\":");
+    buf.put_slice(field);
     buf.put_u8(b'}');
     buf.freeze()
 }
 
-/// Encodes a `delta` message: `delta` (fossil format) turns the value the subscriber holds into
-/// the new one. Base64 keeps the frame valid UTF-8 whatever bytes the delta inserts. Called once
-/// per update; the bytes are shared by every subscriber that is in step.
+/// Encodes a topic's full value as the short update message `{"i":ID,"v":VALUE}` around
+/// already-encoded wire JSON, without re-parsing it. Updates are what a server sends most, so
+/// they carry no `type` and one-letter keys: the envelope is 12 bytes plus the id. The server
+/// calls this once per update and shares the bytes with every subscriber.
+pub fn encode_value_message(id: u64, wire_json: &[u8]) -> Bytes {
+    encode_update(id, b"v", wire_json)
+}
+
+/// Encodes a delta update, `{"i":ID,"d":"BASE64"}`: `delta` (fossil format) turns the value the
+/// subscriber holds into the new one. Base64 keeps the frame valid UTF-8 whatever bytes the
+/// delta inserts. Called once per update; the bytes are shared by every subscriber in step.
 pub fn encode_delta_message(id: u64, delta: &[u8]) -> Bytes {
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(delta);
-    let mut buf = BytesMut::with_capacity(encoded.len() + 40);
-    buf.put_slice(br#"{"type":"delta","id":"#);
-    buf.put_slice(id.to_string().as_bytes());
-    buf.put_slice(br#","delta":""#);
-    buf.put_slice(encoded.as_bytes());
-    buf.put_slice(b"\"}");
-    buf.freeze()
+    let mut field = Vec::with_capacity(encoded.len() + 2);
+    field.push(b'"');
+    field.extend_from_slice(encoded.as_bytes());
+    field.push(b'"');
+    encode_update(id, b"d", &field)
+}
+
+/// Decodes one server message: the short update form (an object whose first key is `i`) or a
+/// message tagged by `type`.
+pub fn decode_server_message(text: &str) -> Result<ServerMessage, serde_json::Error> {
+    if !text.starts_with(r#"{"i":"#) {
+        return serde_json::from_str(text);
+    }
+    let mut fields: serde_json::Map<String, Value> = serde_json::from_str(text)?;
+    let id = fields
+        .get("i")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| serde::de::Error::custom("update without a numeric \"i\""))?;
+    match (fields.remove("v"), fields.remove("d")) {
+        (Some(value), None) => Ok(ServerMessage::Value { id, value }),
+        (None, Some(Value::String(delta))) => Ok(ServerMessage::Delta { id, delta }),
+        _ => Err(serde::de::Error::custom(
+            "an update needs exactly one of \"v\" (value) and \"d\" (delta, a string)",
+        )),
+    }
 }
 
 /// Splits a server frame into its messages.
@@ -396,7 +436,7 @@ pub fn split_frame(frame: &str) -> impl Iterator<Item = &str> {
 
 /// Decodes every message in a server frame.
 pub fn decode_server_frame(frame: &str) -> Result<Vec<ServerMessage>, serde_json::Error> {
-    split_frame(frame).map(serde_json::from_str).collect()
+    split_frame(frame).map(decode_server_message).collect()
 }
 
 /// Packs queued messages into frames of at most `max_frame_bytes` (a single larger message gets
@@ -467,6 +507,41 @@ mod tests {
             delta: base64::engine::general_purpose::STANDARD.encode(b"3\n2@0,1:x;"),
         });
         assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn updates_use_the_short_form_and_round_trip() {
+        assert_eq!(
+            &encode_value_message(2, b"56189.3483")[..],
+            br#"{"i":2,"v":56189.3483}"#
+        );
+        let messages = [
+            ServerMessage::Value {
+                id: 2,
+                value: json!({"a": [1, null]}),
+            },
+            ServerMessage::Value {
+                id: 3,
+                value: Value::Null,
+            },
+            ServerMessage::Delta {
+                id: 4,
+                delta: "QUJD".to_owned(),
+            },
+            ServerMessage::Pong { cid: 5 },
+        ];
+        for message in messages {
+            let text = String::from_utf8(encode_server_message(&message).to_vec()).unwrap();
+            assert_eq!(decode_server_message(&text).unwrap(), message, "{text}");
+        }
+        for bad in [
+            r#"{"i":1}"#,
+            r#"{"i":1,"v":1,"d":"x"}"#,
+            r#"{"i":"x","v":1}"#,
+            r#"{"i":1,"d":2}"#,
+        ] {
+            assert!(decode_server_message(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

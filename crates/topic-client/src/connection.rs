@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use diffusion_core::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, split_frame};
+use diffusion_core::protocol::{
+    ClientMessage, PROTOCOL_VERSION, ServerMessage, decode_server_message, split_frame,
+};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -140,7 +142,7 @@ pub(crate) async fn establish(
             .await
             .map_err(|e| ClientError::Handshake(format!("cannot send connect: {e}")))?;
         let frame = first_text_frame(&mut socket).await?;
-        let mut messages = split_frame(&frame).map(serde_json::from_str::<ServerMessage>);
+        let mut messages = split_frame(&frame).map(decode_server_message);
         let first = messages
             .next()
             .ok_or_else(|| ClientError::Handshake("empty reply to connect".to_owned()))?
@@ -242,7 +244,7 @@ pub(crate) async fn read_loop(
         match frame {
             Some(Ok(Message::Text(text))) => {
                 for raw in split_frame(text.as_str()) {
-                    match serde_json::from_str::<ServerMessage>(raw) {
+                    match decode_server_message(raw) {
                         Ok(message) => {
                             if !dispatcher.dispatch(message).await {
                                 shared.shut_down();

@@ -56,7 +56,7 @@ fn bytes_per_subscriber(bench: &BenchEngine, path: &str, price: f64) -> (usize, 
     let kind = one
         .first()
         .map(|m| {
-            if m.starts_with(r#"{"type":"delta""#) {
+            if m.starts_with(r#"{"i":"#) && m.contains(r#","d":""#) {
                 "delta"
             } else {
                 "value"

@@ -135,10 +135,7 @@ mod tests {
         bench.set("t", &doc(1)).unwrap();
         let first = bench.drain_session(1);
         assert_eq!(first.len(), 1);
-        assert!(
-            first[0].starts_with(r#"{"type":"delta","id":1,"#),
-            "{first:?}"
-        );
+        assert!(first[0].starts_with(r#"{"i":1,"d":"#), "{first:?}");
         assert_eq!(bench.drain_session(2), first, "the same shared delta");
         assert_eq!(bench.drain_all().messages, 1);
         assert!(bench.set("nope", &doc(2)).is_err());

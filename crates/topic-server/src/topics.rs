@@ -286,7 +286,7 @@ mod tests {
         assert!(t.update(v(TopicType::Json, json!({"x":1}))).is_none());
         assert_eq!(
             t.current().unwrap().value_message,
-            Bytes::from_static(br#"{"type":"value","id":1,"value":{"x":1}}"#)
+            Bytes::from_static(br#"{"i":1,"v":{"x":1}}"#)
         );
         let cleared = t.update(None).unwrap();
         assert_eq!(cleared.version, 2);
