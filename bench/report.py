@@ -1,0 +1,392 @@
+#!/usr/bin/env python3
+"""Collects one scripts/bench.sh run into bench/results/latest.{json,md,png}.
+
+Reads the raw loadgen outputs (fanout-*.json, max-*.json, bitcoin-*.json) and logs from the run
+directory, writes the results in the shape issue 5 asks for (plus more fields), a Markdown table,
+a PNG chart when matplotlib is available, and prints the headline ratios. Standard library only,
+apart from the optional chart.
+"""
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import re
+import sys
+
+SYSTEMS = ["topic-server", "redis-ws-bridge", "nats", "node-bridge", "limit"]
+# Percent of one core used by processes other than the server and loadgen above which a phase
+# is marked noisy (the machine has two cores and everything shares them).
+NOISY_OTHER_CPU = 25.0
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        print(f"warning: cannot read {path}: {error}", file=sys.stderr)
+        return None
+
+
+def machine(fd_limit):
+    info = {"cpus": os.cpu_count(), "kernel": platform.release(), "fd_limit_per_process": fd_limit}
+    try:
+        with open("/proc/cpuinfo") as f:
+            models = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+        info["cpu_model"] = models[0] if models else "unknown"
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(next(l for l in f if l.startswith("MemTotal")).split()[1])
+        info["memory_bytes"] = kib * 1024
+    except (OSError, StopIteration, ValueError):
+        pass
+    return info
+
+
+def fanout(raw):
+    runs, connects, idle = [], [], []
+    for path in sorted(glob.glob(os.path.join(raw, "fanout-*.json"))):
+        report = load(path)
+        if not report:
+            continue
+        c = report["connect"]
+        connects.append({
+            "system": report["system"], "connections": c["connected"],
+            "requested": c["requested"], "connections_per_s": round(c["connections_per_s"], 1),
+            "seconds": round(c["seconds"], 3), "failed": c["failed"], "first_error": c["first_error"],
+        })
+        if c["connected"] >= 10000:
+            idle.append({
+                "system": report["system"], "connections": c["connected"],
+                "rss_per_connection_bytes": round(c["rss_per_connection_bytes"]),
+                "server_rss_bytes": c["server_rss_connected_bytes"], "measured": True,
+            })
+        for run in report["runs"]:
+            entry = {k: run[k] for k in (
+                "system", "scenario", "mode", "subscribers", "deliveries_per_s", "p50_ms", "p99_ms",
+                "p999_ms", "bytes_per_delivery", "server_rss_bytes")}
+            entry.update({k: run[k] for k in (
+                "max_ms", "published_per_s", "expected_deliveries", "deliveries", "messages_per_frame",
+                "server_cpu_percent", "loadgen_cpu_percent", "machine_cpu_percent",
+                "other_cpu_percent", "drained", "disconnects", "decode_errors", "latency_samples",
+                "rate", "window", "duration_s", "first_problem")})
+            entry["connections_per_s"] = round(c["connections_per_s"], 1)
+            # Other processes took a noticeable share of the 2 cores during this phase.
+            entry["noisy"] = run["other_cpu_percent"] > NOISY_OTHER_CPU
+            for k, v in list(entry.items()):
+                if isinstance(v, float):
+                    entry[k] = round(v, 3)
+            runs.append(entry)
+    order = {s: i for i, s in enumerate(SYSTEMS)}
+    runs.sort(key=lambda r: (order.get(r["system"], 99), r["subscribers"], r["mode"]))
+    return runs, connects, idle
+
+
+def max_connections(raw, idle, fd_limit):
+    a, b = load(os.path.join(raw, "max-a.json")), load(os.path.join(raw, "max-b.json"))
+    if not a:
+        return None
+    subscribed = a["connect"]["connected"] + (b["connect"]["connected"] if b else 0)
+    failed = (b["connect"]["failed"] if b else 0) + a["connect"]["failed"]
+    first_error = (b and b["connect"]["first_error"]) or a["connect"]["first_error"]
+    def number(name):
+        try:
+            with open(os.path.join(raw, name)) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+    peak_fds, base_fds = number("max-fds.txt"), number("max-fds-base.txt")
+    # Both loadgens report what they subscribed; the server's own descriptor count says how
+    # many it held at once (one descriptor per connection above its idle baseline).
+    held = peak_fds - base_fds if peak_fds is not None and base_fds is not None else None
+    reached = min(subscribed, held) if held is not None else subscribed
+    log = ""
+    try:
+        with open(os.path.join(raw, "topic-server-max.log"), errors="replace") as f:
+            log = f.read()
+    except OSError:
+        pass
+    at_limit = fd_limit and peak_fds is not None and peak_fds >= fd_limit - 16
+    if "Too many open files" in log or "os error 24" in log or at_limit:
+        stopped_by = (f"the server's open-file limit: {peak_fds} of {fd_limit} descriptors in use "
+                      "(RLIMIT_NOFILE per process; accept fails with EMFILE)")
+    elif failed:
+        stopped_by = f"connection failures: {first_error}"
+    else:
+        stopped_by = "nothing: every requested connection subscribed (the request was the limit)"
+    rss = b["connect"]["server_rss_connected_bytes"] if b else a["connect"]["server_rss_connected_bytes"]
+    before = a["connect"]["server_rss_before_bytes"]
+    result = {
+        "system": "topic-server", "reached": reached, "subscribed_by_loadgens": subscribed,
+        "server_connections_peak": held, "failed_attempts": failed,
+        "first_error": first_error, "server_peak_fds": peak_fds, "stopped_by": stopped_by,
+        "server_rss_bytes": rss,
+    }
+    if reached:
+        per = (rss - before) / reached
+        idle.append({"system": "topic-server", "connections": reached,
+                     "rss_per_connection_bytes": round(per), "server_rss_bytes": rss, "measured": True})
+        # 50k does not fit under the per-process descriptor limit: extrapolate linearly from the
+        # memory each added connection cost between the 10k point and this one.
+        ten = next((i for i in idle if i["system"] == "topic-server" and i["connections"] >= 10000
+                    and i["connections"] < reached), None)
+        if ten:
+            slope = (rss - ten["server_rss_bytes"]) / (reached - ten["connections"])
+            basis = "marginal RSS per connection between the 10k and the largest measured point"
+        else:
+            slope = per
+            basis = "RSS per connection at the largest measured point"
+        idle.append({"system": "topic-server", "connections": 50000,
+                     "rss_per_connection_bytes": round(slope),
+                     "projected_rss_bytes": round(before + 50000 * max(slope, 0)),
+                     "measured": False, "extrapolated_from": basis})
+    return result
+
+
+def bitcoin(raw):
+    redis = load(os.path.join(raw, "bitcoin-redis.json"))
+    topics = {}
+    for path in sorted(glob.glob(os.path.join(raw, "bitcoin-topic-*.json"))):
+        report = load(path)
+        if report and report["runs"]:
+            topics[report["topic"]] = report["runs"][0]
+    if not redis or not redis["runs"] or not topics:
+        return None
+    r = redis["runs"][0]
+    updates = r["deliveries"]
+
+    def per_update(run):
+        return round(run["bytes_per_delivery"] * run["deliveries"] / updates, 1) if updates else 0.0
+
+    chosen = "redis/views/usd" if "redis/views/usd" in topics else "redis/bitcoin"
+    result = {
+        "updates": updates,
+        "redis_client_bytes_per_update": round(r["bytes_per_delivery"], 1),
+        # The topic client's bytes over the same feed updates (a delta or a value each).
+        "topic_client_bytes_per_update": per_update(topics[chosen]),
+        "topic": chosen,
+        "per_topic": {t: {"bytes_per_update": per_update(run), "messages": run["deliveries"],
+                          "bytes_per_message": round(run["bytes_per_delivery"], 1)}
+                      for t, run in topics.items()},
+        "redis_bytes_counted": "raw RESP bytes read from the socket (channel name and framing included)",
+        "topic_bytes_counted": "WebSocket frame payload bytes (JSON messages, no WebSocket header)",
+    }
+    if chosen != "redis/views/usd":
+        result["todo"] = ("the view redis/views/usd could not be created on this server: the topic "
+                          "figure is for the source topic redis/bitcoin")
+    if result["redis_client_bytes_per_update"]:
+        result["ratio_topic_to_redis"] = round(
+            result["topic_client_bytes_per_update"] / result["redis_client_bytes_per_update"], 4)
+    return result
+
+
+def pick(runs, system, subscribers, mode):
+    return next((r for r in runs if r["system"] == system and r["subscribers"] == subscribers
+                 and r["mode"] == mode), None)
+
+
+def ratios(runs):
+    out = {}
+    for n in (10000, 1000):
+        for mode in ("saturate", "fixed-rate"):
+            ts = pick(runs, "topic-server", n, mode)
+            if not ts:
+                continue
+            for other, key in (("nats", "nats"), ("node-bridge", "node_bridge"), ("limit", "limit"),
+                               ("redis-ws-bridge", "redis_ws_bridge")):
+                o = pick(runs, other, n, mode)
+                if o and o["deliveries_per_s"]:
+                    out[f"topic_server_to_{key}_deliveries_{mode}_{n}"] = round(
+                        ts["deliveries_per_s"] / o["deliveries_per_s"], 3)
+                if o and o["p99_ms"]:
+                    out[f"topic_server_to_{key}_p99_{mode}_{n}"] = round(ts["p99_ms"] / o["p99_ms"], 3)
+    return out
+
+
+def targets(runs, idle, maxc, btc, rat):
+    def verdict(ok):
+        return None if ok is None else ("met" if ok else "missed")
+    rows = []
+    r = rat.get("topic_server_to_nats_deliveries_saturate_10000")
+    p = rat.get("topic_server_to_nats_p99_saturate_10000")
+    rows.append({"target": ">= 1.5x NATS deliveries/s at 10k (saturate)", "value": r,
+                 "status": verdict(None if r is None else r >= 1.5)})
+    rows.append({"target": "p99 <= NATS p99 at 10k (saturate)", "value": p,
+                 "status": verdict(None if p is None else p <= 1.0)})
+    pf = rat.get("topic_server_to_nats_p99_fixed-rate_10000")
+    rows.append({"target": "p99 <= NATS p99 at 10k (fixed rate)", "value": pf,
+                 "status": verdict(None if pf is None else pf <= 1.0)})
+    r = rat.get("topic_server_to_node_bridge_deliveries_saturate_10000")
+    rows.append({"target": ">= 10x Node bridge deliveries/s at 10k", "value": r,
+                 "status": verdict(None if r is None else r >= 10)})
+    r = rat.get("topic_server_to_limit_deliveries_saturate_10000")
+    rows.append({"target": ">= 60% of the limit server at 10k", "value": r,
+                 "status": verdict(None if r is None else r >= 0.6)})
+    mem = [i for i in idle if i["system"] == "topic-server"]
+    worst = max((i["rss_per_connection_bytes"] for i in mem), default=None)
+    rows.append({"target": "<= 8 KiB RSS per idle subscribed connection", "value": worst,
+                 "status": verdict(None if worst is None else worst <= 8192)})
+    reached = maxc["reached"] if maxc else None
+    rows.append({"target": "100k concurrent subscribed connections", "value": reached,
+                 "status": verdict(None if reached is None else reached >= 100000)})
+    b = btc.get("ratio_topic_to_redis") if btc else None
+    rows.append({"target": "bitcoin: topic client <= 5% of Redis client bytes per update", "value": b,
+                 "status": verdict(None if b is None else b <= 0.05)})
+    return rows
+
+
+def fmt_bytes(n):
+    if not n:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def markdown(result):
+    lines = [f"# Benchmark results ({result['generated_at']})", "",
+             f"Command: `{result['command']}`. Machine: {result['machine'].get('cpus')} CPUs "
+             f"({result['machine'].get('cpu_model', '?')}), "
+             f"{fmt_bytes(result['machine'].get('memory_bytes', 0))} RAM, "
+             f"{result['machine'].get('fd_limit_per_process')} open files per process. "
+             "Everything (servers, Redis, loadgen) shares the same 2 cores; see docs/performance.md.", "",
+             "## Fan-out, 100-byte payload, one topic", "",
+             "| system | subscribers | mode | deliveries/s | p50 ms | p99 ms | p99.9 ms | bytes/delivery "
+             "| msgs/frame | server RSS | server CPU % | loadgen CPU % | other CPU % | conn/s |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["runs"]:
+        flag = ("" if r["drained"] else " (not drained)") + (" †" if r.get("noisy") else "")
+        lines.append(
+            f"| {r['system']} | {r['subscribers']} | {r['mode']}{flag} | {r['deliveries_per_s']:,.0f} | "
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p999_ms']:.1f} | {r['bytes_per_delivery']:.1f} | "
+            f"{r['messages_per_frame']:.1f} | {fmt_bytes(r['server_rss_bytes'])} | "
+            f"{r['server_cpu_percent']:.0f} | {r['loadgen_cpu_percent']:.0f} | {r['other_cpu_percent']:.0f} | "
+            f"{r['connections_per_s']:,.0f} |")
+    noisy = [r for r in result["runs"] if r.get("noisy")]
+    if noisy:
+        lines += ["", f"† {len(noisy)} phase(s) ran while other processes used more than "
+                  f"{NOISY_OTHER_CPU:.0f}% of a core (column 'other CPU %'): their figures understate "
+                  "the system; rerun on a quiet machine."]
+    lines += ["", "## Ratios", ""]
+    for k, v in result["ratios"].items():
+        lines.append(f"- `{k}`: {v}")
+    lines += ["", "## Idle memory", "", "| system | connections | RSS per connection | measured |",
+              "|---|---:|---:|---|"]
+    for i in result["idle_memory"]:
+        lines.append(f"| {i['system']} | {i['connections']} | {fmt_bytes(i['rss_per_connection_bytes'])} | "
+                     f"{'yes' if i['measured'] else 'extrapolated'} |")
+    if result.get("max_connections"):
+        m = result["max_connections"]
+        lines += ["", "## Largest number of subscribed connections", "",
+                  f"topic-server: **{m['reached']}** subscribed connections (peak server descriptors "
+                  f"{m['server_peak_fds']}); stopped by {m['stopped_by']}."]
+    if result.get("bitcoin"):
+        b = result["bitcoin"]
+        lines += ["", "## Bitcoin feed through the pipeline", "",
+                  f"- updates: {b['updates']}",
+                  f"- Redis client bytes per update: {b['redis_client_bytes_per_update']}",
+                  f"- topic client bytes per update ({b['topic']}): {b['topic_client_bytes_per_update']}",
+                  f"- ratio: {b.get('ratio_topic_to_redis')}"]
+        for t, v in b["per_topic"].items():
+            lines.append(f"- {t}: {v['bytes_per_update']} bytes per update, {v['messages']} messages "
+                         f"of {v['bytes_per_message']} bytes")
+        if b.get("todo"):
+            lines.append(f"- TODO: {b['todo']}")
+    lines += ["", "## Targets (issue 5)", "", "| target | value | status |", "|---|---:|---|"]
+    for t in result["targets"]:
+        lines.append(f"| {t['target']} | {t['value']} | {t['status'] or 'not measured'} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(result, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("warning: matplotlib missing: no chart", file=sys.stderr)
+        return False
+    systems = [s for s in SYSTEMS if any(r["system"] == s for r in result["runs"])]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    width = 0.38
+    for ax, (metric, title, log) in zip(axes, (
+            ("deliveries_per_s", "Saturating: deliveries per second", False),
+            ("p99_ms", "Fixed rate (50k deliveries/s): p99 latency, ms", True))):
+        mode = "saturate" if metric == "deliveries_per_s" else "fixed-rate"
+        for i, n in enumerate((1000, 10000)):
+            values = []
+            for s in systems:
+                r = pick(result["runs"], s, n, mode)
+                values.append(r[metric] if r else 0)
+            xs = [x + (i - 0.5) * width for x in range(len(systems))]
+            bars = ax.bar(xs, values, width, label=f"{n:,} subscribers")
+            for b, v in zip(bars, values):
+                label = f"{v/1e6:.2f}M" if metric == "deliveries_per_s" else f"{v:.0f}"
+                ax.annotate(label, (b.get_x() + b.get_width() / 2, b.get_height()),
+                            ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(systems)))
+        ax.set_xticklabels(systems, rotation=15)
+        ax.set_title(title)
+        if log:
+            ax.set_yscale("log")
+        ax.legend()
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"Fan-out of a 100-byte payload on one topic, 2 cores shared with loadgen "
+                 f"({result['generated_at'][:10]}, {result['command']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--raw", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--quick", default="0")
+    parser.add_argument("--command", default="scripts/bench.sh")
+    parser.add_argument("--elapsed", type=int, default=0)
+    parser.add_argument("--fd-limit", default="")
+    args = parser.parse_args()
+
+    runs, connects, idle = fanout(args.raw)
+    fd_limit = int(args.fd_limit) if args.fd_limit.isdigit() else None
+    maxc = max_connections(args.raw, idle, fd_limit)
+    btc = bitcoin(args.raw)
+    rat = ratios(runs)
+    result = {
+        "generated_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": args.command, "quick": args.quick == "1", "elapsed_s": args.elapsed,
+        "raw_dir": os.path.relpath(args.raw, os.path.dirname(os.path.dirname(os.path.abspath(args.out)))),
+        "machine": machine(fd_limit),
+        "runs": runs, "connect": connects, "bitcoin": btc or {}, "idle_memory": idle,
+        "max_connections": maxc, "ratios": rat,
+    }
+    result["targets"] = targets(runs, idle, maxc, btc, rat)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write(markdown(result))
+    chart(result, os.path.join(args.out, "latest.png"))
+
+    print("\nRatios (topic-server / other), 10k subscribers:")
+    for name, key in (("NATS", "nats"), ("Node bridge", "node_bridge"), ("limit", "limit")):
+        sat = rat.get(f"topic_server_to_{key}_deliveries_saturate_10000")
+        p99 = rat.get(f"topic_server_to_{key}_p99_fixed-rate_10000")
+        print(f"  topic-server/{name}: deliveries/s (saturate) {sat}, p99 (fixed rate) {p99}")
+    print("\nTargets:")
+    for t in result["targets"]:
+        print(f"  {t['status'] or 'not measured':>12}  {t['target']}: {t['value']}")
+    print(f"\nwrote {args.out}/latest.json, latest.md" +
+          (", latest.png" if os.path.exists(os.path.join(args.out, "latest.png")) else ""))
+
+
+if __name__ == "__main__":
+    main()

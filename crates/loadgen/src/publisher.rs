@@ -1,0 +1,270 @@
+//! The one publisher of a run, speaking each system's own publish path: the topic server's
+//! `set`, Redis `PUBLISH` (the bridges), NATS `PUB` over TCP, or a text frame to the limit
+//! server's `/publish` socket.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::config::{Config, System};
+use crate::subscriber::{socket_addr, websocket_config};
+
+/// Why publishing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// A socket error.
+    #[error("publisher I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A WebSocket error.
+    #[error("publisher websocket: {0}")]
+    WebSocket(#[from] tungstenite::Error),
+    /// A Redis error.
+    #[error("publisher redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The server refused the set-up (topic creation, say).
+    #[error("publisher set-up refused: {0}")]
+    Refused(String),
+    /// Bad URL or settings.
+    #[error("publisher configuration: {0}")]
+    Config(String),
+}
+
+type WsSink = SplitSink<WebSocketStream<TcpStream>, Message>;
+
+/// Errors the server reported asynchronously (replies to `set`, NATS `-ERR`).
+#[derive(Debug, Default)]
+struct Rejections {
+    count: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl Rejections {
+    fn record(&self, what: String) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(what);
+    }
+}
+
+enum Kind {
+    Topic {
+        sink: WsSink,
+        path: String,
+        cid: u64,
+    },
+    Redis {
+        conn: redis::aio::MultiplexedConnection,
+        channel: String,
+    },
+    Nats {
+        writer: OwnedWriteHalf,
+        subject: String,
+    },
+    Limit {
+        sink: WsSink,
+    },
+}
+
+/// A connected publisher.
+pub struct Publisher {
+    kind: Kind,
+    rejections: Arc<Rejections>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.abort();
+        }
+    }
+}
+
+async fn websocket(url: &str) -> Result<WebSocketStream<TcpStream>, PublishError> {
+    let addr = socket_addr(url).map_err(|e| PublishError::Config(e.to_string()))?;
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(websocket_config())).await?;
+    Ok(ws)
+}
+
+/// Reads the next text frame, skipping control frames; `None` when the connection ends.
+async fn next_text(ws: &mut WebSocketStream<TcpStream>) -> Option<String> {
+    while let Some(message) = ws.next().await {
+        match message {
+            Ok(Message::Text(text)) => return Some(text.as_str().to_owned()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+    None
+}
+
+/// Waits for a reply whose `type` is `ok`/`connected` (success) or `error` (refusal).
+async fn expect_ok(ws: &mut WebSocketStream<TcpStream>, what: &str) -> Result<(), PublishError> {
+    while let Some(frame) = next_text(ws).await {
+        for message in frame.split('\n') {
+            if message.starts_with(r#"{"type":"ok""#)
+                || message.starts_with(r#"{"type":"connected""#)
+            {
+                return Ok(());
+            }
+            if message.starts_with(r#"{"type":"error""#) {
+                return Err(PublishError::Refused(format!("{what}: {message}")));
+            }
+        }
+    }
+    Err(PublishError::Refused(format!(
+        "{what}: connection closed before a reply"
+    )))
+}
+
+impl Publisher {
+    /// Connects the publisher for `config.system` and prepares it (creates the topic, …).
+    pub async fn connect(config: &Config) -> Result<Self, PublishError> {
+        let rejections = Arc::new(Rejections::default());
+        let target = config
+            .publish_url
+            .clone()
+            .unwrap_or_else(|| config.url.clone());
+        let (kind, reader) = match config.system {
+            System::TopicServer => {
+                let mut ws = websocket(&target).await?;
+                ws.send(Message::text(r#"{"type":"connect","version":1}"#))
+                    .await?;
+                expect_ok(&mut ws, "connect").await?;
+                let add = serde_json::json!({
+                    "type": "add", "cid": 1, "path": config.topic, "topicType": "JSON",
+                });
+                ws.send(Message::text(add.to_string())).await?;
+                expect_ok(&mut ws, "add topic").await?;
+                let (sink, mut stream) = ws.split();
+                let seen = rejections.clone();
+                let reader = tokio::spawn(async move {
+                    while let Some(Ok(message)) = stream.next().await {
+                        if let Message::Text(text) = message {
+                            for line in text.as_str().split('\n') {
+                                if line.starts_with(r#"{"type":"error""#) {
+                                    seen.record(line.to_owned());
+                                }
+                            }
+                        }
+                    }
+                });
+                let path = config.topic.clone();
+                (Kind::Topic { sink, path, cid: 1 }, Some(reader))
+            }
+            System::RedisWsBridge | System::NodeBridge => {
+                let url = config.publish_url.clone().ok_or_else(|| {
+                    PublishError::Config("--publish-url redis://… is required".into())
+                })?;
+                let client = redis::Client::open(url)?;
+                let conn = client.get_multiplexed_async_connection().await?;
+                let channel = config.channel.clone();
+                (Kind::Redis { conn, channel }, None)
+            }
+            System::Nats => {
+                let url = config.publish_url.clone().ok_or_else(|| {
+                    PublishError::Config("--publish-url nats://127.0.0.1:PORT is required".into())
+                })?;
+                let addr = socket_addr(&url).map_err(|e| PublishError::Config(e.to_string()))?;
+                let stream = TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                let (mut read, mut writer) = stream.into_split();
+                writer
+                    .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+                    .await?;
+                let seen = rejections.clone();
+                // Runs are far shorter than the server's ping interval (2 min), so the reader
+                // only has to notice errors.
+                let reader = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(n) = read.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        if let Some(at) = text.find("-ERR") {
+                            seen.record(text[at..].lines().next().unwrap_or("").to_owned());
+                        }
+                    }
+                });
+                let subject = config.subject.clone();
+                (Kind::Nats { writer, subject }, Some(reader))
+            }
+            System::Limit => {
+                let mut url =
+                    url::Url::parse(&target).map_err(|e| PublishError::Config(e.to_string()))?;
+                url.set_path("/publish");
+                let (sink, mut stream) = websocket(url.as_str()).await?.split();
+                let reader =
+                    tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+                (Kind::Limit { sink }, Some(reader))
+            }
+            System::Redis => {
+                return Err(PublishError::Config(
+                    "--system redis only observes (modes idle/observe)".into(),
+                ));
+            }
+        };
+        Ok(Self {
+            kind,
+            rejections,
+            reader,
+        })
+    }
+
+    /// Publishes one payload (JSON text).
+    pub async fn publish(&mut self, payload: &str) -> Result<(), PublishError> {
+        match &mut self.kind {
+            Kind::Topic { sink, path, cid } => {
+                *cid += 1;
+                let path = serde_json::Value::from(path.as_str());
+                let set =
+                    format!(r#"{{"type":"set","cid":{cid},"path":{path},"value":{payload}}}"#);
+                sink.send(Message::text(set)).await?;
+            }
+            Kind::Redis { conn, channel } => {
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(channel.as_str())
+                    .arg(payload)
+                    .query_async(conn)
+                    .await?;
+            }
+            Kind::Nats { writer, subject } => {
+                let frame = format!("PUB {subject} {}\r\n{payload}\r\n", payload.len());
+                writer.write_all(frame.as_bytes()).await?;
+            }
+            Kind::Limit { sink } => sink.send(Message::text(payload.to_owned())).await?,
+        }
+        Ok(())
+    }
+
+    /// Publish requests the server refused so far, and the first refusal.
+    pub fn rejections(&self) -> (u64, Option<String>) {
+        let first = self
+            .rejections
+            .first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        (self.rejections.count.load(Ordering::Relaxed), first)
+    }
+}

@@ -1,0 +1,121 @@
+//! The JSON results of one loadgen run.
+
+use serde::Serialize;
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Version of the loadgen that measured.
+    pub loadgen_version: &'static str,
+    /// Unix time (seconds) the run started.
+    pub started_at_unix_s: u64,
+    /// The system under test (`topic-server`, `nats`, …).
+    pub system: &'static str,
+    /// The scenario label.
+    pub scenario: String,
+    /// Where subscribers connected.
+    pub url: String,
+    /// The topic selector (topic server), subject (NATS) or channel (Redis) subscribed to.
+    pub topic: String,
+    /// Payload size in bytes.
+    pub payload_bytes: usize,
+    /// Whether the padding changed on every message.
+    pub random_pad: bool,
+    /// Connection set-up.
+    pub connect: ConnectReport,
+    /// One entry per phase.
+    pub runs: Vec<RunReport>,
+}
+
+/// How setting up the subscribers went, and what it cost the server.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConnectReport {
+    /// Connections asked for.
+    pub requested: usize,
+    /// Connections subscribed.
+    pub connected: usize,
+    /// Attempts that failed.
+    pub failed: usize,
+    /// The first failure, which usually says what stopped the ramp (fd limit, refused, …).
+    pub first_error: Option<String>,
+    /// Source addresses used.
+    pub source_addresses: usize,
+    /// Seconds from the first attempt to the last subscription.
+    pub seconds: f64,
+    /// Subscribed connections per second during the ramp.
+    pub connections_per_s: f64,
+    /// Server RSS before any subscriber connected (bytes; 0 when no --server-pid).
+    pub server_rss_before_bytes: u64,
+    /// Server RSS with every subscriber connected and idle (bytes).
+    pub server_rss_connected_bytes: u64,
+    /// (connected − before) / connected: the server's memory per idle subscribed connection.
+    pub rss_per_connection_bytes: f64,
+    /// loadgen's own RSS with every subscriber connected (bytes).
+    pub loadgen_rss_bytes: u64,
+}
+
+/// One phase (fixed-rate, saturate, idle or observe) on the subscribed connections.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    /// The system under test.
+    pub system: &'static str,
+    /// The scenario label.
+    pub scenario: String,
+    /// `fixed-rate`, `saturate`, `idle` or `observe`.
+    pub mode: &'static str,
+    /// Subscribed connections when the phase started.
+    pub subscribers: u64,
+    /// Phase length, seconds.
+    pub duration_s: f64,
+    /// Fixed-rate target, messages per second (fixed-rate only).
+    pub rate: Option<f64>,
+    /// In-flight window per subscriber (saturate only).
+    pub window: Option<u64>,
+    /// Messages published in the phase.
+    pub published: u64,
+    /// Messages published per second.
+    pub published_per_s: f64,
+    /// Messages received by all subscribers during the phase.
+    pub deliveries: u64,
+    /// Deliveries per second (the headline number).
+    pub deliveries_per_s: f64,
+    /// published × subscribers: what a server that merges nothing would deliver.
+    pub expected_deliveries: u64,
+    /// Publish→receive latency, median (ms).
+    pub p50_ms: f64,
+    /// 99th percentile (ms).
+    pub p99_ms: f64,
+    /// 99.9th percentile (ms).
+    pub p999_ms: f64,
+    /// Largest latency seen (ms).
+    pub max_ms: f64,
+    /// Latency samples behind the percentiles.
+    pub latency_samples: u64,
+    /// WebSocket frame payload bytes received per delivery.
+    pub bytes_per_delivery: f64,
+    /// Frames received during the phase.
+    pub frames: u64,
+    /// Deliveries per frame (how much the server packs).
+    pub messages_per_frame: f64,
+    /// Server RSS at the end of the phase (bytes).
+    pub server_rss_bytes: u64,
+    /// Server CPU during the phase, percent of one core (200 = both cores of this machine).
+    pub server_cpu_percent: f64,
+    /// loadgen's own CPU during the phase, percent of one core: it shares the machine.
+    pub loadgen_cpu_percent: f64,
+    /// The whole machine's CPU during the phase, percent of one core (200 = all of it).
+    pub machine_cpu_percent: f64,
+    /// Machine CPU not used by the server or loadgen (other processes: noise), percent of one
+    /// core. Large values mean the figures of this phase are not trustworthy.
+    pub other_cpu_percent: f64,
+    /// Whether every in-flight message arrived within the drain time.
+    pub drained: bool,
+    /// Connections the server or network ended during the phase.
+    pub disconnects: u64,
+    /// Frames that could not be decoded.
+    pub decode_errors: u64,
+    /// Publish requests the server refused.
+    pub publish_rejections: u64,
+    /// The first problem seen, if any.
+    pub first_problem: Option<String>,
+}

@@ -1,0 +1,489 @@
+//! One loadgen run: open and subscribe the connections, then run each phase on them and
+//! collect the results.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use service_kit::ShutdownSignal;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Mode, System};
+use crate::payload::{PayloadBuilder, now_ns};
+use crate::procfs::{self, ProcSample};
+use crate::publisher::Publisher;
+use crate::report::{ConnectReport, Report, RunReport};
+use crate::stats::{Counters, Stats};
+use crate::subscriber::{Subscriber, SubscriberSpec};
+
+/// Latency histogram shards (each guarded by its own mutex).
+const HISTOGRAM_SHARDS: usize = 16;
+/// How often the saturating publisher re-checks how far subscribers have got.
+const WINDOW_POLL: Duration = Duration::from_millis(1);
+
+fn progress_bar(hidden: bool, len: u64, template: &str) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn server_sample(config: &Config) -> Option<ProcSample> {
+    procfs::sample_all(&config.server_pid)
+}
+
+fn to_ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// Runs `config` to completion (or until `shutdown`) and returns the results.
+pub async fn run(config: Config, shutdown: ShutdownSignal) -> anyhow::Result<Report> {
+    if config.per_source == 0 || config.connect_concurrency == 0 {
+        bail!("--per-source and --connect-concurrency must be at least 1");
+    }
+    if config.modes.is_empty() {
+        bail!("--modes needs at least one phase");
+    }
+    if config.modes.contains(&Mode::FixedRate) && !(config.rate > 0.0 && config.rate.is_finite()) {
+        bail!("--rate must be a positive number");
+    }
+    for (flag, seconds) in [
+        ("--duration", config.duration),
+        ("--drain", config.drain),
+        ("--settle", config.settle),
+        ("--connect-timeout", config.connect_timeout),
+    ] {
+        if !(seconds >= 0.0 && seconds.is_finite() && seconds < 1e9) {
+            bail!("{flag} must be a non-negative number of seconds, not {seconds}");
+        }
+    }
+    let started_at_unix_s = now_ns() / 1_000_000_000;
+    let stats = Arc::new(Stats::new(HISTOGRAM_SHARDS)?);
+    // Sequence numbers start at the current time in milliseconds, so they grow across runs
+    // against the same server and a value retained from an earlier run is never counted.
+    let seq_base = now_ns() / 1_000_000;
+    stats.set_seq_base(seq_base);
+    let mut publisher = if config.modes.iter().any(|m| m.publishes()) {
+        Some(
+            Publisher::connect(&config)
+                .await
+                .context("connecting the publisher")?,
+        )
+    } else {
+        None
+    };
+
+    let cancel = CancellationToken::new();
+    let (mut connect, handles) = open_connections(&config, &stats, &cancel, &shutdown).await?;
+    if connect.connected == 0 && config.connections > 0 {
+        cancel.cancel();
+        bail!(
+            "no subscriber could connect: {}",
+            connect.first_error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    if config.settle > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(config.settle)).await;
+    }
+    if let Some(after) = server_sample(&config) {
+        connect.server_rss_connected_bytes = after.rss_bytes;
+        if connect.connected > 0 {
+            connect.rss_per_connection_bytes = after
+                .rss_bytes
+                .saturating_sub(connect.server_rss_before_bytes)
+                as f64
+                / connect.connected as f64;
+        }
+    }
+    connect.loadgen_rss_bytes = procfs::sample_self().map(|s| s.rss_bytes).unwrap_or(0);
+
+    let mut payloads = PayloadBuilder::new(config.payload_bytes, config.random_pad);
+    let mut seq = seq_base;
+    let mut runs = Vec::new();
+    for &mode in &config.modes {
+        if shutdown.is_triggered() {
+            break;
+        }
+        let report = run_phase(
+            &config,
+            mode,
+            &stats,
+            publisher.as_mut(),
+            &mut payloads,
+            &mut seq,
+            &shutdown,
+        )
+        .await?;
+        runs.push(report);
+    }
+
+    cancel.cancel();
+    for handle in handles {
+        let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+    }
+    Ok(Report {
+        loadgen_version: env!("CARGO_PKG_VERSION"),
+        started_at_unix_s,
+        system: config.system.name(),
+        scenario: config.scenario.clone(),
+        url: config.url.clone(),
+        topic: match config.system {
+            System::TopicServer => config.topic.clone(),
+            System::Nats => config.subject.clone(),
+            _ => config.channel.clone(),
+        },
+        payload_bytes: config.payload_bytes,
+        random_pad: config.random_pad,
+        connect,
+        runs,
+    })
+}
+
+/// Opens and subscribes every connection; returns the set-up figures and the subscriber tasks.
+async fn open_connections(
+    config: &Config,
+    stats: &Arc<Stats>,
+    cancel: &CancellationToken,
+    shutdown: &ShutdownSignal,
+) -> anyhow::Result<(ConnectReport, Vec<JoinHandle<()>>)> {
+    let spec = Arc::new(
+        SubscriberSpec::new(
+            config.system,
+            &config.url,
+            &config.topic,
+            &config.subject,
+            &config.channel,
+            Duration::from_secs_f64(config.connect_timeout.max(0.1)),
+        )
+        .context("subscriber URL")?,
+    );
+    let mut report = ConnectReport {
+        requested: config.connections,
+        server_rss_before_bytes: server_sample(config).map(|s| s.rss_bytes).unwrap_or(0),
+        ..ConnectReport::default()
+    };
+    let bar = progress_bar(
+        config.no_progress,
+        config.connections as u64,
+        "connecting [{bar:40}] {pos}/{len} ({per_sec}) {msg}",
+    );
+    let failures = Arc::new(AtomicUsize::new(0));
+    let spawned = Arc::new(AtomicUsize::new(0));
+    let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), String>>(1024);
+    let started = Instant::now();
+    let spawner = {
+        let config = config.clone();
+        let stats = stats.clone();
+        let cancel = cancel.clone();
+        let shutdown = shutdown.clone();
+        let failures = failures.clone();
+        let spawned = spawned.clone();
+        let gate = Arc::new(Semaphore::new(config.connect_concurrency));
+        tokio::spawn(async move {
+            let mut handles = Vec::with_capacity(config.connections);
+            for index in 0..config.connections {
+                if shutdown.is_triggered()
+                    || failures.load(Ordering::Relaxed) >= config.max_failures
+                {
+                    break;
+                }
+                let Ok(permit) = gate.clone().acquire_owned().await else {
+                    break;
+                };
+                spawned.fetch_add(1, Ordering::Relaxed);
+                let source = config.source_for(index);
+                let (spec, stats, cancel, ready, failures) = (
+                    spec.clone(),
+                    stats.clone(),
+                    cancel.clone(),
+                    ready_tx.clone(),
+                    failures.clone(),
+                );
+                handles.push(tokio::spawn(async move {
+                    match Subscriber::open(&spec, index, source, stats).await {
+                        Ok(subscriber) => {
+                            drop(permit);
+                            let _ = ready.send(Ok(())).await;
+                            subscriber.run(cancel).await;
+                        }
+                        Err(error) => {
+                            drop(permit);
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            let _ = ready
+                                .send(Err(format!("{index} from {source}: {error}")))
+                                .await;
+                        }
+                    }
+                }));
+            }
+            handles
+        })
+    };
+    let mut reported = 0usize;
+    let mut last_ready = started;
+    let mut last_report = started;
+    let attempt_timeout = Duration::from_secs_f64(config.connect_timeout.max(0.1));
+    let mut spawner = Some(spawner);
+    let mut handles = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            outcome = ready_rx.recv() => {
+                let Some(outcome) = outcome else { break };
+                reported += 1;
+                last_report = Instant::now();
+                bar.inc(1);
+                match outcome {
+                    Ok(()) => { report.connected += 1; last_ready = Instant::now(); }
+                    Err(error) => {
+                        report.failed += 1;
+                        bar.set_message(format!("{} failed", report.failed));
+                        report.first_error.get_or_insert(error);
+                    }
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        if spawner.as_ref().is_some_and(JoinHandle::is_finished)
+            && let Some(task) = spawner.take()
+        {
+            handles = task.await.context("connection spawner")?;
+        }
+        if spawner.is_none() && reported >= spawned.load(Ordering::Relaxed) {
+            break;
+        }
+        // Every attempt reports within its timeout; should one never report, stop waiting.
+        if spawner.is_none() && last_report.elapsed() > attempt_timeout + Duration::from_secs(5) {
+            tracing::warn!(
+                reported,
+                "some connection attempts never reported; going on"
+            );
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    report.seconds = last_ready.duration_since(started).as_secs_f64();
+    if report.seconds > 0.0 {
+        report.connections_per_s = report.connected as f64 / report.seconds;
+    }
+    report.source_addresses = config.connections.div_ceil(config.per_source.max(1)).max(1);
+    Ok((report, handles))
+}
+
+/// Runs one phase and measures it.
+async fn run_phase(
+    config: &Config,
+    mode: Mode,
+    stats: &Arc<Stats>,
+    mut publisher: Option<&mut Publisher>,
+    payloads: &mut PayloadBuilder,
+    seq: &mut u64,
+    shutdown: &ShutdownSignal,
+) -> anyhow::Result<RunReport> {
+    let duration = Duration::from_secs_f64(config.duration);
+    let bar = progress_bar(
+        config.no_progress,
+        duration.as_millis() as u64,
+        &format!("{:<10} [{{bar:40}}] {{msg}}", mode.name()),
+    );
+    let seq_start = *seq;
+    let base = stats.seq_base();
+    let _ = stats.take_histogram();
+    stats.set_recording(true);
+    let server_before = server_sample(config);
+    let self_before = procfs::sample_self().ok();
+    let machine_before = procfs::sample_machine();
+    let before = stats.snapshot();
+    let started = Instant::now();
+    let end = tokio::time::Instant::now() + duration;
+    let mut last_bar = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate.max(1e-3)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut shutdown_signal = shutdown.clone();
+    loop {
+        if tokio::time::Instant::now() >= end || shutdown.is_triggered() {
+            break;
+        }
+        if last_bar.elapsed() >= Duration::from_millis(200) {
+            last_bar = Instant::now();
+            let now = stats.snapshot();
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_position(started.elapsed().as_millis() as u64);
+            bar.set_message(format!(
+                "{:.0} deliveries/s, {} subscribers",
+                (now.deliveries - before.deliveries) as f64 / secs,
+                now.alive
+            ));
+        }
+        let wait = match (mode, publisher.is_some()) {
+            (Mode::FixedRate, true) => {
+                tokio::select! {
+                    _ = ticker.tick() => false,
+                    _ = tokio::time::sleep_until(end) => continue,
+                    _ = shutdown_signal.recv() => continue,
+                }
+            }
+            (Mode::Saturate, true) => {
+                let now = stats.snapshot();
+                let alive = now.alive.max(1);
+                let published = *seq - base;
+                published * alive > now.progress + config.window * alive
+            }
+            _ => true,
+        };
+        if wait {
+            let pause = if mode.publishes() {
+                WINDOW_POLL
+            } else {
+                Duration::from_millis(100)
+            };
+            tokio::time::sleep(
+                pause.min(end.saturating_duration_since(tokio::time::Instant::now())),
+            )
+            .await;
+            continue;
+        }
+        if let Some(publisher) = publisher.as_deref_mut() {
+            *seq += 1;
+            let payload = payloads.build(*seq, now_ns());
+            publisher.publish(&payload).await.context("publishing")?;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = stats.snapshot();
+    let server_after = server_sample(config);
+    let self_after = procfs::sample_self().ok();
+    let machine_after = procfs::sample_machine();
+    bar.finish_and_clear();
+
+    // Let what is in flight arrive, so that its latency is counted.
+    let drained = drain(stats, *seq - base, Duration::from_secs_f64(config.drain)).await;
+    stats.set_recording(false);
+    let histogram = stats.take_histogram();
+    let rejections = publisher
+        .as_deref()
+        .map(|p| p.rejections())
+        .unwrap_or((0, None));
+    Ok(summarise(PhaseFigures {
+        config,
+        mode,
+        before,
+        after,
+        elapsed,
+        published: *seq - seq_start,
+        histogram: &histogram,
+        server: server_before.zip(server_after),
+        own: self_before.zip(self_after),
+        machine: machine_before.zip(machine_after),
+        drained,
+        rejections,
+        first_problem: stats.first_problem(),
+    }))
+}
+
+/// Waits until every live subscriber has caught up with `published` messages, or `limit`.
+async fn drain(stats: &Stats, published: u64, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = stats.snapshot();
+        if now.progress >= published * now.alive {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+struct PhaseFigures<'a> {
+    config: &'a Config,
+    mode: Mode,
+    before: Counters,
+    after: Counters,
+    elapsed: f64,
+    published: u64,
+    histogram: &'a hdrhistogram::Histogram<u64>,
+    server: Option<(ProcSample, ProcSample)>,
+    own: Option<(ProcSample, ProcSample)>,
+    machine: Option<(procfs::MachineSample, procfs::MachineSample)>,
+    drained: bool,
+    rejections: (u64, Option<String>),
+    first_problem: Option<String>,
+}
+
+fn summarise(f: PhaseFigures<'_>) -> RunReport {
+    let deliveries = f.after.deliveries - f.before.deliveries;
+    let bytes = f.after.bytes - f.before.bytes;
+    let frames = f.after.frames - f.before.frames;
+    let per_s = |n: u64| {
+        if f.elapsed > 0.0 {
+            n as f64 / f.elapsed
+        } else {
+            0.0
+        }
+    };
+    let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+    let h = f.histogram;
+    let has_latency = !h.is_empty();
+    let server_cpu_percent = f
+        .server
+        .map(|(b, a)| procfs::cpu_percent(b, a, f.elapsed))
+        .unwrap_or(0.0);
+    let loadgen_cpu_percent = f
+        .own
+        .map(|(b, a)| procfs::cpu_percent(b, a, f.elapsed))
+        .unwrap_or(0.0);
+    let machine_cpu_percent = f
+        .machine
+        .map(|(b, a)| procfs::machine_cpu_percent(b, a, f.elapsed))
+        .unwrap_or(0.0);
+    let quantile = |q: f64| {
+        if has_latency {
+            to_ms(h.value_at_quantile(q))
+        } else {
+            0.0
+        }
+    };
+    RunReport {
+        system: f.config.system.name(),
+        scenario: f.config.scenario.clone(),
+        mode: f.mode.name(),
+        subscribers: f.before.alive,
+        duration_s: f.elapsed,
+        rate: (f.mode == Mode::FixedRate).then_some(f.config.rate),
+        window: (f.mode == Mode::Saturate).then_some(f.config.window),
+        published: f.published,
+        published_per_s: per_s(f.published),
+        deliveries,
+        deliveries_per_s: per_s(deliveries),
+        expected_deliveries: f.published * f.before.alive,
+        p50_ms: quantile(0.5),
+        p99_ms: quantile(0.99),
+        p999_ms: quantile(0.999),
+        max_ms: if has_latency { to_ms(h.max()) } else { 0.0 },
+        latency_samples: h.len(),
+        bytes_per_delivery: ratio(bytes, deliveries),
+        frames,
+        messages_per_frame: ratio(deliveries, frames),
+        server_rss_bytes: f.server.map(|(_, a)| a.rss_bytes).unwrap_or(0),
+        server_cpu_percent,
+        loadgen_cpu_percent,
+        machine_cpu_percent,
+        other_cpu_percent: (machine_cpu_percent - server_cpu_percent - loadgen_cpu_percent)
+            .max(0.0),
+        drained: f.drained,
+        disconnects: f.after.disconnects - f.before.disconnects,
+        decode_errors: f.after.decode_errors - f.before.decode_errors,
+        publish_rejections: f.rejections.0,
+        first_problem: f.first_problem.or(f.rejections.1),
+    }
+}

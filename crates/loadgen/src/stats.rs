@@ -1,0 +1,218 @@
+//! Counters and latency histograms shared by every subscriber task.
+//!
+//! Subscribers update plain atomics once per frame and record latencies into one of a few
+//! mutex-guarded histograms (picked by connection index), so thousands of tasks on two cores do
+//! not fight over one lock.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use hdrhistogram::{CreationError, Histogram};
+
+/// Highest latency the histograms track, in microseconds (one minute).
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// A point-in-time copy of the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Data messages received (all connections).
+    pub deliveries: u64,
+    /// WebSocket frames (or TCP reads) received.
+    pub frames: u64,
+    /// Frame payload bytes received.
+    pub bytes: u64,
+    /// Sum over live connections of how many published messages each has caught up with.
+    pub progress: u64,
+    /// Connections subscribed and still open.
+    pub alive: u64,
+    /// Problems decoding what servers sent.
+    pub decode_errors: u64,
+    /// Connections that ended during the run.
+    pub disconnects: u64,
+}
+
+/// The shared state.
+#[derive(Debug)]
+pub struct Stats {
+    deliveries: AtomicU64,
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    progress: AtomicU64,
+    alive: AtomicU64,
+    decode_errors: AtomicU64,
+    disconnects: AtomicU64,
+    /// Messages with `seq` at or below this were published before this run (a retained value).
+    seq_base: AtomicU64,
+    recording: AtomicBool,
+    shards: Vec<Mutex<Histogram<u64>>>,
+    empty: Histogram<u64>,
+    first_problem: Mutex<Option<String>>,
+}
+
+fn new_histogram() -> Result<Histogram<u64>, CreationError> {
+    // Three significant figures over 1 µs..60 s.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+}
+
+impl Stats {
+    /// Fresh counters with `shards` latency histograms.
+    pub fn new(shards: usize) -> Result<Self, CreationError> {
+        let shards = (0..shards.max(1))
+            .map(|_| new_histogram().map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            deliveries: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            progress: AtomicU64::new(0),
+            alive: AtomicU64::new(0),
+            decode_errors: AtomicU64::new(0),
+            disconnects: AtomicU64::new(0),
+            seq_base: AtomicU64::new(0),
+            recording: AtomicBool::new(false),
+            shards,
+            empty: new_histogram()?,
+            first_problem: Mutex::new(None),
+        })
+    }
+
+    /// Sets the sequence number just below the first one this run publishes.
+    pub fn set_seq_base(&self, base: u64) {
+        self.seq_base.store(base, Ordering::Relaxed);
+    }
+
+    /// The sequence number just below the first one this run publishes.
+    pub fn seq_base(&self) -> u64 {
+        self.seq_base.load(Ordering::Relaxed)
+    }
+
+    /// Starts or stops recording latencies.
+    pub fn set_recording(&self, on: bool) {
+        self.recording.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether latencies are being recorded.
+    pub fn recording(&self) -> bool {
+        self.recording.load(Ordering::Relaxed)
+    }
+
+    /// Counts one received frame.
+    pub fn frame(&self, bytes: usize, messages: u64) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        if messages > 0 {
+            self.deliveries.fetch_add(messages, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds to the progress sum (a connection caught up with more published messages).
+    pub fn advance(&self, by: u64) {
+        if by > 0 {
+            self.progress.fetch_add(by, Ordering::Relaxed);
+        }
+    }
+
+    /// A connection is subscribed.
+    pub fn connection_up(&self) {
+        self.alive.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A subscribed connection ended, having made `progress`; `reason` is set when the server
+    /// or the network ended it (rather than the run finishing).
+    pub fn connection_down(&self, progress: u64, reason: Option<String>) {
+        self.alive.fetch_sub(1, Ordering::Relaxed);
+        self.progress.fetch_sub(progress, Ordering::Relaxed);
+        if let Some(reason) = reason {
+            self.disconnects.fetch_add(1, Ordering::Relaxed);
+            self.problem(reason);
+        }
+    }
+
+    /// Counts a decoding problem and remembers the first one.
+    pub fn decode_error(&self, what: String) {
+        self.decode_errors.fetch_add(1, Ordering::Relaxed);
+        self.problem(what);
+    }
+
+    fn problem(&self, what: String) {
+        let mut first = self
+            .first_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        first.get_or_insert(what);
+    }
+
+    /// The first problem seen (a decode error or why a connection ended).
+    pub fn first_problem(&self) -> Option<String> {
+        self.first_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records latencies (µs) into the shard for connection `index`.
+    pub fn record_latencies(&self, index: usize, latencies_us: &[u64]) {
+        if latencies_us.is_empty() {
+            return;
+        }
+        let shard = &self.shards[index % self.shards.len()];
+        let mut histogram = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        for &us in latencies_us {
+            histogram.saturating_record(us.clamp(1, MAX_LATENCY_US));
+        }
+    }
+
+    /// Merges every shard into one histogram and empties the shards.
+    pub fn take_histogram(&self) -> Histogram<u64> {
+        let mut total = self.empty.clone();
+        for shard in &self.shards {
+            let mut histogram = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            // Same bounds everywhere, so adding cannot fail.
+            let _ = total.add(&*histogram);
+            histogram.reset();
+        }
+        total
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> Counters {
+        Counters {
+            deliveries: self.deliveries.load(Ordering::Relaxed),
+            frames: self.frames.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            progress: self.progress.load(Ordering::Relaxed),
+            alive: self.alive.load(Ordering::Relaxed),
+            decode_errors: self.decode_errors.load(Ordering::Relaxed),
+            disconnects: self.disconnects.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_merge_and_reset() {
+        let stats = Stats::new(4).unwrap();
+        stats.record_latencies(0, &[100, 200]);
+        stats.record_latencies(3, &[300]);
+        let merged = stats.take_histogram();
+        assert_eq!(merged.len(), 3);
+        assert!(merged.value_at_quantile(1.0) >= 300);
+        assert_eq!(stats.take_histogram().len(), 0);
+    }
+
+    #[test]
+    fn connections_carry_their_progress_away() {
+        let stats = Stats::new(1).unwrap();
+        stats.connection_up();
+        stats.connection_up();
+        stats.advance(10);
+        stats.advance(7);
+        stats.connection_down(7, Some("closed".into()));
+        let c = stats.snapshot();
+        assert_eq!((c.alive, c.progress, c.disconnects), (1, 10, 1));
+        assert_eq!(stats.first_problem().as_deref(), Some("closed"));
+    }
+}
