@@ -17,6 +17,8 @@
 //! session ("message queue limit reached").
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -48,33 +50,81 @@ pub struct TopicUpdate {
 enum Entry {
     /// Replies and notices: never merged.
     Control(Bytes),
-    /// A value or delta for a topic.
-    Update {
-        topic: u64,
-        policy: Conflation,
-        /// What is sent.
-        message: Bytes,
-        /// The full-value alternative (same as `message` when that is a full value).
-        value_message: Bytes,
-        /// The value the session holds before this entry, when `message` is a delta against it.
-        base: Option<Bytes>,
-        /// The value after this entry.
-        value: Option<Bytes>,
+    /// One update, shared with every other session that queued it (one reference count per
+    /// push, whatever the update holds), sent as its delta or as its full value.
+    Shared {
+        /// The update.
+        update: Arc<TopicUpdate>,
+        /// Whether the delta message is sent (the session holds `update.previous`).
+        delta: bool,
     },
+    /// Several updates of one topic merged by conflation.
+    Merged(Box<Merged>),
+}
+
+/// The result of conflating one topic's queued updates.
+#[derive(Debug)]
+struct Merged {
+    topic: u64,
+    policy: Conflation,
+    /// What is sent: the latest full value or a composite delta.
+    message: Bytes,
+    /// The latest full-value message.
+    value_message: Bytes,
+    /// The value the session holds before this entry, when `message` is a delta against it.
+    base: Option<Bytes>,
+    /// The value after this entry.
+    value: Option<Bytes>,
 }
 
 impl Entry {
-    fn len(&self) -> usize {
+    /// The bytes this entry sends.
+    fn message(&self) -> &Bytes {
         match self {
-            Self::Control(b) => b.len(),
-            Self::Update { message, .. } => message.len(),
+            Self::Control(b) => b,
+            Self::Shared { update, delta } => match (&update.delta_message, *delta) {
+                (Some(d), true) => d,
+                _ => &update.value_message,
+            },
+            Self::Merged(m) => &m.message,
         }
+    }
+
+    fn len(&self) -> usize {
+        self.message().len()
     }
 
     fn topic(&self) -> Option<u64> {
         match self {
             Self::Control(_) => None,
-            Self::Update { topic, .. } => Some(*topic),
+            Self::Shared { update, .. } => Some(update.topic),
+            Self::Merged(m) => Some(m.topic),
+        }
+    }
+
+    fn policy(&self) -> Option<Conflation> {
+        match self {
+            Self::Control(_) => None,
+            Self::Shared { update, .. } => Some(update.policy),
+            Self::Merged(m) => Some(m.policy),
+        }
+    }
+
+    /// The value the session holds before this entry, when the entry is a delta against it.
+    fn base(&self) -> Option<&Bytes> {
+        match self {
+            Self::Control(_) => None,
+            Self::Shared { update, delta } => update.previous.as_ref().filter(|_| *delta),
+            Self::Merged(m) => m.base.as_ref(),
+        }
+    }
+
+    /// The value after this entry, and its full-value message.
+    fn latest(&self) -> Option<(Option<&Bytes>, &Bytes)> {
+        match self {
+            Self::Control(_) => None,
+            Self::Shared { update, .. } => Some((update.value.as_ref(), &update.value_message)),
+            Self::Merged(m) => Some((m.value.as_ref(), &m.value_message)),
         }
     }
 }
@@ -106,7 +156,30 @@ pub struct SessionQueue {
     queued_bytes: usize,
     limit_bytes: usize,
     /// Topic → version the session will hold once everything queued is sent.
-    held: HashMap<u64, u64>,
+    held: HashMap<u64, u64, BuildHasherDefault<IdHasher>>,
+}
+
+/// Hashes topic ids (small sequential integers) with one multiplication instead of SipHash:
+/// the map is probed once per update per session, on the fan-out path, and its keys are not
+/// chosen by clients.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing spreads sequential ids over the table.
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 impl SessionQueue {
@@ -116,7 +189,7 @@ impl SessionQueue {
             entries: VecDeque::new(),
             queued_bytes: 0,
             limit_bytes,
-            held: HashMap::new(),
+            held: HashMap::default(),
         }
     }
 
@@ -132,7 +205,7 @@ impl SessionQueue {
     pub fn push_initial(
         &mut self,
         topic: u64,
-        update: Option<&TopicUpdate>,
+        update: Option<&Arc<TopicUpdate>>,
     ) -> Result<PushOutcome, QueueLimitReached> {
         self.held.remove(&topic);
         match update {
@@ -142,28 +215,24 @@ impl SessionQueue {
     }
 
     /// Queues a topic update: the shared delta when the session is in step, else the full value.
-    pub fn push_update(&mut self, update: &TopicUpdate) -> Result<PushOutcome, QueueLimitReached> {
+    pub fn push_update(
+        &mut self,
+        update: &Arc<TopicUpdate>,
+    ) -> Result<PushOutcome, QueueLimitReached> {
         self.push_update_as(update, true)
     }
 
     fn push_update_as(
         &mut self,
-        update: &TopicUpdate,
+        update: &Arc<TopicUpdate>,
         allow_delta: bool,
     ) -> Result<PushOutcome, QueueLimitReached> {
         let in_step = self.held.get(&update.topic) == Some(&(update.version.wrapping_sub(1)));
-        let (message, base) = match (&update.delta_message, allow_delta && in_step) {
-            (Some(delta), true) => (delta.clone(), update.previous.clone()),
-            _ => (update.value_message.clone(), None),
-        };
+        let delta = allow_delta && in_step && update.delta_message.is_some();
         self.held.insert(update.topic, update.version);
-        let entry = Entry::Update {
-            topic: update.topic,
-            policy: update.policy,
-            message,
-            value_message: update.value_message.clone(),
-            base,
-            value: update.value.clone(),
+        let entry = Entry::Shared {
+            update: Arc::clone(update),
+            delta,
         };
         self.queued_bytes += entry.len();
         self.entries.push_back(entry);
@@ -190,7 +259,7 @@ impl SessionQueue {
             .drain(..)
             .map(|e| match e {
                 Entry::Control(b) => b,
-                Entry::Update { message, .. } => message,
+                other => other.message().clone(),
             })
             .collect()
     }
@@ -224,10 +293,10 @@ impl SessionQueue {
         outcome.conflated = true;
         let mut topics: Vec<(u64, Conflation)> = Vec::new();
         for entry in &self.entries {
-            if let Entry::Update { topic, policy, .. } = entry
-                && !topics.iter().any(|(t, _)| t == topic)
+            if let (Some(topic), Some(policy)) = (entry.topic(), entry.policy())
+                && !topics.iter().any(|(t, _)| *t == topic)
             {
-                topics.push((*topic, *policy));
+                topics.push((topic, policy));
             }
         }
         for (topic, policy) in topics {
@@ -266,33 +335,28 @@ impl SessionQueue {
         if first == last {
             return;
         }
-        let base = match &self.entries[first] {
-            Entry::Update { base, .. } => base.clone(),
-            Entry::Control(_) => None,
-        };
-        let Some(Entry::Update {
-            policy,
-            value_message,
-            value,
-            ..
-        }) = self.entries.get(last)
+        let base = self.entries[first].base().cloned();
+        let last_entry = &self.entries[last];
+        let (Some(policy), Some((value, value_message))) =
+            (last_entry.policy(), last_entry.latest())
         else {
             return;
         };
-        let composite = match (&base, value) {
+        let (value, value_message) = (value.cloned(), value_message.clone());
+        let composite = match (&base, &value) {
             (Some(base), Some(value)) => delta::diff(base, value)
                 .map(|d| encode_delta_message(topic, &d))
                 .filter(|m| m.len() < value_message.len()),
             _ => None,
         };
-        let merged = Entry::Update {
+        let merged = Entry::Merged(Box::new(Merged {
             topic,
-            policy: *policy,
+            policy,
             base: composite.as_ref().and(base),
             message: composite.unwrap_or_else(|| value_message.clone()),
-            value_message: value_message.clone(),
-            value: value.clone(),
-        };
+            value_message,
+            value,
+        }));
         for &i in positions.iter().rev() {
             self.entries.remove(i);
         }
@@ -329,7 +393,7 @@ mod tests {
             Bytes::from(format!("{{\"n\":{n},\"pad\":\"{}\"}}", "p".repeat(200)))
         }
 
-        fn update(&mut self, n: u64) -> TopicUpdate {
+        fn update(&mut self, n: u64) -> Arc<TopicUpdate> {
             let value = Self::doc(n);
             let previous = self.value.replace(value.clone());
             self.version += 1;
@@ -337,7 +401,7 @@ mod tests {
                 .as_ref()
                 .and_then(|p| delta::diff(p, &value))
                 .map(|d| encode_delta_message(self.id, &d));
-            TopicUpdate {
+            Arc::new(TopicUpdate {
                 topic: self.id,
                 version: self.version,
                 policy: self.policy,
@@ -345,7 +409,7 @@ mod tests {
                 previous,
                 value_message: encode_value_message(self.id, &value),
                 delta_message,
-            }
+            })
         }
     }
 
@@ -421,7 +485,7 @@ mod tests {
         // Still in step afterwards: the next update is the shared delta.
         let next = a.update(100);
         q.push_update(&next).unwrap();
-        assert_eq!(q.drain()[0], next.delta_message.unwrap());
+        assert_eq!(q.drain()[0], next.delta_message.clone().unwrap());
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl Engine {
     }
 
     /// Delivers an update to every subscriber of `topic`: the same shared update to each.
-    fn fan_out(&self, topic: &Topic, update: &TopicUpdate, dropped: &mut Dropped) {
+    fn fan_out(&self, topic: &Topic, update: &Arc<TopicUpdate>, dropped: &mut Dropped) {
         for (session, outbound) in &topic.subscribers {
             self.settle(*session, outbound.push_update(update), dropped);
         }

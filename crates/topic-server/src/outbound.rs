@@ -170,14 +170,14 @@ impl SessionOutbound {
     pub fn push_initial(
         &self,
         topic: u64,
-        update: Option<&TopicUpdate>,
+        update: Option<&Arc<TopicUpdate>>,
     ) -> Result<PushOutcome, PushError> {
         self.push_with(|q| q.push_initial(topic, update))
     }
 
     /// Queues a topic update: the queue picks the shared delta or the full value, and applies
     /// the topic's conflation policy.
-    pub fn push_update(&self, update: &TopicUpdate) -> Result<PushOutcome, PushError> {
+    pub fn push_update(&self, update: &Arc<TopicUpdate>) -> Result<PushOutcome, PushError> {
         self.push_with(|q| q.push_update(update))
     }
 

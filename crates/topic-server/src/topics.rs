@@ -39,7 +39,7 @@ pub(crate) struct Topic {
     version: u64,
     /// The current value as an update (full value only), for new subscribers; `None` when the
     /// topic has no value or retains none.
-    current: Option<TopicUpdate>,
+    current: Option<Arc<TopicUpdate>>,
     subscribed_message: Bytes,
     back_pressure_message: Bytes,
     /// Sessions subscribed to it, with their queues.
@@ -83,7 +83,7 @@ impl Topic {
     }
 
     /// The current value as a full-value update, what a new subscriber starts from.
-    pub fn current(&self) -> Option<&TopicUpdate> {
+    pub fn current(&self) -> Option<&Arc<TopicUpdate>> {
         self.current.as_ref()
     }
 
@@ -112,7 +112,7 @@ impl Topic {
     /// The update carries the encoded `value` message and, when the topic sends deltas and
     /// had a value before, the `delta` message from the previous value — only when it is
     /// smaller than the `value` message. Both are computed here, once for all subscribers.
-    pub fn update(&mut self, value: Option<TopicValue>) -> Option<TopicUpdate> {
+    pub fn update(&mut self, value: Option<TopicValue>) -> Option<Arc<TopicUpdate>> {
         if !self.properties.dont_retain_value && self.value == value {
             return None;
         }
@@ -144,14 +144,16 @@ impl Topic {
             delta_message,
         };
         if !self.properties.dont_retain_value {
-            self.current = value.as_ref().map(|_| TopicUpdate {
-                previous: None,
-                delta_message: None,
-                ..update.clone()
+            self.current = value.as_ref().map(|_| {
+                Arc::new(TopicUpdate {
+                    previous: None,
+                    delta_message: None,
+                    ..update.clone()
+                })
             });
             self.value = value;
         }
-        Some(update)
+        Some(Arc::new(update))
     }
 }
 
