@@ -201,13 +201,16 @@ impl SessionQueue {
     }
 
     /// Queues the first value of a topic for this session (after subscribing), or records that
-    /// it holds no value yet when `update` is `None`. Resets what the session holds.
+    /// it holds no value yet when `update` is `None`. Resets what the session holds, and drops
+    /// updates still queued from an earlier subscription to the topic: they belong to that
+    /// subscription, and conflation must never merge them with this one's values across the
+    /// notices queued in between.
     pub fn push_initial(
         &mut self,
         topic: u64,
         update: Option<&Arc<TopicUpdate>>,
     ) -> Result<PushOutcome, QueueLimitReached> {
-        self.held.remove(&topic);
+        self.remove_topic(topic, true);
         match update {
             Some(update) => self.push_update_as(update, false),
             None => Ok(PushOutcome::default()),
@@ -554,6 +557,30 @@ mod tests {
         q.remove_topic(1, true);
         assert_eq!(q.len(), 1);
         assert_eq!(q.queued_bytes(), br#"{"type":"pong","cid":1}"#.len());
+    }
+
+    #[test]
+    fn a_new_subscription_never_merges_with_the_previous_one() {
+        let mut t = Topic::new(1, Conflation::Always);
+        let mut q = SessionQueue::new(1 << 20);
+        let notice = |text: &'static str| Bytes::from_static(text.as_bytes());
+        q.push_control(notice("subscribed-1")).unwrap();
+        q.push_initial(1, Some(&t.update(0))).unwrap();
+        q.push_control(notice("unsubscribed-1")).unwrap();
+        q.push_control(notice("subscribed-2")).unwrap();
+        let resubscribed = t.update(1);
+        q.push_initial(1, Some(&resubscribed)).unwrap();
+        let drained = q.drain();
+        assert_eq!(
+            drained,
+            vec![
+                notice("subscribed-1"),
+                notice("unsubscribed-1"),
+                notice("subscribed-2"),
+                resubscribed.value_message.clone(),
+            ],
+            "the new value comes after the new notice, and the stale one is gone"
+        );
     }
 
     #[test]

@@ -168,10 +168,6 @@ impl Engine {
     ) {
         topic.subscribers.insert(session, Arc::clone(outbound));
         subscriptions.note_subscribed(session, topic.id);
-        // Updates still queued from an earlier subscription to this topic belong to that
-        // subscription; dropping them keeps conflation from merging them with this one's first
-        // value, ahead of the notices queued in between.
-        outbound.remove_topic(topic.id, true);
         let notice = outbound.push_control(topic.subscribed_message().clone());
         self.settle(session, notice, dropped);
         let initial = outbound.push_initial(topic.id, topic.current());

@@ -140,12 +140,13 @@ fn load_views(engine: &Engine, file: &std::path::Path) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading views file {name}"))?;
     let views = views_file::parse(&name, &text)?;
-    for (view, spec) in &views {
+    let count = views.len();
+    for (view, spec) in views {
         engine
-            .create_view(view, spec.as_str())
+            .install_view(&view, Arc::new(spec))
             .map_err(|e| anyhow::anyhow!("{name}: view '{view}': {}", e.message))?;
     }
-    tracing::info!(file = %name, count = views.len(), "views loaded");
+    tracing::info!(file = %name, count, "views loaded");
     Ok(())
 }
 

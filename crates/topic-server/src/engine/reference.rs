@@ -54,14 +54,19 @@ impl Engine {
     /// `createview`: creates the named view, or replaces its specification keeping its
     /// precedence, and derives its reference topics from every current source.
     pub fn create_view(&self, name: &str, spec: &str) -> Result<(), OpError> {
-        check_view_name(name)?;
         let spec = ViewSpec::parse(spec).map_err(|e| {
             OpError::new(
                 ErrorCode::InvalidView,
                 format!("invalid view specification\n{e}"),
             )
         })?;
-        let spec = Arc::new(spec);
+        self.install_view(name, Arc::new(spec))
+    }
+
+    /// Creates or replaces the named view from an already parsed specification (the views
+    /// file is parsed, with line numbers, before the server starts).
+    pub fn install_view(&self, name: &str, spec: Arc<ViewSpec>) -> Result<(), OpError> {
+        check_view_name(name)?;
         let mut tree = self.lock();
         let mut dropped = Dropped::new();
         let (order, released) = tree.views.create(name, Arc::clone(&spec));
