@@ -93,7 +93,7 @@ fn deltas(c: &mut Criterion) {
             b.iter(|| delta::diff(black_box(old), black_box(new)))
         });
         group.bench_function("apply", |b| {
-            b.iter(|| delta::apply(black_box(old), black_box(&d)))
+            b.iter(|| delta::apply(black_box(old), black_box(&d), 1 << 20))
         });
         group.finish();
     }
@@ -121,10 +121,21 @@ fn view_evaluation(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (name, text) in views {
         let spec = ViewSpec::parse(text).expect("valid view");
-        let produced = spec.evaluate("redis/bitcoin", &value, &lookup).len();
+        let limits = diffusion_core::view::EvalLimits::default();
+        let produced = spec
+            .evaluate("redis/bitcoin", &value, &lookup, &limits)
+            .expect("within the limits")
+            .len();
         assert!(produced > 0, "{name} produced nothing");
         group.bench_function(name, |b| {
-            b.iter(|| spec.evaluate(black_box("redis/bitcoin"), black_box(&value), &lookup))
+            b.iter(|| {
+                spec.evaluate(
+                    black_box("redis/bitcoin"),
+                    black_box(&value),
+                    &lookup,
+                    &limits,
+                )
+            })
         });
     }
     group.finish();

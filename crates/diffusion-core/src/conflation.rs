@@ -15,6 +15,12 @@
 //!
 //! If the queue is still over its limit after that, the push fails and the server closes the
 //! session ("message queue limit reached").
+//!
+//! The limit counts what the queue really keeps in memory, not only what it will send: an
+//! update queued as a 40-byte delta still keeps its full value message, its new value and the
+//! value it applies to alive, so all of those count (shared buffers are counted by every queue
+//! that holds them: a bound, not a census). A stalled subscriber of large values therefore
+//! conflates, and if need be is closed, long before it can pin much memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -90,8 +96,24 @@ impl Entry {
         }
     }
 
-    fn len(&self) -> usize {
-        self.message().len()
+    /// Every byte this entry keeps alive: the message it sends and the buffers it holds for
+    /// conflation (see the module documentation).
+    fn held_bytes(&self) -> usize {
+        let len = |b: Option<&Bytes>| b.map_or(0, Bytes::len);
+        match self {
+            Self::Control(b) => b.len(),
+            Self::Shared { update, .. } => {
+                update.value_message.len()
+                    + len(update.delta_message.as_ref())
+                    + len(update.value.as_ref())
+                    + len(update.previous.as_ref())
+            }
+            Self::Merged(m) => {
+                let separate =
+                    (m.message.as_ptr() != m.value_message.as_ptr()).then_some(&m.message);
+                m.value_message.len() + len(separate) + len(m.base.as_ref()) + len(m.value.as_ref())
+            }
+        }
     }
 
     fn topic(&self) -> Option<u64> {
@@ -237,7 +259,7 @@ impl SessionQueue {
             update: Arc::clone(update),
             delta,
         };
-        self.queued_bytes += entry.len();
+        self.queued_bytes += entry.held_bytes();
         self.entries.push_back(entry);
         if update.policy == Conflation::Always {
             self.conflate_topic(update.topic);
@@ -267,7 +289,7 @@ impl SessionQueue {
             .collect()
     }
 
-    /// Bytes queued now.
+    /// Bytes the queue keeps alive now (what the limit applies to; see the module docs).
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }
@@ -283,7 +305,7 @@ impl SessionQueue {
     }
 
     fn recount(&mut self) {
-        self.queued_bytes = self.entries.iter().map(Entry::len).sum();
+        self.queued_bytes = self.entries.iter().map(Entry::held_bytes).sum();
     }
 
     /// Applies the back-pressure policies when over the limit.
@@ -426,7 +448,7 @@ mod tests {
                     }
                     ServerMessage::Delta { id, delta: d } => {
                         let raw = base64::engine::general_purpose::STANDARD.decode(d).unwrap();
-                        let new = delta::apply(&held[&id], &raw).unwrap();
+                        let new = delta::apply(&held[&id], &raw, 1 << 20).unwrap();
                         held.insert(id, new);
                     }
                     _ => {}
@@ -467,7 +489,7 @@ mod tests {
     fn over_the_limit_conflates_to_one_composite_delta_per_topic() {
         let mut a = Topic::new(1, Conflation::Conflate);
         let mut b = Topic::new(2, Conflation::Conflate);
-        let mut q = SessionQueue::new(600);
+        let mut q = SessionQueue::new(4000);
         let mut held = HashMap::new();
         let first_a = a.update(0);
         let first_b = b.update(0);
@@ -478,7 +500,7 @@ mod tests {
         for n in 1..100 {
             conflated |= q.push_update(&a.update(n)).unwrap().conflated;
             conflated |= q.push_update(&b.update(n * 7)).unwrap().conflated;
-            assert!(q.queued_bytes() <= 600);
+            assert!(q.queued_bytes() <= 4000);
         }
         assert!(conflated);
         assert!(q.len() < 20, "{} of 198 updates still queued", q.len());
@@ -580,6 +602,50 @@ mod tests {
                 resubscribed.value_message.clone(),
             ],
             "the new value comes after the new notice, and the stale one is gone"
+        );
+    }
+
+    #[test]
+    fn the_limit_counts_the_values_a_queued_delta_keeps_alive() {
+        // Large values, tiny deltas: counting only the deltas would let a stalled session pin
+        // every 20 KB value of a long backlog.
+        let big = |n: u64| Bytes::from(format!("{{\"n\":{n},\"pad\":\"{}\"}}", "p".repeat(20_000)));
+        let mut version = 0;
+        let mut previous = big(0);
+        let mut update = |n: u64| {
+            let value = big(n);
+            version += 1;
+            let d = delta::diff(&previous, &value);
+            Arc::new(TopicUpdate {
+                topic: 1,
+                version,
+                policy: Conflation::Off,
+                value: Some(value.clone()),
+                previous: Some(std::mem::replace(&mut previous, value.clone())),
+                value_message: encode_value_message(1, &value),
+                delta_message: d.map(|d| encode_delta_message(1, &d)),
+            })
+        };
+        let mut q = SessionQueue::new(1 << 20);
+        q.push_initial(1, Some(&update(0))).unwrap();
+        let mut sent_bytes = 0;
+        let mut closed = false;
+        for n in 1..1_000 {
+            let u = update(n);
+            sent_bytes += u.delta_message.as_ref().map_or(0, Bytes::len);
+            if q.push_update(&u).is_err() {
+                closed = true;
+                break;
+            }
+            assert!(q.queued_bytes() <= 1 << 20);
+        }
+        assert!(
+            closed,
+            "a conflation-off backlog of large values hits the limit"
+        );
+        assert!(
+            sent_bytes < 20_000,
+            "the deltas alone were only {sent_bytes} bytes"
         );
     }
 

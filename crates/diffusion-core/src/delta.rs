@@ -22,14 +22,23 @@ pub fn diff(old: &[u8], new: &[u8]) -> Option<Bytes> {
     (delta.len() < new.len()).then(|| Bytes::from(delta))
 }
 
-/// Applies `delta` to `old`. A corrupt or mismatched delta is an error, never a crash.
-pub fn apply(old: &[u8], delta: &[u8]) -> Result<Bytes, DeltaError> {
+/// Applies `delta` to `old`, producing at most `max_output` bytes. A corrupt or mismatched
+/// delta is an error, never a crash, and a delta declaring a larger output is refused before
+/// anything is allocated (the format states its output size up front, and the decoder would
+/// otherwise reserve whatever a hostile or broken peer declares).
+pub fn apply(old: &[u8], delta: &[u8], max_output: usize) -> Result<Bytes, DeltaError> {
     // fossil-delta indexes without bounds checks on malformed input; contain that here so
     // that bytes from the network can never bring a process down.
     // The crate also accepts a delta cut short before its checksum; insist on the terminator
     // and on the declared output size.
     if delta.last() != Some(&b';') {
         return Err(DeltaError("delta is truncated".to_owned()));
+    }
+    let declared = declared_size(delta)?;
+    if declared > max_output {
+        return Err(DeltaError(format!(
+            "delta declares {declared} output bytes, more than the limit of {max_output}"
+        )));
     }
     let outcome = std::panic::catch_unwind(|| {
         fossil_delta::apply(old, delta).map(|out| (fossil_delta::delta_output_size(delta), out))
@@ -40,6 +49,27 @@ pub fn apply(old: &[u8], delta: &[u8]) -> Result<Bytes, DeltaError> {
         Ok(Err(e)) => Err(DeltaError(format!("{e:?}"))),
         Err(_) => Err(DeltaError("malformed delta".to_owned())),
     }
+}
+
+/// The output size a fossil delta declares: base-64 digits (`0-9A-Za-z_~`) up to a newline.
+fn declared_size(delta: &[u8]) -> Result<usize, DeltaError> {
+    let header = delta
+        .iter()
+        .position(|b| *b == b'\n')
+        .map(|end| &delta[..end])
+        .filter(|digits| !digits.is_empty() && digits.len() <= 12)
+        .ok_or_else(|| DeltaError("delta has no output size".to_owned()))?;
+    header.iter().try_fold(0usize, |size, b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'A'..=b'Z' => b - b'A' + 10,
+            b'_' => 36,
+            b'a'..=b'z' => b - b'a' + 37,
+            b'~' => 63,
+            _ => return Err(DeltaError("delta output size is not a number".to_owned())),
+        };
+        Ok(size.saturating_mul(64).saturating_add(usize::from(digit)))
+    })
 }
 
 #[cfg(test)]
@@ -58,7 +88,7 @@ mod tests {
             .replace("56189.3483", "56201.0042");
         let delta = diff(old, new_text.as_bytes()).unwrap();
         assert!(delta.len() < 60, "delta is {} bytes", delta.len());
-        assert_eq!(apply(old, &delta).unwrap(), new_text.as_bytes());
+        assert_eq!(apply(old, &delta, 1 << 20).unwrap(), new_text.as_bytes());
     }
 
     #[test]
@@ -72,12 +102,29 @@ mod tests {
         let old = b"hello world, hello world, hello world";
         let new = b"hello world, hello there, hello world";
         let delta = diff(old, new).unwrap();
-        assert!(apply(b"something else entirely", &delta).is_err());
-        assert!(apply(old, b"").is_err());
-        assert!(apply(old, b"zz@@@").is_err());
+        assert!(apply(b"something else entirely", &delta, 1 << 20).is_err());
+        assert!(apply(old, b"", 1 << 20).is_err());
+        assert!(apply(old, b"zz@@@", 1 << 20).is_err());
         let mut truncated = delta.to_vec();
         truncated.truncate(delta.len() / 2);
-        assert!(apply(old, &truncated).is_err());
+        assert!(apply(old, &truncated, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn declared_sizes_past_the_limit_are_refused_before_allocating() {
+        let old = b"hello world, hello world, hello world";
+        let new = b"hello world, hello there, hello world";
+        let delta = diff(old, new).unwrap();
+        assert_eq!(declared_size(&delta).unwrap(), new.len());
+        assert!(apply(old, &delta, new.len()).is_ok());
+        let err = apply(old, &delta, new.len() - 1).unwrap_err();
+        assert!(err.0.contains("more than the limit"), "{err}");
+        // A delta declaring ~68 GB (what crashed topic-cli): refused, nothing reserved.
+        let hostile = b"~~~~~~\n0,1:x;";
+        let err = apply(old, hostile, 64 << 20).unwrap_err();
+        assert!(err.0.contains("more than the limit"), "{err}");
+        assert!(apply(old, b";", 100).is_err());
+        assert!(apply(old, b"?\n;", 100).is_err());
     }
 
     fn json_value() -> impl Strategy<Value = serde_json::Value> {
@@ -103,7 +150,7 @@ mod tests {
             let new = serde_json::to_vec(&b).unwrap();
             if let Some(delta) = diff(&old, &new) {
                 prop_assert!(delta.len() < new.len());
-                prop_assert_eq!(apply(&old, &delta).unwrap(), Bytes::from(new));
+                prop_assert_eq!(apply(&old, &delta, new.len()).unwrap(), Bytes::from(new));
             } else {
                 prop_assert!(old == new || fossil_delta::delta(&new, &old).len() >= new.len());
             }
@@ -118,7 +165,7 @@ mod tests {
             let new = serde_json::to_vec(&doc).unwrap();
             let delta = diff(&old, &new);
             if let Some(delta) = delta {
-                prop_assert_eq!(apply(&old, &delta).unwrap(), Bytes::from(new));
+                prop_assert_eq!(apply(&old, &delta, new.len()).unwrap(), Bytes::from(new));
             }
         }
     }

@@ -9,6 +9,7 @@
 //! documented behaviour it reproduces; "Diffusion" is a trademark of its owner.
 
 pub mod conflation;
+pub mod convert;
 pub mod delta;
 pub mod path;
 pub mod protocol;

@@ -21,7 +21,19 @@ pub enum PathError {
     /// Control characters make paths unprintable in logs and CLI output.
     #[error("topic path '{0}' contains a control character")]
     ControlCharacter(String),
+    /// Longer than [`MAX_PATH_BYTES`]: every selector match and index probe is linear in the
+    /// path, so the length is bounded for all of them.
+    #[error("topic path of {0} bytes is longer than the limit of {MAX_PATH_BYTES} bytes")]
+    TooLong(usize),
+    /// More segments than [`MAX_PATH_SEGMENTS`].
+    #[error("topic path has {0} segments, more than the limit of {MAX_PATH_SEGMENTS}")]
+    TooDeep(usize),
 }
+
+/// Longest topic path, in bytes (UTF-8). Part of the protocol (docs/protocol.md §7.1).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Most segments in a topic path. Part of the protocol (docs/protocol.md §7.1).
+pub const MAX_PATH_SEGMENTS: usize = 128;
 
 /// A validated topic path such as `redis/bitcoin`.
 ///
@@ -36,6 +48,13 @@ impl TopicPath {
     pub fn parse(path: &str) -> Result<Self, PathError> {
         if path.is_empty() {
             return Err(PathError::Empty);
+        }
+        if path.len() > MAX_PATH_BYTES {
+            return Err(PathError::TooLong(path.len()));
+        }
+        let segments = path.bytes().filter(|b| *b == b'/').count() + 1;
+        if segments > MAX_PATH_SEGMENTS {
+            return Err(PathError::TooDeep(segments));
         }
         if path.split('/').any(str::is_empty) {
             return Err(PathError::EmptySegment(path.to_owned()));
@@ -155,6 +174,19 @@ mod tests {
             Err(PathError::Reserved(_))
         ));
         assert!(TopicPath::parse_user("Diffusionx/y").is_ok());
+    }
+
+    #[test]
+    fn length_and_depth_are_bounded() {
+        let long = "a".repeat(MAX_PATH_BYTES + 1);
+        assert_eq!(TopicPath::parse(&long), Err(PathError::TooLong(long.len())));
+        assert!(TopicPath::parse(&"a".repeat(MAX_PATH_BYTES)).is_ok());
+        let deep = vec!["a"; MAX_PATH_SEGMENTS + 1].join("/");
+        assert_eq!(
+            TopicPath::parse(&deep),
+            Err(PathError::TooDeep(MAX_PATH_SEGMENTS + 1))
+        );
+        assert!(TopicPath::parse(&vec!["a"; MAX_PATH_SEGMENTS].join("/")).is_ok());
     }
 
     #[test]

@@ -73,12 +73,21 @@ pub enum ClientMessage {
         /// The selector as given to `subscribe`.
         selector: String,
     },
-    /// Read the current values of the selected topics without subscribing.
+    /// Read the current values of the selected topics without subscribing. Replies come in
+    /// pages: a `fetched` reply with `more: true` is continued by fetching again with `after`
+    /// set to the last path received.
     Fetch {
         /// Correlation id.
         cid: u64,
         /// A topic selector.
         selector: String,
+        /// Only topics whose path sorts after this one (the last path of the previous page).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        /// At most this many topics in the reply (the server may send fewer, and never more
+        /// than its own page limits).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
     },
     /// Remove every topic the selector selects.
     Remove {
@@ -173,6 +182,12 @@ pub enum ErrorCode {
     InvalidView,
     /// No view with that name.
     NoSuchView,
+    /// A configured limit would be passed (topics, views, selectors, results…); the message
+    /// names the limit. Retrying the same request will fail the same way.
+    LimitExceeded,
+    /// The session sent requests faster than the server's per-session rate; the request was
+    /// not carried out. Retry after a pause.
+    RateLimited,
     /// Anything else; the message says what.
     Internal,
 }
@@ -261,12 +276,15 @@ pub enum ServerMessage {
         /// Why: `removed`, `unsubscribed`, `back_pressure`, …
         reason: String,
     },
-    /// Reply to `fetch`.
+    /// Reply to `fetch`: one page of the selected topics.
     Fetched {
         /// Correlation id of the request.
         cid: u64,
         /// The selected topics, in path order.
         topics: Vec<FetchedTopic>,
+        /// More topics follow: fetch again with `after` = the last path of this page.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     /// Reply to `listviews`, in precedence order.
     Views {
@@ -429,6 +447,53 @@ pub fn decode_server_message(text: &str) -> Result<ServerMessage, serde_json::Er
     }
 }
 
+/// One topic of a `fetched` reply as the server holds it: its value already in wire JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchedRaw {
+    /// The topic's path.
+    pub path: String,
+    /// Its type.
+    pub topic_type: TopicType,
+    /// Its current value as wire JSON, absent when it has none.
+    pub wire_value: Option<Bytes>,
+}
+
+/// Encodes a `fetched` reply around values that are already wire JSON, without turning them
+/// into trees and back: the same bytes as [`encode_server_message`] gives for
+/// [`ServerMessage::Fetched`].
+pub fn encode_fetched(cid: u64, topics: &[FetchedRaw], more: bool) -> Bytes {
+    let size: usize = topics
+        .iter()
+        .map(|t| t.path.len() + t.wire_value.as_ref().map_or(0, Bytes::len) + 48)
+        .sum();
+    let mut buf = BytesMut::with_capacity(size + 48);
+    buf.put_slice(br#"{"type":"fetched","cid":"#);
+    buf.put_slice(cid.to_string().as_bytes());
+    buf.put_slice(br#","topics":["#);
+    for (i, topic) in topics.iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        buf.put_slice(br#"{"path":"#);
+        // A string always serialises.
+        buf.put_slice(&serde_json::to_vec(&topic.path).unwrap_or_default());
+        buf.put_slice(br#","topicType":""#);
+        buf.put_slice(topic.topic_type.name().as_bytes());
+        buf.put_u8(b'"');
+        if let Some(value) = &topic.wire_value {
+            buf.put_slice(br#","value":"#);
+            buf.put_slice(value);
+        }
+        buf.put_u8(b'}');
+    }
+    buf.put_u8(b']');
+    if more {
+        buf.put_slice(br#","more":true"#);
+    }
+    buf.put_u8(b'}');
+    buf.freeze()
+}
+
 /// Splits a server frame into its messages.
 pub fn split_frame(frame: &str) -> impl Iterator<Item = &str> {
     frame.split('\n').filter(|m| !m.is_empty())
@@ -585,6 +650,46 @@ mod tests {
         // Small frame limit: one message per frame, each reusing the message bytes.
         let frames = pack_frames(msgs.clone(), 10);
         assert_eq!(frames, msgs);
+    }
+
+    #[test]
+    fn fetched_encodes_like_serde() {
+        let raw = vec![
+            FetchedRaw {
+                path: "a/\"q\"".to_owned(),
+                topic_type: TopicType::Json,
+                wire_value: Some(Bytes::from_static(br#"{"x":[1,2]}"#)),
+            },
+            FetchedRaw {
+                path: "b".to_owned(),
+                topic_type: TopicType::String,
+                wire_value: None,
+            },
+        ];
+        for more in [false, true] {
+            let fast = encode_fetched(9, &raw, more);
+            let slow = encode_server_message(&ServerMessage::Fetched {
+                cid: 9,
+                topics: vec![
+                    FetchedTopic {
+                        path: "a/\"q\"".to_owned(),
+                        topic_type: TopicType::Json,
+                        value: Some(json!({"x": [1, 2]})),
+                    },
+                    FetchedTopic {
+                        path: "b".to_owned(),
+                        topic_type: TopicType::String,
+                        value: None,
+                    },
+                ],
+                more,
+            });
+            assert_eq!(fast, slow);
+        }
+        assert_eq!(
+            &encode_fetched(1, &[], false)[..],
+            br#"{"type":"fetched","cid":1,"topics":[]}"#
+        );
     }
 
     #[test]

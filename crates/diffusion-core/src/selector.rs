@@ -1,16 +1,36 @@
 //! Topic selectors: which topics a subscription, fetch or removal applies to.
 //!
-//! The language (see docs/protocol.md): `>path` (or a bare path), `?split/path/pattern`,
+//! The language (see docs/protocol.md §9): `>path` (or a bare path), `?split/path/pattern`,
 //! `*full.path.pattern`, `#sel1////sel2` sets, with the descendant qualifiers `/` (descendants
 //! only) and `//` (topic and descendants) after `?` and `*` patterns. Patterns use the Rust `regex`
 //! dialect (linear time, no look-around, no back-references) and are always anchored: a split-path
 //! part must match its whole segment, a full-path pattern the whole path.
+//!
+//! Selectors come from clients, so everything about them is bounded: the text
+//! ([`MAX_SELECTOR_BYTES`]), the members of a set ([`MAX_SET_MEMBERS`]), the compiled size of
+//! each pattern ([`MAX_REGEX_BYTES`]); parsing never recurses, and matching is one linear pass
+//! over the path (the descendant qualifiers are compiled into the pattern instead of testing
+//! every ancestor). [`Selector::memory_bytes`] estimates what a selector keeps in memory, so a
+//! server can charge it against a per-session budget.
 
 use std::fmt;
+use std::sync::Arc;
 
-use regex::Regex;
+use regex_automata::meta::{Config, Regex};
 
 use crate::path::{PathError, TopicPath};
+
+/// Longest selector text accepted, in bytes.
+pub const MAX_SELECTOR_BYTES: usize = 64 * 1024;
+/// Most members in one selector set (nested sets count their members).
+pub const MAX_SET_MEMBERS: usize = 1024;
+/// Largest compiled size of one pattern (its automaton), in bytes. Unicode classes make
+/// automata large quickly (`\w{10}` is over 1 MiB), so a client cannot pin megabytes of memory
+/// with a few characters.
+pub const MAX_REGEX_BYTES: usize = 1024 * 1024;
+/// The lazy DFA cache each pattern may grow while matching; charged to every pattern by
+/// [`Selector::memory_bytes`].
+const REGEX_CACHE_BYTES: usize = 64 * 1024;
 
 /// Why a selector string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,6 +38,9 @@ pub enum SelectorError {
     /// Nothing to parse.
     #[error("selector is empty")]
     Empty,
+    /// Longer than [`MAX_SELECTOR_BYTES`].
+    #[error("selector of {0} bytes is longer than the limit of {MAX_SELECTOR_BYTES} bytes")]
+    TooLong(usize),
     /// A path selector whose path is invalid.
     #[error("invalid path in selector '{selector}': {source}")]
     Path {
@@ -29,7 +52,7 @@ pub enum SelectorError {
     /// A `?` selector with an empty part (`?a//b` in the middle) or no parts.
     #[error("split-path pattern '{0}' has an empty part")]
     EmptyPart(String),
-    /// A regular expression that does not compile.
+    /// A regular expression that does not compile, or compiles too large.
     #[error("invalid regular expression in selector '{selector}': {reason}")]
     Regex {
         /// The selector text.
@@ -40,6 +63,17 @@ pub enum SelectorError {
     /// A set (`#`) with an empty member.
     #[error("selector set '{0}' has an empty member")]
     EmptySetMember(String),
+    /// A set with more than [`MAX_SET_MEMBERS`] members.
+    #[error("selector set has more than {MAX_SET_MEMBERS} members")]
+    TooManyMembers,
+    /// A run of slashes in a set that cannot be read one way only (see docs/protocol.md §9).
+    #[error("selector set '{set}': {reason}")]
+    AmbiguousSet {
+        /// The set's text.
+        set: String,
+        /// Which run of slashes, and how to write it instead.
+        reason: String,
+    },
     /// Prefix characters reserved by the selector language that we do not implement.
     #[error("selector '{0}' starts with a reserved character ('$', '%', '&' or '<')")]
     Reserved(String),
@@ -56,26 +90,42 @@ pub enum Qualifier {
     MatchingAndDescendants,
 }
 
-#[derive(Debug, Clone)]
+/// One part of a split-path pattern: literal text is compared, not compiled.
+#[derive(Debug)]
+enum Part {
+    Literal(String),
+    Pattern(Regex),
+}
+
+impl Part {
+    fn matches(&self, segment: &str) -> bool {
+        match self {
+            Self::Literal(text) => text == segment,
+            Self::Pattern(regex) => regex.is_match(segment),
+        }
+    }
+}
+
+#[derive(Debug)]
 enum Kind {
     Path(TopicPath),
     Split {
-        parts: Vec<Regex>,
+        parts: Vec<Part>,
         qualifier: Qualifier,
     },
-    Full {
-        regex: Regex,
-        qualifier: Qualifier,
-    },
+    /// The qualifier is compiled into the regex, so matching is one pass over the path.
+    Full(Regex),
     Set(Vec<Selector>),
 }
 
 /// A parsed topic selector. Compare selectors by [`Selector::as_str`] (their source text).
+/// Cloning is cheap and clones share compiled patterns (and their match caches).
 #[derive(Debug, Clone)]
 pub struct Selector {
-    text: String,
-    prefix: String,
-    kind: Kind,
+    text: Arc<str>,
+    prefix: Arc<str>,
+    kind: Arc<Kind>,
+    memory: usize,
 }
 
 impl PartialEq for Selector {
@@ -95,6 +145,9 @@ const REGEX_META: &[char] = &[
     '\\', '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$',
 ];
 
+/// Characters that start a selector of a given kind (and so may follow a separator in a set).
+const KIND_PREFIXES: &[char] = &['>', '?', '*', '#'];
+
 fn is_literal(segment: &str) -> bool {
     !segment.contains(REGEX_META)
 }
@@ -109,11 +162,49 @@ fn split_qualifier(rest: &str) -> (&str, Qualifier) {
     }
 }
 
-fn compile(selector: &str, pattern: &str) -> Result<Regex, SelectorError> {
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| SelectorError::Regex {
+/// Compiles `pattern` anchored, wrapped as `^(?:pattern)SUFFIX$`. The pattern is checked on
+/// its own first, so an unbalanced `)` cannot escape the anchoring group.
+fn compile(selector: &str, pattern: &str, suffix: &str) -> Result<Regex, SelectorError> {
+    let error = |reason: String| SelectorError::Regex {
         selector: selector.to_owned(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    regex_syntax::ast::parse::Parser::new()
+        .parse(pattern)
+        .map_err(|e| error(last_line(&e.to_string())))?;
+    let config = Config::new()
+        .nfa_size_limit(Some(MAX_REGEX_BYTES))
+        .onepass_size_limit(Some(REGEX_CACHE_BYTES))
+        .dfa_size_limit(Some(REGEX_CACHE_BYTES))
+        .hybrid_cache_capacity(REGEX_CACHE_BYTES);
+    Regex::builder()
+        .configure(config)
+        .build(&format!("^(?:{pattern}){suffix}$"))
+        .map_err(|e| {
+            if e.size_limit().is_some() {
+                error(format!(
+                    "the compiled pattern is larger than {} KiB (Unicode classes such as \\w are large: try [a-zA-Z0-9_])",
+                    MAX_REGEX_BYTES / 1024
+                ))
+            } else {
+                error(last_line(&e.to_string()))
+            }
+        })
+}
+
+/// The regex parser's explanation spans several lines; its last line says what is wrong.
+fn last_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(text)
+        .trim()
+        .trim_start_matches("error: ")
+        .to_owned()
+}
+
+fn regex_memory(regex: &Regex) -> usize {
+    regex.memory_usage() + REGEX_CACHE_BYTES
 }
 
 fn common_prefix(a: &str, b: &str) -> String {
@@ -125,15 +216,71 @@ fn common_prefix(a: &str, b: &str) -> String {
         .join("/")
 }
 
+/// Splits the body of a set (`#` removed) into members, by the rule of docs/protocol.md §9: a
+/// run of four slashes separates members; in a run of five or six, the first one or two are
+/// the qualifier of the member before (`#?a//////>b` is `?a//` and `>b`), which is only
+/// unambiguous when the next member starts with `>`, `?`, `*` or `#`; longer runs are refused.
+fn split_set<'a>(set: &str, body: &'a str) -> Result<Vec<&'a str>, SelectorError> {
+    let ambiguous = |reason: String| SelectorError::AmbiguousSet {
+        set: set.to_owned(),
+        reason,
+    };
+    let bytes = body.as_bytes();
+    let mut members = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'/' {
+            i += 1;
+            continue;
+        }
+        let run_start = i;
+        while i < bytes.len() && bytes[i] == b'/' {
+            i += 1;
+        }
+        let run = i - run_start;
+        if run < 4 {
+            continue;
+        }
+        if run > 6 {
+            return Err(ambiguous(format!(
+                "a run of {run} slashes at byte {run_start} is neither a separator (////) nor a qualifier (/ or //) followed by one"
+            )));
+        }
+        if run > 4 && !body[i..].starts_with(KIND_PREFIXES) {
+            return Err(ambiguous(format!(
+                "the {run} slashes at byte {run_start} could end the member before them or start the one after: write the next member with its '>', '?' or '*'"
+            )));
+        }
+        members.push(&body[start..run_start + run - 4]);
+        start = i;
+        if members.len() >= MAX_SET_MEMBERS {
+            return Err(SelectorError::TooManyMembers);
+        }
+    }
+    members.push(&body[start..]);
+    Ok(members)
+}
+
 impl Selector {
     /// Parses a selector, reporting exactly what is wrong with an invalid one.
     pub fn parse(text: &str) -> Result<Self, SelectorError> {
+        if text.len() > MAX_SELECTOR_BYTES {
+            return Err(SelectorError::TooLong(text.len()));
+        }
+        match text.strip_prefix('#') {
+            Some(body) => Self::parse_set(text, body),
+            None => Self::parse_single(text),
+        }
+    }
+
+    /// Parses a selector that is not a set.
+    fn parse_single(text: &str) -> Result<Self, SelectorError> {
         let Some(first) = text.chars().next() else {
             return Err(SelectorError::Empty);
         };
         let rest = &text[first.len_utf8()..];
         match first {
-            '#' => Self::parse_set(text, rest),
             '>' => Self::parse_path(text, rest),
             '?' => Self::parse_split(text, rest),
             '*' => Self::parse_full(text, rest),
@@ -142,15 +289,29 @@ impl Selector {
         }
     }
 
-    /// A path selector for exactly `path`.
-    pub fn for_path(path: &TopicPath) -> Self {
+    fn build(text: &str, prefix: String, kind: Kind, memory: usize) -> Self {
         Self {
-            text: format!(">{path}"),
-            prefix: path.as_str().to_owned(),
-            kind: Kind::Path(path.clone()),
+            memory: memory + text.len() + prefix.len() + std::mem::size_of::<Kind>(),
+            text: Arc::from(text),
+            prefix: Arc::from(prefix),
+            kind: Arc::new(kind),
         }
     }
 
+    /// A path selector for exactly `path`.
+    pub fn for_path(path: &TopicPath) -> Self {
+        let text = format!(">{path}");
+        let memory = path.as_str().len();
+        Self::build(
+            &text,
+            path.as_str().to_owned(),
+            Kind::Path(path.clone()),
+            memory,
+        )
+    }
+
+    /// A path selector; its text is normalised to `>path`, so `a/b`, `>a/b` and `>/a/b/` are
+    /// the same selector (to unsubscribe, say).
     fn parse_path(text: &str, path: &str) -> Result<Self, SelectorError> {
         let path = TopicPath::parse_lenient(path).map_err(|source| SelectorError::Path {
             selector: text.to_owned(),
@@ -168,21 +329,30 @@ impl Selector {
         if raw.iter().any(|p| p.is_empty()) {
             return Err(SelectorError::EmptyPart(text.to_owned()));
         }
-        let parts = raw
-            .iter()
-            .map(|p| compile(text, p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut memory = 0;
+        let mut parts = Vec::with_capacity(raw.len());
+        for part in &raw {
+            if is_literal(part) {
+                memory += part.len();
+                parts.push(Part::Literal((*part).to_owned()));
+            } else {
+                let regex = compile(text, part, "")?;
+                memory += regex_memory(&regex);
+                parts.push(Part::Pattern(regex));
+            }
+        }
         let prefix = raw
             .iter()
             .take_while(|p| is_literal(p))
             .copied()
             .collect::<Vec<_>>()
             .join("/");
-        Ok(Self {
-            text: text.to_owned(),
+        Ok(Self::build(
+            text,
             prefix,
-            kind: Kind::Split { parts, qualifier },
-        })
+            Kind::Split { parts, qualifier },
+            memory,
+        ))
     }
 
     fn parse_full(text: &str, rest: &str) -> Result<Self, SelectorError> {
@@ -193,7 +363,14 @@ impl Selector {
                 reason: "empty pattern".to_owned(),
             });
         }
-        let regex = compile(text, body)?;
+        // An ancestor matching the pattern, followed by `/` and the rest of the path (paths
+        // have no empty segment, so the rest is never empty).
+        let suffix = match qualifier {
+            Qualifier::Matching => "",
+            Qualifier::Descendants => "/(?s:.+)",
+            Qualifier::MatchingAndDescendants => "(?:/(?s:.+))?",
+        };
+        let regex = compile(text, body, suffix)?;
         // A top-level alternation can match under any prefix, so only a `|`-free pattern has one.
         // The last segment only counts when the whole pattern is literal.
         let segments: Vec<&str> = body.split('/').collect();
@@ -208,35 +385,27 @@ impl Selector {
             };
             segments[..keep].join("/")
         };
-        Ok(Self {
-            text: text.to_owned(),
-            prefix,
-            kind: Kind::Full { regex, qualifier },
-        })
+        let memory = regex_memory(&regex);
+        Ok(Self::build(text, prefix, Kind::Full(regex), memory))
     }
 
-    fn parse_set(text: &str, rest: &str) -> Result<Self, SelectorError> {
+    fn parse_set(text: &str, body: &str) -> Result<Self, SelectorError> {
         let mut members = Vec::new();
-        for member in rest.split("////") {
+        for member in split_set(text, body)? {
+            // A nested set's members are separated by the same `////`: it only adds `#`s.
+            let member = member.trim_start_matches('#');
             if member.is_empty() {
                 return Err(SelectorError::EmptySetMember(text.to_owned()));
             }
-            let parsed = Self::parse(member)?;
-            match parsed.kind {
-                Kind::Set(inner) => members.extend(inner),
-                _ => members.push(parsed),
-            }
+            members.push(Self::parse_single(member)?);
         }
         let prefix = members
             .iter()
-            .map(|m| m.prefix.clone())
+            .map(|m| m.prefix.to_string())
             .reduce(|a, b| common_prefix(&a, &b))
             .unwrap_or_default();
-        Ok(Self {
-            text: text.to_owned(),
-            prefix,
-            kind: Kind::Set(members),
-        })
+        let memory = members.iter().map(|m| m.memory).sum();
+        Ok(Self::build(text, prefix, Kind::Set(members), memory))
     }
 
     /// The selector's source text, which identifies it (unsubscribe uses it).
@@ -252,42 +421,36 @@ impl Selector {
 
     /// The single path this selector names, when it is a path selector.
     pub fn exact_path(&self) -> Option<&TopicPath> {
-        match &self.kind {
+        match &*self.kind {
             Kind::Path(p) => Some(p),
             _ => None,
         }
     }
 
-    /// Does this selector select the topic at `path`?
+    /// An estimate of the memory this selector keeps: its text and every compiled pattern with
+    /// the match cache it may grow. What a server charges against a session's selector budget.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory
+    }
+
+    /// Does this selector select the topic at `path`? Linear in the length of `path`.
     pub fn matches(&self, path: &str) -> bool {
-        match &self.kind {
+        match &*self.kind {
             Kind::Path(p) => p.as_str() == path,
             Kind::Split { parts, qualifier } => {
-                let segments: Vec<&str> = path.split('/').collect();
-                let n = parts.len();
-                let depth_ok = match qualifier {
-                    Qualifier::Matching => segments.len() == n,
-                    Qualifier::Descendants => segments.len() > n,
-                    Qualifier::MatchingAndDescendants => segments.len() >= n,
-                };
-                depth_ok
-                    && parts
-                        .iter()
-                        .zip(&segments)
-                        .all(|(re, seg)| re.is_match(seg))
+                let mut segments = path.split('/');
+                let leading_match = parts
+                    .iter()
+                    .all(|part| segments.next().is_some_and(|seg| part.matches(seg)));
+                let more = segments.next().is_some();
+                leading_match
+                    && match qualifier {
+                        Qualifier::Matching => !more,
+                        Qualifier::Descendants => more,
+                        Qualifier::MatchingAndDescendants => true,
+                    }
             }
-            Kind::Full { regex, qualifier } => {
-                let ancestors = || {
-                    path.match_indices('/')
-                        .map(|(i, _)| &path[..i])
-                        .any(|a| regex.is_match(a))
-                };
-                match qualifier {
-                    Qualifier::Matching => regex.is_match(path),
-                    Qualifier::Descendants => ancestors(),
-                    Qualifier::MatchingAndDescendants => regex.is_match(path) || ancestors(),
-                }
-            }
+            Kind::Full(regex) => regex.is_match(path),
             Kind::Set(members) => members.iter().any(|m| m.matches(path)),
         }
     }
@@ -344,8 +507,39 @@ mod tests {
         }
     }
 
+    /// The qualifiers compiled into one pattern agree with the definition (test every
+    /// ancestor), over patterns that can match across segments.
+    #[test]
+    fn compiled_qualifiers_agree_with_testing_each_ancestor() {
+        let patterns = ["a", "a/b", "a.*", ".*b", "a/.*", "[ab]+", "a|b/c", "(a/)+b"];
+        let paths = [
+            "a", "b", "a/b", "a/b/c", "ab/c", "b/c", "a/a/b", "x/a", "a/b/b/d",
+        ];
+        for pattern in patterns {
+            let exact = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
+            let ancestor = |path: &str| {
+                path.match_indices('/')
+                    .map(|(i, _)| &path[..i])
+                    .any(|a| exact.is_match(a))
+            };
+            for path in paths {
+                let cases = [
+                    ("", exact.is_match(path)),
+                    ("/", ancestor(path)),
+                    ("//", exact.is_match(path) || ancestor(path)),
+                ];
+                for (qualifier, want) in cases {
+                    let text = format!("*{pattern}{qualifier}");
+                    assert_eq!(sel(&text).matches(path), want, "{text} on {path}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn bare_and_slashed_paths_normalise() {
+        assert_eq!(sel("a/b"), sel(">/a/b/"));
+        assert_eq!(sel("/a/b").as_str(), ">a/b");
         assert!(sel("alpha/beta").matches("alpha/beta"));
         assert!(sel(">/alpha/beta/").matches("alpha/beta"));
         assert_eq!(sel("/a/b/").exact_path().unwrap().as_str(), "a/b");
@@ -364,10 +558,85 @@ mod tests {
     }
 
     #[test]
+    fn an_unbalanced_bracket_cannot_escape_the_anchors() {
+        assert!(matches!(
+            Selector::parse("*a)|(.*"),
+            Err(SelectorError::Regex { .. })
+        ));
+        assert!(matches!(
+            Selector::parse("?a)|(x"),
+            Err(SelectorError::Regex { .. })
+        ));
+    }
+
+    #[test]
     fn sets_union_and_flatten() {
         let s = sel("#>a////?b/.*////#*c//");
         assert!(s.matches("a") && s.matches("b/x") && s.matches("c/d") && s.matches("c"));
         assert!(!s.matches("b"));
+    }
+
+    #[test]
+    fn deeply_nested_sets_do_not_recurse() {
+        let text = format!("{}>a", "#".repeat(MAX_SELECTOR_BYTES - 2));
+        let s = sel(&text);
+        assert!(s.matches("a") && !s.matches("b"));
+        let text = format!("#>b////{}>a", "#".repeat(50_000));
+        assert!(sel(&text).matches("a"));
+    }
+
+    #[test]
+    fn qualifiers_of_non_last_set_members_are_kept() {
+        // A `?`/`*` member's qualifier followed by the separator: five or six slashes.
+        let s = sel("#?a//////>b");
+        assert!(s.matches("a") && s.matches("a/x") && s.matches("b"));
+        let s = sel("#*a/////?b");
+        assert!(!s.matches("a") && s.matches("a/x") && s.matches("b"));
+        let s = sel("#?a////>b");
+        assert!(s.matches("a") && !s.matches("a/x"));
+    }
+
+    #[test]
+    fn ambiguous_slash_runs_are_refused() {
+        for text in ["#?a/////b", "#?a//////b", "#>a///////>b", "#?a/////////?b"] {
+            let err = Selector::parse(text).unwrap_err();
+            assert!(
+                matches!(err, SelectorError::AmbiguousSet { .. }),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn sizes_are_bounded() {
+        let long = format!(">{}", "a".repeat(MAX_SELECTOR_BYTES));
+        assert!(matches!(
+            Selector::parse(&long),
+            Err(SelectorError::TooLong(_))
+        ));
+        let many = format!("#{}", vec![">a"; MAX_SET_MEMBERS + 1].join("////"));
+        assert!(matches!(
+            Selector::parse(&many),
+            Err(SelectorError::TooManyMembers)
+        ));
+        let ok = format!("#{}", vec![">a"; MAX_SET_MEMBERS].join("////"));
+        assert!(Selector::parse(&ok).is_ok());
+        let err = Selector::parse(r"?\w{100}").unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+        let err = Selector::parse(r"*.{10000}").unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn memory_estimate_counts_patterns() {
+        let path = sel(">a/b");
+        let pattern = sel("?a/.*");
+        assert!(path.memory_bytes() < 1024, "{}", path.memory_bytes());
+        assert!(pattern.memory_bytes() > REGEX_CACHE_BYTES);
+        let set = sel("#?a/.*////?b/.*");
+        assert!(set.memory_bytes() > 2 * REGEX_CACHE_BYTES);
+        // Literal parts of a split-path pattern cost no automaton.
+        assert!(sel("?a/b/c").memory_bytes() < 1024);
     }
 
     #[test]
@@ -400,6 +669,10 @@ mod tests {
             Err(SelectorError::EmptySetMember(_))
         ));
         assert!(matches!(
+            Selector::parse("#"),
+            Err(SelectorError::EmptySetMember(_))
+        ));
+        assert!(matches!(
             Selector::parse("$x"),
             Err(SelectorError::Reserved(_))
         ));
@@ -417,5 +690,8 @@ mod tests {
         assert!(s.matches("a/b/c"));
         assert!(!s.matches("a/bc"));
         assert!(!s.matches("a/b"));
+        let s = sel("?a/b/");
+        assert!(s.matches("a/b/c") && s.matches("a/b/c/d"));
+        assert!(!s.matches("a/bc") && !s.matches("a/b"));
     }
 }

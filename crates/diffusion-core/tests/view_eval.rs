@@ -1,10 +1,12 @@
 //! The pure view evaluator: path directives, scalars, expands, transformations, inserts, `as`,
 //! type conversion, and every example of the reference semantics (§4, topic views).
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns panic on purpose
+
 use std::collections::BTreeMap;
 
 use diffusion_core::TopicType;
-use diffusion_core::view::{ReferenceValue, ViewSpec, evaluate_all};
+use diffusion_core::view::{EvalError, EvalLimits, ReferenceValue, ViewSpec, evaluate_all};
 use serde_json::{Value, json};
 
 fn spec(text: &str) -> ViewSpec {
@@ -18,7 +20,8 @@ fn no_topics(_: &str) -> Option<Value> {
 /// Evaluates and keeps `(path, value)` pairs, checking every result is JSON-typed.
 fn eval(text: &str, path: &str, value: Value) -> Vec<(String, Value)> {
     spec(text)
-        .evaluate(path, &value, &no_topics)
+        .evaluate(path, &value, &no_topics, &EvalLimits::default())
+        .unwrap()
         .into_iter()
         .map(|(p, r)| {
             assert_eq!(r.topic_type, TopicType::Json, "{text}");
@@ -273,7 +276,8 @@ fn inserts_read_other_topics() {
     let lookup = |p: &str| others.get(p).cloned();
     let run = |text: &str, value: Value| -> Vec<(String, Value)> {
         spec(text)
-            .evaluate("accounts/1", &value, &lookup)
+            .evaluate("accounts/1", &value, &lookup, &EvalLimits::default())
+            .unwrap()
             .into_iter()
             .map(|(p, r)| (p, r.value))
             .collect()
@@ -361,7 +365,9 @@ fn as_value_picks_a_part_or_null() {
 #[test]
 fn type_conversion_decides_value_and_existence() {
     let run = |text: &str, value: Value| -> Vec<(String, ReferenceValue)> {
-        spec(text).evaluate("s", &value, &no_topics)
+        spec(text)
+            .evaluate("s", &value, &no_topics, &EvalLimits::default())
+            .unwrap()
     };
     let r = run("map s to t as <value(/p)> type INT64", json!({"p": 2.5}));
     assert_eq!(
@@ -433,7 +439,7 @@ fn evaluate_all_selects_sources_and_the_first_source_wins() {
     .into_iter()
     .collect();
     let s = spec("map ?a/ to by-owner/<scalar(/owner)> insert lookup at /extra");
-    let out = evaluate_all(&s, &topics);
+    let out = evaluate_all(&s, &topics, &EvalLimits::default()).unwrap();
     assert_eq!(
         out.into_iter().collect::<Vec<_>>(),
         vec![
@@ -500,7 +506,8 @@ fn example_throttle() {
     // The evaluator ignores throttling.
     assert_eq!(
         paths(
-            &s.evaluate("a/q", &json!(1), &no_topics)
+            &s.evaluate("a/q", &json!(1), &no_topics, &EvalLimits::default())
+                .unwrap()
                 .into_iter()
                 .map(|(p, r)| (p, r.value))
                 .collect::<Vec<_>>()
@@ -594,7 +601,9 @@ fn example_coindesk_bpi_expand() {
     let s = spec(
         "map redis/bitcoin to redis/views/bitcoin/<expand(/bpi)>/rate as <value(/rate_float)> type DOUBLE",
     );
-    let got = s.evaluate("redis/bitcoin", &sample, &no_topics);
+    let got = s
+        .evaluate("redis/bitcoin", &sample, &no_topics, &EvalLimits::default())
+        .unwrap();
     assert_eq!(got.len(), 3);
     assert_eq!(got[2].0, "redis/views/bitcoin/USD/rate");
     assert_eq!(
@@ -620,4 +629,96 @@ fn example_values_array_expand() {
             ("value2".to_owned(), json!(7)),
         ]
     );
+}
+
+#[test]
+fn expand_is_bounded_by_the_result_limit() {
+    let limits = EvalLimits {
+        max_results: 100,
+        max_output_bytes: 1 << 20,
+    };
+    let children = |n: usize| Value::Array((0..n).map(|i| json!(i)).collect());
+    let s = spec("map s to r/<expand()>");
+    assert_eq!(
+        s.evaluate("s", &children(100), &no_topics, &limits)
+            .unwrap()
+            .len(),
+        100
+    );
+    assert_eq!(
+        s.evaluate("s", &children(101), &no_topics, &limits),
+        Err(EvalError::TooManyResults { limit: 100 })
+    );
+    // Nested expands multiply: 20 × 20 = 400 > 100, refused without building all 400.
+    let grid = Value::Array((0..20).map(|_| children(20)).collect());
+    let s = spec("map s to r/<expand()>/<expand()>");
+    assert!(matches!(
+        s.evaluate("s", &grid, &no_topics, &limits),
+        Err(EvalError::TooManyResults { .. })
+    ));
+}
+
+#[test]
+fn insert_amplification_is_bounded_by_the_byte_limit() {
+    let limits = EvalLimits {
+        max_results: 10_000,
+        max_output_bytes: 1 << 20,
+    };
+    // 1,000 branches each copying a 10 KB topic would be 10 MB of output.
+    let big = json!("x".repeat(10_000));
+    let lookup = |p: &str| (p == "big").then(|| big.clone());
+    let source = Value::Array((0..1_000).map(|i| json!({ "n": i })).collect());
+    let s = spec("map s to r/<expand()> insert big at /copy");
+    assert_eq!(
+        s.evaluate("s", &source, &lookup, &limits),
+        Err(EvalError::TooLarge { limit: 1 << 20 })
+    );
+    // The same view within the budget works.
+    let small = Value::Array((0..50).map(|i| json!({ "n": i })).collect());
+    let out = s.evaluate("s", &small, &lookup, &limits).unwrap();
+    assert_eq!(out.len(), 50);
+    assert_eq!(out[0].1.value["copy"], big);
+}
+
+#[test]
+fn insert_reads_each_topic_once_per_evaluation() {
+    let calls = std::cell::Cell::new(0);
+    let lookup = |p: &str| {
+        calls.set(calls.get() + 1);
+        (p == "other").then(|| json!(7))
+    };
+    let source = Value::Array((0..100).map(|i| json!({ "n": i })).collect());
+    let s = spec("map s to r/<expand()> insert other at /o insert missing at /m");
+    let out = s
+        .evaluate("s", &source, &lookup, &EvalLimits::default())
+        .unwrap();
+    assert_eq!(out.len(), 100);
+    assert_eq!(out[99].1.value, json!({"n": 99, "o": 7}));
+    assert_eq!(calls.get(), 2, "one read of 'other' and one of 'missing'");
+}
+
+#[test]
+fn patch_test_compares_numbers_by_value() {
+    // RFC 6902 §4.6: numbers are equal when their values are numerically equal.
+    let s = spec(
+        r#"map s to r patch '[{"op":"test","path":"/a","value":1.0},{"op":"add","path":"/ok","value":true}]'"#,
+    );
+    let out = s
+        .evaluate("s", &json!({"a": 1}), &no_topics, &EvalLimits::default())
+        .unwrap();
+    assert_eq!(out[0].1.value, json!({"a": 1, "ok": true}));
+    let out = s
+        .evaluate("s", &json!({"a": 2}), &no_topics, &EvalLimits::default())
+        .unwrap();
+    assert!(out.is_empty(), "a failing test gives no topic");
+    let nested = spec(r#"map s to r patch '[{"op":"test","path":"/a","value":{"x":[1,2.0]}}]'"#);
+    let out = nested
+        .evaluate(
+            "s",
+            &json!({"a": {"x": [1.0, 2]}}),
+            &no_topics,
+            &EvalLimits::default(),
+        )
+        .unwrap();
+    assert_eq!(out.len(), 1);
 }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use diffusion_core::TopicPath;
-use diffusion_core::view::{ViewSpec, ViewSpecError};
+use diffusion_core::view::{EvalLimits, ViewSpec, ViewSpecError};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -154,7 +154,7 @@ proptest! {
         let spec = ViewSpec::parse(&format!("map a to b separator {}", quote(&text))).unwrap();
         prop_assert_eq!(spec.options.separator.as_deref(), Some(text.as_str()));
         let spec = ViewSpec::parse(&format!("map a to b process {{set(/s, {})}}", quote(&text))).unwrap();
-        let out = spec.evaluate("a", &json!({}), &|_| None);
+        let out = spec.evaluate("a", &json!({}), &|_| None, &EvalLimits::default()).unwrap();
         prop_assert_eq!(&out[0].1.value, &json!({"s": text}));
     }
 
@@ -163,7 +163,7 @@ proptest! {
         let text = format!("map a to b/<scalar({})>", pointer_arg(&key));
         let spec = ViewSpec::parse(&text).unwrap_or_else(|e| panic!("{text}\n{e}"));
         let value = json!({ key.clone(): "v" });
-        let out = spec.evaluate("a", &value, &|_| None);
+        let out = spec.evaluate("a", &value, &|_| None, &EvalLimits::default()).unwrap();
         prop_assert_eq!(out.len(), 1);
         prop_assert_eq!(out[0].0.as_str(), "b/v");
     }
@@ -181,7 +181,7 @@ proptest! {
             "map a to r type binary",
         ] {
             let spec = ViewSpec::parse(text).unwrap();
-            let out = spec.evaluate("a", &value, &|_| Some(json!(1)));
+            let out = spec.evaluate("a", &value, &|_| Some(json!(1)), &EvalLimits::default()).unwrap();
             let mut seen = HashSet::new();
             for (path, reference) in &out {
                 prop_assert!(TopicPath::parse_user(path).is_ok(), "{}: {}", text, path);

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use diffusion_core::view::{ViewSpec, evaluate_all};
+use diffusion_core::view::{EvalLimits, ViewSpec, evaluate_all};
 use serde_json::Value;
 
 const DOC: &str = include_str!("../../../docs/views.md");
@@ -43,7 +43,11 @@ fn every_documented_example_evaluates_as_shown() {
         assert_eq!(result_info, "json result", "second block after {body}");
         let topics: BTreeMap<String, Value> = serde_json::from_str(topics).unwrap();
         let expected: BTreeMap<String, Value> = serde_json::from_str(result).unwrap();
-        assert_eq!(evaluate_all(&spec, &topics), expected, "example: {body}");
+        assert_eq!(
+            evaluate_all(&spec, &topics, &EvalLimits::default()).unwrap(),
+            expected,
+            "example: {body}"
+        );
         checked += 1;
     }
     assert!(checked >= 10, "only {checked} examples found");

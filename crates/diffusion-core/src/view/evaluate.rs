@@ -3,16 +3,52 @@
 //! Order of work for each result of the path template: transformations in order, then inserts,
 //! then `as <value(…)>`, then the `type` conversion. Any step can decide "no reference topic".
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use json_patch::PatchOperation;
 use serde_json::Value;
 
 use super::pointer::ArrayWrite;
-use super::{Insert, ReferenceValue, Transformation, ViewSpec};
+use super::process::json_equal;
+use super::{EvalError, EvalLimits, Insert, JsonPatch, ReferenceValue, Transformation, ViewSpec};
 use crate::path::TopicPath;
 use crate::topic::TopicType;
+
+/// Counts the bytes of compact JSON without building it.
+#[derive(Default)]
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The size of `value` as compact JSON.
+pub(crate) fn json_size(value: &Value) -> usize {
+    let mut counter = ByteCounter::default();
+    // Writing to a counter cannot fail, and every map key of a `Value` is a string.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+/// One evaluation's state: the byte budget left and the inserted topics already read (an
+/// `insert` into every branch of an `expand` reads the same topic once, not once per branch).
+struct Run<'a> {
+    spec: &'a ViewSpec,
+    source_path: &'a str,
+    lookup: &'a dyn Fn(&str) -> Option<Value>,
+    looked_up: HashMap<String, Option<Value>>,
+    limits: &'a EvalLimits,
+    bytes_left: usize,
+}
 
 /// See [`ViewSpec::evaluate`].
 pub(crate) fn evaluate(
@@ -20,83 +56,148 @@ pub(crate) fn evaluate(
     source_path: &str,
     source_value: &Value,
     lookup: &dyn Fn(&str) -> Option<Value>,
-) -> Vec<(String, ReferenceValue)> {
+    limits: &EvalLimits,
+) -> Result<Vec<(String, ReferenceValue)>, EvalError> {
     let separator = spec.options.separator.as_deref();
     let topic_type = spec.options.topic_type.unwrap_or(TopicType::Json);
+    let branches = spec
+        .template
+        .evaluate(source_path, source_value, separator, limits.max_results);
+    if branches.len() > limits.max_results {
+        return Err(EvalError::TooManyResults {
+            limit: limits.max_results,
+        });
+    }
+    let mut run = Run {
+        spec,
+        source_path,
+        lookup,
+        looked_up: HashMap::new(),
+        limits,
+        bytes_left: limits.max_output_bytes,
+    };
     let mut produced: HashSet<String> = HashSet::new();
     let mut out = Vec::new();
-    for (path, current) in spec.template.evaluate(source_path, source_value, separator) {
+    for (path, current) in branches {
         if produced.contains(&path) || TopicPath::parse_user(&path).is_err() {
             continue;
         }
-        let Some(value) = transform(spec, source_path, current.clone(), lookup) else {
+        let Some(value) = run.transform(current.clone())? else {
             continue;
         };
         let Some(value) = convert(value, topic_type) else {
             continue;
         };
+        run.charge(json_size(&value) + path.len())?;
         produced.insert(path.clone());
         out.push((path, ReferenceValue { topic_type, value }));
     }
-    out
+    Ok(out)
 }
 
-/// Transformations, inserts and `as`, for one expanded value.
-fn transform(
-    spec: &ViewSpec,
-    source_path: &str,
-    mut value: Value,
-    lookup: &dyn Fn(&str) -> Option<Value>,
-) -> Option<Value> {
-    for transformation in &spec.transformations {
-        value = match transformation {
-            Transformation::Process(statement) => statement.apply(value)?,
-            Transformation::Patch(patch) => {
-                // Failing patches give no topic, so no need for the library's undo log.
-                json_patch::patch_unsafe(&mut value, &patch.ops).ok()?;
-                value
-            }
-        };
-    }
-    for insert in &spec.inserts {
-        value = apply_insert(spec, insert, source_path, value, lookup);
-    }
-    if let Some(ptr) = &spec.options.value_pointer {
-        value = ptr.get(&value).cloned().unwrap_or(Value::Null);
-    }
-    Some(value)
-}
-
-fn apply_insert(
-    spec: &ViewSpec,
-    insert: &Insert,
-    source_path: &str,
-    mut value: Value,
-    lookup: &dyn Fn(&str) -> Option<Value>,
-) -> Value {
-    let separator = spec.options.separator.as_deref();
-    let found = insert
-        .path
-        .evaluate(source_path, &value, separator)
-        .into_iter()
-        .next()
-        .and_then(|(path, _)| lookup(&path))
-        .and_then(|other| match &insert.key {
-            Some(key) => key.get(&other).cloned(),
-            None => Some(other),
-        })
-        .or_else(|| insert.default.clone());
-    if let Some(found) = found {
-        let mut updated = value.clone();
-        if insert
-            .at
-            .write(&mut updated, found, ArrayWrite::Insert)
-            .is_ok()
-        {
-            value = updated;
+impl Run<'_> {
+    fn too_large(&self) -> EvalError {
+        EvalError::TooLarge {
+            limit: self.limits.max_output_bytes,
         }
     }
-    value
+
+    /// Takes `bytes` from the budget, or fails when it is spent.
+    fn charge(&mut self, bytes: usize) -> Result<(), EvalError> {
+        self.bytes_left = self
+            .bytes_left
+            .checked_sub(bytes)
+            .ok_or_else(|| self.too_large())?;
+        Ok(())
+    }
+
+    /// Transformations, inserts and `as`, for one expanded value; `Ok(None)`: no topic.
+    fn transform(&mut self, mut value: Value) -> Result<Option<Value>, EvalError> {
+        for transformation in &self.spec.transformations {
+            let changed = match transformation {
+                Transformation::Process(statement) => statement.apply(value),
+                Transformation::Patch(patch) => apply_patch(patch, value),
+            };
+            let Some(changed) = changed else {
+                return Ok(None);
+            };
+            value = changed;
+        }
+        // What this branch's inserts copy in: bounded by the budget before anything is copied.
+        let mut inserted = 0;
+        for insert in &self.spec.inserts {
+            value = self.apply_insert(insert, value, &mut inserted)?;
+        }
+        if let Some(ptr) = &self.spec.options.value_pointer {
+            value = ptr.get(&value).cloned().unwrap_or(Value::Null);
+        }
+        Ok(Some(value))
+    }
+
+    fn apply_insert(
+        &mut self,
+        insert: &Insert,
+        mut value: Value,
+        inserted: &mut usize,
+    ) -> Result<Value, EvalError> {
+        let separator = self.spec.options.separator.as_deref();
+        let path = insert
+            .path
+            .evaluate(self.source_path, &value, separator, 1)
+            .into_iter()
+            .next()
+            .map(|(path, _)| path);
+        let other = match path {
+            Some(path) => {
+                let lookup = self.lookup;
+                self.looked_up
+                    .entry(path)
+                    .or_insert_with_key(|path| lookup(path))
+                    .as_ref()
+            }
+            None => None,
+        };
+        let found = other
+            .and_then(|other| match &insert.key {
+                Some(key) => key.get(other),
+                None => Some(other),
+            })
+            .or(insert.default.as_ref());
+        if let Some(found) = found {
+            *inserted += json_size(found);
+            if *inserted > self.bytes_left {
+                return Err(self.too_large());
+            }
+            let mut updated = value.clone();
+            if insert
+                .at
+                .write(&mut updated, found.clone(), ArrayWrite::Insert)
+                .is_ok()
+            {
+                value = updated;
+            }
+        }
+        Ok(value)
+    }
+}
+
+/// Applies an RFC 6902 patch; `None` when any operation fails (no reference topic). `test`
+/// compares numbers by value (`1` equals `1.0`), as RFC 6902 §4.6 says; the other operations
+/// are the json-patch crate's.
+fn apply_patch(patch: &JsonPatch, mut value: Value) -> Option<Value> {
+    for op in patch.ops.iter() {
+        match op {
+            PatchOperation::Test(test) => {
+                let actual = value.pointer(test.path.as_str())?;
+                if !json_equal(actual, &test.value) {
+                    return None;
+                }
+            }
+            // Failing patches give no topic, so no need for the library's undo log.
+            other => json_patch::patch_unsafe(&mut value, std::slice::from_ref(other)).ok()?,
+        }
+    }
+    Some(value)
 }
 
 /// Converts a JSON value to the reference topic's type; `None` = no reference topic. A JSON
@@ -161,18 +262,22 @@ fn round_to_i64(f: f64) -> Option<i64> {
 pub(crate) fn evaluate_all(
     spec: &ViewSpec,
     topics: &BTreeMap<String, Value>,
-) -> BTreeMap<String, Value> {
+    limits: &EvalLimits,
+) -> Result<BTreeMap<String, Value>, (String, EvalError)> {
     let lookup = |path: &str| topics.get(path).cloned();
     let mut out = BTreeMap::new();
     for (path, value) in topics {
         if !spec.source.matches(path) {
             continue;
         }
-        for (reference, result) in spec.evaluate(path, value, &lookup) {
+        let results = spec
+            .evaluate(path, value, &lookup, limits)
+            .map_err(|e| (path.clone(), e))?;
+        for (reference, result) in results {
             out.entry(reference).or_insert(result.value);
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -87,7 +87,8 @@
 //! 13. **throttle**: `update` and `updates` are both accepted whatever N is; N is 1 to 2³²−1;
 //!     the period is `N seconds|minutes|hours` (singular allowed) or a bare
 //!     `second|minute|hour`. **delay** needs `N UNIT` with N ≥ 1 (leave the option out for no
-//!     delay). Zero, negative and overflowing numbers are errors.
+//!     delay). Zero, negative and overflowing numbers are errors, and so is a period or delay
+//!     longer than [`MAX_VIEW_DURATION`] (24 hours).
 //! 14. **type TIME_SERIES is refused** at parse time as not supported; the other names map to
 //!     [`TopicType`].
 //! 15. **separator** may be empty (`separator ''` removes `/` from produced text). It applies to
@@ -146,6 +147,7 @@ use crate::topic::TopicType;
 
 mod error;
 mod evaluate;
+mod file;
 mod lexer;
 mod parser;
 mod pointer;
@@ -154,9 +156,12 @@ mod template;
 mod throttle;
 
 pub use error::ViewSpecError;
+pub use file::{ViewsFileError, parse_views_file};
+pub use parser::MAX_VIEW_DURATION;
 pub use pointer::{JsonPointer, PointerError};
 pub use process::{
-    Branch, Calc, CalcOp, CompareOp, Condition, Operand, Operation, SetValue, Statement,
+    Branch, Calc, CalcOp, CompareOp, Condition, MAX_EXPRESSION_NESTING, Operand, Operation,
+    SetValue, Statement,
 };
 pub use template::{PathTemplate, TemplatePart};
 pub use throttle::{Offer, ThrottleState};
@@ -277,15 +282,17 @@ impl ViewSpec {
 
     /// The reference topics that the source topic at `source_path` with `source_value` produces:
     /// zero, one or many `(path, value)` pairs, in expansion order, paths unique. `lookup` reads
-    /// other topics' current values for `insert`. Pure: the same inputs give the same output.
-    /// Does not check that `source_path` matches [`ViewSpec::source`].
+    /// other topics' current values for `insert` (each path at most once per call). Pure: the
+    /// same inputs give the same output. Does not check that `source_path` matches
+    /// [`ViewSpec::source`]. Refuses, rather than produces, more than `limits` allow.
     pub fn evaluate(
         &self,
         source_path: &str,
         source_value: &Value,
         lookup: &dyn Fn(&str) -> Option<Value>,
-    ) -> Vec<(String, ReferenceValue)> {
-        evaluate::evaluate(self, source_path, source_value, lookup)
+        limits: &EvalLimits,
+    ) -> Result<Vec<(String, ReferenceValue)>, EvalError> {
+        evaluate::evaluate(self, source_path, source_value, lookup, limits)
     }
 }
 
@@ -304,8 +311,54 @@ impl std::str::FromStr for ViewSpec {
 
 /// Evaluates `spec` over a whole set of topics, for offline tools (`topic-cli view eval`): every
 /// topic the selector selects is a source, inserts read from the same map, and when two sources
-/// derive the same path the first source in path order wins. Values only (their types follow
-/// from `spec.options.topic_type`).
-pub fn evaluate_all(spec: &ViewSpec, topics: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
-    evaluate::evaluate_all(spec, topics)
+/// derive the same path the first source **in path order** wins — the server's rule for the
+/// sources of one view, so the offline answer is the server's. Values only (their types follow
+/// from `spec.options.topic_type`). Fails with the source that went past `limits`.
+pub fn evaluate_all(
+    spec: &ViewSpec,
+    topics: &BTreeMap<String, Value>,
+    limits: &EvalLimits,
+) -> Result<BTreeMap<String, Value>, (String, EvalError)> {
+    evaluate::evaluate_all(spec, topics, limits)
+}
+
+/// Bounds on what one evaluation (one source topic through one view) may produce. A view is
+/// written by a client, and one source value can otherwise fan out into any number of
+/// reference topics (`expand`) or copy other topics into every branch (`insert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvalLimits {
+    /// Most reference topics one source may produce.
+    pub max_results: usize,
+    /// Most bytes one source may produce: the compact JSON and path of every result, checked
+    /// as each is made, and what `insert` copies into a branch, checked before it is copied.
+    pub max_output_bytes: usize,
+}
+
+impl Default for EvalLimits {
+    /// 10,000 reference topics and 16 MiB per source: far above what a source normally
+    /// derives, far below what hurts a server.
+    fn default() -> Self {
+        Self {
+            max_results: 10_000,
+            max_output_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A source whose evaluation went past [`EvalLimits`]. It derives nothing, as when a
+/// transformation fails: the server logs it and releases that source's reference topics.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    /// `expand` (or several) would produce too many reference topics.
+    #[error("more than {limit} reference topics from one source")]
+    TooManyResults {
+        /// The limit passed.
+        limit: usize,
+    },
+    /// The results, or what `insert` copies in, are too large.
+    #[error("more than {limit} bytes of reference topics from one source")]
+    TooLarge {
+        /// The limit passed.
+        limit: usize,
+    },
 }

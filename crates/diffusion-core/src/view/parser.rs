@@ -16,6 +16,10 @@ use crate::topic::{TopicProperties, TopicType};
 const AFTER_TEMPLATE: &str = "expected a transformation (process, patch, insert) or an option \
      (with properties, as, throttle, delay, separator, preserve topics, type)";
 
+/// Longest `delay by` and `throttle … every` period: a day. Timers and held results live for
+/// that long, so the range is checked where the text is read.
+pub const MAX_VIEW_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// The keywords that start an option.
 const OPTIONS: &[&str] = &[
     "with",
@@ -433,6 +437,15 @@ fn duration(
     what: &str,
 ) -> Result<Duration, ViewSpecError> {
     n.checked_mul(unit)
+        .filter(|secs| *secs <= MAX_VIEW_DURATION.as_secs())
         .map(Duration::from_secs)
-        .ok_or_else(|| s.error(span, format!("the {what} is too long")))
+        .ok_or_else(|| {
+            s.error(
+                span,
+                format!(
+                    "the {what} is too long: at most {} hours",
+                    MAX_VIEW_DURATION.as_secs() / 3600
+                ),
+            )
+        })
 }

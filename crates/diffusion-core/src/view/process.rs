@@ -59,6 +59,11 @@ pub enum SetValue {
     Calc(Calc),
 }
 
+/// How deeply brackets, `not` and unary minus may nest in a condition or a `calc` expression.
+/// Parsing, evaluating and dropping an expression recurse once per level, so the depth is
+/// bounded where the text is read (a Rust stack overflow would abort the whole server).
+pub const MAX_EXPRESSION_NESTING: usize = 32;
+
 /// An integer expression of `calc`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Calc {
@@ -68,14 +73,13 @@ pub enum Calc {
     Pointer(JsonPointer),
     /// Unary minus.
     Negate(Box<Calc>),
-    /// A binary operation.
-    Binary {
-        /// `+ - * /`.
-        op: CalcOp,
-        /// Left operand.
-        left: Box<Calc>,
-        /// Right operand.
-        right: Box<Calc>,
+    /// Operators of one precedence level applied left to right: `first op₁ e₁ op₂ e₂ …`. A
+    /// flat chain keeps `1 + 2 + … + n` from becoming an n-deep tree.
+    Chain {
+        /// The leftmost operand.
+        first: Box<Calc>,
+        /// Each operator with its right operand, in order.
+        rest: Vec<(CalcOp, Calc)>,
     },
 }
 
@@ -104,10 +108,10 @@ pub enum Condition {
         /// A constant or another pointer.
         right: Operand,
     },
-    /// `a and b` / `a & b`.
-    And(Box<Condition>, Box<Condition>),
-    /// `a or b` / `a | b`.
-    Or(Box<Condition>, Box<Condition>),
+    /// `a and b and …` / `a & b`: every one holds (kept flat, however long the chain).
+    All(Vec<Condition>),
+    /// `a or b or …` / `a | b`: at least one holds.
+    Any(Vec<Condition>),
     /// `not a`.
     Not(Box<Condition>),
 }
@@ -196,14 +200,16 @@ impl Calc {
             Self::Integer(n) => Some(*n),
             Self::Pointer(p) => p.get(input)?.as_i64(),
             Self::Negate(inner) => inner.eval(input)?.checked_neg(),
-            Self::Binary { op, left, right } => {
-                let (a, b) = (left.eval(input)?, right.eval(input)?);
-                match op {
-                    CalcOp::Add => a.checked_add(b),
-                    CalcOp::Subtract => a.checked_sub(b),
-                    CalcOp::Multiply => a.checked_mul(b),
-                    CalcOp::Divide => a.checked_div(b),
-                }
+            Self::Chain { first, rest } => {
+                rest.iter().try_fold(first.eval(input)?, |a, (op, right)| {
+                    let b = right.eval(input)?;
+                    match op {
+                        CalcOp::Add => a.checked_add(b),
+                        CalcOp::Subtract => a.checked_sub(b),
+                        CalcOp::Multiply => a.checked_mul(b),
+                        CalcOp::Divide => a.checked_div(b),
+                    }
+                })
             }
         }
     }
@@ -221,8 +227,8 @@ impl Condition {
                 };
                 compare(left, *op, right)
             }
-            Self::And(a, b) => a.holds(value) && b.holds(value),
-            Self::Or(a, b) => a.holds(value) || b.holds(value),
+            Self::All(all) => all.iter().all(|c| c.holds(value)),
+            Self::Any(any) => any.iter().any(|c| c.holds(value)),
             Self::Not(a) => !a.holds(value),
         }
     }
@@ -247,18 +253,66 @@ fn compare(left: Option<&Value>, op: CompareOp, right: Option<&Value>) -> bool {
     }
 }
 
-fn number_cmp(a: &serde_json::Number, b: &serde_json::Number) -> Option<Ordering> {
-    match (a.as_i64(), b.as_i64()) {
-        (Some(x), Some(y)) => Some(x.cmp(&y)),
-        _ => match (a.as_u64(), b.as_u64()) {
-            (Some(x), Some(y)) => Some(x.cmp(&y)),
-            _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
-        },
+/// A JSON number as exactly what it holds: an integer (i64 and u64 together) or a float.
+enum Exact {
+    Int(i128),
+    Float(f64),
+}
+
+fn exact(n: &serde_json::Number) -> Option<Exact> {
+    if let Some(i) = n.as_i64() {
+        Some(Exact::Int(i128::from(i)))
+    } else if let Some(u) = n.as_u64() {
+        Some(Exact::Int(i128::from(u)))
+    } else {
+        n.as_f64().map(Exact::Float)
     }
 }
 
-/// JSON equality in which numbers compare by value (`1` equals `1.0`).
-fn json_equal(a: &Value, b: &Value) -> bool {
+/// Compares an integer with a float exactly (never by rounding the integer to a float, which
+/// goes wrong past 2^53).
+fn int_float_cmp(i: i128, f: f64) -> Option<Ordering> {
+    if f.is_nan() {
+        return None;
+    }
+    // Every i64 and u64 lies strictly between these two, and both are exact floats.
+    const LOW: f64 = -9_223_372_036_854_775_808.0 * 2.0;
+    const HIGH: f64 = 18_446_744_073_709_551_616.0 * 2.0;
+    if f <= LOW {
+        return Some(Ordering::Greater);
+    }
+    if f >= HIGH {
+        return Some(Ordering::Less);
+    }
+    // Within that range the float's integral part converts exactly.
+    let whole = f.trunc();
+    let by_whole = i.cmp(&(whole as i128));
+    if by_whole != Ordering::Equal {
+        return Some(by_whole);
+    }
+    let fraction = f - whole;
+    Some(if fraction > 0.0 {
+        Ordering::Less
+    } else if fraction < 0.0 {
+        Ordering::Greater
+    } else {
+        Ordering::Equal
+    })
+}
+
+/// Orders two JSON numbers by their exact values.
+pub(crate) fn number_cmp(a: &serde_json::Number, b: &serde_json::Number) -> Option<Ordering> {
+    match (exact(a)?, exact(b)?) {
+        (Exact::Int(x), Exact::Int(y)) => Some(x.cmp(&y)),
+        (Exact::Int(x), Exact::Float(y)) => int_float_cmp(x, y),
+        (Exact::Float(x), Exact::Int(y)) => int_float_cmp(y, x).map(Ordering::reverse),
+        (Exact::Float(x), Exact::Float(y)) => x.partial_cmp(&y),
+    }
+}
+
+/// JSON equality in which numbers compare by value (`1` equals `1.0`), as RFC 6902 §4.6 asks
+/// of `test` and docs/views.md choice 22 of conditions.
+pub(crate) fn json_equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => number_cmp(x, y) == Some(Ordering::Equal),
         (Value::Array(x), Value::Array(y)) => {
@@ -447,6 +501,8 @@ struct Inner<'a> {
     lits: &'a [Lit],
     i: usize,
     whole: Span,
+    /// Brackets, `not`s and unary minuses open around the current position.
+    depth: usize,
 }
 
 impl<'a> Inner<'a> {
@@ -456,7 +512,26 @@ impl<'a> Inner<'a> {
             lits: &clause.lits,
             i: 0,
             whole: clause.span.clone(),
+            depth: 0,
         }
+    }
+
+    /// Enters one more level of nesting (a bracket, `not` or unary minus starting at `at`), or
+    /// refuses when that would go past [`MAX_EXPRESSION_NESTING`].
+    fn descend(&mut self, at: usize, what: &str) -> Result<(), ViewSpecError> {
+        if self.depth >= MAX_EXPRESSION_NESTING {
+            return Err(self.error(
+                self.span(at, at + 1),
+                format!("{what} nested more than {MAX_EXPRESSION_NESTING} levels deep"),
+            ));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// Leaves a level entered with [`Inner::descend`].
+    fn ascend(&mut self) {
+        self.depth -= 1;
     }
 
     fn skip_ws(&mut self) {
@@ -563,27 +638,29 @@ impl<'a> ConditionParser<'a> {
     }
 
     fn or(&mut self) -> Result<Condition, ViewSpecError> {
-        let mut left = self.and()?;
+        let mut any = vec![self.and()?];
         loop {
             self.inner.skip_ws();
             if self.inner.eat_word("or") || self.eat_symbol('|') {
-                let right = self.and()?;
-                left = Condition::Or(Box::new(left), Box::new(right));
+                any.push(self.and()?);
+            } else if any.len() == 1 {
+                return Ok(any.remove(0));
             } else {
-                return Ok(left);
+                return Ok(Condition::Any(any));
             }
         }
     }
 
     fn and(&mut self) -> Result<Condition, ViewSpecError> {
-        let mut left = self.unary()?;
+        let mut all = vec![self.unary()?];
         loop {
             self.inner.skip_ws();
             if self.inner.eat_word("and") || self.eat_symbol('&') {
-                let right = self.unary()?;
-                left = Condition::And(Box::new(left), Box::new(right));
+                all.push(self.unary()?);
+            } else if all.len() == 1 {
+                return Ok(all.remove(0));
             } else {
-                return Ok(left);
+                return Ok(Condition::All(all));
             }
         }
     }
@@ -599,10 +676,15 @@ impl<'a> ConditionParser<'a> {
 
     fn unary(&mut self) -> Result<Condition, ViewSpecError> {
         self.inner.skip_ws();
+        let at = self.inner.i;
         if self.inner.eat_word("not") {
-            return Ok(Condition::Not(Box::new(self.unary()?)));
+            self.inner.descend(at, "'not' and brackets are")?;
+            let negated = self.unary()?;
+            self.inner.ascend();
+            return Ok(Condition::Not(Box::new(negated)));
         }
         if self.eat_symbol('(') {
+            self.inner.descend(at, "'not' and brackets are")?;
             let inner = self.or()?;
             self.inner.skip_ws();
             if !self.eat_symbol(')') {
@@ -610,6 +692,7 @@ impl<'a> ConditionParser<'a> {
                     .inner
                     .error(self.inner.here(), "expected ')' to close the bracket"));
             }
+            self.inner.ascend();
             return Ok(inner);
         }
         if self.inner.peek() != Some('/') {
@@ -727,12 +810,14 @@ impl<'a> CalcParser<'a> {
         Ok(expr)
     }
 
-    fn binary(
+    /// One precedence level: `next (op next)*`, kept as a flat chain.
+    fn chain(
         &mut self,
         ops: &[(char, CalcOp)],
         next: fn(&mut Self) -> Result<Calc, ViewSpecError>,
     ) -> Result<Calc, ViewSpecError> {
-        let mut left = next(self)?;
+        let first = next(self)?;
+        let mut rest = Vec::new();
         loop {
             self.inner.skip_ws();
             let Some(op) = self
@@ -740,27 +825,30 @@ impl<'a> CalcParser<'a> {
                 .peek()
                 .and_then(|c| ops.iter().find(|(s, _)| *s == c).map(|(_, op)| *op))
             else {
-                return Ok(left);
+                break;
             };
             self.inner.i += 1;
-            let right = next(self)?;
-            left = Calc::Binary {
-                op,
-                left: Box::new(left),
-                right: Box::new(right),
-            };
+            rest.push((op, next(self)?));
         }
+        Ok(if rest.is_empty() {
+            first
+        } else {
+            Calc::Chain {
+                first: Box::new(first),
+                rest,
+            }
+        })
     }
 
     fn sum(&mut self) -> Result<Calc, ViewSpecError> {
-        self.binary(
+        self.chain(
             &[('+', CalcOp::Add), ('-', CalcOp::Subtract)],
             Self::product,
         )
     }
 
     fn product(&mut self) -> Result<Calc, ViewSpecError> {
-        self.binary(
+        self.chain(
             &[('*', CalcOp::Multiply), ('/', CalcOp::Divide)],
             Self::atom,
         )
@@ -768,13 +856,18 @@ impl<'a> CalcParser<'a> {
 
     fn atom(&mut self) -> Result<Calc, ViewSpecError> {
         self.inner.skip_ws();
+        let at = self.inner.i;
         match self.inner.peek() {
             Some('-') => {
                 self.inner.i += 1;
-                Ok(Calc::Negate(Box::new(self.atom()?)))
+                self.inner.descend(at, "brackets and unary minus are")?;
+                let negated = self.atom()?;
+                self.inner.ascend();
+                Ok(Calc::Negate(Box::new(negated)))
             }
             Some('(') => {
                 self.inner.i += 1;
+                self.inner.descend(at, "brackets and unary minus are")?;
                 let inner = self.sum()?;
                 self.inner.skip_ws();
                 if self.inner.peek() != Some(')') {
@@ -783,6 +876,7 @@ impl<'a> CalcParser<'a> {
                         .error(self.inner.here(), "expected ')' to close the bracket"));
                 }
                 self.inner.i += 1;
+                self.inner.ascend();
                 Ok(inner)
             }
             Some('/') => Ok(Calc::Pointer(self.inner.pointer(CALC_POINTER_STOPS)?)),
@@ -883,6 +977,74 @@ mod tests {
         for (cond, want) in cases {
             let q = if cond.contains('\'') { '"' } else { '\'' };
             let st = statement(&format!("{{if {q}{cond}{q} set(/hit, true)}}"));
+            assert_eq!(st.apply(v.clone()).is_some(), want, "{cond}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_said_in_the_error() {
+        let ok = MAX_EXPRESSION_NESTING;
+        let deep = MAX_EXPRESSION_NESTING + 1;
+        let brackets = |n: usize| format!("{}/a = 1{}", "(".repeat(n), ")".repeat(n));
+        let nots = |n: usize| format!("{}/a = 1", "not ".repeat(n));
+        for cond in [brackets(ok), nots(ok)] {
+            let st = statement(&format!("{{if '{cond}' continue}}"));
+            assert!(st.apply(json!({"a": 1})).is_some() || cond.starts_with("not"));
+        }
+        for cond in [brackets(deep), nots(deep), brackets(50_000), nots(50_000)] {
+            let e = statement_err(&format!("{{if '{cond}' continue}}"));
+            assert!(e.message().contains("nested more than"), "{}", e.message());
+        }
+        let minus = |n: usize| format!("{}1", "-".repeat(n));
+        let calc_brackets = |n: usize| format!("{}1{}", "(".repeat(n), ")".repeat(n));
+        assert_eq!(
+            statement(&format!("{{set(/r, calc '{}')}}", minus(ok)))
+                .apply(json!({}))
+                .unwrap()["r"],
+            json!(1)
+        );
+        for expr in [minus(deep), calc_brackets(deep), calc_brackets(50_000)] {
+            let e = statement_err(&format!("{{set(/r, calc '{expr}')}}"));
+            assert!(e.message().contains("nested more than"), "{}", e.message());
+        }
+    }
+
+    #[test]
+    fn long_flat_chains_are_fine() {
+        // 20,000 terms: flat, so no recursion per term when parsing, evaluating or dropping.
+        let sum = vec!["1"; 20_000].join(" + ");
+        let st = statement(&format!("{{set(/r, calc '{sum}')}}"));
+        assert_eq!(st.apply(json!({})).unwrap()["r"], json!(20_000));
+        let any = vec!["/a = 2"; 20_000].join(" or ");
+        let st = statement(&format!("{{if '{any} or /a = 1' continue}}"));
+        assert!(st.apply(json!({"a": 1})).is_some());
+        let all = vec!["/a = 1"; 20_000].join(" and ");
+        let st = statement(&format!("{{if '{all}' continue}}"));
+        assert!(st.apply(json!({"a": 1})).is_some());
+        assert!(st.apply(json!({"a": 2})).is_none());
+    }
+
+    #[test]
+    fn large_integers_and_floats_compare_exactly() {
+        // 2^53 + 1 is not a float: rounding it would make it equal to 2^53.
+        let v = json!({"i": 9_007_199_254_740_993_i64, "f": 9_007_199_254_740_992.0_f64,
+                       "max": u64::MAX, "min": i64::MIN, "half": 0.5});
+        let cases = [
+            ("/i = /f", false),
+            ("/i > /f", true),
+            ("/f < /i", true),
+            ("/i != 9007199254740992.0", true),
+            ("/max > 18446744073709551615.0", false),
+            ("/max < 18446744073709551616.0", true),
+            ("/min = -9223372036854775808.0", true),
+            ("/min > -9223372036854775809.0", false),
+            ("/half > 0", true),
+            ("/half < 1", true),
+            ("/i = 9007199254740993", true),
+            ("/max > /min", true),
+        ];
+        for (cond, want) in cases {
+            let st = statement(&format!("{{if '{cond}' continue}}"));
             assert_eq!(st.apply(v.clone()).is_some(), want, "{cond}");
         }
     }

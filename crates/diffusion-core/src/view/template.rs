@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::error::ViewSpecError;
 use super::lexer::{Clause, Lit, Span, span_of, text_of, trim};
 use super::pointer::JsonPointer;
+use crate::path::MAX_PATH_BYTES;
 
 /// One piece of a [`PathTemplate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,17 +172,21 @@ impl PathTemplate {
     /// Evaluates the template: one `(path, current value)` pair per result, in order. The current
     /// value is the innermost expanded child (or `value` itself without `expand`). Results whose
     /// directives cannot be satisfied are left out; the paths are not validated here.
+    /// Stops once it has more than `max` results (the caller refuses that), and drops a branch
+    /// as soon as its path grows past the longest valid topic path.
     pub(crate) fn evaluate<'v>(
         &self,
         source_path: &str,
         value: &'v Value,
         separator: Option<&str>,
+        max: usize,
     ) -> Vec<(String, &'v Value)> {
         let segments: Vec<&str> = source_path.split('/').collect();
         let mut out = Vec::new();
         let walker = Walker {
             segments: &segments,
             separator,
+            max,
         };
         walker.walk(&self.parts, value, String::new(), &mut out);
         out
@@ -405,6 +410,8 @@ pub(crate) fn scalar_text(value: &Value) -> Option<Cow<'_, str>> {
 struct Walker<'s> {
     segments: &'s [&'s str],
     separator: Option<&'s str>,
+    /// Results wanted at most; one more is produced so the caller sees the limit was passed.
+    max: usize,
 }
 
 impl Walker<'_> {
@@ -423,6 +430,9 @@ impl Walker<'_> {
         out: &mut Vec<(String, &'v Value)>,
     ) {
         for (index, part) in parts.iter().enumerate() {
+            if out.len() > self.max || built.len() > MAX_PATH_BYTES {
+                return;
+            }
             match part {
                 TemplatePart::Text(text) => built.push_str(text),
                 TemplatePart::Path { start, count } => {
@@ -458,7 +468,9 @@ impl Walker<'_> {
                 }
             }
         }
-        out.push((built, current));
+        if out.len() <= self.max && built.len() <= MAX_PATH_BYTES {
+            out.push((built, current));
+        }
     }
 
     fn branch<'v>(

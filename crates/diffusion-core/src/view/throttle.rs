@@ -51,7 +51,9 @@ impl<V> ThrottleState<V> {
     }
 
     fn window_end(&self) -> Option<Instant> {
-        self.window_start.map(|start| start + self.period)
+        // Periods are at most a day (checked when the view is parsed); never overflow anyway.
+        self.window_start
+            .map(|start| start.checked_add(self.period).unwrap_or(start))
     }
 
     /// Offers an update at `now`.

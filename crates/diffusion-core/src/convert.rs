@@ -6,18 +6,22 @@
 //! arrive as text, say) need not convert them first:
 //!
 //! - STRING ← a JSON number or boolean, held as its JSON text (`42`, `2.5`, `true`);
-//! - INT64 ← a JSON string holding an integer (`"42"`), or a number with an integral value
-//!   (`42.0`), within the signed 64-bit range;
+//! - INT64 ← a JSON string holding an integer (`"42"`), or a float with an integral value
+//!   (`42.0`) no larger in magnitude than 2^53. Beyond 2^53 a float no longer says which
+//!   integer was meant (`-9223372036854775809` arrives as the float -2^63, which is i64::MIN),
+//!   so such floats are refused on both sides alike rather than changed into another number;
 //! - DOUBLE ← a JSON string holding a finite number (`"2.5"`, `"1e3"`).
 //!
 //! Strict conversion is always tried first, so a value in wire form means the same either way.
 
-use diffusion_core::{TopicType, TopicValue, ValueError};
 use serde_json::Value;
+
+use crate::topic::TopicType;
+use crate::value::{TopicValue, ValueError};
 
 /// A value the topic cannot hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ConvertError {
+pub enum ConvertError {
     /// Not the type's wire form, and (when lenient) not convertible either.
     #[error(transparent)]
     Invalid(#[from] ValueError),
@@ -49,8 +53,9 @@ fn quote(text: &str) -> String {
     }
 }
 
-/// Converts a request's value for a topic of `topic_type`. `Ok(None)`: the value is "no value".
-pub(crate) fn convert(
+/// Converts a request's value for a topic of `topic_type`, by its `VALIDATE_VALUES` switch.
+/// `Ok(None)`: the value is "no value".
+pub fn convert(
     topic_type: TopicType,
     validate_values: bool,
     value: &Value,
@@ -102,12 +107,11 @@ fn lenient(topic_type: TopicType, value: &Value) -> Option<Result<Value, &'stati
     }
 }
 
-/// The integer a float stands for, when it is integral and in the signed 64-bit range.
+/// The integer a float stands for: integral and within ±2^53, where every integer is exactly a
+/// float, so the float cannot be a neighbouring integer rounded.
 fn integral(f: f64) -> Option<i64> {
-    // 2^63 is exactly representable; every integral float below it (and at or above -2^63)
-    // converts exactly.
-    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
-    (f.is_finite() && f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f)).then_some(f as i64)
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    (f.is_finite() && f.fract() == 0.0 && (-EXACT..=EXACT).contains(&f)).then_some(f as i64)
 }
 
 #[cfg(test)]
@@ -196,10 +200,40 @@ mod tests {
 
     #[test]
     fn integral_bounds() {
-        assert_eq!(integral(-9_223_372_036_854_775_808.0), Some(i64::MIN));
-        assert_eq!(integral(9_223_372_036_854_775_808.0), None);
+        assert_eq!(integral(9_007_199_254_740_992.0), Some(1 << 53));
+        assert_eq!(integral(-9_007_199_254_740_992.0), Some(-(1 << 53)));
+        assert_eq!(integral(9_007_199_254_740_994.0), None);
+        assert_eq!(integral(-9_223_372_036_854_775_808.0), None);
         assert_eq!(integral(-0.0), Some(0));
         assert_eq!(integral(f64::NAN), None);
         assert_eq!(integral(0.5), None);
+    }
+
+    #[test]
+    fn integers_past_the_int64_range_are_refused_on_both_sides() {
+        // serde_json reads an integer outside i64/u64 as the nearest float: -2^63 - 1 becomes
+        // exactly -2^63. Neither side may be stored as a different number.
+        for text in [
+            "-9223372036854775809",
+            "9223372036854775808",
+            "1e19",
+            "-1e19",
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            for validate in [false, true] {
+                assert!(
+                    convert(TopicType::Int64, validate, &value).is_err(),
+                    "{text} validate={validate}"
+                );
+            }
+        }
+        let min: Value = serde_json::from_str("-9223372036854775808").unwrap();
+        assert_eq!(
+            convert(TopicType::Int64, false, &min)
+                .unwrap()
+                .unwrap()
+                .to_json(),
+            json!(i64::MIN)
+        );
     }
 }
