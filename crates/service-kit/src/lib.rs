@@ -6,6 +6,8 @@
 //! `redis-server` on a free loopback port.
 
 pub mod backoff;
+pub mod flags;
+pub mod http_server;
 pub mod logging;
 pub mod redis_subscription;
 pub mod shutdown;
