@@ -160,17 +160,23 @@ stop_all() {
   pids=()
 }
 
+# The servers' per-client limits are for hostile clients; a benchmark drives them on purpose
+# with thousands of connections per source address and a publisher that never pauses.
+topic_server_unlimited=(--max-connections 0 --max-connections-per-address 0 --max-requests-per-second 0)
+bridge_unlimited=(--max-connections 0 --max-connections-per-address 0)
+
 start_system() { # name
   local port
   port="$(free_port)"
   case "$1" in
     topic-server)
-      launch topic-server "$bin/topic-server" --listen "127.0.0.1:$port" --web-dir "$root/web"
+      launch topic-server "$bin/topic-server" --listen "127.0.0.1:$port" --web-dir "$root/web" \
+        "${topic_server_unlimited[@]}"
       server_pids="$last_pid"; url="ws://127.0.0.1:$port/ws"; publish_url="" ;;
     redis-ws-bridge)
       start_redis
       launch redis-ws-bridge "$bin/redis-ws-bridge" --listen "127.0.0.1:$port" \
-        --redis-url "redis://127.0.0.1:$redis_port/"
+        --redis-url "redis://127.0.0.1:$redis_port/" "${bridge_unlimited[@]}"
       server_pids="$last_pid,$redis_pid"; url="ws://127.0.0.1:$port/"
       publish_url="redis://127.0.0.1:$redis_port/" ;;
     node-bridge)
@@ -285,7 +291,8 @@ if [ "$skip_max" = 0 ] && [[ ",$systems," == *",topic-server,"* ]]; then
   wait_quiet
   step "largest connection count: topic-server (fd limit $fd_limit per process)"
   port="$(free_port)"
-  launch topic-server-max "$bin/topic-server" --listen "127.0.0.1:$port" --web-dir "$root/web"
+  launch topic-server-max "$bin/topic-server" --listen "127.0.0.1:$port" --web-dir "$root/web" \
+    "${topic_server_unlimited[@]}"
   server_pids="$last_pid"; url="ws://127.0.0.1:$port/ws"
   wait_port "$port" 20 || die "topic-server did not start"
   # Peak descriptor count of the server, sampled while the two loadgens run.
@@ -327,7 +334,8 @@ if [ "$skip_bitcoin" = 0 ] && [ "$pipeline_built" = 1 ]; then
   step "bitcoin feed through the pipeline"
   start_redis
   topic_port="$(free_port)" bridge_port="$(free_port)" feeder_port="$(free_port)"
-  launch topic-server "$bin/topic-server" --listen "127.0.0.1:$topic_port" --web-dir "$root/web"
+  launch topic-server "$bin/topic-server" --listen "127.0.0.1:$topic_port" --web-dir "$root/web" \
+    "${topic_server_unlimited[@]}"
   launch redis-ws-bridge "$bin/redis-ws-bridge" --listen "127.0.0.1:$bridge_port" \
     --redis-url "redis://127.0.0.1:$redis_port/"
   wait_port "$topic_port" 20 && wait_port "$bridge_port" 20 || die "pipeline did not start"

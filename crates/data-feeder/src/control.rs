@@ -12,10 +12,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, extract::DefaultBodyLimit};
 use serde::Deserialize;
+use service_kit::http_server::ServeLimits;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::config::{MAX_INTERVAL, MIN_API_INTERVAL, check_interval};
 use crate::state::Shared;
+
+/// The control API serves a dashboard or two and an operator's scripts: a handful of
+/// connections, never thousands.
+pub(crate) const SERVE_LIMITS: ServeLimits = ServeLimits {
+    max_connections: 64,
+    max_connections_per_address: 16,
+    request_head_timeout: Duration::from_secs(10),
+    request_timeout: Duration::from_secs(10),
+};
 
 /// How long `POST /stop` waits for an in-flight poll to be abandoned before answering anyway.
 const STOP_ACK_TIMEOUT: Duration = Duration::from_secs(2);

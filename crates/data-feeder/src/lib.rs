@@ -127,10 +127,13 @@ impl Server {
             shared.clone(),
             internal.signal(),
         ));
-        let mut control_shutdown = internal.signal();
-        let served = axum::serve(listener, control::router(shared))
-            .with_graceful_shutdown(async move { control_shutdown.recv().await })
-            .await;
+        let served = service_kit::http_server::serve(
+            listener,
+            control::router(shared),
+            control::SERVE_LIMITS,
+            internal.signal(),
+        )
+        .await;
 
         internal.trigger();
         forward.abort();

@@ -12,6 +12,10 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::payload::{Stamp, read_stamp};
 
+/// Largest value a delta may produce: what the load generator's WebSocket layer accepts as
+/// one message, so a full value could not be larger either.
+const MAX_VALUE_BYTES: usize = 64 << 20;
+
 /// Something a subscriber received that the benchmark cannot accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -191,7 +195,7 @@ impl Decoder {
             .decode(encoded)
             .map_err(|e| DecodeError::Delta(e.to_string()))
             .and_then(|delta| {
-                diffusion_core::delta::apply(held, &delta)
+                diffusion_core::delta::apply(held, &delta, MAX_VALUE_BYTES)
                     .map_err(|e| DecodeError::Delta(e.to_string()))
             });
         match applied {

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
+use service_kit::flags;
+use service_kit::http_server::ServeLimits;
 
 /// Default WebSocket listen address: the port the tutorial's clients connect to.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
@@ -42,19 +44,19 @@ pub struct Config {
     /// Most messages queued for one client; a client that falls this far behind is closed
     /// (code 1008, "send queue full: client too slow").
     #[arg(long, env = "BRIDGE_CLIENT_QUEUE", default_value_t = DEFAULT_CLIENT_QUEUE,
-          value_parser = positive)]
+          value_parser = flags::at_least_one)]
     pub client_queue: usize,
 
     /// Most bytes queued for one client (a single message larger than this is still delivered
     /// to a client that has nothing else queued); past it the client is closed as too slow.
     #[arg(long, env = "BRIDGE_CLIENT_QUEUE_BYTES", default_value_t = DEFAULT_CLIENT_QUEUE_BYTES,
-          value_parser = positive)]
+          value_parser = flags::at_least_one)]
     pub client_queue_bytes: usize,
 
     /// Largest WebSocket message (and frame) a client may send; a bigger one closes that client
     /// with code 1009.
     #[arg(long, env = "BRIDGE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES,
-          value_parser = positive)]
+          value_parser = flags::at_least_one)]
     pub max_message_bytes: usize,
 
     /// Comma-separated browser origins allowed to open a WebSocket (e.g.
@@ -63,6 +65,15 @@ pub struct Config {
     /// (non-browser clients) are allowed.
     #[arg(long, env = "BRIDGE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// Most open connections; one more gets HTTP 503. 0: no limit.
+    #[arg(long, env = "BRIDGE_MAX_CONNECTIONS", default_value_t = ServeLimits::default().max_connections)]
+    pub max_connections: usize,
+
+    /// Most open connections from one source address; one more gets HTTP 429. 0: no limit.
+    #[arg(long, env = "BRIDGE_MAX_CONNECTIONS_PER_ADDRESS",
+          default_value_t = ServeLimits::default().max_connections_per_address)]
+    pub max_connections_per_address: usize,
 }
 
 impl Config {
@@ -76,6 +87,17 @@ impl Config {
             client_queue_bytes: DEFAULT_CLIENT_QUEUE_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             allowed_origins: Vec::new(),
+            max_connections: ServeLimits::default().max_connections,
+            max_connections_per_address: ServeLimits::default().max_connections_per_address,
+        }
+    }
+
+    /// The accept loop's limits (the request-head timeout is the shared default).
+    pub(crate) fn serve_limits(&self) -> ServeLimits {
+        ServeLimits {
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            ..ServeLimits::default()
         }
     }
 
@@ -87,15 +109,6 @@ impl Config {
             .map(|origin| normalize_origin(origin))
             .filter(|origin| !origin.is_empty())
             .collect()
-    }
-}
-
-/// Parses a count or size that must be at least 1 (a zero-length queue could never deliver).
-fn positive(text: &str) -> Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(0) => Err("must be at least 1".to_owned()),
-        Ok(n) => Ok(n),
-        Err(error) => Err(format!("not a whole number: {error}")),
     }
 }
 
@@ -119,6 +132,11 @@ mod tests {
         assert_eq!(parsed.client_queue, built.client_queue);
         assert_eq!(parsed.client_queue_bytes, built.client_queue_bytes);
         assert_eq!(parsed.max_message_bytes, built.max_message_bytes);
+        assert_eq!(parsed.max_connections, built.max_connections);
+        assert_eq!(
+            parsed.max_connections_per_address,
+            built.max_connections_per_address
+        );
     }
 
     #[test]

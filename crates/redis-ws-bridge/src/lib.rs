@@ -143,10 +143,9 @@ impl Bridge {
         });
         tracing::info!(%local_addr, channel = %config.channel, "redis-ws-bridge listening");
 
-        let mut stop = local.signal();
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.recv().await })
-            .await;
+        let served =
+            service_kit::http_server::serve(listener, router, config.serve_limits(), local.signal())
+                .await;
 
         local.trigger();
         forward.abort();

@@ -352,7 +352,9 @@ fn view_eval(
             topics.display()
         )));
     }
-    let result = diffusion_core::view::evaluate_all(&view, &sources);
+    let limits = diffusion_core::view::EvalLimits::default();
+    let result = diffusion_core::view::evaluate_all(&view, &sources, &limits)
+        .map_err(|(source, e)| CliError::Invalid(format!("source '{source}': {e}")))?;
     let json = serde_json::to_string(&result).map_err(|e| CliError::Runtime(e.to_string()))?;
     writeln!(out, "{json}")?;
     out.flush()?;

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::connection::{self, Shared, message_kind, wait_closed};
 use crate::error::ClientError;
-use crate::events::TopicEvent;
+use crate::events::{TopicEvent, TopicTable};
 
 /// Who the session is. Both absent: an anonymous session.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -136,6 +136,7 @@ impl TopicClient {
             shared.clone(),
             event_tx,
             established.leftover,
+            TopicTable::new(config.max_message_size),
         ));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -222,17 +223,45 @@ impl TopicClient {
             .await
     }
 
-    /// Reads the current values of the selected topics (in path order) without subscribing.
+    /// Reads the current values of the selected topics (in path order) without subscribing,
+    /// fetching page after page until the server says there are no more.
     pub async fn fetch(
         &self,
         selector: impl Into<String>,
     ) -> Result<Vec<FetchedTopic>, ClientError> {
         let selector = selector.into();
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, more) = self.fetch_page(&selector, after.take(), None).await?;
+            let last = page.last().map(|t| t.path.clone());
+            all.extend(page);
+            match (more, last) {
+                (true, Some(last)) => after = Some(last),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// Reads one page of the selected topics: those after `after` (in path order), at most
+    /// `limit` of them (the server may send fewer). Returns the page and whether more follow.
+    pub async fn fetch_page(
+        &self,
+        selector: &str,
+        after: Option<String>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<FetchedTopic>, bool), ClientError> {
+        let selector = selector.to_owned();
         match self
-            .request(|cid| ClientMessage::Fetch { cid, selector })
+            .request(|cid| ClientMessage::Fetch {
+                cid,
+                selector,
+                after,
+                limit,
+            })
             .await?
         {
-            ServerMessage::Fetched { topics, .. } => Ok(topics),
+            ServerMessage::Fetched { topics, more, .. } => Ok((topics, more)),
             other => Err(unexpected("fetched", &other)),
         }
     }

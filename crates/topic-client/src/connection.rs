@@ -222,11 +222,12 @@ pub(crate) async fn read_loop(
     shared: Arc<Shared>,
     events: mpsc::Sender<TopicEvent>,
     leftover: Vec<ServerMessage>,
+    table: TopicTable,
 ) {
     let mut dispatcher = Dispatcher {
         shared: &shared,
         events,
-        table: TopicTable::default(),
+        table,
         closed: shared.closed_watch(),
     };
     for message in leftover {

@@ -65,9 +65,12 @@ struct TopicEntry {
 ///
 /// A `delta` message is applied to the entry's canonical `last` value and turned into an
 /// ordinary [`TopicEvent::Value`] carrying the full value, so applications never see deltas.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TopicTable {
     topics: HashMap<u64, TopicEntry>,
+    /// Largest value a delta may produce: a delta declaring more is refused before anything
+    /// is allocated (a broken or hostile server must not be able to exhaust our memory).
+    max_value_bytes: usize,
 }
 
 /// Applies a base64 fossil delta to the value the client holds.
@@ -75,17 +78,28 @@ fn apply_delta(
     last: Option<&TopicValue>,
     topic_type: TopicType,
     delta: &str,
+    max_value_bytes: usize,
 ) -> Result<TopicValue, String> {
     use base64::Engine as _;
     let base = last.ok_or("no value held for this topic")?;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(delta)
         .map_err(|e| format!("delta is not base64: {e}"))?;
-    let bytes = diffusion_core::delta::apply(base.canonical(), &raw).map_err(|e| e.to_string())?;
+    let bytes = diffusion_core::delta::apply(base.canonical(), &raw, max_value_bytes)
+        .map_err(|e| e.to_string())?;
     TopicValue::from_canonical(topic_type, bytes).map_err(|e| e.to_string())
 }
 
 impl TopicTable {
+    /// An empty table whose deltas may produce values of up to `max_value_bytes` (the largest
+    /// message the connection accepts: a full value could not be larger).
+    pub(crate) fn new(max_value_bytes: usize) -> Self {
+        Self {
+            topics: HashMap::new(),
+            max_value_bytes,
+        }
+    }
+
     /// Turns a subscription message into an event, updating the table. Returns `None` for
     /// messages that are not about subscriptions, and for values naming an unknown id (logged:
     /// that is a server bug, and the value cannot be attributed to a path).
@@ -141,7 +155,12 @@ impl TopicTable {
                     tracing::warn!(id, "delta for a topic id this session is not subscribed to");
                     return None;
                 };
-                let applied = apply_delta(entry.last.as_ref(), entry.topic_type, &delta);
+                let applied = apply_delta(
+                    entry.last.as_ref(),
+                    entry.topic_type,
+                    &delta,
+                    self.max_value_bytes,
+                );
                 match applied {
                     Ok(value) => {
                         let json = value.to_json();
@@ -200,7 +219,7 @@ mod tests {
 
     #[test]
     fn ids_become_paths_until_unsubscribed() {
-        let mut table = TopicTable::default();
+        let mut table = TopicTable::new(1 << 20);
         let event = table
             .apply(subscribed(3, "a/b", TopicType::Json, &[]))
             .unwrap();
@@ -244,7 +263,7 @@ mod tests {
 
     #[test]
     fn only_delta_capable_topics_keep_their_last_value() {
-        let mut table = TopicTable::default();
+        let mut table = TopicTable::new(1 << 20);
         table.apply(subscribed(1, "n", TopicType::Int64, &[]));
         table.apply(subscribed(
             2,
@@ -272,7 +291,7 @@ mod tests {
 
     #[test]
     fn deltas_become_full_values() {
-        let mut table = TopicTable::default();
+        let mut table = TopicTable::new(1 << 20);
         table.apply(subscribed(4, "doc", TopicType::Json, &[]));
         let v1 = json!({"name": "x".repeat(100), "price": 1});
         let v2 = json!({"name": "x".repeat(100), "price": 2});
@@ -301,7 +320,7 @@ mod tests {
 
     #[test]
     fn a_delta_without_the_right_base_is_refused() {
-        let mut table = TopicTable::default();
+        let mut table = TopicTable::new(1 << 20);
         table.apply(subscribed(4, "doc", TopicType::Json, &[]));
         let v1 = json!({"name": "x".repeat(100), "price": 1});
         let v2 = json!({"name": "x".repeat(100), "price": 2});
@@ -339,7 +358,7 @@ mod tests {
 
     #[test]
     fn replies_are_not_events() {
-        let mut table = TopicTable::default();
+        let mut table = TopicTable::new(1 << 20);
         assert!(table.apply(ServerMessage::Ok { cid: 1 }).is_none());
     }
 }

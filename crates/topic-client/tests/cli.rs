@@ -196,6 +196,7 @@ async fn fetch_prints_path_tab_compact_json() {
                 topic("t/none", TopicType::Int64, None),
                 topic("t/text", TopicType::String, Some(json!("tab\there"))),
             ],
+            more: false,
         }])
         .await;
         let _ = peer.next().await;

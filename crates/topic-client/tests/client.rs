@@ -119,7 +119,7 @@ async fn replies_are_routed_by_cid_even_out_of_order() {
             (ClientMessage::Ping { .. }, ClientMessage::Fetch { .. }) => (second, first),
             other => panic!("unexpected requests {other:?}"),
         };
-        let ClientMessage::Fetch { selector, cid: fetch_cid } = fetch else { unreachable!() };
+        let ClientMessage::Fetch { selector, cid: fetch_cid, .. } = fetch else { unreachable!() };
         assert_eq!(selector, "?a/.*");
         // Both replies in one frame, the later request's reply first.
         peer.send(&[
@@ -138,6 +138,7 @@ async fn replies_are_routed_by_cid_even_out_of_order() {
                         value: None,
                     },
                 ],
+                more: false,
             },
         ])
         .await;

@@ -38,7 +38,7 @@ impl BenchEngine {
     /// An empty engine whose sessions get queues of `queue_limit_bytes`.
     pub fn new(queue_limit_bytes: usize) -> Self {
         Self {
-            engine: Engine::new(Metrics::new()),
+            engine: Engine::new(Metrics::new(), crate::engine::EngineLimits::default()),
             sessions: Vec::new(),
             queue_limit_bytes,
         }

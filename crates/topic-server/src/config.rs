@@ -2,8 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
+use diffusion_core::view::EvalLimits;
+use service_kit::flags;
+use service_kit::http_server::ServeLimits;
 
 /// Default address: every interface, port 8080 (the dashboard and WebSocket port).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -31,9 +35,11 @@ pub struct Config {
     #[arg(long, env = "TOPIC_SERVER_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
 
-    /// Per-session outbound queue limit in bytes. A session over it has its queued updates
-    /// conflated per topic (by each topic's CONFLATION property); if it is still over, the
-    /// session is closed with reason "message queue limit reached".
+    /// Per-session outbound queue limit in bytes. It counts every byte the queue keeps alive
+    /// (a queued delta also holds its update's full value and the value it applies to). A
+    /// session over it has its queued updates conflated per topic (by each topic's CONFLATION
+    /// property); if it is still over, the session is closed with reason "message queue limit
+    /// reached".
     #[arg(long, env = "TOPIC_SERVER_QUEUE_LIMIT_BYTES", default_value_t = DEFAULT_QUEUE_LIMIT_BYTES)]
     pub queue_limit_bytes: usize,
 
@@ -46,6 +52,95 @@ pub struct Config {
     /// whitespace continues the previous one; `#` starts a comment). See docs/views.md.
     #[arg(long, env = "TOPIC_SERVER_VIEWS", value_name = "FILE")]
     pub views: Option<PathBuf>,
+
+    /// Most open connections (WebSocket sessions and HTTP requests together); one more gets
+    /// HTTP 503. 0: no limit.
+    #[arg(long, env = "TOPIC_SERVER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most open connections from one source address; one more gets HTTP 429. 0: no limit.
+    #[arg(
+        long,
+        env = "TOPIC_SERVER_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1_000
+    )]
+    pub max_connections_per_address: usize,
+
+    /// How long a connection may take to send a complete HTTP request head (an idle
+    /// keep-alive connection waiting for its next request counts too).
+    #[arg(long, env = "TOPIC_SERVER_REQUEST_HEAD_TIMEOUT", default_value = "10s",
+          value_parser = flags::duration)]
+    pub request_head_timeout: Duration,
+
+    /// How long a WebSocket session may take to send `connect`; then it is closed (1008).
+    #[arg(long, env = "TOPIC_SERVER_HANDSHAKE_TIMEOUT", default_value = "10s",
+          value_parser = flags::duration)]
+    pub handshake_timeout: Duration,
+
+    /// Requests one session may make per second (a burst of twice as many is allowed); a
+    /// request over the rate gets RATE_LIMITED and the session is read no faster than the rate.
+    /// 0: no limit.
+    #[arg(
+        long,
+        env = "TOPIC_SERVER_MAX_REQUESTS_PER_SECOND",
+        default_value_t = 1_000
+    )]
+    pub max_requests_per_second: u32,
+
+    /// Most topics in the tree, reference topics included; `add` past it gets LIMIT_EXCEEDED.
+    #[arg(long, env = "TOPIC_SERVER_MAX_TOPICS", default_value_t = 100_000,
+          value_parser = flags::at_least_one)]
+    pub max_topics: usize,
+
+    /// Most bytes of values the tree holds (canonical bytes of every retained value); a value
+    /// that would pass it gets LIMIT_EXCEEDED.
+    #[arg(long, env = "TOPIC_SERVER_MAX_TREE_BYTES", default_value_t = 512 * 1024 * 1024,
+          value_parser = flags::at_least_one)]
+    pub max_tree_bytes: usize,
+
+    /// Most topic views.
+    #[arg(long, env = "TOPIC_SERVER_MAX_VIEWS", default_value_t = 100,
+          value_parser = flags::at_least_one)]
+    pub max_views: usize,
+
+    /// Longest view specification, in bytes.
+    #[arg(long, env = "TOPIC_SERVER_MAX_VIEW_SPEC_BYTES", default_value_t = 8 * 1024,
+          value_parser = flags::at_least_one)]
+    pub max_view_spec_bytes: usize,
+
+    /// Most reference topics one source topic may derive through one view; a source past it
+    /// derives nothing (logged, and counted in /metrics).
+    #[arg(long, env = "TOPIC_SERVER_MAX_VIEW_RESULTS", default_value_t = EvalLimits::default().max_results,
+          value_parser = flags::at_least_one)]
+    pub max_view_results: usize,
+
+    /// Most bytes one source topic may derive through one view (values and paths of its
+    /// reference topics, and what `insert` copies in).
+    #[arg(long, env = "TOPIC_SERVER_MAX_VIEW_OUTPUT_BYTES", default_value_t = EvalLimits::default().max_output_bytes,
+          value_parser = flags::at_least_one)]
+    pub max_view_output_bytes: usize,
+
+    /// Most view results held back by `delay by` at once (beyond it, a source's newest held
+    /// result is replaced rather than another one added).
+    #[arg(long, env = "TOPIC_SERVER_MAX_DELAYED_RESULTS", default_value_t = 100_000,
+          value_parser = flags::at_least_one)]
+    pub max_delayed_results: usize,
+
+    /// Most selectors one session may hold subscribed at once.
+    #[arg(long, env = "TOPIC_SERVER_MAX_SELECTORS_PER_SESSION", default_value_t = 10_000,
+          value_parser = flags::at_least_one)]
+    pub max_selectors_per_session: usize,
+
+    /// Most memory one session's selectors may take (text and compiled patterns, as estimated
+    /// when they are parsed).
+    #[arg(long, env = "TOPIC_SERVER_MAX_SELECTOR_BYTES_PER_SESSION", default_value_t = 16 * 1024 * 1024,
+          value_parser = flags::at_least_one)]
+    pub max_selector_bytes_per_session: usize,
+
+    /// Largest `fetched` reply, in bytes; a larger result comes in pages (`more: true`).
+    #[arg(long, env = "TOPIC_SERVER_MAX_FETCH_REPLY_BYTES", default_value_t = 4 * 1024 * 1024,
+          value_parser = flags::at_least_one)]
+    pub max_fetch_reply_bytes: usize,
 }
 
 impl Default for Config {
@@ -57,11 +152,55 @@ impl Default for Config {
             queue_limit_bytes: DEFAULT_QUEUE_LIMIT_BYTES,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             views: None,
+            max_connections: 10_000,
+            max_connections_per_address: 1_000,
+            request_head_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_requests_per_second: 1_000,
+            max_topics: 100_000,
+            max_tree_bytes: 512 * 1024 * 1024,
+            max_views: 100,
+            max_view_spec_bytes: 8 * 1024,
+            max_view_results: EvalLimits::default().max_results,
+            max_view_output_bytes: EvalLimits::default().max_output_bytes,
+            max_delayed_results: 100_000,
+            max_selectors_per_session: 10_000,
+            max_selector_bytes_per_session: 16 * 1024 * 1024,
+            max_fetch_reply_bytes: 4 * 1024 * 1024,
         }
     }
 }
 
 impl Config {
+    /// The accept loop's limits.
+    pub(crate) fn serve_limits(&self) -> ServeLimits {
+        ServeLimits {
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            request_head_timeout: self.request_head_timeout,
+            request_timeout: ServeLimits::default().request_timeout,
+        }
+    }
+
+    /// What one source may derive through one view.
+    pub(crate) fn eval_limits(&self) -> EvalLimits {
+        EvalLimits {
+            max_results: self.max_view_results,
+            max_output_bytes: self.max_view_output_bytes,
+        }
+    }
+
+    /// Most bytes the WebSocket layer may hold unsent for one connection: the largest message
+    /// the server writes (a value up to the transport limit, or a fetch page) plus a frame.
+    /// Pongs to a client's pings wait here too, so a ping flood from a client that does not
+    /// read fails the connection instead of growing the server's memory.
+    pub(crate) fn max_write_buffer_bytes(&self) -> usize {
+        self.transport_max_message_bytes()
+            .max(self.max_fetch_reply_bytes)
+            .saturating_mul(2)
+            .saturating_add(self.max_frame_bytes)
+    }
+
     /// The size limit handed to the WebSocket layer: above our own limit, so that a message
     /// slightly too large is still read and answered with a clear MESSAGE_TOO_LARGE error
     /// instead of a torn connection.
@@ -92,6 +231,39 @@ mod tests {
         assert_eq!(parsed.max_message_bytes, default.max_message_bytes);
         assert_eq!(parsed.queue_limit_bytes, default.queue_limit_bytes);
         assert_eq!(parsed.max_frame_bytes, default.max_frame_bytes);
+        assert_eq!(parsed.max_connections, default.max_connections);
+        assert_eq!(
+            parsed.max_connections_per_address,
+            default.max_connections_per_address
+        );
+        assert_eq!(parsed.request_head_timeout, default.request_head_timeout);
+        assert_eq!(parsed.handshake_timeout, default.handshake_timeout);
+        assert_eq!(
+            parsed.max_requests_per_second,
+            default.max_requests_per_second
+        );
+        assert_eq!(parsed.max_topics, default.max_topics);
+        assert_eq!(parsed.max_tree_bytes, default.max_tree_bytes);
+        assert_eq!(parsed.max_views, default.max_views);
+        assert_eq!(parsed.max_view_spec_bytes, default.max_view_spec_bytes);
+        assert_eq!(parsed.max_view_results, default.max_view_results);
+        assert_eq!(parsed.max_view_output_bytes, default.max_view_output_bytes);
+        assert_eq!(parsed.max_delayed_results, default.max_delayed_results);
+        assert_eq!(
+            parsed.max_selectors_per_session,
+            default.max_selectors_per_session
+        );
+        assert_eq!(
+            parsed.max_selector_bytes_per_session,
+            default.max_selector_bytes_per_session
+        );
+        assert_eq!(parsed.max_fetch_reply_bytes, default.max_fetch_reply_bytes);
+    }
+
+    #[test]
+    fn limits_are_range_checked() {
+        assert!(Cli::try_parse_from(["topic-server", "--max-topics", "0"]).is_err());
+        assert!(Cli::try_parse_from(["topic-server", "--handshake-timeout", "2h"]).is_err());
     }
 
     #[test]

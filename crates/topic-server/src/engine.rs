@@ -3,7 +3,15 @@
 //! Operations take the lock, change the topic store and subscription state, and push
 //! pre-encoded messages into the affected sessions' bounded queues; they never touch a socket,
 //! so the lock is held only for in-memory work. Work that needs no shared state (parsing
-//! selectors, converting values) happens before the lock is taken.
+//! selectors and view specifications, converting values, encoding a fetch reply) happens
+//! before the lock is taken or after it is released, and how long each holding lasts is a
+//! histogram in `/metrics` (`topic_server_engine_lock_hold_seconds`), so a stall shows in
+//! production.
+//!
+//! Every operation is bounded by [`EngineLimits`]: topics in the tree and the bytes of their
+//! values, views and the size of their specifications, what one source may derive through a
+//! view, selectors per session, the size of a fetch reply. A request past a limit gets
+//! `LIMIT_EXCEEDED` and changes nothing.
 //!
 //! A topic update is prepared once ([`Topic::update`]: the `value` message and, where allowed,
 //! the `delta` message) and the same [`TopicUpdate`] is handed to every subscriber's queue,
@@ -14,20 +22,23 @@
 //! until the session subscribes again with a selector that selects it.
 
 use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use bytes::Bytes;
 use diffusion_core::conflation::{PushOutcome, TopicUpdate};
-use diffusion_core::protocol::{ErrorCode, FetchedTopic, ServerMessage, encode_server_message};
+use diffusion_core::protocol::{ErrorCode, FetchedRaw, ServerMessage, encode_server_message};
+use diffusion_core::view::EvalLimits;
 use diffusion_core::{Selector, TopicPath, TopicProperties, TopicType, TopicValue};
 use serde_json::Value;
 
 use crate::metrics::Metrics;
 use crate::outbound::{PushError, SessionOutbound};
 use crate::stats::QueueStats;
-use crate::subscriptions::{SessionId, Subscriptions};
-use crate::topics::{Topic, TopicStore};
+use crate::subscriptions::{SelectorQuota, SessionId, Subscriptions};
+use crate::topics::{Topic, TopicStore, retained_len};
 
 /// A request that failed: the code and message of the `error` reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,9 +57,73 @@ impl OpError {
             message: message.into(),
         }
     }
+
+    fn limit(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::LimitExceeded, message)
+    }
 }
 
 mod reference;
+
+/// What the engine allows any one operation, or the tree as a whole, to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EngineLimits {
+    /// Topics in the tree, reference topics included.
+    pub max_topics: usize,
+    /// Bytes of retained values in the tree.
+    pub max_tree_bytes: usize,
+    /// Topic views.
+    pub max_views: usize,
+    /// Bytes of one view specification.
+    pub max_view_spec_bytes: usize,
+    /// What one source may derive through one view.
+    pub eval: EvalLimits,
+    /// View results held back by `delay by` (see `reference::Timers`).
+    pub max_delayed_results: usize,
+    /// Selectors (and their memory) per session.
+    pub selectors: SelectorQuota,
+    /// Bytes of one `fetched` reply.
+    pub max_fetch_reply_bytes: usize,
+}
+
+impl EngineLimits {
+    /// The limits a server's configuration sets.
+    pub fn from_config(config: &crate::Config) -> Self {
+        Self {
+            max_topics: config.max_topics,
+            max_tree_bytes: config.max_tree_bytes,
+            max_views: config.max_views,
+            max_view_spec_bytes: config.max_view_spec_bytes,
+            eval: config.eval_limits(),
+            max_delayed_results: config.max_delayed_results,
+            selectors: SelectorQuota {
+                max_count: config.max_selectors_per_session,
+                max_bytes: config.max_selector_bytes_per_session,
+            },
+            max_fetch_reply_bytes: config.max_fetch_reply_bytes,
+        }
+    }
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        Self::from_config(&crate::Config::default())
+    }
+}
+
+/// One page of a `fetch`: the topics and whether more follow.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FetchPage {
+    /// The topics, in path order, values in wire JSON.
+    pub topics: Vec<FetchedRaw>,
+    /// More topics follow this page.
+    pub more: bool,
+}
+
+/// Most topics in one fetch page, whatever the client asks for.
+const MAX_FETCH_PAGE_TOPICS: usize = 10_000;
+/// What a fetched topic costs in a reply besides its path and value (the JSON around them).
+const FETCHED_TOPIC_OVERHEAD: usize = 48;
 
 #[derive(Default)]
 struct Tree {
@@ -57,24 +132,53 @@ struct Tree {
     /// Topic views and what they derive.
     views: crate::views::ViewRegistry,
     /// Throttle state of reference topics whose view throttles.
-    throttles:
-        std::collections::HashMap<String, diffusion_core::view::ThrottleState<Option<TopicValue>>>,
-    /// View results waiting for their `delay by`, in due order.
-    delayed: BTreeMap<(tokio::time::Instant, u64), reference::DelayedClaims>,
-    /// Tie-breaker for `delayed` keys.
-    delay_seq: u64,
+    throttles: std::collections::HashMap<String, reference::Throttled>,
+    /// What `delay by` holds back and when throttle windows end.
+    timers: reference::Timers,
 }
 
 /// Subscriptions that back pressure ended during one operation, as (session, topic id); the
 /// engine settles them before it releases the lock.
 type Dropped = Vec<(SessionId, u64)>;
 
+/// The locked tree; records how long the lock was held when it is released.
+struct TreeGuard<'a> {
+    tree: MutexGuard<'a, Tree>,
+    since: Instant,
+    metrics: &'a Metrics,
+}
+
+impl Deref for TreeGuard<'_> {
+    type Target = Tree;
+    fn deref(&self) -> &Tree {
+        &self.tree
+    }
+}
+
+impl DerefMut for TreeGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Tree {
+        &mut self.tree
+    }
+}
+
+impl Drop for TreeGuard<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .lock_hold
+            .record(self.since.elapsed().as_secs_f64());
+    }
+}
+
 /// Topics plus subscriptions, shared by every session of one server.
 pub(crate) struct Engine {
     tree: Mutex<Tree>,
     /// This engine, for timers (throttle, delay) that call back into it later.
     me: std::sync::Weak<Engine>,
+    limits: EngineLimits,
     metrics: Metrics,
+    /// Wakes the timer task when a new deadline is set (or the engine goes away).
+    timer_wake: Arc<tokio::sync::Notify>,
+    timer_started: std::sync::OnceLock<()>,
     conflations: AtomicU64,
     back_pressure_unsubscriptions: AtomicU64,
     /// Highest queue high-water mark among sessions that have closed.
@@ -90,7 +194,7 @@ fn to_value(
     validate_values: bool,
     value: &Value,
 ) -> Result<Option<TopicValue>, OpError> {
-    crate::values::convert(topic_type, validate_values, value)
+    diffusion_core::convert::convert(topic_type, validate_values, value)
         .map_err(|e| OpError::new(ErrorCode::InvalidValue, e.to_string()))
 }
 
@@ -111,20 +215,29 @@ fn unsubscribed_message(topic: &Topic, reason: &str) -> Bytes {
 
 impl Engine {
     /// An empty topic tree.
-    pub fn new(metrics: Metrics) -> Arc<Self> {
+    pub fn new(metrics: Metrics, limits: EngineLimits) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             tree: Mutex::new(Tree::default()),
             me: me.clone(),
+            limits,
             metrics,
+            timer_wake: Arc::new(tokio::sync::Notify::new()),
+            timer_started: std::sync::OnceLock::new(),
             conflations: AtomicU64::new(0),
             back_pressure_unsubscriptions: AtomicU64::new(0),
             closed_peak_bytes: AtomicUsize::new(0),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Tree> {
-        // Operations do not panic half-way through a change, so a poisoned tree is consistent.
-        self.tree.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> TreeGuard<'_> {
+        // Operations do not panic half-way through a change, so a poisoned tree is consistent
+        // enough to go on with: one failed request must not stop the server.
+        let tree = self.tree.lock().unwrap_or_else(PoisonError::into_inner);
+        TreeGuard {
+            tree,
+            since: Instant::now(),
+            metrics: &self.metrics,
+        }
     }
 
     /// Accounts for one push: counts conflation, logs a session closed by its queue limit, and
@@ -154,6 +267,32 @@ impl Engine {
     fn fan_out(&self, topic: &Topic, update: &Arc<TopicUpdate>, dropped: &mut Dropped) {
         for (session, outbound) in &topic.subscribers {
             self.settle(*session, outbound.push_update(update), dropped);
+        }
+    }
+
+    /// Sets the value of the topic with id `id` within the tree's byte limit and delivers it.
+    /// Returns whether the value changed (so views must follow).
+    fn apply_value(
+        &self,
+        tree: &mut Tree,
+        id: u64,
+        value: Option<TopicValue>,
+        dropped: &mut Dropped,
+    ) -> Result<bool, OpError> {
+        self.metrics.updates_in.increment(1);
+        let update = tree
+            .topics
+            .update(id, value, self.limits.max_tree_bytes)
+            .map_err(|e| {
+                self.metrics.limit_refused("tree_bytes");
+                OpError::limit(e.to_string())
+            })?;
+        match (update, tree.topics.get_by_id(id)) {
+            (Some(update), Some(topic)) => {
+                self.fan_out(topic, &update, dropped);
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -229,15 +368,11 @@ impl Engine {
             return;
         }
         let mut tree = self.lock();
-        let Tree {
-            topics,
-            subscriptions,
-            ..
-        } = &mut *tree;
-        self.settle_dropped(topics, subscriptions, dropped);
+        self.settle_tree(&mut tree, dropped);
     }
 
-    /// Forgets a session, its selectors and its subscriptions.
+    /// Forgets a session, its selectors and its subscriptions; costs in proportion to what
+    /// the session held.
     pub fn close_session(&self, session: SessionId) {
         let mut tree = self.lock();
         let Tree {
@@ -278,11 +413,12 @@ impl Engine {
 
         let mut tree = self.lock();
         let mut dropped = Dropped::new();
-        match tree.topics.get(path.as_str()).map(|t| t.reference) {
-            Some(None) => {
-                let existing = tree.topics.get_mut(path.as_str()).ok_or_else(|| {
-                    OpError::new(ErrorCode::Internal, "topic vanished under the lock")
-                })?;
+        let existing = tree.topics.get(path.as_str()).map(|t| (t.id, t.reference));
+        let result = match existing {
+            Some((id, None)) => {
+                let Some(existing) = tree.topics.get(path.as_str()) else {
+                    return Err(OpError::new(ErrorCode::Internal, "internal error"));
+                };
                 if existing.topic_type != topic_type || existing.properties != properties {
                     return Err(OpError::new(
                         ErrorCode::TopicExists,
@@ -292,17 +428,37 @@ impl Engine {
                         ),
                     ));
                 }
-                if let Some(value) = value {
-                    self.metrics.updates_in.increment(1);
-                    if let Some(update) = existing.update(value) {
-                        self.fan_out(existing, &update, &mut dropped);
-                        self.source_changed(&mut tree, path.as_str(), 0, &mut dropped);
+                match value {
+                    Some(value) => {
+                        self.apply_value(&mut tree, id, value, &mut dropped)
+                            .map(|changed| {
+                                if changed {
+                                    self.source_changed(&mut tree, path.as_str(), 0, &mut dropped);
+                                }
+                            })
                     }
+                    None => Ok(()),
                 }
             }
-            Some(Some(_)) => {
-                self.remove_topic_at(&mut tree, path.as_str(), "replaced", &mut dropped);
-                self.create_topic(
+            Some((_, Some(_))) => {
+                // Checked before the reference topic goes, so a refusal changes nothing.
+                self.check_new_topic(&tree, 1, value.as_ref())
+                    .and_then(|()| {
+                        self.remove_topic_at(&mut tree, path.as_str(), "replaced", &mut dropped);
+                        self.create_topic(
+                            &mut tree,
+                            path.clone(),
+                            topic_type,
+                            properties,
+                            value,
+                            None,
+                            &mut dropped,
+                        )
+                    })
+                    .map(|()| self.source_changed(&mut tree, path.as_str(), 0, &mut dropped))
+            }
+            None => self
+                .create_topic(
                     &mut tree,
                     path.clone(),
                     topic_type,
@@ -310,28 +466,39 @@ impl Engine {
                     value,
                     None,
                     &mut dropped,
-                );
-                self.source_changed(&mut tree, path.as_str(), 0, &mut dropped);
-            }
-            None => {
-                self.create_topic(
-                    &mut tree,
-                    path.clone(),
-                    topic_type,
-                    properties,
-                    value,
-                    None,
-                    &mut dropped,
-                );
-                self.source_changed(&mut tree, path.as_str(), 0, &mut dropped);
-            }
-        }
+                )
+                .map(|()| self.source_changed(&mut tree, path.as_str(), 0, &mut dropped)),
+        };
         self.settle_tree(&mut tree, dropped);
-        Ok(())
+        result
+    }
+
+    /// Whether one more topic with `value` fits, `freed` topics being removed first.
+    fn check_new_topic(
+        &self,
+        tree: &Tree,
+        freed: usize,
+        value: Option<&Option<TopicValue>>,
+    ) -> Result<(), OpError> {
+        if tree.topics.len() - freed.min(tree.topics.len()) >= self.limits.max_topics {
+            self.metrics.limit_refused("topics");
+            return Err(OpError::limit(format!(
+                "the topic tree holds its maximum of {} topics",
+                self.limits.max_topics
+            )));
+        }
+        let needed = retained_len(value.and_then(Option::as_ref));
+        tree.topics
+            .check_room(0, needed, self.limits.max_tree_bytes)
+            .map_err(|e| {
+                self.metrics.limit_refused("tree_bytes");
+                OpError::limit(e.to_string())
+            })
     }
 
     /// Creates a topic (normal, or a reference topic of view `reference`) and subscribes the
-    /// sessions whose selectors select it. The path must be free.
+    /// sessions whose selectors select it. The path must be free. Refused, changing nothing,
+    /// when the tree is full.
     #[allow(clippy::too_many_arguments)]
     fn create_topic(
         &self,
@@ -342,24 +509,30 @@ impl Engine {
         value: Option<Option<TopicValue>>,
         reference: Option<u64>,
         dropped: &mut Dropped,
-    ) {
-        let Tree {
-            topics,
-            subscriptions,
-            ..
-        } = tree;
-        let selecting = subscriptions.sessions_selecting(path.as_str());
-        let topic = topics.insert(path, topic_type, properties);
+    ) -> Result<(), OpError> {
+        self.check_new_topic(tree, 0, value.as_ref())?;
+        let selecting = tree.subscriptions.sessions_selecting(path.as_str());
+        let topic = tree.topics.insert(path, topic_type, properties);
         topic.reference = reference;
+        let id = topic.id;
         self.metrics.topics.increment(1.0);
         // A retained initial value is part of the state new subscribers receive; a
         // DONT_RETAIN_VALUE topic's initial value is delivered once, after the notices.
         let transient = match value {
             Some(value) => {
                 self.metrics.updates_in.increment(1);
-                topic.update(value)
+                // The room was checked above.
+                tree.topics.update(id, value, usize::MAX).ok().flatten()
             }
             None => None,
+        };
+        let Tree {
+            topics,
+            subscriptions,
+            ..
+        } = tree;
+        let Some(topic) = topics.get_by_id_mut(id) else {
+            return Ok(());
         };
         for (session, outbound) in &selecting {
             self.subscribe_one(topic, subscriptions, *session, outbound, dropped);
@@ -369,6 +542,7 @@ impl Engine {
         {
             self.fan_out(topic, &update, dropped);
         }
+        Ok(())
     }
 
     /// Removes the topic at `path`, telling its subscribers why. Returns whether it existed.
@@ -382,7 +556,9 @@ impl Engine {
         let Some(topic) = tree.topics.remove(path) else {
             return false;
         };
-        tree.throttles.remove(path);
+        if let Some(throttled) = tree.throttles.remove(path) {
+            tree.timers.cancel_flush(&throttled);
+        }
         self.metrics.topics.decrement(1.0);
         let notice = unsubscribed_message(&topic, reason);
         for (session, outbound) in &topic.subscribers {
@@ -422,20 +598,21 @@ impl Engine {
         let value = to_value(topic_type, validate_values, value)?;
 
         let mut tree = self.lock();
-        let topic = tree.topics.get_by_id_mut(id).ok_or_else(no_such_topic)?;
-        self.metrics.updates_in.increment(1);
+        if tree.topics.get_by_id(id).is_none() {
+            return Err(no_such_topic());
+        }
         let mut dropped = Dropped::new();
-        if let Some(update) = topic.update(value) {
-            self.fan_out(topic, &update, &mut dropped);
+        let result = self.apply_value(&mut tree, id, value, &mut dropped);
+        if let Ok(true) = result {
             self.source_changed(&mut tree, path.as_str(), 0, &mut dropped);
         }
         self.settle_tree(&mut tree, dropped);
-        Ok(())
+        result.map(|_| ())
     }
 
     /// `subscribe`: retains the selector and subscribes the session to every selected topic it
     /// is not already subscribed to, in path order (this also restores topics that back
-    /// pressure unsubscribed).
+    /// pressure unsubscribed). Refused when the session's selectors are at their limit.
     pub fn subscribe(&self, session: SessionId, selector: &str) -> Result<(), OpError> {
         let selector = parse_selector(selector)?;
         let mut tree = self.lock();
@@ -448,6 +625,12 @@ impl Engine {
             .outbound(session)
             .cloned()
             .ok_or_else(|| OpError::new(ErrorCode::Internal, "session is not registered"))?;
+        subscriptions
+            .check_quota(session, &selector, self.limits.selectors)
+            .map_err(|e| {
+                self.metrics.limit_refused("selectors");
+                OpError::limit(e.to_string())
+            })?;
         let mut dropped = Dropped::new();
         for path in topics.select_paths(&selector) {
             if let Some(topic) = topics.get_mut(&path)
@@ -471,14 +654,14 @@ impl Engine {
             subscriptions,
             ..
         } = &mut *tree;
-        let leaving: Vec<String> = topics
-            .select_paths(&selector)
-            .into_iter()
-            .filter(|path| !subscriptions.selects(session, path, Some(&selector)))
-            .collect();
         if !subscriptions.remove_selector(session, &selector) {
             return Ok(());
         }
+        let leaving: Vec<String> = topics
+            .select_paths(&selector)
+            .into_iter()
+            .filter(|path| !subscriptions.selects(session, path, None))
+            .collect();
         let mut dropped = Dropped::new();
         for path in leaving {
             if let Some(topic) = topics.get_mut(&path)
@@ -493,24 +676,43 @@ impl Engine {
         Ok(())
     }
 
-    /// `fetch`: the selected topics in path order, with their values.
-    pub fn fetch(&self, selector: &str) -> Result<Vec<FetchedTopic>, OpError> {
+    /// `fetch`: one page of the selected topics in path order, starting after `after`, with
+    /// their values. A page holds at most `limit` topics (and never more than the server's
+    /// page size) and at most the configured reply bytes — but always at least one topic, so
+    /// paging makes progress. Only buffers are cloned under the lock; the caller encodes.
+    pub fn fetch(
+        &self,
+        selector: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<FetchPage, OpError> {
         let selector = parse_selector(selector)?;
-        let selected: Vec<(String, TopicType, Option<TopicValue>)> = {
-            let tree = self.lock();
-            tree.topics
-                .select(&selector)
-                .map(|t| (t.path.as_str().to_owned(), t.topic_type, t.value().cloned()))
-                .collect()
-        };
-        Ok(selected
-            .into_iter()
-            .map(|(path, topic_type, value)| FetchedTopic {
-                path,
-                topic_type,
-                value: value.map(|v| v.to_json()),
-            })
-            .collect())
+        let max_topics = limit
+            .unwrap_or(MAX_FETCH_PAGE_TOPICS)
+            .clamp(1, MAX_FETCH_PAGE_TOPICS);
+        let tree = self.lock();
+        let mut topics = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        for topic in tree.topics.select_after(&selector, after) {
+            let wire_value = topic.value().map(TopicValue::wire_json);
+            let cost = topic.path.as_str().len()
+                + wire_value.as_ref().map_or(0, Bytes::len)
+                + FETCHED_TOPIC_OVERHEAD;
+            if topics.len() >= max_topics
+                || (!topics.is_empty() && bytes + cost > self.limits.max_fetch_reply_bytes)
+            {
+                more = true;
+                break;
+            }
+            bytes += cost;
+            topics.push(FetchedRaw {
+                path: topic.path.as_str().to_owned(),
+                topic_type: topic.topic_type,
+                wire_value,
+            });
+        }
+        Ok(FetchPage { topics, more })
     }
 
     /// `remove`: removes every selected normal topic, telling its subscribers. Returns how
@@ -544,6 +746,11 @@ impl Engine {
         Ok(paths.len())
     }
 
+    /// Bytes of the values the tree retains now.
+    pub fn tree_value_bytes(&self) -> usize {
+        self.lock().topics.value_bytes()
+    }
+
     /// The outbound queues of the registered sessions, measured now.
     pub fn queue_stats(&self) -> QueueStats {
         let tree = self.lock();
@@ -571,5 +778,147 @@ impl Drop for Engine {
         // The gauge is process-wide; take this server's topics out of it when it goes away.
         let count = self.lock().topics.len();
         self.metrics.topics.decrement(count as f64);
+        // Let the timer task see that the engine is gone.
+        self.timer_wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diffusion_core::protocol::{ServerMessage, decode_server_frame};
+    use serde_json::json;
+
+    fn engine(limits: EngineLimits) -> Arc<Engine> {
+        Engine::new(Metrics::new(), limits)
+    }
+
+    fn no_props() -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    #[test]
+    fn the_topic_count_is_bounded() {
+        let e = engine(EngineLimits {
+            max_topics: 3,
+            ..EngineLimits::default()
+        });
+        for p in ["a", "b", "c"] {
+            e.add(p, TopicType::Json, &no_props(), None).unwrap();
+        }
+        let err = e.add("d", TopicType::Json, &no_props(), None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::LimitExceeded);
+        assert!(
+            err.message.contains("maximum of 3 topics"),
+            "{}",
+            err.message
+        );
+        // Re-adding an existing topic is not a new one.
+        e.add("a", TopicType::Json, &no_props(), Some(&json!(1)))
+            .unwrap();
+        e.remove(">c").unwrap();
+        e.add("d", TopicType::Json, &no_props(), None).unwrap();
+    }
+
+    #[test]
+    fn the_bytes_of_values_are_bounded() {
+        let e = engine(EngineLimits {
+            max_tree_bytes: 1000,
+            ..EngineLimits::default()
+        });
+        let text = |n: usize| json!("x".repeat(n));
+        e.add("a", TopicType::Json, &no_props(), Some(&text(600)))
+            .unwrap();
+        let err = e
+            .add("b", TopicType::Json, &no_props(), Some(&text(600)))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::LimitExceeded);
+        assert!(e.fetch(">b", None, None).unwrap().topics.is_empty());
+        e.add("b", TopicType::Json, &no_props(), None).unwrap();
+        let err = e.set("b", &text(600)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::LimitExceeded);
+        e.set("a", &text(10)).unwrap();
+        e.set("b", &text(600)).unwrap();
+    }
+
+    #[test]
+    fn fetch_comes_in_pages_that_always_progress() {
+        let e = engine(EngineLimits {
+            max_fetch_reply_bytes: 300,
+            ..EngineLimits::default()
+        });
+        for i in 0..10 {
+            e.add(
+                &format!("t/{i}"),
+                TopicType::Json,
+                &no_props(),
+                Some(&json!("x".repeat(100))),
+            )
+            .unwrap();
+        }
+        e.add(
+            "t/huge",
+            TopicType::Json,
+            &no_props(),
+            Some(&json!("y".repeat(5000))),
+        )
+        .unwrap();
+        let mut after: Option<String> = None;
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = e.fetch("?t/.*", after.as_deref(), None).unwrap();
+            pages += 1;
+            assert!(!page.topics.is_empty());
+            let bytes: usize = page
+                .topics
+                .iter()
+                .map(|t| t.path.len() + t.wire_value.as_ref().map_or(0, Bytes::len))
+                .sum();
+            assert!(bytes <= 300 || page.topics.len() == 1, "{bytes}");
+            seen.extend(page.topics.iter().map(|t| t.path.clone()));
+            after = seen.last().cloned();
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), 11);
+        assert!(pages >= 5, "{pages} pages");
+        let page = e.fetch("?t/.*", None, Some(3)).unwrap();
+        assert_eq!(page.topics.len(), 1, "the byte limit still applies");
+        let page = e.fetch("?t/[0-4]", None, Some(2)).unwrap();
+        assert!(page.more);
+    }
+
+    #[test]
+    fn selectors_per_session_are_bounded() {
+        let e = engine(EngineLimits {
+            selectors: SelectorQuota {
+                max_count: 2,
+                max_bytes: 1 << 30,
+            },
+            ..EngineLimits::default()
+        });
+        let outbound = Arc::new(SessionOutbound::new(1 << 20));
+        e.register_session(1, Arc::clone(&outbound));
+        e.subscribe(1, ">a").unwrap();
+        e.subscribe(1, ">b").unwrap();
+        e.subscribe(1, ">a").unwrap();
+        let err = e.subscribe(1, ">c").unwrap_err();
+        assert_eq!(err.code, ErrorCode::LimitExceeded);
+        e.unsubscribe(1, ">a").unwrap();
+        e.subscribe(1, ">c").unwrap();
+        // The refused selector was not retained: adding `c` now reaches the session.
+        e.add("c", TopicType::Json, &no_props(), Some(&json!(1)))
+            .unwrap();
+        let got: Vec<ServerMessage> = outbound
+            .drain_now()
+            .iter()
+            .flat_map(|m| decode_server_frame(std::str::from_utf8(m).unwrap()).unwrap())
+            .collect();
+        assert!(
+            got.iter()
+                .any(|m| matches!(m, ServerMessage::Subscribed { path, .. } if path == "c"))
+        );
     }
 }

@@ -1,5 +1,10 @@
 //! The HTTP side of the one port: WebSocket upgrades (`/ws`, and `/` when the request asks to
 //! upgrade), the dashboard's static files, `/healthz` and `/metrics`.
+//!
+//! Only the files the dashboard page loads are served (its HTML, its own CSS and JavaScript,
+//! and the two library files it uses from `node_modules`), never whatever else sits in the web
+//! directory (`package.json`, tests, the rest of `node_modules`), and every dashboard response
+//! carries the usual security headers.
 
 use std::sync::Arc;
 
@@ -7,7 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use service_kit::ShutdownSignal;
@@ -31,21 +36,96 @@ pub(crate) struct AppState {
 
 /// Builds the router for one server.
 pub(crate) fn router(state: AppState) -> Router {
-    let static_files = state.static_files.clone();
     Router::new()
         .route("/", get(root))
         .route("/ws", get(websocket))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .fallback_service(static_files)
+        .fallback(dashboard_file)
         .with_state(state)
 }
 
 /// Initial read buffer per WebSocket connection.
 const READ_BUFFER_BYTES: usize = 1024;
 
+/// Library files the dashboard page loads from `node_modules` (everything else there stays
+/// private).
+const LIBRARY_FILES: &[&str] = &[
+    "node_modules/uplot/dist/uPlot.min.css",
+    "node_modules/uplot/dist/uPlot.iife.min.js",
+    "node_modules/fossil-delta/fossil-delta.js",
+];
+
+/// The page talks to this server, the Redis bridge and the feeder's control API, whose
+/// addresses it may be told in its query string: connections may go anywhere over HTTP(S) and
+/// WebSocket; everything else comes from this origin only, and no other page may frame it.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self' ws: wss: http: https:; object-src 'none'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Whether `path` (without its leading `/`) is a file the dashboard page needs.
+fn is_dashboard_file(path: &str) -> bool {
+    let own = |dir: &str, extension: &str| {
+        path.strip_prefix(dir)
+            .and_then(|rest| rest.strip_suffix(extension))
+            .is_some_and(|name| {
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    };
+    path == "index.html"
+        || LIBRARY_FILES.contains(&path)
+        || own("css/", ".css")
+        || own("js/", ".js")
+}
+
+/// Adds the dashboard's security headers to a response.
+fn secure(mut response: Response) -> Response {
+    let headers: &mut HeaderMap = response.headers_mut();
+    let set = |headers: &mut HeaderMap, name: HeaderName, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        CONTENT_SECURITY_POLICY,
+    );
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::REFERRER_POLICY, "no-referrer");
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    response
+}
+
+fn not_found() -> Response {
+    secure((StatusCode::NOT_FOUND, "not found\n").into_response())
+}
+
+/// Serves one dashboard file from the web directory.
+async fn serve_file(state: &AppState, request: Request) -> Response {
+    let mut files = state.static_files.clone();
+    match files.try_call(request).await {
+        Ok(response) => secure(response.map(Body::new)),
+        Err(error) => {
+            tracing::warn!(%error, "serving a dashboard file failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Any other path: a dashboard file if it is one, else 404.
+async fn dashboard_file(State(state): State<AppState>, request: Request) -> Response {
+    let path = request.uri().path().trim_start_matches('/');
+    if !is_dashboard_file(path) {
+        return not_found();
+    }
+    serve_file(&state, request).await
+}
+
 fn upgrade(state: AppState, upgrade: WebSocketUpgrade) -> Response {
-    let transport_limit = state.ctx.config.transport_max_message_bytes();
+    let config = &state.ctx.config;
+    let transport_limit = config.transport_max_message_bytes();
     upgrade
         .max_message_size(transport_limit)
         .max_frame_size(transport_limit)
@@ -56,6 +136,8 @@ fn upgrade(state: AppState, upgrade: WebSocketUpgrade) -> Response {
         // The writer already packs messages into frames and flushes once per batch, so frames
         // go straight to the socket instead of collecting in a second buffer.
         .write_buffer_size(0)
+        // Bounds what waits unsent, pongs to a ping flood included (see Config).
+        .max_write_buffer_size(config.max_write_buffer_bytes())
         .on_upgrade(move |socket| {
             crate::session::run(socket, state.ctx, state.shutdown, state.sessions_done)
         })
@@ -82,14 +164,7 @@ async fn root(State(state): State<AppState>, request: Request) -> Response {
             Err(rejection) => rejection.into_response(),
         };
     }
-    let mut files = state.static_files.clone();
-    match files.try_call(request).await {
-        Ok(response) => response.map(Body::new),
-        Err(error) => {
-            tracing::warn!(%error, "serving the dashboard index failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+    serve_file(&state, request).await
 }
 
 async fn healthz() -> &'static str {
@@ -100,10 +175,47 @@ async fn metrics(State(state): State<AppState>) -> Response {
     // Measured on demand: keeping a gauge current on every push would cost the hot path.
     let queued = state.ctx.engine.queue_stats().queued_bytes;
     state.ctx.metrics.queued_bytes.set(queued as f64);
+    let tree_bytes = state.ctx.engine.tree_value_bytes();
+    state.ctx.metrics.tree_value_bytes.set(tree_bytes as f64);
     let mut response = crate::metrics::render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_pages_own_files_are_dashboard_files() {
+        for ok in [
+            "index.html",
+            "css/style.css",
+            "js/main.js",
+            "js/topic-client.js",
+            "node_modules/uplot/dist/uPlot.iife.min.js",
+            "node_modules/fossil-delta/fossil-delta.js",
+        ] {
+            assert!(is_dashboard_file(ok), "{ok}");
+        }
+        for no in [
+            "package.json",
+            "package-lock.json",
+            "README.md",
+            "test/page.test.mjs",
+            "node_modules/.package-lock.json",
+            "node_modules/uplot/package.json",
+            "js/../package.json",
+            "js/sub/x.js",
+            "js/.js",
+            "js/main.js.map",
+            "css/style.css/x",
+            "",
+        ] {
+            assert!(!is_dashboard_file(no), "{no}");
+        }
+    }
 }

@@ -42,9 +42,7 @@ mod session;
 mod stats;
 mod subscriptions;
 mod topics;
-mod values;
 mod views;
-mod views_file;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,8 +50,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use service_kit::ShutdownSignal;
+use service_kit::http_server::{self, ConnectionCount};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tower_http::services::ServeDir;
@@ -65,7 +63,7 @@ pub use config::{
 
 pub use stats::{QueueStats, ServerStats};
 
-use engine::Engine;
+use engine::{Engine, EngineLimits};
 use metrics::Metrics;
 
 /// How long `run` waits for sessions to finish closing after shutdown begins.
@@ -97,6 +95,7 @@ pub struct TopicServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     ctx: Arc<ServerContext>,
+    connections: ConnectionCount,
 }
 
 /// Binds the listening socket and prepares an empty topic tree.
@@ -116,7 +115,7 @@ pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
         .unwrap_or_default();
-    let engine = Engine::new(metrics.clone());
+    let engine = Engine::new(metrics.clone(), EngineLimits::from_config(&config));
     if let Some(file) = &config.views {
         load_views(&engine, file)?;
     }
@@ -131,6 +130,7 @@ pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
         listener,
         local_addr,
         ctx,
+        connections: ConnectionCount::default(),
     })
 }
 
@@ -139,7 +139,7 @@ fn load_views(engine: &Engine, file: &std::path::Path) -> anyhow::Result<()> {
     let name = file.display().to_string();
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading views file {name}"))?;
-    let views = views_file::parse(&name, &text)?;
+    let views = diffusion_core::view::parse_views_file(&name, &text)?;
     let count = views.len();
     for (view, spec) in views {
         engine
@@ -165,7 +165,7 @@ impl TopicServer {
 
     /// A handle onto the server's queue statistics, usable while it runs and after.
     pub fn stats(&self) -> ServerStats {
-        ServerStats::new(Arc::clone(&self.ctx))
+        ServerStats::new(Arc::clone(&self.ctx), self.connections.clone())
     }
 
     /// Serves until `shutdown` fires: then stops accepting, closes every session (close code
@@ -179,16 +179,15 @@ impl TopicServer {
             sessions_done,
         };
         let app = http::router(state);
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        let mut stop = shutdown;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.recv().await })
-            .await
-            .context("serving HTTP")?;
+        http_server::serve_counted(
+            self.listener,
+            app,
+            self.ctx.config.serve_limits(),
+            shutdown,
+            self.connections.clone(),
+        )
+        .await
+        .context("serving HTTP")?;
         // Every session holds a sender; `recv` returns `None` once the last one is gone.
         if tokio::time::timeout(SESSION_DRAIN_TIMEOUT, all_sessions_done.recv())
             .await
@@ -198,5 +197,17 @@ impl TopicServer {
         }
         tracing::info!("topic server stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod demo_views {
+    /// The demo's views file must always load.
+    #[test]
+    fn deploy_views_file_parses() {
+        let text = include_str!("../../../deploy/views.txt");
+        let views = diffusion_core::view::parse_views_file("deploy/views.txt", text).unwrap();
+        let names: Vec<&str> = views.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["currencies", "usd"]);
     }
 }

@@ -7,8 +7,16 @@
 
 use std::sync::OnceLock;
 
-use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{
+    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Buckets of the engine lock histogram, in seconds: 1 µs to 1 s.
+const LOCK_HOLD_BUCKETS: &[f64] = &[
+    1e-6, 4e-6, 16e-6, 64e-6, 256e-6, 1e-3, 4e-3, 16e-3, 64e-3, 0.25, 1.0,
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -16,7 +24,15 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// recorder was installed first, the handle still renders (our series then stay empty).
 fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        // Setting buckets for a fixed, non-empty list cannot fail; keep the default summary
+        // if it somehow does.
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("topic_server_engine_lock_hold_seconds".to_owned()),
+                LOCK_HOLD_BUCKETS,
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
@@ -49,7 +65,35 @@ fn handle() -> &'static PrometheusHandle {
         );
         describe_gauge!(
             "topic_server_queued_bytes",
-            "Bytes waiting in session outbound queues (measured when /metrics is read)."
+            "Bytes kept by session outbound queues (measured when /metrics is read)."
+        );
+        describe_gauge!(
+            "topic_server_tree_value_bytes",
+            "Bytes of values the topic tree retains (measured when /metrics is read)."
+        );
+        describe_histogram!(
+            "topic_server_engine_lock_hold_seconds",
+            "How long each operation held the topic engine's lock."
+        );
+        describe_counter!(
+            "topic_server_limit_refusals_total",
+            "Requests refused with LIMIT_EXCEEDED, by limit."
+        );
+        describe_counter!(
+            "topic_server_rate_limited_total",
+            "Requests refused with RATE_LIMITED."
+        );
+        describe_counter!(
+            "topic_server_view_evaluation_failures_total",
+            "Source updates whose view evaluation passed a limit (the source derived nothing)."
+        );
+        describe_counter!(
+            "topic_server_view_chain_stops_total",
+            "Changes stopped after passing through the maximum number of chained views."
+        );
+        describe_counter!(
+            "topic_server_internal_errors_total",
+            "Requests that failed inside the server (the session was closed with 1011)."
         );
         handle
     })
@@ -79,6 +123,18 @@ pub(crate) struct Metrics {
     pub back_pressure_unsubscriptions: Counter,
     /// Bytes queued for sessions; set when /metrics is read.
     pub queued_bytes: Gauge,
+    /// Bytes of values the topic tree retains; set when /metrics is read.
+    pub tree_value_bytes: Gauge,
+    /// How long each holding of the engine lock lasted, in seconds.
+    pub lock_hold: Histogram,
+    /// Requests refused with RATE_LIMITED.
+    pub rate_limited: Counter,
+    /// Source updates whose view evaluation passed a limit.
+    pub view_evaluation_failures: Counter,
+    /// Changes stopped at the view chain limit.
+    pub view_chain_stops: Counter,
+    /// Requests that panicked inside the server.
+    pub internal_errors: Counter,
 }
 
 impl Metrics {
@@ -96,7 +152,18 @@ impl Metrics {
                 "topic_server_back_pressure_unsubscriptions_total"
             ),
             queued_bytes: gauge!("topic_server_queued_bytes"),
+            tree_value_bytes: gauge!("topic_server_tree_value_bytes"),
+            lock_hold: histogram!("topic_server_engine_lock_hold_seconds"),
+            rate_limited: counter!("topic_server_rate_limited_total"),
+            view_evaluation_failures: counter!("topic_server_view_evaluation_failures_total"),
+            view_chain_stops: counter!("topic_server_view_chain_stops_total"),
+            internal_errors: counter!("topic_server_internal_errors_total"),
         }
+    }
+
+    /// Counts a request refused by a limit; rare enough for a registry look-up.
+    pub fn limit_refused(&self, limit: &'static str) {
+        counter!("topic_server_limit_refusals_total", "limit" => limit).increment(1);
     }
 
     /// Counts a closed session; rare enough for a registry look-up.

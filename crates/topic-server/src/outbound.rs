@@ -37,6 +37,12 @@ pub(crate) enum CloseReason {
     UnsupportedVersion,
     /// The server is shutting down.
     Shutdown,
+    /// No `connect` arrived within the handshake timeout.
+    HandshakeTimeout,
+    /// The client sent a text frame that is not valid UTF-8.
+    InvalidPayload,
+    /// A request failed inside the server; the session cannot be trusted to go on.
+    InternalError,
 }
 
 impl CloseReason {
@@ -49,6 +55,9 @@ impl CloseReason {
             Self::MessageTooLarge => "message_too_large",
             Self::UnsupportedVersion => "unsupported_version",
             Self::Shutdown => "shutdown",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::InvalidPayload => "invalid_payload",
+            Self::InternalError => "internal_error",
         }
     }
 
@@ -60,6 +69,9 @@ impl CloseReason {
             Self::MessageTooLarge => Some((1009, "message too large")),
             Self::UnsupportedVersion => Some((1002, "unsupported protocol version")),
             Self::Shutdown => Some((1001, "server shutting down")),
+            Self::HandshakeTimeout => Some((1008, "no connect message in time")),
+            Self::InvalidPayload => Some((1007, "text frame is not valid UTF-8")),
+            Self::InternalError => Some((1011, "internal error")),
         }
     }
 

@@ -3,7 +3,16 @@
 //!
 //! Every reply goes through the session's outbound queue, behind any topic messages already
 //! queued, so a client sees notices and replies in the order the server produced them.
+//!
+//! The reader is the session's defence against a hostile or broken client: `connect` must come
+//! within the handshake timeout; requests beyond the per-session rate are refused
+//! (`RATE_LIMITED`) and reading pauses until the rate allows again, so a flood costs the
+//! server no more than the rate; a text frame that is not UTF-8 closes the session with 1007;
+//! and a request that panics inside the server is answered with `INTERNAL` and closes only
+//! this session (1011), leaving the engine usable for everyone else.
 
+use std::num::NonZeroU32;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,16 +20,19 @@ use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use diffusion_core::protocol::{
     ClientMessage, ErrorCode, PROTOCOL_VERSION, ServerMessage, decode_client_message,
-    encode_server_message,
+    encode_fetched, encode_server_message,
 };
 use futures_util::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use service_kit::ShutdownSignal;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 use tracing::Instrument;
 
 use crate::ServerContext;
 use crate::engine::OpError;
+use crate::metrics::Metrics;
 use crate::outbound::{CloseReason, SessionOutbound, run_writer};
 use crate::subscriptions::SessionId;
 
@@ -47,6 +59,16 @@ enum Flow {
     Close,
 }
 
+/// A successful request's answer.
+enum Reply {
+    /// `ok` with the request's cid.
+    Ok,
+    /// A reply message.
+    Message(ServerMessage),
+    /// A reply already encoded (a fetch page).
+    Encoded(Bytes),
+}
+
 struct Session {
     id: SessionId,
     name: String,
@@ -55,15 +77,35 @@ struct Session {
     ctx: Arc<ServerContext>,
 }
 
+/// Counts the session in the connections gauge for exactly as long as it lives, however it
+/// ends.
+struct Counted(Metrics);
+
+impl Counted {
+    fn new(metrics: Metrics) -> Self {
+        metrics.connections.increment(1.0);
+        Self(metrics)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connections.decrement(1.0);
+    }
+}
+
 impl Session {
-    fn send(&self, message: &ServerMessage) {
-        let bytes: Bytes = encode_server_message(message);
+    fn send_bytes(&self, bytes: Bytes) {
         // A reply that does not fit closes the session; one that made the queue drop
         // subscriptions (CONFLATION=unsubscribe) has those ended by the engine.
         let result = self.outbound.push_control(bytes);
         if matches!(self.phase, Phase::Connected { .. }) {
             self.ctx.engine.settle_push(self.id, result);
         }
+    }
+
+    fn send(&self, message: &ServerMessage) {
+        self.send_bytes(encode_server_message(message));
     }
 
     fn send_error(&self, cid: Option<u64>, code: ErrorCode, message: impl Into<String>) {
@@ -121,6 +163,22 @@ impl Session {
                 Flow::Continue
             }
         }
+    }
+
+    /// Answers a request that came faster than the session's rate, without carrying it out.
+    fn refuse_rate(&self, frame: &Message, per_second: u32) {
+        self.ctx.metrics.rate_limited.increment(1);
+        let Message::Text(text) = frame else {
+            return;
+        };
+        let cid = decode_client_message(text.as_str())
+            .ok()
+            .and_then(|m| m.cid());
+        self.send_error(
+            cid,
+            ErrorCode::RateLimited,
+            format!("more than {per_second} requests per second: this request was not carried out"),
+        );
     }
 
     fn handle_message(&mut self, message: ClientMessage) -> Flow {
@@ -185,7 +243,8 @@ impl Session {
 
     fn handle_request(&self, request: ClientMessage) {
         let engine = &self.ctx.engine;
-        let (cid, result): (u64, Result<Option<ServerMessage>, OpError>) = match request {
+        let ok = |r: Result<(), OpError>| r.map(|()| Reply::Ok);
+        let (cid, result): (u64, Result<Reply, OpError>) = match request {
             // Answered by `handle_message`.
             ClientMessage::Connect { .. } => return,
             ClientMessage::Add {
@@ -196,47 +255,68 @@ impl Session {
                 value,
             } => (
                 cid,
-                engine
-                    .add(&path, topic_type, &properties, value.as_ref())
-                    .map(|()| None),
+                ok(engine.add(&path, topic_type, &properties, value.as_ref())),
             ),
-            ClientMessage::Set { cid, path, value } => {
-                (cid, engine.set(&path, &value).map(|()| None))
-            }
+            ClientMessage::Set { cid, path, value } => (cid, ok(engine.set(&path, &value))),
             ClientMessage::Subscribe { cid, selector } => {
-                (cid, engine.subscribe(self.id, &selector).map(|()| None))
+                (cid, ok(engine.subscribe(self.id, &selector)))
             }
             ClientMessage::Unsubscribe { cid, selector } => {
-                (cid, engine.unsubscribe(self.id, &selector).map(|()| None))
+                (cid, ok(engine.unsubscribe(self.id, &selector)))
             }
-            ClientMessage::Fetch { cid, selector } => (
+            ClientMessage::Fetch {
+                cid,
+                selector,
+                after,
+                limit,
+            } => (
                 cid,
                 engine
-                    .fetch(&selector)
-                    .map(|topics| Some(ServerMessage::Fetched { cid, topics })),
+                    .fetch(&selector, after.as_deref(), limit)
+                    .map(|page| Reply::Encoded(encode_fetched(cid, &page.topics, page.more))),
             ),
             ClientMessage::Remove { cid, selector } => {
-                (cid, engine.remove(&selector).map(|_| None))
+                (cid, engine.remove(&selector).map(|_| Reply::Ok))
             }
             ClientMessage::CreateView { cid, name, spec } => {
-                (cid, engine.create_view(&name, &spec).map(|()| None))
+                (cid, ok(engine.create_view(&name, &spec)))
             }
-            ClientMessage::RemoveView { cid, name } => {
-                (cid, engine.remove_view(&name).map(|()| None))
-            }
+            ClientMessage::RemoveView { cid, name } => (cid, ok(engine.remove_view(&name))),
             ClientMessage::ListViews { cid } => (
                 cid,
-                Ok(Some(ServerMessage::Views {
+                Ok(Reply::Message(ServerMessage::Views {
                     cid,
                     views: engine.list_views(),
                 })),
             ),
-            ClientMessage::Ping { cid } => (cid, Ok(Some(ServerMessage::Pong { cid }))),
+            ClientMessage::Ping { cid } => (cid, Ok(Reply::Message(ServerMessage::Pong { cid }))),
         };
         match result {
-            Ok(Some(reply)) => self.send(&reply),
-            Ok(None) => self.send(&ServerMessage::Ok { cid }),
+            Ok(Reply::Ok) => self.send(&ServerMessage::Ok { cid }),
+            Ok(Reply::Message(reply)) => self.send(&reply),
+            Ok(Reply::Encoded(bytes)) => self.send_bytes(bytes),
             Err(error) => self.send_error(Some(cid), error.code, error.message),
+        }
+    }
+
+    /// Handles one frame; a panic anywhere inside is contained: the client is told, only this
+    /// session closes, and the engine (whose lock survives poisoning) goes on serving others.
+    fn handle_frame_contained(&mut self, frame: Message) -> Flow {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_frame(frame))) {
+            Ok(flow) => flow,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, "a request failed inside the server; closing its session");
+                self.ctx.metrics.internal_errors.increment(1);
+                // The details stay in the log: `INTERNAL` never tells the client more.
+                self.send_error(None, ErrorCode::Internal, "internal error");
+                self.outbound.close(CloseReason::InternalError);
+                Flow::Close
+            }
         }
     }
 
@@ -249,12 +329,39 @@ impl Session {
     }
 }
 
-/// Was this read error the WebSocket layer refusing an oversized message?
-fn is_capacity_error(error: axum::Error) -> bool {
-    error
-        .into_inner()
-        .downcast_ref::<tungstenite::Error>()
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+/// What a read error means for the close.
+fn read_error_close(error: axum::Error) -> Option<CloseReason> {
+    let error = error.into_inner();
+    match error.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Some(CloseReason::MessageTooLarge),
+        Some(tungstenite::Error::Utf8(_)) => Some(CloseReason::InvalidPayload),
+        _ => None,
+    }
+}
+
+/// The session's request rate limiter, or `None` when the rate is unlimited (`0`).
+fn rate_limiter(per_second: u32) -> Option<DefaultDirectRateLimiter> {
+    let rate = NonZeroU32::new(per_second)?;
+    let burst = NonZeroU32::new(per_second.saturating_mul(2)).unwrap_or(rate);
+    Some(RateLimiter::direct(
+        Quota::per_second(rate).allow_burst(burst),
+    ))
+}
+
+/// How long until the limiter allows another request; `None` when it allows one now (and has
+/// counted it).
+fn rate_wait(limiter: Option<&DefaultDirectRateLimiter>) -> Option<Duration> {
+    let limiter = limiter?;
+    match limiter.check() {
+        Ok(()) => None,
+        Err(not_until) => Some(
+            not_until
+                .wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ))
+                .max(Duration::from_millis(1)),
+        ),
+    }
 }
 
 /// Runs one WebSocket session to its end. `_done` is held until the session has finished, so
@@ -281,7 +388,7 @@ async fn run_session(
     name: String,
 ) {
     let metrics = ctx.metrics.clone();
-    metrics.connections.increment(1.0);
+    let _counted = Counted::new(metrics.clone());
     let outbound = Arc::new(SessionOutbound::new(ctx.config.queue_limit_bytes));
     let (sink, mut stream) = socket.split();
     let mut writer = tokio::spawn(
@@ -300,27 +407,63 @@ async fn run_session(
         outbound: Arc::clone(&outbound),
         ctx: Arc::clone(&ctx),
     };
+    let per_second = ctx.config.max_requests_per_second;
+    let limiter = rate_limiter(per_second);
+    let handshake_deadline = tokio::time::sleep(ctx.config.handshake_timeout);
+    tokio::pin!(handshake_deadline);
+    // While set, the client is over its rate: nothing is read until then.
+    let mut paused_until: Option<Instant> = None;
 
     loop {
+        let handshaking = matches!(session.phase, Phase::Handshake);
         tokio::select! {
             _ = outbound.closed() => break,
             _ = shutdown.recv() => {
                 outbound.close(CloseReason::Shutdown);
                 break;
             }
-            frame = stream.next() => match frame {
+            () = &mut handshake_deadline, if handshaking => {
+                tracing::debug!("no connect within the handshake timeout; closing");
+                outbound.close(CloseReason::HandshakeTimeout);
+                break;
+            }
+            () = async {
+                if let Some(until) = paused_until {
+                    tokio::time::sleep_until(until).await;
+                }
+            }, if paused_until.is_some() => {
+                paused_until = None;
+            }
+            frame = stream.next(), if paused_until.is_none() => match frame {
                 Some(Ok(frame)) => {
-                    if let Flow::Close = session.handle_frame(frame) {
+                    let counted = !matches!(frame, Message::Close(_) | Message::Pong(_));
+                    if counted && let Some(wait) = rate_wait(limiter.as_ref()) {
+                        // Over the rate: a request is refused; a ping is simply answered
+                        // later. Either way nothing more is read until the rate allows.
+                        session.refuse_rate(&frame, per_second);
+                        paused_until = Some(Instant::now() + wait);
+                        if !matches!(frame, Message::Ping(_)) {
+                            continue;
+                        }
+                    }
+                    if let Flow::Close = session.handle_frame_contained(frame) {
                         break;
                     }
                 }
                 Some(Err(error)) => {
                     let text = error.to_string();
-                    if is_capacity_error(error) {
-                        session.too_large(None);
-                    } else {
-                        tracing::debug!(error = %text, "read failed; closing session");
-                        outbound.close(CloseReason::ConnectionLost);
+                    match read_error_close(error) {
+                        Some(CloseReason::MessageTooLarge) => {
+                            session.too_large(None);
+                        }
+                        Some(reason) => {
+                            tracing::debug!(error = %text, "read failed; closing session");
+                            outbound.close(reason);
+                        }
+                        None => {
+                            tracing::debug!(error = %text, "read failed; closing session");
+                            outbound.close(CloseReason::ConnectionLost);
+                        }
                     }
                     break;
                 }
@@ -367,5 +510,4 @@ async fn run_session(
         "session closed"
     );
     metrics.session_closed(reason.label());
-    metrics.connections.decrement(1.0);
 }

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use service_kit::http_server::ConnectionCount;
+
 use crate::ServerContext;
 
 /// The outbound queues of one server, measured at one moment.
@@ -31,11 +33,17 @@ pub struct QueueStats {
 #[derive(Clone)]
 pub struct ServerStats {
     ctx: Arc<ServerContext>,
+    connections: ConnectionCount,
 }
 
 impl ServerStats {
-    pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
-        Self { ctx }
+    pub(crate) fn new(ctx: Arc<ServerContext>, connections: ConnectionCount) -> Self {
+        Self { ctx, connections }
+    }
+
+    /// TCP connections open now (each counts until its socket is closed).
+    pub fn open_connections(&self) -> usize {
+        self.connections.open()
     }
 
     /// Measures every registered session's outbound queue now.

@@ -3,7 +3,11 @@
 //!
 //! Retained selectors live in a [`SelectorIndex`] bucketed by selector path prefix, so finding
 //! the sessions that select a newly added topic `a/b/c` probes the buckets `""`, `a`, `a/b` and
-//! `a/b/c` and tests only the selectors found there: it never scans every session.
+//! `a/b/c` and tests only the selectors found there: it never scans every session. Everything
+//! about one session (adding or dropping a selector, asking whether it still selects a path,
+//! forgetting it when it closes) costs in proportion to that session's own selectors, never to
+//! everyone's: a session with tens of thousands of selectors must not stall the others.
+//! Each session's selectors are bounded in number and in estimated memory.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,10 +22,40 @@ pub(crate) type SessionId = u64;
 
 struct SessionEntry {
     outbound: Arc<SessionOutbound>,
-    /// The selectors this session retains (also in the index), to remove them from their
-    /// buckets when the session closes.
-    selectors: Vec<Selector>,
+    /// The selectors this session retains (also in the index), by text.
+    selectors: HashMap<Arc<str>, Selector>,
+    /// Estimated memory of those selectors.
+    selector_bytes: usize,
     topics: HashSet<u64>,
+}
+
+/// How many selectors, and how much selector memory, one session may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SelectorQuota {
+    /// Most selectors.
+    pub max_count: usize,
+    /// Most estimated bytes ([`Selector::memory_bytes`]).
+    pub max_bytes: usize,
+}
+
+/// A selector the session may not add: the message names the limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum QuotaError {
+    /// Too many selectors.
+    #[error("this session already holds its maximum of {0} selectors")]
+    Count(usize),
+    /// Too much selector memory.
+    #[error(
+        "this selector needs about {needed} bytes and this session's selectors may take at most {limit} (in use: {used})"
+    )]
+    Bytes {
+        /// The new selector's estimate.
+        needed: usize,
+        /// Estimated bytes in use.
+        used: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// Every connected session's subscription state.
@@ -38,20 +72,20 @@ impl Subscriptions {
             session,
             SessionEntry {
                 outbound,
-                selectors: Vec::new(),
+                selectors: HashMap::new(),
+                selector_bytes: 0,
                 topics: HashSet::new(),
             },
         );
     }
 
     /// Forgets a session and its selectors; returns the ids of the topics it was subscribed to.
+    /// Touches only this session's selectors.
     pub fn deregister(&mut self, session: SessionId) -> HashSet<u64> {
         let Some(entry) = self.sessions.remove(&session) else {
             return HashSet::new();
         };
-        // Removing selector by selector touches only the buckets this session used, where
-        // `remove_owner` would visit every bucket of every session.
-        for selector in &entry.selectors {
+        for selector in entry.selectors.values() {
             self.index.remove(&session, selector);
         }
         entry.topics
@@ -67,15 +101,47 @@ impl Subscriptions {
         self.sessions.get(&session).map(|e| &e.outbound)
     }
 
+    /// Whether the session may add `selector` under `quota`: `Ok(false)` when it already holds
+    /// a selector with the same text (which costs nothing more).
+    pub fn check_quota(
+        &self,
+        session: SessionId,
+        selector: &Selector,
+        quota: SelectorQuota,
+    ) -> Result<bool, QuotaError> {
+        let Some(entry) = self.sessions.get(&session) else {
+            return Ok(false);
+        };
+        if entry.selectors.contains_key(selector.as_str()) {
+            return Ok(false);
+        }
+        if entry.selectors.len() >= quota.max_count {
+            return Err(QuotaError::Count(quota.max_count));
+        }
+        let needed = selector.memory_bytes();
+        if entry.selector_bytes.saturating_add(needed) > quota.max_bytes {
+            return Err(QuotaError::Bytes {
+                needed,
+                used: entry.selector_bytes,
+                limit: quota.max_bytes,
+            });
+        }
+        Ok(true)
+    }
+
     /// Retains a selector for the session (once per selector text); returns whether it is new.
+    /// The caller has checked the quota.
     pub fn add_selector(&mut self, session: SessionId, selector: Selector) -> bool {
         let Some(entry) = self.sessions.get_mut(&session) else {
             return false;
         };
-        if !self.index.insert(session, selector.clone()) {
+        let text: Arc<str> = Arc::from(selector.as_str());
+        if entry.selectors.contains_key(&text) {
             return false;
         }
-        entry.selectors.push(selector);
+        entry.selector_bytes += selector.memory_bytes();
+        entry.selectors.insert(text, selector.clone());
+        self.index.insert(session, selector);
         true
     }
 
@@ -84,11 +150,15 @@ impl Subscriptions {
         let Some(entry) = self.sessions.get_mut(&session) else {
             return false;
         };
-        entry.selectors.retain(|s| s.as_str() != selector.as_str());
-        self.index.remove(&session, selector)
+        let Some(held) = entry.selectors.remove(selector.as_str()) else {
+            return false;
+        };
+        entry.selector_bytes -= held.memory_bytes();
+        self.index.remove(&session, &held)
     }
 
-    /// Does any of the session's retained selectors other than `except` select `path`?
+    /// Does any of the session's retained selectors other than `except` select `path`? Looks
+    /// only at this session's selectors.
     pub fn selects(&self, session: SessionId, path: &str, except: Option<&Selector>) -> bool {
         self.index.owner_selects(&session, path, except)
     }
@@ -148,6 +218,11 @@ mod tests {
         ids
     }
 
+    const ROOMY: SelectorQuota = SelectorQuota {
+        max_count: 100,
+        max_bytes: 1 << 30,
+    };
+
     #[test]
     fn selectors_are_retained_once_and_matched() {
         let mut subs = Subscriptions::default();
@@ -185,5 +260,51 @@ mod tests {
         assert_eq!(subs.retained(), 1);
         assert_eq!(ids(&subs, "a/b"), [2]);
         assert_eq!(subs.sessions().count(), 1);
+    }
+
+    #[test]
+    fn quotas_count_selectors_and_their_memory() {
+        let mut subs = Subscriptions::default();
+        subs.register(1, Arc::new(SessionOutbound::new(100)));
+        let by_count = SelectorQuota {
+            max_count: 2,
+            max_bytes: 1 << 30,
+        };
+        for s in [">a", ">b"] {
+            assert_eq!(subs.check_quota(1, &sel(s), by_count), Ok(true));
+            subs.add_selector(1, sel(s));
+        }
+        assert_eq!(subs.check_quota(1, &sel(">a"), by_count), Ok(false));
+        assert_eq!(
+            subs.check_quota(1, &sel(">c"), by_count),
+            Err(QuotaError::Count(2))
+        );
+        subs.remove_selector(1, &sel(">b"));
+        assert_eq!(subs.check_quota(1, &sel(">c"), by_count), Ok(true));
+        // A pattern costs its automaton: a budget that fits paths does not fit it.
+        let by_bytes = SelectorQuota {
+            max_count: 100,
+            max_bytes: 4096,
+        };
+        assert_eq!(subs.check_quota(1, &sel(">c"), by_bytes), Ok(true));
+        assert!(matches!(
+            subs.check_quota(1, &sel("?c/.*"), by_bytes),
+            Err(QuotaError::Bytes { .. })
+        ));
+        assert_eq!(subs.check_quota(1, &sel("?x/.*"), ROOMY), Ok(true));
+    }
+
+    #[test]
+    fn a_session_with_many_selectors_is_forgotten_quickly() {
+        let mut subs = Subscriptions::default();
+        subs.register(1, Arc::new(SessionOutbound::new(100)));
+        subs.register(2, Arc::new(SessionOutbound::new(100)));
+        subs.add_selector(2, sel(">x/keep"));
+        for i in 0..30_000 {
+            subs.add_selector(1, sel(&format!("#>x/{i}////>y/{i}")));
+        }
+        subs.deregister(1);
+        assert_eq!(subs.retained(), 1);
+        assert_eq!(ids(&subs, "x/keep"), [2]);
     }
 }

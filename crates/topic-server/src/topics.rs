@@ -157,12 +157,33 @@ impl Topic {
     }
 }
 
-/// All topics, ordered by path (fetch replies and subscription notices come in path order).
+/// All topics, ordered by path (fetch replies and subscription notices come in path order),
+/// with the bytes of the values they retain counted, so the tree can be bounded.
 #[derive(Default)]
 pub(crate) struct TopicStore {
     by_path: BTreeMap<String, Topic>,
     paths_by_id: HashMap<u64, String>,
     next_id: u64,
+    value_bytes: usize,
+}
+
+/// A value that would take the tree's retained values past their byte limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the topic tree holds at most {limit} bytes of values ({used} in use; this value needs {needed})"
+)]
+pub(crate) struct TreeFull {
+    /// Bytes retained now.
+    pub used: usize,
+    /// The new value's bytes.
+    pub needed: usize,
+    /// The limit.
+    pub limit: usize,
+}
+
+/// The bytes a value occupies in the tree.
+pub(crate) fn retained_len(value: Option<&TopicValue>) -> usize {
+    value.map_or(0, |v| v.canonical().len())
 }
 
 /// Is `path` the selector prefix itself or under it (segment-aware)?
@@ -196,6 +217,64 @@ impl TopicStore {
         self.by_path.get_mut(path)
     }
 
+    /// The topic with id `id`.
+    pub fn get_by_id(&self, id: u64) -> Option<&Topic> {
+        let path = self.paths_by_id.get(&id)?;
+        self.by_path.get(path)
+    }
+
+    /// Bytes of the values the tree retains.
+    pub fn value_bytes(&self) -> usize {
+        self.value_bytes
+    }
+
+    /// Whether a value of `needed` bytes replacing one of `held` bytes fits under `limit`
+    /// (a value no larger than the one it replaces always fits).
+    pub fn check_room(&self, held: usize, needed: usize, limit: usize) -> Result<(), TreeFull> {
+        if needed <= held || self.value_bytes - held + needed <= limit {
+            Ok(())
+        } else {
+            Err(TreeFull {
+                used: self.value_bytes,
+                needed,
+                limit,
+            })
+        }
+    }
+
+    /// Sets the value of the topic with id `id` (see [`Topic::update`]), keeping the byte
+    /// count, or refuses it when the tree's values would pass `limit` bytes. `Ok(None)`: no
+    /// such topic, or the value is unchanged.
+    pub fn update(
+        &mut self,
+        id: u64,
+        value: Option<TopicValue>,
+        limit: usize,
+    ) -> Result<Option<Arc<TopicUpdate>>, TreeFull> {
+        let Some(path) = self.paths_by_id.get(&id) else {
+            return Ok(None);
+        };
+        let Some(topic) = self.by_path.get_mut(path) else {
+            return Ok(None);
+        };
+        let held = retained_len(topic.value());
+        let needed = if topic.properties.dont_retain_value {
+            0
+        } else {
+            retained_len(value.as_ref())
+        };
+        if needed > held && self.value_bytes - held + needed > limit {
+            return Err(TreeFull {
+                used: self.value_bytes,
+                needed,
+                limit,
+            });
+        }
+        let update = topic.update(value);
+        self.value_bytes = self.value_bytes - held + retained_len(topic.value());
+        Ok(update)
+    }
+
     /// Creates a topic with a fresh id; the caller has checked the path is free.
     pub fn insert(
         &mut self,
@@ -216,6 +295,7 @@ impl TopicStore {
     pub fn remove(&mut self, path: &str) -> Option<Topic> {
         let topic = self.by_path.remove(path)?;
         self.paths_by_id.remove(&topic.id);
+        self.value_bytes -= retained_len(topic.value());
         Some(topic)
     }
 
@@ -233,8 +313,25 @@ impl TopicStore {
 
     /// The topics a selector selects, in path order.
     pub fn select<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = &'a Topic> + 'a {
-        self.candidates(selector.path_prefix())
-            .filter(|(path, _)| selector.matches(path))
+        self.select_after(selector, None)
+    }
+
+    /// The topics a selector selects whose path sorts after `after`, in path order: one page
+    /// of a fetch starts where the previous one ended.
+    pub fn select_after<'a>(
+        &'a self,
+        selector: &'a Selector,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Topic> + 'a {
+        let prefix = selector.path_prefix();
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        self.by_path
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(move |(path, _)| path.starts_with(prefix))
+            .filter(move |(path, _)| under_prefix(path, prefix) && selector.matches(path))
             .map(|(_, topic)| topic)
     }
 
@@ -361,6 +458,44 @@ mod tests {
             assert!(u.delta_message.is_none(), "{ty} {props:?}");
             assert_eq!(u.version, 2);
         }
+    }
+
+    #[test]
+    fn pages_start_after_a_path() {
+        let s = store(&["a/1", "a/2", "a/3", "ab", "b/1"]);
+        let sel = Selector::parse("?a//").unwrap();
+        let after = |a: Option<&str>| -> Vec<String> {
+            s.select_after(&sel, a)
+                .map(|t| t.path.as_str().to_owned())
+                .collect()
+        };
+        assert_eq!(after(None), ["a/1", "a/2", "a/3"]);
+        assert_eq!(after(Some("a/1")), ["a/2", "a/3"]);
+        assert_eq!(after(Some("a/25")), ["a/3"]);
+        assert!(after(Some("a/3")).is_empty());
+        assert_eq!(after(Some("0")), ["a/1", "a/2", "a/3"]);
+        assert!(after(Some("z")).is_empty());
+    }
+
+    #[test]
+    fn value_bytes_are_counted_and_bounded() {
+        let mut s = store(&["a", "b"]);
+        let (a, b) = (s.get("a").unwrap().id, s.get("b").unwrap().id);
+        let text = |n: usize| v(TopicType::Json, json!("x".repeat(n)));
+        s.update(a, text(98), 250).unwrap();
+        assert_eq!(s.value_bytes(), 100);
+        s.update(b, text(98), 250).unwrap();
+        assert_eq!(s.value_bytes(), 200);
+        let err = s.update(b, text(198), 250).unwrap_err();
+        assert_eq!((err.used, err.needed), (200, 200));
+        assert_eq!(s.value_bytes(), 200, "a refused value changes nothing");
+        // Shrinking always fits; removal gives the bytes back.
+        s.update(b, text(8), 1).unwrap();
+        assert_eq!(s.value_bytes(), 110);
+        s.remove("a");
+        assert_eq!(s.value_bytes(), 10);
+        s.update(b, None, 0).unwrap();
+        assert_eq!(s.value_bytes(), 0);
     }
 
     #[test]

@@ -95,6 +95,21 @@ impl ViewRegistry {
         changes
     }
 
+    /// Whether a view with this name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.order_by_name.contains_key(name)
+    }
+
+    /// The precedence order of the view with this name.
+    pub fn order(&self, name: &str) -> Option<u64> {
+        self.order_by_name.get(name).copied()
+    }
+
+    /// How many views there are.
+    pub fn len(&self) -> usize {
+        self.views.len()
+    }
+
     /// The views, in precedence order.
     pub fn views(&self) -> impl Iterator<Item = &View> {
         self.views.values()

@@ -84,7 +84,8 @@ async fn small_change_of_a_large_json_value_arrives_as_a_delta() {
             raw.len()
         );
         // Applying the delta to the held canonical bytes gives exactly the new value's.
-        let applied = diffusion_core::delta::apply(held_a.canonical(id).unwrap(), &raw).unwrap();
+        let applied =
+            diffusion_core::delta::apply(held_a.canonical(id).unwrap(), &raw, 64 << 20).unwrap();
         assert_eq!(&applied[..], &canonical_json(&new)[..]);
         held_a.apply(&ma);
         held_b.apply(&mb);

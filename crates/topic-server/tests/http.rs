@@ -15,6 +15,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// A plain HTTP/1.1 GET; returns (status, body).
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = get_with_head(addr, path).await;
+    (status, body)
+}
+
+/// A plain HTTP/1.1 GET; returns (status, lower-cased head, body).
+async fn get_with_head(addr: SocketAddr, path: &str) -> (u16, String, String) {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -34,7 +40,7 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     } else {
         body.to_owned()
     };
-    (status, body)
+    (status, head.to_ascii_lowercase(), body)
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -107,12 +113,55 @@ async fn dashboard_files_are_served_at_root() {
     let (status, body) = get(server.addr, "/index.html").await;
     assert_eq!(status, 200);
     assert!(body.contains("dashboard"));
-    let (status, body) = get(server.addr, "/node_modules/chart-lib/dist/chart.js").await;
+    let (status, body) = get(server.addr, "/js/main.js").await;
     assert_eq!(status, 200);
-    assert!(body.contains("export const chart"), "{body}");
+    assert!(body.contains("export const main"), "{body}");
+    assert_eq!(get(server.addr, "/css/style.css").await.0, 200);
+    let (status, body) = get(server.addr, "/node_modules/uplot/dist/uPlot.iife.min.js").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("uPlot"), "{body}");
     assert_eq!(get(server.addr, "/no/such/file.js").await.0, 404);
+    assert_eq!(get(server.addr, "/js/missing.js").await.0, 404);
     // /ws without an upgrade is refused rather than served as a file.
     assert!(get(server.addr, "/ws").await.0 >= 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn development_files_are_not_served() {
+    let server = TestServer::start().await;
+    for path in [
+        "/package.json",
+        "/README.md",
+        "/test/page.test.mjs",
+        "/node_modules/.package-lock.json",
+        "/node_modules/uplot/package.json",
+        "/js/../package.json",
+        "/js/%2e%2e/package.json",
+        "/css/../README.md",
+    ] {
+        let (status, body) = get(server.addr, path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(!body.contains("private"), "{path}: {body}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn dashboard_responses_carry_security_headers() {
+    let server = TestServer::start().await;
+    for path in ["/", "/index.html", "/js/main.js", "/package.json"] {
+        let (_, head, _) = get_with_head(server.addr, path).await;
+        for header in [
+            "content-security-policy: default-src 'self'",
+            "frame-ancestors 'none'",
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+            "x-frame-options: deny",
+        ] {
+            assert!(head.contains(header), "{path} lacks {header}:\n{head}");
+        }
+    }
     server.stop().await;
 }
 

@@ -12,21 +12,29 @@
 //! `throttle to N updates every P` runs per reference topic through
 //! [`ThrottleState`](diffusion_core::view::ThrottleState); `delay by P` holds a view's results
 //! for `P` before they change the tree, so additions, updates and removals all happen `P`
-//! later. Both use tokio timers that call back into the engine (and so follow tokio's clock,
-//! which tests can pause).
+//! later. Both deadlines live in [`Timers`], served by one timer task per engine that sleeps
+//! until the earliest (tokio's clock, which tests can pause). A view removed or replaced takes
+//! its held results with it; held results are bounded in number.
+//!
+//! Every evaluation is bounded by the engine's [`EvalLimits`](diffusion_core::view::EvalLimits):
+//! a source whose view would produce too many or too large reference topics derives nothing
+//! (logged, counted in `/metrics`). A change ripples through at most [`MAX_CHAIN_DEPTH`] views,
+//! counted across delays and throttles too, so a cycle of views always stops.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use diffusion_core::protocol::{ErrorCode, ViewInfo};
 use diffusion_core::view::{Offer, ReferenceValue, Throttle, ThrottleState, ViewSpec};
 use diffusion_core::{TopicPath, TopicProperties, TopicValue};
+use tokio::time::Instant;
 
 use super::{Dropped, Engine, OpError, Tree};
 
-/// How many reference-of-reference hops one change may cause: deep enough for real chains,
-/// small enough that a cycle of views stops quickly.
-const MAX_CHAIN_DEPTH: usize = 8;
+/// How many views one change may pass through (the source's own views are the first): deep
+/// enough for real chains, small enough that a cycle of views stops quickly.
+pub(crate) const MAX_CHAIN_DEPTH: usize = 8;
 
 /// A view's results for one source, waiting for the view's `delay by`.
 pub(crate) struct DelayedClaims {
@@ -35,6 +43,111 @@ pub(crate) struct DelayedClaims {
     source: String,
     /// `None`: the source was removed.
     results: Option<Vec<(String, ReferenceValue)>>,
+    /// Views the change had passed through before this one.
+    depth: usize,
+}
+
+/// The throttle of one reference topic: its state (the held value remembers how many views
+/// the change had passed through) and its pending flush, if any.
+pub(crate) struct Throttled {
+    state: ThrottleState<(Option<TopicValue>, usize)>,
+    flush: Option<TimerKey>,
+}
+
+/// A deadline and a tie-breaker.
+type TimerKey = (Instant, u64);
+
+/// Every deadline of one engine: results held by `delay by`, and throttle windows that end
+/// with a held value to publish.
+#[derive(Default)]
+pub(crate) struct Timers {
+    delayed: BTreeMap<TimerKey, DelayedClaims>,
+    /// (view order, source) → its newest held result, for conflating when full.
+    newest: HashMap<(u64, String), TimerKey>,
+    flushes: BTreeMap<TimerKey, String>,
+    seq: u64,
+}
+
+impl Timers {
+    fn key(&mut self, due: Instant) -> TimerKey {
+        self.seq += 1;
+        (due, self.seq)
+    }
+
+    /// The earliest deadline.
+    fn next_due(&self) -> Option<Instant> {
+        let delayed = self.delayed.keys().next().map(|k| k.0);
+        let flush = self.flushes.keys().next().map(|k| k.0);
+        match (delayed, flush) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Holds `claims` until `due`. With `max` results already held, the source's newest held
+    /// result is replaced instead (keeping its deadline), so memory stays bounded under any
+    /// rate of updates; a source with nothing held is always held.
+    fn hold(&mut self, due: Instant, claims: DelayedClaims, max: usize) {
+        let pair = (claims.order, claims.source.clone());
+        if self.delayed.len() >= max
+            && let Some(key) = self.newest.get(&pair)
+            && let Some(held) = self.delayed.get_mut(key)
+        {
+            held.results = claims.results;
+            held.depth = claims.depth;
+            return;
+        }
+        let key = self.key(due);
+        self.newest.insert(pair, key);
+        self.delayed.insert(key, claims);
+    }
+
+    /// The next held result due at `now`, if any.
+    fn take_due_delayed(&mut self, now: Instant) -> Option<DelayedClaims> {
+        let entry = self.delayed.first_entry()?;
+        if entry.key().0 > now {
+            return None;
+        }
+        let key = *entry.key();
+        let claims = entry.remove();
+        let pair = (claims.order, claims.source.clone());
+        if self.newest.get(&pair) == Some(&key) {
+            self.newest.remove(&pair);
+        }
+        Some(claims)
+    }
+
+    /// Forgets every result held for view `order` (removed or replaced).
+    fn drop_view(&mut self, order: u64) {
+        self.delayed.retain(|_, claims| claims.order != order);
+        self.newest.retain(|(o, _), _| *o != order);
+    }
+
+    /// Arranges a throttle flush of `path` at `due`.
+    fn schedule_flush(&mut self, due: Instant, path: &str) -> TimerKey {
+        let key = self.key(due);
+        self.flushes.insert(key, path.to_owned());
+        key
+    }
+
+    /// The next throttle flush due at `now`, if any.
+    fn take_due_flush(&mut self, now: Instant) -> Option<String> {
+        let entry = self.flushes.first_entry()?;
+        (entry.key().0 <= now).then(|| entry.remove())
+    }
+
+    /// Cancels the pending flush of a throttle whose topic went away.
+    pub(crate) fn cancel_flush(&mut self, throttled: &Throttled) {
+        if let Some(key) = throttled.flush {
+            self.flushes.remove(&key);
+        }
+    }
+
+    /// Results held now (for tests).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.delayed.len()
+    }
 }
 
 fn check_view_name(name: &str) -> Result<(), OpError> {
@@ -52,8 +165,17 @@ fn check_view_name(name: &str) -> Result<(), OpError> {
 
 impl Engine {
     /// `createview`: creates the named view, or replaces its specification keeping its
-    /// precedence, and derives its reference topics from every current source.
+    /// precedence, and derives its reference topics from every current source. Specifications
+    /// longer than the configured limit are refused before they are parsed.
     pub fn create_view(&self, name: &str, spec: &str) -> Result<(), OpError> {
+        if spec.len() > self.limits.max_view_spec_bytes {
+            self.metrics.limit_refused("view_spec_bytes");
+            return Err(OpError::limit(format!(
+                "a view specification may have at most {} bytes (this one has {})",
+                self.limits.max_view_spec_bytes,
+                spec.len()
+            )));
+        }
         let spec = ViewSpec::parse(spec).map_err(|e| {
             OpError::new(
                 ErrorCode::InvalidView,
@@ -68,8 +190,16 @@ impl Engine {
     pub fn install_view(&self, name: &str, spec: Arc<ViewSpec>) -> Result<(), OpError> {
         check_view_name(name)?;
         let mut tree = self.lock();
+        if !tree.views.contains(name) && tree.views.len() >= self.limits.max_views {
+            self.metrics.limit_refused("views");
+            return Err(OpError::limit(format!(
+                "the server holds its maximum of {} views",
+                self.limits.max_views
+            )));
+        }
         let mut dropped = Dropped::new();
         let (order, released) = tree.views.create(name, Arc::clone(&spec));
+        tree.timers.drop_view(order);
         for path in released {
             self.apply_reference(&mut tree, &path, 0, &mut dropped);
         }
@@ -81,12 +211,17 @@ impl Engine {
         Ok(())
     }
 
-    /// `removeview`: removes the named view and every reference topic it owns.
+    /// `removeview`: removes the named view, every reference topic it owns and every result it
+    /// holds back.
     pub fn remove_view(&self, name: &str) -> Result<(), OpError> {
         let mut tree = self.lock();
+        let order = tree.views.order(name);
         let released = tree.views.remove(name).ok_or_else(|| {
             OpError::new(ErrorCode::NoSuchView, format!("no view named '{name}'"))
         })?;
+        if let Some(order) = order {
+            tree.timers.drop_view(order);
+        }
         let mut dropped = Dropped::new();
         for path in released {
             self.apply_reference(&mut tree, &path, 0, &mut dropped);
@@ -109,7 +244,7 @@ impl Engine {
     }
 
     /// The topic at `path` was added, changed value or was removed: every view selecting it
-    /// re-evaluates it.
+    /// re-evaluates it. `depth` is how many views the change has already passed through.
     pub(super) fn source_changed(
         &self,
         tree: &mut Tree,
@@ -117,14 +252,19 @@ impl Engine {
         depth: usize,
         dropped: &mut Dropped,
     ) {
-        if depth > MAX_CHAIN_DEPTH {
+        let orders = tree.views.views_selecting(path);
+        if orders.is_empty() {
+            return;
+        }
+        if depth >= MAX_CHAIN_DEPTH {
+            self.metrics.view_chain_stops.increment(1);
             tracing::warn!(
                 path,
-                "view chain deeper than {MAX_CHAIN_DEPTH}: stopped (a cycle of views?)"
+                "a change passed through {MAX_CHAIN_DEPTH} views: stopped (a cycle of views?)"
             );
             return;
         }
-        for order in tree.views.views_selecting(path) {
+        for order in orders {
             self.evaluate_source(tree, order, path, depth, dropped);
         }
     }
@@ -152,12 +292,22 @@ impl Engine {
                         .and_then(|t| t.value())
                         .map(TopicValue::to_json)
                 };
-                spec.evaluate(source, &value.to_json(), &lookup)
+                spec.evaluate(source, &value.to_json(), &lookup, &self.limits.eval)
+                    .unwrap_or_else(|error| {
+                        self.metrics.view_evaluation_failures.increment(1);
+                        tracing::warn!(
+                            view = %view.name,
+                            source,
+                            %error,
+                            "view evaluation refused: the source derives nothing"
+                        );
+                        Vec::new()
+                    })
             }
             None => Vec::new(),
         });
         match spec.options.delay {
-            Some(delay) => self.delay_claims(tree, order, spec, source, results, delay),
+            Some(delay) => self.delay_claims(tree, order, spec, source, results, delay, depth),
             None => self.record_claims(tree, order, &spec, source, results, depth, dropped),
         }
     }
@@ -186,6 +336,7 @@ impl Engine {
     }
 
     /// Holds a delayed view's results until they are due, then records them.
+    #[allow(clippy::too_many_arguments)]
     fn delay_claims(
         &self,
         tree: &mut Tree,
@@ -194,37 +345,31 @@ impl Engine {
         source: &str,
         results: Option<Vec<(String, ReferenceValue)>>,
         delay: Duration,
+        depth: usize,
     ) {
-        let due = tokio::time::Instant::now() + delay;
-        tree.delay_seq += 1;
-        tree.delayed.insert(
-            (due, tree.delay_seq),
-            DelayedClaims {
-                order,
-                spec,
-                source: source.to_owned(),
-                results,
-            },
-        );
-        let me = self.me.clone();
-        self.spawn_timer(due, move || {
-            if let Some(engine) = me.upgrade() {
-                engine.run_delayed();
-            }
-        });
+        // Delays are at most a day (checked when the view is parsed); never overflow anyway.
+        let now = Instant::now();
+        let due = now.checked_add(delay).unwrap_or(now);
+        let claims = DelayedClaims {
+            order,
+            spec,
+            source: source.to_owned(),
+            results,
+            depth,
+        };
+        tree.timers
+            .hold(due, claims, self.limits.max_delayed_results);
+        self.wake_timers();
     }
 
-    /// Records every delayed result that is due, in the order the results were produced.
-    fn run_delayed(&self) {
+    /// Runs every deadline that is due: held results in the order they were produced, and
+    /// throttle flushes.
+    fn run_due_timers(&self) {
         let mut tree = self.lock();
         let mut dropped = Dropped::new();
-        let now = tokio::time::Instant::now();
-        while let Some(entry) = tree.delayed.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let claims = entry.remove();
-            // A view replaced or removed meanwhile has dropped these results.
+        let now = Instant::now();
+        while let Some(claims) = tree.timers.take_due_delayed(now) {
+            // A view replaced or removed meanwhile has dropped these results already.
             let current = tree
                 .views
                 .view(claims.order)
@@ -237,27 +382,43 @@ impl Engine {
                     &spec,
                     &claims.source,
                     claims.results,
-                    0,
+                    claims.depth,
                     &mut dropped,
                 );
             }
         }
+        while let Some(path) = tree.timers.take_due_flush(now) {
+            self.flush_throttle(&mut tree, &path, &mut dropped);
+        }
         self.settle_tree(&mut tree, dropped);
     }
 
-    /// Calls `fire` at `due` on the tokio runtime. Outside a runtime (a benchmark driving the
-    /// engine directly) there is no clock to wait on, so it fires at once.
-    fn spawn_timer(&self, due: tokio::time::Instant, fire: impl FnOnce() + Send + 'static) {
+    /// The earliest deadline of any timer.
+    fn next_due(&self) -> Option<Instant> {
+        self.lock().timers.next_due()
+    }
+
+    /// Makes sure the timer task runs and sees the newest deadline. Outside a runtime (a
+    /// benchmark driving the engine directly) there is no clock to wait on: due work runs on
+    /// a thread at once.
+    fn wake_timers(&self) {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn(async move {
-                    tokio::time::sleep_until(due).await;
-                    fire();
+                self.timer_started.get_or_init(|| {
+                    handle.spawn(timer_task(self.me.clone(), Arc::clone(&self.timer_wake)));
                 });
+                self.timer_wake.notify_one();
             }
             Err(_) => {
-                tracing::warn!("no async runtime for a view timer; firing it at once");
-                std::thread::spawn(fire);
+                let me = self.me.clone();
+                std::thread::spawn(move || {
+                    if let Some(engine) = me.upgrade() {
+                        while let Some(due) = engine.next_due() {
+                            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                            engine.run_due_timers();
+                        }
+                    }
+                });
             }
         }
     }
@@ -321,7 +482,7 @@ impl Engine {
                     tracing::warn!(path, "view derived an invalid topic path");
                     return;
                 };
-                self.create_topic(
+                let created = self.create_topic(
                     tree,
                     topic_path,
                     reference.topic_type,
@@ -330,11 +491,16 @@ impl Engine {
                     Some(order),
                     dropped,
                 );
+                if let Err(error) = created {
+                    tracing::warn!(path, view = %view_name(tree, order), error = %error.message, "reference topic not created");
+                    return;
+                }
                 if let Some(throttle) = &spec.options.throttle {
                     // The creation counts as the first update of the throttle's window.
                     let mut state = ThrottleState::new(throttle);
-                    let _ = state.offer(tokio::time::Instant::now().into_std(), None);
-                    tree.throttles.insert(path.to_owned(), state);
+                    let _ = state.offer(Instant::now().into_std(), (None, depth));
+                    tree.throttles
+                        .insert(path.to_owned(), Throttled { state, flush: None });
                 }
                 self.source_changed(tree, path, depth + 1, dropped);
             }
@@ -350,13 +516,15 @@ impl Engine {
         depth: usize,
         dropped: &mut Dropped,
     ) {
-        let Some(topic) = tree.topics.get_mut(path) else {
+        let Some(id) = tree.topics.get(path).map(|t| t.id) else {
             return;
         };
-        self.metrics.updates_in.increment(1);
-        if let Some(update) = topic.update(value) {
-            self.fan_out(topic, &update, dropped);
-            self.source_changed(tree, path, depth + 1, dropped);
+        match self.apply_value(tree, id, value, dropped) {
+            Ok(true) => self.source_changed(tree, path, depth + 1, dropped),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(path, error = %error.message, "reference topic not updated");
+            }
         }
     }
 
@@ -371,42 +539,76 @@ impl Engine {
         depth: usize,
         dropped: &mut Dropped,
     ) {
-        let now = tokio::time::Instant::now().into_std();
-        let state = tree
-            .throttles
+        let now = Instant::now();
+        let Tree {
+            throttles, timers, ..
+        } = &mut *tree;
+        let throttled = throttles
             .entry(path.to_owned())
-            .or_insert_with(|| ThrottleState::new(throttle));
-        match state.offer(now, value) {
-            Offer::PublishNow(value) => self.set_reference(tree, path, value, depth, dropped),
+            .or_insert_with(|| Throttled {
+                state: ThrottleState::new(throttle),
+                flush: None,
+            });
+        match throttled.state.offer(now.into_std(), (value, depth)) {
+            Offer::PublishNow((value, depth)) => {
+                self.set_reference(tree, path, value, depth, dropped)
+            }
             Offer::Held { flush_at, schedule } => {
                 if schedule {
-                    let me = self.me.clone();
-                    let path = path.to_owned();
-                    self.spawn_timer(tokio::time::Instant::from_std(flush_at), move || {
-                        if let Some(engine) = me.upgrade() {
-                            engine.flush_throttle(&path);
-                        }
-                    });
+                    throttled.flush =
+                        Some(timers.schedule_flush(Instant::from_std(flush_at), path));
+                    self.wake_timers();
                 }
             }
         }
     }
 
     /// A throttle window ended: publish the value held for `path`, if any.
-    fn flush_throttle(&self, path: &str) {
-        let mut tree = self.lock();
-        let now = tokio::time::Instant::now().into_std();
-        let held = tree
-            .throttles
-            .get_mut(path)
-            .and_then(|state| state.flush(now));
-        let mut dropped = Dropped::new();
-        if let Some(value) = held
+    fn flush_throttle(&self, tree: &mut Tree, path: &str, dropped: &mut Dropped) {
+        let now = Instant::now().into_std();
+        let held = tree.throttles.get_mut(path).and_then(|throttled| {
+            throttled.flush = None;
+            throttled.state.flush(now)
+        });
+        if let Some((value, depth)) = held
             && tree.topics.get(path).is_some_and(|t| t.reference.is_some())
         {
-            self.set_reference(&mut tree, path, value, 0, &mut dropped);
+            self.set_reference(tree, path, value, depth, dropped);
         }
-        self.settle_tree(&mut tree, dropped);
+    }
+}
+
+fn view_name(tree: &Tree, order: u64) -> String {
+    tree.views
+        .view(order)
+        .map(|v| v.name.clone())
+        .unwrap_or_default()
+}
+
+/// One per engine: sleeps until the earliest deadline (or until woken by a new one), then runs
+/// what is due. Holds the engine only while working, and ends once it is gone.
+async fn timer_task(engine: std::sync::Weak<Engine>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let next = match engine.upgrade() {
+            Some(engine) => engine.next_due(),
+            None => return,
+        };
+        match next {
+            Some(due) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = &mut notified => {}
+                }
+            }
+            None => notified.await,
+        }
+        match engine.upgrade() {
+            Some(engine) => engine.run_due_timers(),
+            None => return,
+        }
     }
 }
 
@@ -425,7 +627,7 @@ mod tests {
     /// An engine with one session subscribed to `selector`; returns a function draining the
     /// values that session has been sent, as (topic id, value) in order.
     fn engine_with_watcher(selector: &str) -> (Arc<Engine>, impl Fn() -> Vec<Value>) {
-        let engine = Engine::new(Metrics::new());
+        let engine = Engine::new(Metrics::new(), crate::engine::EngineLimits::default());
         let outbound = Arc::new(SessionOutbound::new(1 << 20));
         engine.register_session(1, Arc::clone(&outbound));
         engine.subscribe(1, selector).unwrap();
@@ -506,7 +708,7 @@ mod tests {
             )
             .unwrap();
         assert!(
-            engine.fetch("ref").unwrap().is_empty(),
+            engine.fetch("ref", None, None).unwrap().topics.is_empty(),
             "unpublished until due"
         );
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -517,12 +719,12 @@ mod tests {
         assert_eq!(drain(), [json!(2)], "the update, 5 s after the source's");
         engine.remove("src").unwrap();
         assert_eq!(
-            engine.fetch("ref").unwrap().len(),
+            engine.fetch("ref", None, None).unwrap().topics.len(),
             1,
             "removal is delayed too"
         );
         tokio::time::sleep(Duration::from_millis(5_100)).await;
-        assert!(engine.fetch("ref").unwrap().is_empty());
+        assert!(engine.fetch("ref", None, None).unwrap().topics.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -537,6 +739,173 @@ mod tests {
         engine.remove_view("d").unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(drain().is_empty());
-        assert!(engine.fetch("ref").unwrap().is_empty());
+        assert!(engine.fetch("ref", None, None).unwrap().topics.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_passes_through_at_most_eight_views() {
+        let (engine, _drain) = engine_with_watcher("?c//");
+        // c/0 → c/1 → … → c/9: nine views in a chain.
+        for i in 0..9 {
+            engine
+                .create_view(&format!("v{i}"), &format!("map c/{i} to c/{}", i + 1))
+                .unwrap();
+        }
+        engine
+            .add("c/0", TopicType::Json, &BTreeMap::new(), Some(&json!(1)))
+            .unwrap();
+        let exists = |i: usize| {
+            !engine
+                .fetch(&format!("c/{i}"), None, None)
+                .unwrap()
+                .topics
+                .is_empty()
+        };
+        assert!((1..=8).all(exists), "eight views ran");
+        assert!(!exists(9), "the ninth did not");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cycle_through_a_delayed_view_stops() {
+        let (engine, drain) = engine_with_watcher("?x//");
+        engine
+            .create_view("ab", "map x/a to x/b delay by 1 second")
+            .unwrap();
+        engine
+            .create_view("ba", "map x/b to x/a process {set(/n, calc \"/n + 1\")}")
+            .unwrap();
+        engine.create_view("seed", "map x/src to x/a").unwrap();
+        engine
+            .add(
+                "x/src",
+                TopicType::Json,
+                &BTreeMap::new(),
+                Some(&json!({"n": 0})),
+            )
+            .unwrap();
+        // The hop count survives the delay, so the ripple dies out; without it this would
+        // go on for ever, one round per second.
+        let mut rounds = 0;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            rounds += 1;
+            if engine.lock().timers.held() == 0 {
+                break;
+            }
+        }
+        assert!(rounds < 30, "held results never drained");
+        let _ = drain();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cycle_through_a_throttled_view_stops() {
+        let (engine, _drain) = engine_with_watcher("?y//");
+        engine
+            .create_view("ab", "map y/a to y/b throttle to 1 update every 1 second")
+            .unwrap();
+        engine
+            .create_view("ba", "map y/b to y/a process {set(/n, calc \"/n + 1\")}")
+            .unwrap();
+        engine.create_view("seed", "map y/src to y/a").unwrap();
+        engine
+            .add(
+                "y/src",
+                TopicType::Json,
+                &BTreeMap::new(),
+                Some(&json!({"n": 0})),
+            )
+            .unwrap();
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let flushes = engine.lock().timers.flushes.len();
+        assert_eq!(
+            flushes, 0,
+            "no throttle flush still pending after the ripple stopped"
+        );
+        let n = |path: &str| {
+            let page = engine.fetch(path, None, None).unwrap();
+            let value = page.topics[0].wire_value.clone().unwrap();
+            serde_json::from_slice::<Value>(&value).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        };
+        assert!(
+            (2..=8).contains(&n("y/a")),
+            "the ripple went round a few times: {}",
+            n("y/a")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removing_a_view_drops_what_it_holds_back() {
+        let (engine, _drain) = engine_with_watcher("?ref//");
+        engine
+            .create_view("d", "map ?src/ to ref/<path(1)> delay by 1 hour")
+            .unwrap();
+        engine
+            .add("src/a", TopicType::Json, &BTreeMap::new(), Some(&json!(0)))
+            .unwrap();
+        for n in 1..100 {
+            engine.set("src/a", &json!(n)).unwrap();
+        }
+        assert_eq!(engine.lock().timers.held(), 100);
+        engine.remove_view("d").unwrap();
+        engine.remove("?src//").unwrap();
+        assert_eq!(
+            engine.lock().timers.held(),
+            0,
+            "held results went with the view"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_results_are_bounded() {
+        let engine = Engine::new(
+            Metrics::new(),
+            crate::engine::EngineLimits {
+                max_delayed_results: 10,
+                ..crate::engine::EngineLimits::default()
+            },
+        );
+        engine
+            .create_view("d", "map ?src/ to ref/<path(1)> delay by 5 seconds")
+            .unwrap();
+        for s in 0..3 {
+            engine
+                .add(
+                    &format!("src/{s}"),
+                    TopicType::Json,
+                    &BTreeMap::new(),
+                    Some(&json!(0)),
+                )
+                .unwrap();
+        }
+        for n in 1..1000 {
+            engine.set("src/0", &json!(n)).unwrap();
+        }
+        assert_eq!(
+            engine.lock().timers.held(),
+            10,
+            "at the limit, newer results replace"
+        );
+        // A source with nothing held still gets its result held.
+        engine
+            .add(
+                "src/new",
+                TopicType::Json,
+                &BTreeMap::new(),
+                Some(&json!(7)),
+            )
+            .unwrap();
+        assert_eq!(engine.lock().timers.held(), 11);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let page = engine.fetch("ref/0", None, None).unwrap();
+        assert_eq!(
+            page.topics[0].wire_value.as_deref(),
+            Some(&b"999"[..]),
+            "latest value wins"
+        );
+        assert_eq!(engine.lock().timers.held(), 0);
     }
 }

@@ -34,14 +34,26 @@ pub fn make_web_dir() -> PathBuf {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
-    let lib = dir.join("node_modules/chart-lib/dist");
-    std::fs::create_dir_all(&lib).unwrap();
-    std::fs::write(
-        dir.join("index.html"),
-        "<!doctype html><title>dashboard</title>\n",
-    )
-    .unwrap();
-    std::fs::write(lib.join("chart.js"), "export const chart = 1;\n").unwrap();
+    let files = [
+        ("index.html", "<!doctype html><title>dashboard</title>\n"),
+        ("js/main.js", "export const main = 1;\n"),
+        ("css/style.css", "body { margin: 0 }\n"),
+        (
+            "node_modules/uplot/dist/uPlot.iife.min.js",
+            "var uPlot = 1;\n",
+        ),
+        // Development files that sit beside the page and must never be served.
+        ("package.json", "{\"private\": true}\n"),
+        ("README.md", "# dashboard\n"),
+        ("test/page.test.mjs", "// test\n"),
+        ("node_modules/.package-lock.json", "{}\n"),
+        ("node_modules/uplot/package.json", "{}\n"),
+    ];
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
     dir
 }
 
@@ -391,7 +403,7 @@ impl Held {
                     .canonical
                     .get(id)
                     .unwrap_or_else(|| panic!("delta for topic {id} without a held value"));
-                let new = diffusion_core::delta::apply(base, &raw)
+                let new = diffusion_core::delta::apply(base, &raw, 64 << 20)
                     .unwrap_or_else(|e| panic!("delta for topic {id} does not apply: {e}"));
                 self.canonical.insert(*id, new.to_vec());
                 *self.deltas.entry(*id).or_default() += 1;
