@@ -63,4 +63,13 @@ pub struct Config {
     /// Credentials for the principal.
     #[arg(long, env = "TOPIC_CREDENTIALS", hide_env_values = true)]
     pub credentials: Option<String>,
+
+    /// Largest channel message relayed, in bytes; a larger one is skipped (counted and logged)
+    /// before it is parsed.
+    #[arg(long, env = "BACKEND_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES,
+          value_parser = service_kit::flags::at_least_one)]
+    pub max_message_bytes: usize,
 }
+
+/// Default largest relayed message: 1 MiB, the topic server's default request limit.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use diffusion_core::TopicType;
+use diffusion_core::protocol::ErrorCode;
 use serde_json::Value;
 use service_kit::redis_subscription::SubscriptionEvent;
 use service_kit::{Backoff, ShutdownSignal};
 use tokio::sync::mpsc;
-use topic_client::{ConnectOptions, TopicClient};
+use topic_client::{ConnectOptions, TopicClient, TopicEvent};
 
 use crate::config::Config;
 use crate::source;
@@ -23,6 +24,10 @@ pub struct RelayStats {
     pub relayed: AtomicU64,
     /// Messages skipped because they were not JSON.
     pub skipped_invalid: AtomicU64,
+    /// Messages skipped because they were larger than the configured limit.
+    pub skipped_oversize: AtomicU64,
+    /// Times the topic was found removed (by someone else) and created again.
+    pub restored: AtomicU64,
     /// Messages superseded by a newer one while the topic server was unreachable.
     pub superseded: AtomicU64,
     /// Whether the topic server connection is up (and the topic exists).
@@ -102,7 +107,30 @@ impl Relay {
         Ok(())
     }
 
-    /// Connects to the topic server and makes sure the topic exists.
+    /// Creates the topic (with `value` when there is one): the relay owns it, so it puts it
+    /// back whenever someone removes it.
+    async fn ensure_topic(
+        &self,
+        client: &TopicClient,
+        value: Option<&Value>,
+    ) -> Result<(), topic_client::ClientError> {
+        let topic = &self.config.topic;
+        match value {
+            Some(value) => {
+                client
+                    .add_topic_with_value(topic, TopicType::Json, BTreeMap::new(), value.clone())
+                    .await
+            }
+            None => {
+                client
+                    .add_topic(topic, TopicType::Json, BTreeMap::new())
+                    .await
+            }
+        }
+    }
+
+    /// Connects to the topic server, makes sure the topic exists and watches it (to notice
+    /// its removal).
     async fn connect(
         &self,
         events: &mut mpsc::Receiver<SubscriptionEvent>,
@@ -114,9 +142,8 @@ impl Relay {
         };
         let connecting = async {
             let client = TopicClient::connect(&self.config.topic_server, options).await?;
-            client
-                .add_topic(&self.config.topic, TopicType::Json, BTreeMap::new())
-                .await?;
+            self.ensure_topic(&client, None).await?;
+            client.subscribe(format!(">{}", self.config.topic)).await?;
             tracing::info!(topic = %self.config.topic, url = %self.config.topic_server, "topic server ready");
             anyhow::Ok(client)
         };
@@ -153,6 +180,15 @@ impl Relay {
             return;
         };
         self.stats.received.fetch_add(1, Ordering::Relaxed);
+        if payload.len() > self.config.max_message_bytes {
+            self.stats.skipped_oversize.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                bytes = payload.len(),
+                limit = self.config.max_message_bytes,
+                "skipping channel message larger than the limit"
+            );
+            return;
+        }
         match serde_json::from_slice::<Value>(&payload) {
             Ok(value) => {
                 if pending.replace(value).is_some() {
@@ -167,6 +203,19 @@ impl Relay {
         }
     }
 
+    /// Puts the topic back (with the last value relayed) after someone removed it.
+    async fn restore(&self, client: &TopicClient, last: Option<&Value>) {
+        match self.ensure_topic(client, last).await {
+            Ok(()) => {
+                self.stats.restored.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = %self.config.topic, "the topic was removed; created it again");
+            }
+            Err(error) => {
+                tracing::warn!(topic = %self.config.topic, %error, "could not create the removed topic again");
+            }
+        }
+    }
+
     /// Sets every message as the topic value until the connection or the process ends.
     async fn relay(
         &self,
@@ -175,11 +224,23 @@ impl Relay {
         pending: &mut Option<Value>,
         mut shutdown: ShutdownSignal,
     ) -> Step {
+        let mut last: Option<Value> = None;
         loop {
             if let Some(value) = pending.take() {
-                match client.set(&self.config.topic, value.clone()).await {
+                let mut result = client.set(&self.config.topic, value.clone()).await;
+                if let Err(error) = &result
+                    && error.code() == Some(ErrorCode::NoSuchTopic)
+                {
+                    // Removed between our sets: put it back with this value.
+                    result = self.ensure_topic(client, Some(&value)).await;
+                    if result.is_ok() {
+                        self.stats.restored.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                match result {
                     Ok(()) => {
                         self.stats.relayed.fetch_add(1, Ordering::Relaxed);
+                        last = Some(value);
                     }
                     Err(error) if client.is_closed() => {
                         tracing::warn!(%error, "topic server connection lost; will resend latest value");
@@ -197,6 +258,15 @@ impl Relay {
                 event = events.recv() => match event {
                     Some(event) => self.collect(event, pending),
                     None => return Step::Shutdown,
+                },
+                watched = client.next_event() => match watched {
+                    Some(TopicEvent::Unsubscribed { path, reason })
+                        if path == self.config.topic && reason == "removed" =>
+                    {
+                        self.restore(client, last.as_ref()).await;
+                    }
+                    Some(_) => {}
+                    None => return Step::Reconnect,
                 },
                 _ = client.closed() => {
                     tracing::warn!("topic server connection closed; reconnecting");

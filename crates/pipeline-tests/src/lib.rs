@@ -81,6 +81,8 @@ impl Default for PipelineOptions {
     }
 }
 
+/// The backend app's message size limit in the pipeline (small, so tests can pass it).
+const MAX_RELAYED_BYTES: usize = 64 * 1024;
 const TOPIC: &str = "redis/bitcoin";
 const CHANNEL: &str = "app:notifications";
 
@@ -115,6 +117,7 @@ impl Pipeline {
             topic: TOPIC.to_owned(),
             principal: None,
             credentials: None,
+            max_message_bytes: MAX_RELAYED_BYTES,
         });
         let relay_stats = relay.stats();
         tiers.push(("backend-app", Tier::spawn(|s| relay.run(s))));
@@ -142,6 +145,11 @@ impl Pipeline {
             feeder_addr,
             tiers,
         })
+    }
+
+    /// The largest channel message the backend app relays in these tests.
+    pub fn max_relayed_bytes(&self) -> usize {
+        MAX_RELAYED_BYTES
     }
 
     /// The topic the backend app sets.

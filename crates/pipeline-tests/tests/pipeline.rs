@@ -224,6 +224,99 @@ async fn non_json_message_is_skipped_and_relaying_continues() {
     pipeline.stop().await.unwrap();
 }
 
+/// A pipeline reading Redis directly, with the relay connected.
+async fn redis_pipeline() -> Pipeline {
+    let pipeline = Pipeline::start(PipelineOptions {
+        feeder_interval: None,
+        backend_source: BackendSource::Redis,
+    })
+    .await
+    .unwrap();
+    let stats = pipeline.relay_stats.clone();
+    service_kit::testing::wait_until(Duration::from_secs(5), || {
+        let stats = stats.clone();
+        async move {
+            stats
+                .topic_server_connected
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }
+    })
+    .await
+    .unwrap();
+    pipeline
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_message_is_skipped_and_relaying_continues() {
+    let pipeline = redis_pipeline().await;
+    let topics = subscriber(&pipeline).await;
+    let mut redis = pipeline.redis.connection().await.unwrap();
+    sync_relay(&mut redis, pipeline.channel(), &topics).await;
+    let big = format!(
+        "{{\"big\":\"{}\"}}",
+        "x".repeat(pipeline.max_relayed_bytes())
+    );
+    publish(&mut redis, pipeline.channel(), &big).await;
+    publish(&mut redis, pipeline.channel(), r#"{"after":"big"}"#).await;
+    let value = next_value(&topics, Duration::from_secs(5)).await;
+    assert_eq!(value, serde_json::json!({"after": "big"}));
+    let skipped = pipeline
+        .relay_stats
+        .skipped_oversize
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(skipped, 1);
+    pipeline.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_topic_is_put_back_by_the_relay() {
+    let pipeline = redis_pipeline().await;
+    let topics = subscriber(&pipeline).await;
+    let mut redis = pipeline.redis.connection().await.unwrap();
+    sync_relay(&mut redis, pipeline.channel(), &topics).await;
+    publish(&mut redis, pipeline.channel(), r#"{"n":1}"#).await;
+    assert_eq!(
+        next_value(&topics, Duration::from_secs(5)).await,
+        serde_json::json!({"n": 1})
+    );
+    // Someone removes the relay's topic: it comes back at once, with the last value, without
+    // waiting for the next message; the subscriber's selector picks it up again.
+    let vandal = TopicClient::connect(&pipeline.topic_server_url(), ConnectOptions::default())
+        .await
+        .unwrap();
+    vandal.remove(pipeline.topic()).await.unwrap();
+    let mut removed = false;
+    let value = loop {
+        match timeout(Duration::from_secs(5), topics.next_event())
+            .await
+            .expect("event in time")
+            .expect("client open")
+        {
+            TopicEvent::Unsubscribed { reason, .. } => {
+                assert_eq!(reason, "removed");
+                removed = true;
+            }
+            TopicEvent::Value { value, .. } if removed => break value,
+            _ => {}
+        }
+    };
+    assert_eq!(value, serde_json::json!({"n": 1}));
+    assert_eq!(
+        pipeline
+            .relay_stats
+            .restored
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // And relaying goes on into the restored topic.
+    publish(&mut redis, pipeline.channel(), r#"{"n":2}"#).await;
+    assert_eq!(
+        next_value(&topics, Duration::from_secs(5)).await,
+        serde_json::json!({"n": 2})
+    );
+    pipeline.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_value_is_not_resent() {
     let pipeline = Pipeline::start(PipelineOptions {

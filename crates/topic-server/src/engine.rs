@@ -120,6 +120,10 @@ pub(crate) struct FetchPage {
     pub more: bool,
 }
 
+/// Setting the topic at this path panics under the engine lock (tests only).
+#[cfg(test)]
+pub(crate) const PANIC_PATH: &str = "test/panic";
+
 /// Most topics in one fetch page, whatever the client asks for.
 const MAX_FETCH_PAGE_TOPICS: usize = 10_000;
 /// What a fetched topic costs in a reply besides its path and value (the JSON around them).
@@ -598,6 +602,11 @@ impl Engine {
         let value = to_value(topic_type, validate_values, value)?;
 
         let mut tree = self.lock();
+        // Fault injection for the panic-containment test: a panic while holding the lock.
+        #[cfg(test)]
+        if path.as_str() == PANIC_PATH {
+            panic!("fault injected by a test");
+        }
         if tree.topics.get_by_id(id).is_none() {
             return Err(no_such_topic());
         }

@@ -211,3 +211,144 @@ mod demo_views {
         assert_eq!(names, ["currencies", "usd"]);
     }
 }
+
+#[cfg(test)]
+mod panic_containment {
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{Value, json};
+    use service_kit::Shutdown;
+    use tokio_tungstenite::tungstenite::Message;
+
+    type Stream = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// A raw client; frames may pack several messages.
+    struct Socket {
+        ws: Stream,
+        pending: std::collections::VecDeque<Value>,
+    }
+
+    async fn connect(url: &str) -> Socket {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let mut socket = Socket {
+            ws,
+            pending: Default::default(),
+        };
+        send(&mut socket, json!({"type":"connect","version":1})).await;
+        assert_eq!(next(&mut socket).await.unwrap()["type"], "connected");
+        socket
+    }
+
+    async fn send(socket: &mut Socket, value: Value) {
+        socket
+            .ws
+            .send(Message::text(value.to_string()))
+            .await
+            .unwrap();
+    }
+
+    /// The next message, or `Err` when the server closed (with its close code).
+    async fn next(socket: &mut Socket) -> Result<Value, Option<u16>> {
+        loop {
+            if let Some(message) = socket.pending.pop_front() {
+                return Ok(message);
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(5), socket.ws.next())
+                .await
+                .expect("server answered in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    for line in text.as_str().split('\n').filter(|l| !l.is_empty()) {
+                        socket
+                            .pending
+                            .push_back(serde_json::from_str(line).unwrap());
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| f.code.into())),
+                Some(Ok(_)) => {}
+                _ => return Err(None),
+            }
+        }
+    }
+
+    /// A request that panics inside the engine (under its lock) closes only its own session,
+    /// with INTERNAL (no details) and 1011; the socket is released and the engine keeps
+    /// serving everyone else.
+    #[tokio::test]
+    async fn a_panicking_request_closes_only_its_session() {
+        let server = crate::bind(crate::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..crate::Config::default()
+        })
+        .await
+        .unwrap();
+        let url = format!("ws://{}/ws", server.local_addr());
+        let stats = server.stats();
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(server.run(shutdown.signal()));
+
+        let mut watcher = connect(&url).await;
+        send(
+            &mut watcher,
+            json!({"type":"add","cid":1,"path":"x","topicType":"INT64","value":1}),
+        )
+        .await;
+        assert_eq!(next(&mut watcher).await.unwrap()["type"], "ok");
+        send(
+            &mut watcher,
+            json!({"type":"subscribe","cid":2,"selector":"x"}),
+        )
+        .await;
+        for _ in 0..3 {
+            next(&mut watcher).await.unwrap();
+        }
+
+        let mut culprit = connect(&url).await;
+        send(
+            &mut culprit,
+            json!({"type":"add","cid":1,"path":super::engine::PANIC_PATH,"topicType":"INT64"}),
+        )
+        .await;
+        assert_eq!(next(&mut culprit).await.unwrap()["type"], "ok");
+        let before = stats.open_connections();
+        send(
+            &mut culprit,
+            json!({"type":"set","cid":2,"path":super::engine::PANIC_PATH,"value":2}),
+        )
+        .await;
+        let error = next(&mut culprit).await.unwrap();
+        assert_eq!(error["code"], "INTERNAL");
+        assert_eq!(error["message"], "internal error", "no details leak");
+        assert_eq!(next(&mut culprit).await, Err(Some(1011)));
+        drop(culprit);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while stats.open_connections() >= before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the culprit's socket stayed open"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // The engine survived its poisoned lock: the watcher still gets updates.
+        send(
+            &mut watcher,
+            json!({"type":"set","cid":3,"path":"x","value":7}),
+        )
+        .await;
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            got.push(next(&mut watcher).await.unwrap());
+        }
+        assert!(got.iter().any(|m| m["v"] == 7), "{got:?}");
+        shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
