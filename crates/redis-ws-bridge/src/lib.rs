@@ -143,9 +143,13 @@ impl Bridge {
         });
         tracing::info!(%local_addr, channel = %config.channel, "redis-ws-bridge listening");
 
-        let served =
-            service_kit::http_server::serve(listener, router, config.serve_limits(), local.signal())
-                .await;
+        let served = service_kit::http_server::serve(
+            listener,
+            router,
+            config.serve_limits(),
+            local.signal(),
+        )
+        .await;
 
         local.trigger();
         forward.abort();

@@ -43,7 +43,16 @@ mod tests {
         assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
-        for bad in ["", "10", "s", "0s", "61m", "99999999999999999999s", "5h", "-1s"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "0s",
+            "61m",
+            "99999999999999999999s",
+            "5h",
+            "-1s",
+        ] {
             assert!(duration(bad).is_err(), "{bad}");
         }
     }
