@@ -22,7 +22,14 @@ say "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
 say "cargo test"
-cargo test --workspace
+cargo test --workspace --exclude hostile-tests
+
+say "release build (the hostile-input suite attacks what users run)"
+cargo build --release --workspace --bins
+
+say "hostile-input suite against the release binaries"
+HOSTILE_BIN_DIR="${CARGO_TARGET_DIR:-$root/target}/release" \
+  cargo test -p hostile-tests -- --nocapture
 
 if [ "$web_ok" = 1 ]; then
   say "dashboard tests (node --test)"

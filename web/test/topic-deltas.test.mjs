@@ -224,3 +224,64 @@ test('the long update form is accepted too, and a malformed short form is report
   assert.equal(d.decodeMessage('{"i":4}').kind, 'protocol-error');
   assert.equal(d.decodeMessage('{"i":4,"v":1,"d":"QQ=="}').kind, 'protocol-error');
 });
+
+// A delta declaring a huge output (what a hostile or broken server could send): refused by its
+// size header before anything is built, handled like any other delta that does not apply.
+/** `~~~~~~` declares 2^36 - 1 bytes (~68 GB); the body copies a byte of the base 64 times. */
+const hostileDelta = Buffer.from(`~~~~~~\n${'1@0,'.repeat(64)}0;`).toString('base64');
+
+test('a delta declaring ~68 GB is a delta-error naming the limit; the next full value recovers', () => {
+  const v0 = '{"price":56189.3483,"symbol":"€"}';
+  const v1 = '{"price":56200.5,"symbol":"€"}';
+  const d = new TopicDecoder();
+  d.decodeFrame([subscribed(7, 'JSON'), valueMessage(7, v0)].join('\n'));
+  const [bad, next] = d.decodeFrame([deltaMessage(7, hostileDelta), valueMessage(7, v1)].join('\n'));
+  assert.equal(bad.kind, 'delta-error');
+  assert.match(bad.message, /^delta not applied: delta declares 68719476735 output bytes, more than the limit of 67108864$/);
+  assert.equal(next.kind, 'update', 'the message after it in the same frame is still decoded');
+  assert.deepEqual(next.value, JSON.parse(v1));
+  const topic = d.topics.get(7);
+  assert.equal(topic.error, null);
+  assert.equal(new TextDecoder().decode(topic.canonical), v1);
+});
+
+test('a hostile delta from the server leaves the client running; the next full value arrives', () => {
+  const client = new TopicClient({
+    url: 'ws://topics.test:8080/ws',
+    selector: 'redis/bitcoin',
+    socketOptions: { WebSocketImpl: FakeWebSocket, timers: clock, now: clock.now },
+    onUpdate: (u) => updates.push(u),
+    onTraffic: (t) => traffic.push(t),
+    onStatus: (s) => statuses.push(s),
+    log: { warn: (...args) => warnings.push(args.join(' ')) },
+  });
+  client.start();
+  const ws = FakeWebSocket.latest();
+  ws.serverOpen();
+  ws.serverSend('{"type":"connected","version":1,"session":"s-1"}');
+  const v0 = '{"bpi":{"USD":{"rate_float":56189.3483}},"note":"€ and some padding"}';
+  const v1 = '{"bpi":{"USD":{"rate_float":56200.5}},"note":"€ and some padding"}';
+  const v2 = '{"bpi":{"USD":{"rate_float":56300.75}},"note":"€ and some padding"}';
+  ws.serverSend(['{"type":"ok","cid":1}', subscribed(7, 'JSON'), valueMessage(7, v0)].join('\n'));
+  assert.equal(statuses.at(-1).state, 'subscribed');
+
+  const hostile = deltaMessage(7, hostileDelta);
+  assert.doesNotThrow(() => ws.serverSend(hostile));
+  assert.equal(updates.length, 1, 'nothing delivered for the hostile delta');
+  assert.deepEqual(traffic.at(-1), { bytes: Buffer.byteLength(hostile), messages: 1, updates: 0, deltas: 0 });
+  assert.equal(statuses.at(-1).state, 'error');
+  assert.match(statuses.at(-1).detail, /^redis\/bitcoin: delta not applied: delta declares \d+ output bytes, more than the limit of \d+ \(waiting for a full value\)$/);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0], /redis\/bitcoin: delta not applied: delta declares .*; dropped its value/);
+  assert.equal(client.decoder.topics.get(7).canonical, null, 'the held value is dropped');
+
+  // The next full value is delivered, and deltas against it apply again.
+  ws.serverSend(valueMessage(7, v1));
+  assert.equal(statuses.at(-1).state, 'subscribed');
+  assert.deepEqual(updates.map((u) => [u.value.bpi.USD.rate_float, u.via]), [[56189.3483, 'value'], [56200.5, 'value']]);
+  ws.serverSend(deltaMessage(7, npmDelta(v1, v2)));
+  assert.deepEqual([updates.at(-1).value.bpi.USD.rate_float, updates.at(-1).via], [56300.75, 'delta']);
+  assert.equal(ws.closedWith, null, 'a hostile delta never costs the connection');
+  assert.equal(FakeWebSocket.instances.length, 1, 'no reconnect');
+  client.stop();
+});

@@ -40,11 +40,11 @@ pub fn apply(old: &[u8], delta: &[u8], max_output: usize) -> Result<Bytes, Delta
             "delta declares {declared} output bytes, more than the limit of {max_output}"
         )));
     }
-    let outcome = std::panic::catch_unwind(|| {
-        fossil_delta::apply(old, delta).map(|out| (fossil_delta::delta_output_size(delta), out))
-    });
+    let outcome = std::panic::catch_unwind(|| fossil_delta::apply(old, delta));
     match outcome {
-        Ok(Ok((declared, bytes))) if declared == bytes.len() => Ok(Bytes::from(bytes)),
+        // The size is compared with our own reading of the header: the crate reads it in
+        // 32-bit arithmetic, where 4 GiB + 3 passes as 3.
+        Ok(Ok(bytes)) if declared == bytes.len() => Ok(Bytes::from(bytes)),
         Ok(Ok(_)) => Err(DeltaError("delta output has the wrong size".to_owned())),
         Ok(Err(e)) => Err(DeltaError(format!("{e:?}"))),
         Err(_) => Err(DeltaError("malformed delta".to_owned())),
@@ -124,6 +124,13 @@ mod tests {
         let err = apply(old, hostile, 64 << 20).unwrap_err();
         assert!(err.0.contains("more than the limit"), "{err}");
         assert!(apply(old, b";", 100).is_err());
+        // A valid delta to "abc" whose header says 4 GiB + 3, which wraps to 3 in 32-bit
+        // arithmetic: never taken for a 3-byte output.
+        let valid = String::from_utf8(fossil_delta::delta(b"abc", b"")).unwrap();
+        assert!(valid.starts_with("3\n"), "{valid}");
+        assert_eq!(apply(b"", valid.as_bytes(), 100).unwrap(), &b"abc"[..]);
+        let wrapped = valid.replacen("3\n", "400003\n", 1);
+        assert!(apply(b"", wrapped.as_bytes(), usize::MAX).is_err());
         assert!(apply(old, b"?\n;", 100).is_err());
     }
 

@@ -5,7 +5,8 @@
 //!   short `503`/`429` answer naming the limit and is closed, before any request is parsed;
 //! - a **request-head timeout**: a connection that does not send a complete request head in
 //!   time (including an idle keep-alive connection waiting for its next request) is closed,
-//!   so slow or silent peers cannot hold sockets forever;
+//!   so slow or silent peers cannot hold sockets forever; and a **request-head size** limit
+//!   ([`MAX_HEAD_BYTES`], at most [`MAX_HEADERS`] headers), beyond which the answer is 431;
 //! - a **request timeout** for plain HTTP requests (bodies included); WebSocket upgrades leave
 //!   the request and are governed by their session;
 //! - a **lingering close** (as web servers do): when a connection ends, its write side is shut
@@ -38,6 +39,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 use crate::ShutdownSignal;
+
+/// Largest request head (and read buffer) per connection: hyper's default (~400 KB) would let
+/// every connection hold that much.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most headers in one request.
+pub const MAX_HEADERS: usize = 64;
 
 /// How long a closing connection keeps reading what the peer still sends.
 const LINGER_TIME: Duration = Duration::from_secs(2);
@@ -310,6 +317,8 @@ pub async fn serve_counted(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.request_head_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     loop {
         let (stream, peer) = tokio::select! {
@@ -527,6 +536,31 @@ mod tests {
             started.elapsed()
         );
         wait_for("connections to close", || count.open() == 0).await;
+    }
+
+    #[tokio::test]
+    async fn oversized_request_heads_are_refused() {
+        let (addr, _, _shutdown) = start(ServeLimits::default()).await;
+        let big = format!(
+            "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\nconnection: close\r\n\r\n",
+            "a".repeat(2 * MAX_HEAD_BYTES)
+        );
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(big.as_bytes()).await;
+        let reply = read_all(&mut s).await;
+        assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+        let many: String = (0..MAX_HEADERS + 10)
+            .map(|i| format!("x-{i}: v\r\n"))
+            .collect();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET / HTTP/1.1\r\nhost: x\r\n{many}connection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let reply = read_all(&mut s).await;
+        assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+        assert!(get_once(addr, "/").await.ends_with("hello"));
     }
 
     #[tokio::test]

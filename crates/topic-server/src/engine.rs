@@ -755,9 +755,10 @@ impl Engine {
         Ok(paths.len())
     }
 
-    /// Bytes of the values the tree retains now.
-    pub fn tree_value_bytes(&self) -> usize {
-        self.lock().topics.value_bytes()
+    /// Bytes of the values the tree retains now, and view results held back by `delay by`.
+    pub fn tree_gauges(&self) -> (usize, usize) {
+        let tree = self.lock();
+        (tree.topics.value_bytes(), tree.timers.held())
     }
 
     /// The outbound queues of the registered sessions, measured now.

@@ -175,8 +175,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
     // Measured on demand: keeping a gauge current on every push would cost the hot path.
     let queued = state.ctx.engine.queue_stats().queued_bytes;
     state.ctx.metrics.queued_bytes.set(queued as f64);
-    let tree_bytes = state.ctx.engine.tree_value_bytes();
+    let (tree_bytes, held) = state.ctx.engine.tree_gauges();
     state.ctx.metrics.tree_value_bytes.set(tree_bytes as f64);
+    state.ctx.metrics.view_held_results.set(held as f64);
     let mut response = crate::metrics::render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

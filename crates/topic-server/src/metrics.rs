@@ -71,6 +71,10 @@ fn handle() -> &'static PrometheusHandle {
             "topic_server_tree_value_bytes",
             "Bytes of values the topic tree retains (measured when /metrics is read)."
         );
+        describe_gauge!(
+            "topic_server_view_held_results",
+            "View results held back by `delay by` (measured when /metrics is read)."
+        );
         describe_histogram!(
             "topic_server_engine_lock_hold_seconds",
             "How long each operation held the topic engine's lock."
@@ -125,6 +129,8 @@ pub(crate) struct Metrics {
     pub queued_bytes: Gauge,
     /// Bytes of values the topic tree retains; set when /metrics is read.
     pub tree_value_bytes: Gauge,
+    /// View results held back by `delay by`; set when /metrics is read.
+    pub view_held_results: Gauge,
     /// How long each holding of the engine lock lasted, in seconds.
     pub lock_hold: Histogram,
     /// Requests refused with RATE_LIMITED.
@@ -153,6 +159,7 @@ impl Metrics {
             ),
             queued_bytes: gauge!("topic_server_queued_bytes"),
             tree_value_bytes: gauge!("topic_server_tree_value_bytes"),
+            view_held_results: gauge!("topic_server_view_held_results"),
             lock_hold: histogram!("topic_server_engine_lock_hold_seconds"),
             rate_limited: counter!("topic_server_rate_limited_total"),
             view_evaluation_failures: counter!("topic_server_view_evaluation_failures_total"),

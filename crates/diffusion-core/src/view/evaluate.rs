@@ -39,13 +39,17 @@ pub(crate) fn json_size(value: &Value) -> usize {
     counter.0
 }
 
-/// One evaluation's state: the byte budget left and the inserted topics already read (an
-/// `insert` into every branch of an `expand` reads the same topic once, not once per branch).
+/// What one `insert` found for one path, with its size, so that an `insert` into every branch
+/// of an `expand` reads, measures and keys into the other topic once, not once per branch.
+type Found = Option<(Value, usize)>;
+
+/// One evaluation's state: the byte budget left and what the inserts have already found.
 struct Run<'a> {
     spec: &'a ViewSpec,
     source_path: &'a str,
     lookup: &'a dyn Fn(&str) -> Option<Value>,
-    looked_up: HashMap<String, Option<Value>>,
+    /// (insert number, other topic's path) → the part of its value that insert takes.
+    found: HashMap<(usize, String), Found>,
     limits: &'a EvalLimits,
     bytes_left: usize,
 }
@@ -72,7 +76,7 @@ pub(crate) fn evaluate(
         spec,
         source_path,
         lookup,
-        looked_up: HashMap::new(),
+        found: HashMap::new(),
         limits,
         bytes_left: limits.max_output_bytes,
     };
@@ -125,8 +129,8 @@ impl Run<'_> {
         }
         // What this branch's inserts copy in: bounded by the budget before anything is copied.
         let mut inserted = 0;
-        for insert in &self.spec.inserts {
-            value = self.apply_insert(insert, value, &mut inserted)?;
+        for (number, insert) in self.spec.inserts.iter().enumerate() {
+            value = self.apply_insert(number, insert, value, &mut inserted)?;
         }
         if let Some(ptr) = &self.spec.options.value_pointer {
             value = ptr.get(&value).cloned().unwrap_or(Value::Null);
@@ -136,6 +140,7 @@ impl Run<'_> {
 
     fn apply_insert(
         &mut self,
+        number: usize,
         insert: &Insert,
         mut value: Value,
         inserted: &mut usize,
@@ -147,26 +152,37 @@ impl Run<'_> {
             .into_iter()
             .next()
             .map(|(path, _)| path);
-        let other = match path {
+        let found = match path {
             Some(path) => {
                 let lookup = self.lookup;
-                self.looked_up
-                    .entry(path)
-                    .or_insert_with_key(|path| lookup(path))
+                self.found
+                    .entry((number, path))
+                    .or_insert_with_key(|(_, path)| {
+                        let other = lookup(path)?;
+                        let part = match &insert.key {
+                            Some(key) => key.get(&other)?.clone(),
+                            None => other,
+                        };
+                        let size = json_size(&part);
+                        Some((part, size))
+                    })
                     .as_ref()
+                    .map(|(part, size)| (part, *size))
             }
             None => None,
         };
-        let found = other
-            .and_then(|other| match &insert.key {
-                Some(key) => key.get(other),
-                None => Some(other),
-            })
-            .or(insert.default.as_ref());
-        if let Some(found) = found {
-            *inserted += json_size(found);
+        let found = match (found, &insert.default) {
+            (Some(found), _) => Some(found),
+            (None, Some(default)) => Some((default, json_size(default))),
+            (None, None) => None,
+        };
+        if let Some((found, size)) = found {
+            // Checked before anything is copied.
+            *inserted += size;
             if *inserted > self.bytes_left {
-                return Err(self.too_large());
+                return Err(EvalError::TooLarge {
+                    limit: self.limits.max_output_bytes,
+                });
             }
             let mut updated = value.clone();
             if insert

@@ -143,9 +143,8 @@ impl Timers {
         }
     }
 
-    /// Results held now (for tests).
-    #[cfg(test)]
-    fn held(&self) -> usize {
+    /// Results held now.
+    pub(crate) fn held(&self) -> usize {
         self.delayed.len()
     }
 }
