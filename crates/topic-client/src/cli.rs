@@ -156,8 +156,10 @@ pub enum ViewCommand {
     },
     /// Evaluate a view specification offline (no server needed) against a set of JSON source
     /// topics, and print one JSON object mapping every resulting reference topic path to its
-    /// value, keys sorted. `throttle` and `delay` are accepted and have no effect offline. An
-    /// invalid specification exits 2 with a `line:column` error and a caret on stderr.
+    /// value, keys sorted. Sources are evaluated in path order (not file order): when two
+    /// derive the same path the first in path order wins, as on the server. `throttle` and
+    /// `delay` are accepted and have no effect offline. An invalid specification exits 2 with
+    /// a `line:column` error and a caret on stderr.
     Eval {
         /// The view specification, e.g. `map ?redis// to views/<path(1)>`.
         #[arg(long)]
