@@ -190,6 +190,43 @@ async fn metrics(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
 
+    /// Every file the page loads (from index.html and the imports of its modules) passes the
+    /// allow-list: a new library or module must be added there too.
+    #[test]
+    fn everything_the_page_loads_is_served() {
+        let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
+        let html = std::fs::read_to_string(web.join("index.html")).unwrap();
+        let mut wanted: Vec<String> = Vec::new();
+        for attribute in ["href=\"", "src=\""] {
+            for piece in html.split(attribute).skip(1) {
+                let target = piece.split('"').next().unwrap_or_default();
+                if !target.contains(':') {
+                    wanted.push(target.to_owned());
+                }
+            }
+        }
+        for entry in std::fs::read_dir(web.join("js")).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for piece in text.split(" from '").skip(1) {
+                let target = piece.split('\'').next().unwrap_or_default();
+                // Resolve `./x.js` and `../node_modules/…` against js/.
+                let resolved = match target.strip_prefix("./") {
+                    Some(rest) => format!("js/{rest}"),
+                    None => target.trim_start_matches("../").to_owned(),
+                };
+                wanted.push(resolved);
+            }
+        }
+        assert!(wanted.len() > 10, "found only {wanted:?}");
+        for file in &wanted {
+            assert!(
+                is_dashboard_file(file),
+                "the page loads {file}, which is not served"
+            );
+        }
+    }
+
     #[test]
     fn only_the_pages_own_files_are_dashboard_files() {
         for ok in [
