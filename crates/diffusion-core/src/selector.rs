@@ -115,6 +115,15 @@ enum Kind {
     },
     /// The qualifier is compiled into the regex, so matching is one pass over the path.
     Full(Regex),
+    /// A pattern with an end anchor (`$`, `\z`) and a descendant qualifier: the anchor must
+    /// hold at the end of the *ancestor*, so each ancestor is matched on its own (at most
+    /// 128 of them, paths being bounded).
+    FullByAncestor {
+        /// The pattern, anchored on its own.
+        exact: Regex,
+        /// `Descendants` or `MatchingAndDescendants`.
+        qualifier: Qualifier,
+    },
     Set(Vec<Selector>),
 }
 
@@ -160,6 +169,20 @@ fn split_qualifier(rest: &str) -> (&str, Qualifier) {
     } else {
         (rest, Qualifier::Matching)
     }
+}
+
+/// Whether a pattern holds an end anchor (`$`, `\z`, or a multi-line `$`): such a pattern means
+/// something else once text follows it in a larger regex.
+fn has_end_anchor(selector: &str, pattern: &str) -> Result<bool, SelectorError> {
+    use regex_syntax::hir::Look;
+    let hir = regex_syntax::Parser::new()
+        .parse(pattern)
+        .map_err(|e| SelectorError::Regex {
+            selector: selector.to_owned(),
+            reason: last_line(&e.to_string()),
+        })?;
+    let looks = hir.properties().look_set();
+    Ok(looks.contains(Look::End) || looks.contains(Look::EndLF) || looks.contains(Look::EndCRLF))
 }
 
 /// Compiles `pattern` anchored, wrapped as `^(?:pattern)SUFFIX$`. The pattern is checked on
@@ -214,6 +237,30 @@ fn common_prefix(a: &str, b: &str) -> String {
         .map(|(x, _)| x)
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// The literal path prefix of a full-path pattern: its leading segments that contain no regex
+/// metacharacter, each followed by a `/` that no quantifier applies to (`a/?b` matches `ab`, so
+/// its prefix is empty, not `a`). The last segment counts only when the whole pattern is
+/// literal; a top-level alternation can match under any prefix, so a pattern with `|` has none.
+fn full_pattern_prefix(body: &str) -> String {
+    if body.contains('|') {
+        return String::new();
+    }
+    let segments: Vec<&str> = body.split('/').collect();
+    let mut keep = 0;
+    for (i, segment) in segments.iter().enumerate() {
+        if !is_literal(segment) {
+            break;
+        }
+        match segments.get(i + 1) {
+            // The `/` after this segment is literal unless a quantifier follows it.
+            Some(next) if !next.starts_with(['?', '*', '+', '{']) => keep = i + 1,
+            Some(_) => break,
+            None => keep = segments.len(),
+        }
+    }
+    segments[..keep].join("/")
 }
 
 /// Splits the body of a set (`#` removed) into members, by the rule of docs/protocol.md §9: a
@@ -364,29 +411,27 @@ impl Selector {
             });
         }
         // An ancestor matching the pattern, followed by `/` and the rest of the path (paths
-        // have no empty segment, so the rest is never empty).
+        // have no empty segment, so the rest is never empty) — unless an end anchor in the
+        // pattern must hold at the ancestor's end, which the combined regex cannot express.
+        let by_ancestor = qualifier != Qualifier::Matching && has_end_anchor(text, body)?;
         let suffix = match qualifier {
+            _ if by_ancestor => "",
             Qualifier::Matching => "",
             Qualifier::Descendants => "/(?s:.+)",
             Qualifier::MatchingAndDescendants => "(?:/(?s:.+))?",
         };
         let regex = compile(text, body, suffix)?;
-        // A top-level alternation can match under any prefix, so only a `|`-free pattern has one.
-        // The last segment only counts when the whole pattern is literal.
-        let segments: Vec<&str> = body.split('/').collect();
-        let prefix = if body.contains('|') {
-            String::new()
-        } else {
-            let literal = segments.iter().take_while(|s| is_literal(s)).count();
-            let keep = if literal == segments.len() {
-                literal
-            } else {
-                literal.min(segments.len() - 1)
-            };
-            segments[..keep].join("/")
-        };
+        let prefix = full_pattern_prefix(body);
         let memory = regex_memory(&regex);
-        Ok(Self::build(text, prefix, Kind::Full(regex), memory))
+        let kind = if by_ancestor {
+            Kind::FullByAncestor {
+                exact: regex,
+                qualifier,
+            }
+        } else {
+            Kind::Full(regex)
+        };
+        Ok(Self::build(text, prefix, kind, memory))
     }
 
     fn parse_set(text: &str, body: &str) -> Result<Self, SelectorError> {
@@ -451,6 +496,13 @@ impl Selector {
                     }
             }
             Kind::Full(regex) => regex.is_match(path),
+            Kind::FullByAncestor { exact, qualifier } => {
+                let ancestor = path
+                    .match_indices('/')
+                    .any(|(i, _)| exact.is_match(&path[..i]));
+                ancestor
+                    || (*qualifier == Qualifier::MatchingAndDescendants && exact.is_match(path))
+            }
             Kind::Set(members) => members.iter().any(|m| m.matches(path)),
         }
     }
@@ -511,7 +563,10 @@ mod tests {
     /// ancestor), over patterns that can match across segments.
     #[test]
     fn compiled_qualifiers_agree_with_testing_each_ancestor() {
-        let patterns = ["a", "a/b", "a.*", ".*b", "a/.*", "[ab]+", "a|b/c", "(a/)+b"];
+        let patterns = [
+            "a", "a/b", "a.*", ".*b", "a/.*", "[ab]+", "a|b/c", "(a/)+b", "a$", "(?m)a$", r"a\z",
+            r"a\b", "^a", "a/?b",
+        ];
         let paths = [
             "a", "b", "a/b", "a/b/c", "ab/c", "b/c", "a/a/b", "x/a", "a/b/b/d",
         ];
@@ -637,6 +692,35 @@ mod tests {
         assert!(set.memory_bytes() > 2 * REGEX_CACHE_BYTES);
         // Literal parts of a split-path pattern cost no automaton.
         assert!(sel("?a/b/c").memory_bytes() < 1024);
+    }
+
+    /// Found by fuzzing: `*a$/` must select `a/b` (the `$` holds at the end of the ancestor `a`).
+    #[test]
+    fn end_anchors_hold_at_the_ancestor() {
+        assert!(sel("*a$/").matches("a/b"));
+        assert!(sel("*a$//").matches("a/b") && sel("*a$//").matches("a"));
+        assert!(!sel("*a$/").matches("ab/c"));
+    }
+
+    /// Found by fuzzing: `*a/?b` selects `ab`, so its prefix cannot be `a`.
+    #[test]
+    fn a_quantified_slash_ends_the_prefix() {
+        for (text, path) in [
+            ("*a/?b", "ab"),
+            ("*a/*b", "ab"),
+            ("*x/a/+b", "x/a/b"),
+            ("*a/{0,1}b", "ab"),
+        ] {
+            let s = sel(text);
+            assert!(s.matches(path), "{text} on {path}");
+            let prefix = s.path_prefix();
+            assert!(
+                prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/")),
+                "{text}: prefix {prefix:?} does not cover {path}"
+            );
+        }
+        assert_eq!(sel("*x/a/?b").path_prefix(), "x");
+        assert_eq!(sel("*a/b").path_prefix(), "a/b");
     }
 
     #[test]

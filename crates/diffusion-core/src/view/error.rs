@@ -32,9 +32,15 @@ impl ViewSpecError {
         let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
         let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
         let source_line = text[line_start..line_end].trim_end_matches('\r');
+        // A span on the line's `\r` (not shown) points just past the visible text.
+        let visible_end = line_start + source_line.len();
+        let shown = start.min(visible_end);
         let line = text[..start].matches('\n').count() + 1;
-        let column = text[line_start..start].chars().count() + 1;
-        let width = text[start..end.min(line_end)].chars().count().max(1);
+        let column = text[line_start..shown].chars().count() + 1;
+        let width = text[shown..end.min(visible_end).max(shown)]
+            .chars()
+            .count()
+            .max(1);
         Self {
             line,
             column,
@@ -124,6 +130,17 @@ mod tests {
         let err = ViewSpecError::new("map a to", 8..8, "expected a path template");
         assert_eq!((err.line(), err.column()), (1, 9));
         assert_eq!(err.caret_line(), "        ^");
+    }
+
+    /// Found by fuzzing: an error on a line's `\r` put the caret past the shown line.
+    #[test]
+    fn a_carriage_return_is_not_a_column() {
+        let err = ViewSpecError::new("\r", 0..1, "x");
+        assert_eq!((err.line(), err.column()), (1, 1));
+        assert_eq!(err.caret_line(), "^");
+        let err = ViewSpecError::new("map a\r\nto", 5..6, "x");
+        assert_eq!((err.line(), err.column()), (1, 6));
+        assert!(err.column() <= err.source_line().chars().count() + 1);
     }
 
     #[test]
