@@ -31,6 +31,9 @@ say "hostile-input suite against the release binaries"
 HOSTILE_BIN_DIR="${CARGO_TARGET_DIR:-$root/target}/release" \
   cargo test -p hostile-tests -- --nocapture
 
+say "fuzz targets: a short pass (scripts/fuzz.sh SECONDS runs longer ones)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+
 if [ "$web_ok" = 1 ]; then
   say "dashboard tests (node --test)"
   (cd web && npm test --silent)
