@@ -99,6 +99,27 @@ fn fanout(c: &mut Criterion) {
             );
         });
     }
+    // The whole server-side path of one update short of the socket: fan-out into 10k queues,
+    // then every writer's batch taken and framed.
+    let path = "redis/json_delta_framed";
+    let bench = engine(path, &[]);
+    let mut price = 56201.0042;
+    group.bench_function("json_delta_framed", |b| {
+        b.iter_batched(
+            || {
+                bench.drain_all();
+                price += 0.0001;
+                tick(price)
+            },
+            |value| {
+                if let Err(e) = bench.set(path, black_box(&value)) {
+                    panic!("set failed: {e}");
+                }
+                black_box(bench.frame_all(64 * 1024))
+            },
+            BatchSize::PerIteration,
+        );
+    });
     group.finish();
 }
 

@@ -97,6 +97,20 @@ impl BenchEngine {
         drained
     }
 
+    /// Does for every session what its writer does before the socket: takes everything queued
+    /// and packs it into frames. Returns the frame bytes.
+    pub fn frame_all(&self, max_frame_bytes: usize) -> usize {
+        let mut bytes = 0;
+        for outbound in &self.sessions {
+            for frame in
+                diffusion_core::protocol::pack_frames(outbound.drain_now(), max_frame_bytes)
+            {
+                bytes += frame.len();
+            }
+        }
+        bytes
+    }
+
     /// Empties one session's queue and returns its messages as text.
     pub fn drain_session(&self, session: u64) -> Vec<String> {
         let index = (session as usize).wrapping_sub(1);
