@@ -18,6 +18,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let shutdown = service_kit::start_process(&cli.log);
     backend_app::Relay::new(cli.config)
-        .run(shutdown.signal())
+        .run(shutdown.clone())
         .await
 }

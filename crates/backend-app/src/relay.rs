@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use diffusion_core::TopicType;
 use diffusion_core::protocol::ErrorCode;
 use serde_json::Value;
+use service_kit::Backoff;
 use service_kit::redis_subscription::SubscriptionEvent;
-use service_kit::{Backoff, ShutdownSignal};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use topic_client::{ConnectOptions, TopicClient, TopicEvent};
 
 use crate::config::Config;
@@ -62,7 +63,7 @@ impl Relay {
     }
 
     /// Relays until shutdown. Connection failures on either side are retried, never fatal.
-    pub async fn run(self, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let (mut events, source_task) = source::spawn(
             self.config.from.clone(),
             self.config.channel.clone(),
@@ -70,11 +71,11 @@ impl Relay {
         );
         let mut pending: Option<Value> = None;
         let mut backoff = Backoff::reconnect();
-        let mut shutdown_wait = shutdown.clone();
+        let shutdown_wait = shutdown.clone();
         loop {
             let client = tokio::select! {
                 client = self.connect(&mut events, &mut pending) => client,
-                _ = shutdown_wait.recv() => break,
+                _ = shutdown_wait.cancelled() => break,
             };
             let client = match client {
                 Ok(client) => client,
@@ -82,7 +83,7 @@ impl Relay {
                     tracing::warn!(url = %self.config.topic_server, %error, "topic server unavailable; retrying");
                     tokio::select! {
                         _ = self.sleep_collecting(&mut events, &mut pending, backoff.next_delay()) => {},
-                        _ = shutdown_wait.recv() => break,
+                        _ = shutdown_wait.cancelled() => break,
                     }
                     continue;
                 }
@@ -222,7 +223,7 @@ impl Relay {
         client: &TopicClient,
         events: &mut mpsc::Receiver<SubscriptionEvent>,
         pending: &mut Option<Value>,
-        mut shutdown: ShutdownSignal,
+        shutdown: CancellationToken,
     ) -> Step {
         let mut last: Option<Value> = None;
         loop {
@@ -272,7 +273,7 @@ impl Relay {
                     tracing::warn!("topic server connection closed; reconnecting");
                     return Step::Reconnect;
                 }
-                _ = shutdown.recv() => return Step::Shutdown,
+                _ = shutdown.cancelled() => return Step::Shutdown,
             }
         }
     }

@@ -2,10 +2,11 @@
 //! through [`SubscriptionEvent`]s on a bounded channel.
 
 use futures_util::StreamExt;
+use service_kit::Backoff;
 use service_kit::redis_subscription::{self, SubscriptionEvent};
-use service_kit::{Backoff, ShutdownSignal};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::SourceUrl;
 
@@ -13,7 +14,7 @@ use crate::config::SourceUrl;
 pub fn spawn(
     source: SourceUrl,
     channel: String,
-    shutdown: ShutdownSignal,
+    shutdown: CancellationToken,
 ) -> (
     mpsc::Receiver<SubscriptionEvent>,
     tokio::task::JoinHandle<()>,
@@ -31,7 +32,7 @@ pub fn spawn(
 async fn read_bridge(
     url: String,
     events: mpsc::Sender<SubscriptionEvent>,
-    mut shutdown: ShutdownSignal,
+    shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::reconnect();
     loop {
@@ -61,7 +62,7 @@ async fn read_bridge(
         };
         let outcome = tokio::select! {
             outcome = attempt => outcome,
-            _ = shutdown.recv() => return,
+            _ = shutdown.cancelled() => return,
         };
         match outcome {
             Ok(()) => tracing::warn!(%url, "bridge connection closed; reconnecting"),
@@ -72,7 +73,7 @@ async fn read_bridge(
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff.next_delay()) => {},
-            _ = shutdown.recv() => return,
+            _ = shutdown.cancelled() => return,
         }
     }
 }

@@ -8,10 +8,10 @@
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
-//! let shutdown = service_kit::Shutdown::new();
+//! let shutdown = tokio_util::sync::CancellationToken::new();
 //! let server = data_feeder::bind(data_feeder::Config::default()).await?;
 //! println!("control API on {}", server.control_addr());
-//! server.run(shutdown.signal()).await
+//! server.run(shutdown.clone()).await
 //! # }
 //! ```
 
@@ -27,8 +27,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use service_kit::{Shutdown, ShutdownSignal};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, ConfigError, SinkSpec, SourceSpec};
 pub use sink::SinkError;
@@ -96,7 +96,7 @@ impl Server {
 
     /// Polls, publishes and serves the control API until `shutdown` fires, then waits for
     /// every task. Returns an error only if the control API's server fails.
-    pub async fn run(self, mut shutdown: ShutdownSignal) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
             listener,
             control_addr,
@@ -104,15 +104,9 @@ impl Server {
             sink,
             shared,
         } = self;
-        // An internal trigger, so a failing control server can stop the other tasks too.
-        let internal = Shutdown::new();
-        let forward = {
-            let internal = internal.clone();
-            tokio::spawn(async move {
-                shutdown.recv().await;
-                internal.trigger();
-            })
-        };
+        // A child of the caller's token, so a failing control server can stop the other tasks
+        // too without cancelling the caller.
+        let internal = shutdown.child_token();
 
         tracing::info!(
             source = %shared.source_label,
@@ -120,23 +114,22 @@ impl Server {
             control = %control_addr,
             "data feeder running"
         );
-        let delivery = tokio::spawn(sink.task.run(shared.clone(), internal.signal()));
+        let delivery = tokio::spawn(sink.task.run(shared.clone(), internal.clone()));
         let polling = tokio::spawn(poller::run(
             source,
             sink.handle,
             shared.clone(),
-            internal.signal(),
+            internal.clone(),
         ));
         let served = service_kit::http_server::serve(
             listener,
             control::router(shared),
             control::SERVE_LIMITS,
-            internal.signal(),
+            internal.clone(),
         )
         .await;
 
-        internal.trigger();
-        forward.abort();
+        internal.cancel();
         let (polled, delivered) = tokio::join!(polling, delivery);
         polled.context("poller task")?;
         delivered.context("sink task")?;

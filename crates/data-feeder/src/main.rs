@@ -19,5 +19,5 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let shutdown = service_kit::start_process(&cli.log);
     let server = data_feeder::bind(cli.config).await?;
-    server.run(shutdown.signal()).await
+    server.run(shutdown.clone()).await
 }

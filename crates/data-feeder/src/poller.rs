@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use service_kit::{Backoff, ShutdownSignal};
+use service_kit::Backoff;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::sink::SinkHandle;
 use crate::source::Source;
@@ -27,7 +28,7 @@ pub(crate) async fn run(
     mut source: Source,
     sink: SinkHandle,
     shared: Arc<Shared>,
-    mut shutdown: ShutdownSignal,
+    shutdown: CancellationToken,
 ) {
     let mut running = shared.running.subscribe();
     let mut interval = shared.interval.subscribe();
@@ -38,7 +39,7 @@ pub(crate) async fn run(
             shared.idle.send_replace(true);
             tracing::info!("polling paused");
             tokio::select! {
-                _ = shutdown.recv() => return,
+                _ = shutdown.cancelled() => return,
                 resumed = running.wait_for(|running| *running) => {
                     if resumed.is_err() {
                         return;
@@ -53,7 +54,7 @@ pub(crate) async fn run(
         // `biased`: a stop or shutdown that has already happened wins over a ready poll.
         let outcome = tokio::select! {
             biased;
-            _ = shutdown.recv() => return,
+            _ = shutdown.cancelled() => return,
             _ = stopped(&mut running) => continue,
             outcome = source.fetch() => outcome,
         };
@@ -91,7 +92,7 @@ pub(crate) async fn run(
         };
         loop {
             tokio::select! {
-                _ = shutdown.recv() => return,
+                _ = shutdown.cancelled() => return,
                 _ = stopped(&mut running) => break,
                 _ = tokio::time::sleep_until(deadline) => break,
                 changed = interval.changed() => {

@@ -12,10 +12,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use service_kit::{Backoff, ShutdownSignal};
+use service_kit::Backoff;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::SinkSpec;
 use crate::source::MAX_BODY_BYTES;
@@ -100,7 +101,7 @@ pub(crate) fn prepare(spec: &SinkSpec, channel: &str) -> Result<Prepared, SinkEr
 
 impl Delivery {
     /// Delivers payloads until shutdown (or until the poller's handle is dropped).
-    pub async fn run(self, shared: Arc<Shared>, shutdown: ShutdownSignal) {
+    pub async fn run(self, shared: Arc<Shared>, shutdown: CancellationToken) {
         match self {
             Self::WebSocket { url, latest } => run_ws(url, latest, shared, shutdown).await,
             Self::Redis {
@@ -132,10 +133,10 @@ fn take_newer(latest: &mut watch::Receiver<Option<Bytes>>, pending: &mut Option<
 }
 
 /// Sleeps for the next back-off delay; false if shutdown began meanwhile.
-async fn back_off(backoff: &mut Backoff, shutdown: &mut ShutdownSignal) -> bool {
+async fn back_off(backoff: &mut Backoff, shutdown: &mut CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(backoff.next_delay()) => true,
-        _ = shutdown.recv() => false,
+        _ = shutdown.cancelled() => false,
     }
 }
 
@@ -144,7 +145,7 @@ async fn run_redis(
     channel: String,
     mut latest: watch::Receiver<Option<Bytes>>,
     shared: Arc<Shared>,
-    mut shutdown: ShutdownSignal,
+    mut shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::reconnect();
     let mut pending: Option<Bytes> = None;
@@ -157,7 +158,7 @@ async fn run_redis(
                     Some(payload) => payload,
                     None => return,
                 },
-                _ = shutdown.recv() => return,
+                _ = shutdown.cancelled() => return,
             },
         };
         let mut command = redis::cmd("PUBLISH");
@@ -165,7 +166,7 @@ async fn run_redis(
         let publish = command.query_async::<i64>(&mut connection);
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(IO_TIMEOUT, publish) => outcome,
-            _ = shutdown.recv() => return,
+            _ = shutdown.cancelled() => return,
         };
         match outcome {
             Ok(Ok(_receivers)) => {
@@ -207,7 +208,7 @@ async fn run_ws(
     url: String,
     mut latest: watch::Receiver<Option<Bytes>>,
     shared: Arc<Shared>,
-    mut shutdown: ShutdownSignal,
+    mut shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::reconnect();
     let mut pending: Option<Bytes> = None;
@@ -217,7 +218,7 @@ async fn run_ws(
             tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config()), true);
         let connected = tokio::select! {
             connected = tokio::time::timeout(IO_TIMEOUT, connect) => connected,
-            _ = shutdown.recv() => return,
+            _ = shutdown.cancelled() => return,
         };
         let error = match connected {
             Ok(Ok((mut ws, _response))) => {
@@ -259,7 +260,7 @@ async fn ws_session<S>(
     latest: &mut watch::Receiver<Option<Bytes>>,
     pending: &mut Option<Bytes>,
     shared: &Shared,
-    shutdown: &mut ShutdownSignal,
+    shutdown: &mut CancellationToken,
 ) -> SessionEnd
 where
     S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
@@ -290,7 +291,7 @@ where
         }
         tokio::select! {
             biased;
-            _ = shutdown.recv() => return SessionEnd::Shutdown,
+            _ = shutdown.cancelled() => return SessionEnd::Shutdown,
             offer = next_offer(latest) => match offer {
                 Some(payload) => *pending = Some(payload),
                 None => return SessionEnd::Shutdown,

@@ -16,12 +16,12 @@ use bytes::Bytes;
 use clap::Args;
 use diffusion_core::protocol::pack_frames;
 use futures_util::{SinkExt, StreamExt};
-use service_kit::ShutdownSignal;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
 
 /// Settings of the limit server.
 #[derive(Debug, Clone, Args)]
@@ -152,7 +152,7 @@ impl LimitServer {
     }
 
     /// Accepts connections until shutdown, then waits for every connection to close.
-    pub async fn run(self, mut shutdown: ShutdownSignal) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut connections = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
@@ -169,7 +169,7 @@ impl LimitServer {
                     }
                 },
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                () = shutdown.recv() => break,
+                () = shutdown.cancelled() => break,
             }
         }
         while connections.join_next().await.is_some() {}
@@ -184,7 +184,7 @@ impl LimitServer {
     }
 }
 
-async fn serve(stream: TcpStream, hub: Arc<Hub>, shutdown: ShutdownSignal) {
+async fn serve(stream: TcpStream, hub: Arc<Hub>, shutdown: CancellationToken) {
     let _ = stream.set_nodelay(true);
     let mut path = String::new();
     // The signature is tungstenite's callback type; its error variant is large by design.
@@ -218,7 +218,7 @@ async fn serve(stream: TcpStream, hub: Arc<Hub>, shutdown: ShutdownSignal) {
 async fn publish_loop(
     mut ws: tokio_tungstenite::WebSocketStream<TcpStream>,
     hub: &Hub,
-    mut shutdown: ShutdownSignal,
+    shutdown: CancellationToken,
 ) {
     loop {
         tokio::select! {
@@ -227,7 +227,7 @@ async fn publish_loop(
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
-            () = shutdown.recv() => {
+            () = shutdown.cancelled() => {
                 let _ = ws.close(None).await;
                 return;
             }
@@ -238,7 +238,7 @@ async fn publish_loop(
 async fn subscriber_loop(
     ws: tokio_tungstenite::WebSocketStream<TcpStream>,
     hub: &Hub,
-    mut shutdown: ShutdownSignal,
+    shutdown: CancellationToken,
 ) {
     let (mut sink, mut stream) = ws.split();
     let mut latest = hub.latest.subscribe();
@@ -251,7 +251,7 @@ async fn subscriber_loop(
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => continue,
             },
-            () = shutdown.recv() => {
+            () = shutdown.cancelled() => {
                 let _ = sink.send(Message::Close(None)).await;
                 return;
             }

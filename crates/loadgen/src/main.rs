@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let shutdown = service_kit::start_process(&cli.log);
     let out = cli.config.out.clone();
-    let report = loadgen::run(cli.config, shutdown.signal()).await?;
+    let report = loadgen::run(cli.config, shutdown.clone()).await?;
     let json = serde_json::to_string_pretty(&report)?;
     match out {
         Some(path) => std::fs::write(&path, json + "\n")

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use service_kit::ShutdownSignal;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +44,7 @@ fn to_ms(us: u64) -> f64 {
 }
 
 /// Runs `config` to completion (or until `shutdown`) and returns the results.
-pub async fn run(config: Config, shutdown: ShutdownSignal) -> anyhow::Result<Report> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Report> {
     if config.per_source == 0 || config.connect_concurrency == 0 {
         bail!("--per-source and --connect-concurrency must be at least 1");
     }
@@ -109,7 +108,7 @@ pub async fn run(config: Config, shutdown: ShutdownSignal) -> anyhow::Result<Rep
     let mut seq = seq_base;
     let mut runs = Vec::new();
     for &mode in &config.modes {
-        if shutdown.is_triggered() {
+        if shutdown.is_cancelled() {
             break;
         }
         let report = run_phase(
@@ -152,7 +151,7 @@ async fn open_connections(
     config: &Config,
     stats: &Arc<Stats>,
     cancel: &CancellationToken,
-    shutdown: &ShutdownSignal,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<(ConnectReport, Vec<JoinHandle<()>>)> {
     let spec = Arc::new(
         SubscriberSpec::new(
@@ -190,7 +189,7 @@ async fn open_connections(
         tokio::spawn(async move {
             let mut handles = Vec::with_capacity(config.connections);
             for index in 0..config.connections {
-                if shutdown.is_triggered()
+                if shutdown.is_cancelled()
                     || failures.load(Ordering::Relaxed) >= config.max_failures
                 {
                     break;
@@ -286,7 +285,7 @@ async fn run_phase(
     mut publisher: Option<&mut Publisher>,
     payloads: &mut PayloadBuilder,
     seq: &mut u64,
-    shutdown: &ShutdownSignal,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<RunReport> {
     let duration = Duration::from_secs_f64(config.duration);
     let bar = progress_bar(
@@ -307,9 +306,9 @@ async fn run_phase(
     let mut last_bar = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate.max(1e-3)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut shutdown_signal = shutdown.clone();
+    let shutdown_signal = shutdown.clone();
     loop {
-        if tokio::time::Instant::now() >= end || shutdown.is_triggered() {
+        if tokio::time::Instant::now() >= end || shutdown.is_cancelled() {
             break;
         }
         if last_bar.elapsed() >= Duration::from_millis(200) {
@@ -328,7 +327,7 @@ async fn run_phase(
                 tokio::select! {
                     _ = ticker.tick() => false,
                     _ = tokio::time::sleep_until(end) => continue,
-                    _ = shutdown_signal.recv() => continue,
+                    _ = shutdown_signal.cancelled() => continue,
                 }
             }
             (Mode::Saturate, true) => {

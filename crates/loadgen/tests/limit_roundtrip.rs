@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use loadgen::limit::{LimitConfig, bind};
 use loadgen::{Config, Mode, System};
-use service_kit::Shutdown;
+use tokio_util::sync::CancellationToken;
 
 async fn limit_server() -> anyhow::Result<(
-    Shutdown,
+    CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
     String,
 )> {
@@ -18,8 +18,8 @@ async fn limit_server() -> anyhow::Result<(
     })
     .await?;
     let url = format!("ws://{}/", server.local_addr()?);
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(server.run(shutdown.signal()));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
     Ok((shutdown, task, url))
 }
 
@@ -42,7 +42,7 @@ async fn limit_server_delivers_to_every_subscriber() {
     let (shutdown, server, url) = limit_server().await.unwrap();
     let report = tokio::time::timeout(
         Duration::from_secs(20),
-        loadgen::run(quick_config(&url), Shutdown::new().signal()),
+        loadgen::run(quick_config(&url), CancellationToken::new().clone()),
     )
     .await
     .expect("run finished in time")
@@ -74,7 +74,7 @@ async fn limit_server_delivers_to_every_subscriber() {
     assert_eq!(json["runs"][1]["mode"], "saturate");
     assert!(json["runs"][1]["deliveries_per_s"].as_f64().unwrap() > 0.0);
 
-    shutdown.trigger();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("server stopped")
@@ -89,7 +89,7 @@ async fn nothing_listening_is_a_clear_error() {
     config.modes = vec![Mode::Idle];
     config.connections = 3;
     config.connect_timeout = 2.0;
-    let error = loadgen::run(config, Shutdown::new().signal())
+    let error = loadgen::run(config, CancellationToken::new().clone())
         .await
         .expect_err("no server");
     let text = format!("{error:#}");
@@ -100,7 +100,7 @@ async fn nothing_listening_is_a_clear_error() {
 async fn bad_settings_are_refused() {
     let mut config = quick_config("ws://127.0.0.1:1/");
     config.rate = 0.0;
-    let error = loadgen::run(config, Shutdown::new().signal())
+    let error = loadgen::run(config, CancellationToken::new().clone())
         .await
         .unwrap_err();
     assert!(error.to_string().contains("--rate"), "{error}");
@@ -115,7 +115,7 @@ async fn bad_settings_are_refused() {
             "settle" => config.settle = value,
             _ => config.duration = value,
         }
-        let error = loadgen::run(config, Shutdown::new().signal())
+        let error = loadgen::run(config, CancellationToken::new().clone())
             .await
             .unwrap_err();
         assert!(error.to_string().contains(field), "{field}: {error}");
@@ -123,7 +123,7 @@ async fn bad_settings_are_refused() {
     let mut config = quick_config("not a url");
     config.modes = vec![Mode::Idle];
     assert!(
-        loadgen::run(config, Shutdown::new().signal())
+        loadgen::run(config, CancellationToken::new().clone())
             .await
             .is_err()
     );

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use loadgen::{Config, Mode, System};
-use service_kit::Shutdown;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_server_fan_out_is_measured() {
@@ -17,8 +17,8 @@ async fn topic_server_fan_out_is_measured() {
     .await
     .unwrap();
     let url = format!("ws://{}/ws", server.local_addr());
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(server.run(shutdown.signal()));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
 
     let mut config = Config::new(System::TopicServer, url);
     config.connections = 20;
@@ -31,7 +31,7 @@ async fn topic_server_fan_out_is_measured() {
     config.no_progress = true;
     let report = tokio::time::timeout(
         Duration::from_secs(20),
-        loadgen::run(config, Shutdown::new().signal()),
+        loadgen::run(config, CancellationToken::new().clone()),
     )
     .await
     .expect("run finished in time")
@@ -56,7 +56,7 @@ async fn topic_server_fan_out_is_measured() {
         "{fixed:?}"
     );
 
-    shutdown.trigger();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
         .expect("server stopped")

@@ -1,36 +1,36 @@
 //! Starts the platform's tiers in-process, on loopback ports chosen by the OS, around a private
 //! redis-server, so end-to-end tests exercise the real components together. Each tier has its
-//! own [`Shutdown`] so a test can stop one tier without the others.
+//! own `CancellationToken` so a test can stop one tier without the others.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use service_kit::Shutdown;
 use service_kit::testing::RedisServer;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// A running tier: its shutdown trigger and its task.
 #[derive(Debug)]
 pub struct Tier {
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Tier {
-    fn spawn<F>(run: impl FnOnce(service_kit::ShutdownSignal) -> F) -> Self
+    fn spawn<F>(run: impl FnOnce(tokio_util::sync::CancellationToken) -> F) -> Self
     where
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
-        let shutdown = Shutdown::new();
-        let task = tokio::spawn(run(shutdown.signal()));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(shutdown.clone()));
         Self { shutdown, task }
     }
 
     /// Stops the tier and waits for it to finish.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .context("tier did not stop within 10 s")?

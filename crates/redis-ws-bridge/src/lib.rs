@@ -36,8 +36,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use service_kit::{Shutdown, ShutdownSignal};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub use config::{
     Config, DEFAULT_CHANNEL, DEFAULT_CLIENT_QUEUE, DEFAULT_CLIENT_QUEUE_BYTES, DEFAULT_LISTEN,
@@ -100,7 +100,7 @@ impl Bridge {
     /// Serves WebSocket clients and `/healthz`, and runs the shared Redis subscription, until
     /// `shutdown` fires. Then it stops accepting, closes every client with 1001 "server shutting
     /// down", and waits (a few seconds at most) for connections and tasks to end.
-    pub async fn run(self, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Bridge {
             listener,
             local_addr,
@@ -108,22 +108,14 @@ impl Bridge {
             hub,
             publisher,
         } = self;
-        // Internal tasks follow our own shutdown, which the caller's signal triggers, so a
-        // server error below can stop them too.
-        let local = Shutdown::new();
-        let forward = {
-            let local = local.clone();
-            let mut outer = shutdown;
-            tokio::spawn(async move {
-                outer.recv().await;
-                local.trigger();
-            })
-        };
+        // Internal tasks follow a child of the caller's token, so a server error below can
+        // stop them too without cancelling the caller.
+        let local = shutdown.child_token();
         let closer = {
             let hub = Arc::clone(&hub);
-            let mut signal = local.signal();
+            let signal = local.clone();
             tokio::spawn(async move {
-                signal.recv().await;
+                signal.cancelled().await;
                 hub.close_all(&close::frame(close::SHUTTING_DOWN));
             })
         };
@@ -131,7 +123,7 @@ impl Bridge {
             config.redis_url.clone(),
             config.channel.clone(),
             Arc::clone(&hub),
-            local.signal(),
+            local.clone(),
         );
         let router = http::router(http::AppState {
             client: ClientContext {
@@ -143,16 +135,11 @@ impl Bridge {
         });
         tracing::info!(%local_addr, channel = %config.channel, "redis-ws-bridge listening");
 
-        let served = service_kit::http_server::serve(
-            listener,
-            router,
-            config.serve_limits(),
-            local.signal(),
-        )
-        .await;
+        let served =
+            service_kit::http_server::serve(listener, router, config.serve_limits(), local.clone())
+                .await;
 
-        local.trigger();
-        forward.abort();
+        local.cancel();
         let _ = closer.await;
         if tokio::time::timeout(
             CLOSE_TIMEOUT + CLOSE_REPLY_TIMEOUT + Duration::from_secs(1),

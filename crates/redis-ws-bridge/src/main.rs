@@ -19,5 +19,5 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let shutdown = service_kit::start_process(&cli.log);
     let bridge = redis_ws_bridge::bind(cli.bridge).await?;
-    bridge.run(shutdown.signal()).await
+    bridge.run(shutdown.clone()).await
 }

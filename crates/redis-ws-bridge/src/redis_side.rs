@@ -13,10 +13,10 @@ use std::time::Duration;
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use service_kit::ShutdownSignal;
 use service_kit::redis_subscription::{self, SubscriptionEvent};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
 
@@ -106,7 +106,7 @@ pub(crate) fn spawn_subscription(
     redis_url: String,
     channel: String,
     hub: Arc<Hub>,
-    shutdown: ShutdownSignal,
+    shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let (events_tx, events_rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
     let subscription = tokio::spawn(redis_subscription::run(

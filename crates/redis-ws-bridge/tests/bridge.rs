@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use redis_ws_bridge::{Config, StatsHandle};
-use service_kit::Shutdown;
 use service_kit::testing::{RedisServer, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -29,7 +29,7 @@ const STEP: Duration = Duration::from_secs(5);
 struct Running {
     addr: SocketAddr,
     stats: StatsHandle,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -38,8 +38,8 @@ impl Running {
         let bridge = redis_ws_bridge::bind(config).await.unwrap();
         let addr = bridge.local_addr();
         let stats = bridge.stats_handle();
-        let shutdown = Shutdown::new();
-        let task = tokio::spawn(bridge.run(shutdown.signal()));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(bridge.run(shutdown.clone()));
         Self {
             addr,
             stats,
@@ -109,7 +109,7 @@ impl Running {
     /// Shuts the bridge down; each of `clients` must get the 1001 close, and the bridge must
     /// finish promptly.
     async fn stop(self, clients: impl IntoIterator<Item = Ws>) {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
         for mut ws in clients {
             let (code, reason, _) = expect_close(&mut ws).await;
             assert_eq!((code, reason.as_str()), (1001, "server shutting down"));
@@ -601,7 +601,7 @@ async fn shutdown_closes_clients_with_1001_and_returns() {
     let mut clients = bridge.connect_many(2).await;
     let shutdown = bridge.shutdown.clone();
     let task = bridge.task;
-    shutdown.trigger();
+    shutdown.cancel();
     for ws in &mut clients {
         let (code, reason, _) = expect_close(ws).await;
         assert_eq!((code, reason.as_str()), (1001, "server shutting down"));

@@ -38,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-use crate::ShutdownSignal;
+use tokio_util::sync::CancellationToken;
 
 /// Largest request head (and read buffer) per connection: hyper's default (~400 KB) would let
 /// every connection hold that much.
@@ -292,7 +292,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ServeLimits,
-    shutdown: ShutdownSignal,
+    shutdown: CancellationToken,
 ) -> io::Result<()> {
     serve_counted(
         listener,
@@ -309,7 +309,7 @@ pub async fn serve_counted(
     listener: TcpListener,
     router: Router,
     limits: ServeLimits,
-    mut shutdown: ShutdownSignal,
+    shutdown: CancellationToken,
     count: ConnectionCount,
 ) -> io::Result<()> {
     // Each connection task holds a sender; once all are gone, `recv` returns `None`.
@@ -331,7 +331,7 @@ pub async fn serve_counted(
                     continue;
                 }
             },
-            _ = shutdown.recv() => break,
+            _ = shutdown.cancelled() => break,
         };
         let admission = match count.0.admit(peer.ip(), &limits) {
             Ok(admission) => admission,
@@ -353,13 +353,13 @@ pub async fn serve_counted(
             .serve_connection(io, TowerToHyperService::new(service))
             .with_upgrades();
         let done = in_flight.clone();
-        let mut stop = shutdown.clone();
+        let stop = shutdown.clone();
         tokio::spawn(async move {
             let _done = done;
             tokio::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
-                _ = stop.recv() => {
+                _ = stop.cancelled() => {
                     // Finish the request in progress (if any), then close.
                     connection.as_mut().graceful_shutdown();
                     connection.await
@@ -414,7 +414,7 @@ mod tests {
     use axum::routing::{get, post};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn start(limits: ServeLimits) -> (SocketAddr, ConnectionCount, crate::Shutdown) {
+    async fn start(limits: ServeLimits) -> (SocketAddr, ConnectionCount, CancellationToken) {
         start_with_buffer(limits, None).await
     }
 
@@ -423,7 +423,7 @@ mod tests {
     async fn start_with_buffer(
         limits: ServeLimits,
         recv_buffer: Option<u32>,
-    ) -> (SocketAddr, ConnectionCount, crate::Shutdown) {
+    ) -> (SocketAddr, ConnectionCount, CancellationToken) {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         if let Some(size) = recv_buffer {
             socket.set_recv_buffer_size(size).unwrap();
@@ -439,12 +439,12 @@ mod tests {
                 get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
             );
         let count = ConnectionCount::default();
-        let shutdown = crate::Shutdown::new();
+        let shutdown = CancellationToken::new();
         tokio::spawn(serve_counted(
             listener,
             router,
             limits,
-            shutdown.signal(),
+            shutdown.clone(),
             count.clone(),
         ));
         (addr, count, shutdown)

@@ -15,13 +15,12 @@ pub mod testing;
 
 pub use backoff::Backoff;
 pub use logging::{LogArgs, LogFormat};
-pub use shutdown::{Shutdown, ShutdownSignal};
 
 /// What every binary does first: install logging as its flags say and arrange for SIGINT and
-/// SIGTERM to trigger the returned [`Shutdown`]. Must run inside the tokio runtime.
-pub fn start_process(log: &LogArgs) -> Shutdown {
+/// SIGTERM to cancel the returned token. Must run inside the tokio runtime.
+pub fn start_process(log: &LogArgs) -> tokio_util::sync::CancellationToken {
     logging::init(log.log_format);
-    let shutdown = Shutdown::new();
-    shutdown.trigger_on_os_signal();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    shutdown::cancel_on_os_signal(&shutdown);
     shutdown
 }

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::{Backoff, ShutdownSignal};
+use tokio_util::sync::CancellationToken;
+
+use crate::Backoff;
 
 /// What the subscription loop reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,17 +30,17 @@ pub async fn run(
     redis_url: String,
     channel: String,
     events: mpsc::Sender<SubscriptionEvent>,
-    mut shutdown: ShutdownSignal,
+    shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::reconnect();
     loop {
-        if shutdown.is_triggered() {
+        if shutdown.is_cancelled() {
             return;
         }
         let session = subscribe_once(&redis_url, &channel, &events, &mut backoff);
         let outcome = tokio::select! {
             outcome = session => outcome,
-            _ = shutdown.recv() => return,
+            _ = shutdown.cancelled() => return,
         };
         match outcome {
             Ok(()) => tracing::warn!(channel, "redis subscription ended; reconnecting"),
@@ -52,7 +54,7 @@ pub async fn run(
         let delay = backoff.next_delay();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {},
-            _ = shutdown.recv() => return,
+            _ = shutdown.cancelled() => return,
         }
     }
 }

@@ -15,7 +15,8 @@ use clap::{Args, Parser, Subcommand};
 use diffusion_core::view::ViewSpec;
 use diffusion_core::{Selector, TopicPath, TopicProperties, TopicType};
 use serde_json::Value;
-use service_kit::{LogArgs, ShutdownSignal};
+use service_kit::LogArgs;
+use tokio_util::sync::CancellationToken;
 
 use crate::client::{ClientConfig, ConnectOptions, TopicClient};
 use crate::error::ClientError;
@@ -264,7 +265,7 @@ impl CliError {
 
 /// Runs the parsed command with stdout and stdin, prints any error on stderr, and returns the
 /// exit status. A closed stdout (e.g. piped into `head`) ends the command quietly with status 0.
-pub async fn run(cli: Cli, shutdown: ShutdownSignal) -> ExitCode {
+pub async fn run(cli: Cli, shutdown: CancellationToken) -> ExitCode {
     let result = match cli.command {
         Command::Selector(SelectorCommand::Match { selector, paths }) if paths.is_empty() => {
             match_stdin(selector, shutdown).await
@@ -290,7 +291,7 @@ pub async fn run(cli: Cli, shutdown: ShutdownSignal) -> ExitCode {
 pub async fn execute(
     connection: &ConnectionArgs,
     command: Command,
-    mut shutdown: ShutdownSignal,
+    mut shutdown: CancellationToken,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     match command {
@@ -312,7 +313,7 @@ pub async fn execute(
         Command::Subscribe { selector } => {
             let client = tokio::select! {
                 client = connect(connection) => client?,
-                () = shutdown.recv() => return Ok(()),
+                () = shutdown.cancelled() => return Ok(()),
             };
             let result = subscribe(&client, &selector, &mut shutdown, out).await;
             client.close().await;
@@ -321,7 +322,7 @@ pub async fn execute(
         command => {
             tokio::select! {
                 result = one_shot(connection, command, out) => result,
-                () = shutdown.recv() => Err(CliError::Interrupted),
+                () = shutdown.cancelled() => Err(CliError::Interrupted),
             }
         }
     }
@@ -452,7 +453,7 @@ async fn connect(args: &ConnectionArgs) -> Result<TopicClient, CliError> {
 async fn subscribe(
     client: &TopicClient,
     selector: &Selector,
-    shutdown: &mut ShutdownSignal,
+    shutdown: &mut CancellationToken,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
     let request = client.subscribe(selector.as_str());
@@ -460,7 +461,7 @@ async fn subscribe(
     let mut acknowledged = false;
     loop {
         tokio::select! {
-            () = shutdown.recv() => return Ok(()),
+            () = shutdown.cancelled() => return Ok(()),
             result = &mut request, if !acknowledged => {
                 result?;
                 acknowledged = true;
@@ -531,7 +532,7 @@ fn match_one(selector: &Selector, path: &str, out: &mut dyn Write) -> io::Result
 
 /// `selector match` over stdin. The blocking reads run on a plain thread (not the runtime's
 /// blocking pool), so Ctrl-C can end the command even while a terminal read is pending.
-async fn match_stdin(selector: Selector, mut shutdown: ShutdownSignal) -> Result<(), CliError> {
+async fn match_stdin(selector: Selector, shutdown: CancellationToken) -> Result<(), CliError> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let stdout = io::stdout();
@@ -541,7 +542,7 @@ async fn match_stdin(selector: Selector, mut shutdown: ShutdownSignal) -> Result
     });
     tokio::select! {
         result = done_rx => result.unwrap_or_else(|_| Err(CliError::Runtime("stdin reader stopped".to_owned()))),
-        () = shutdown.recv() => Err(CliError::Interrupted),
+        () = shutdown.cancelled() => Err(CliError::Interrupted),
     }
 }
 

@@ -10,5 +10,5 @@ use topic_client::cli::{self, Cli};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let shutdown = service_kit::start_process(&cli.log);
-    cli::run(cli, shutdown.signal()).await
+    cli::run(cli, shutdown.clone()).await
 }

@@ -4,9 +4,9 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use service_kit::Shutdown;
+use tokio_util::sync::CancellationToken;
 
-async fn start_server() -> (String, Shutdown) {
+async fn start_server() -> (String, CancellationToken) {
     let server = topic_server::bind(topic_server::Config {
         listen: "127.0.0.1:0".parse().expect("address"),
         ..topic_server::Config::default()
@@ -14,8 +14,8 @@ async fn start_server() -> (String, Shutdown) {
     .await
     .expect("bind");
     let url = format!("ws://{}", server.local_addr());
-    let shutdown = Shutdown::new();
-    tokio::spawn(server.run(shutdown.signal()));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(server.run(shutdown.clone()));
     (url, shutdown)
 }
 
@@ -91,7 +91,7 @@ async fn add_set_fetch_and_views_through_the_cli() {
     let missing = cli(&url, &["set", "nope", "1"]).await;
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("NO_SUCH_TOPIC"));
-    shutdown.trigger();
+    shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,5 +130,5 @@ async fn subscribe_prints_each_value_until_terminated() {
         .expect("exits on SIGTERM")
         .expect("wait");
     assert!(status.success(), "{status:?}");
-    shutdown.trigger();
+    shutdown.cancel();
 }

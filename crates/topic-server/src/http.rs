@@ -15,8 +15,8 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use service_kit::ShutdownSignal;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
 use crate::ServerContext;
@@ -27,7 +27,7 @@ pub(crate) struct AppState {
     /// The server's shared state.
     pub ctx: Arc<ServerContext>,
     /// Passed to each session so it closes at shutdown.
-    pub shutdown: ShutdownSignal,
+    pub shutdown: CancellationToken,
     /// Held by each session; the server waits until every clone is gone.
     pub sessions_done: mpsc::Sender<()>,
     /// The dashboard files.

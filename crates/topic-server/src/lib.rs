@@ -19,15 +19,15 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use service_kit::Shutdown;
+//! use tokio_util::sync::CancellationToken;
 //! let config = topic_server::Config {
 //!     listen: "127.0.0.1:0".parse()?,
 //!     ..topic_server::Config::default()
 //! };
 //! let server = topic_server::bind(config).await?;
 //! println!("listening on {}", server.local_addr());
-//! let shutdown = Shutdown::new();
-//! server.run(shutdown.signal()).await
+//! let shutdown = CancellationToken::new();
+//! server.run(shutdown.clone()).await
 //! # }
 //! ```
 
@@ -50,10 +50,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use service_kit::ShutdownSignal;
 use service_kit::http_server::{self, ConnectionCount};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
 pub use config::{
@@ -151,7 +151,7 @@ fn load_views(engine: &Engine, file: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Binds and runs a server until `shutdown` fires: what `main` calls.
-pub async fn run(config: Config, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let server = bind(config).await?;
     tracing::info!(addr = %server.local_addr(), "topic server listening");
     server.run(shutdown).await
@@ -170,7 +170,7 @@ impl TopicServer {
 
     /// Serves until `shutdown` fires: then stops accepting, closes every session (close code
     /// 1001) and waits for them to finish.
-    pub async fn run(self, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let (sessions_done, mut all_sessions_done) = mpsc::channel::<()>(1);
         let state = http::AppState {
             static_files: ServeDir::new(&self.ctx.config.web_dir),
@@ -218,8 +218,8 @@ mod panic_containment {
 
     use futures_util::{SinkExt, StreamExt};
     use serde_json::{Value, json};
-    use service_kit::Shutdown;
     use tokio_tungstenite::tungstenite::Message;
+    use tokio_util::sync::CancellationToken;
 
     type Stream = tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
@@ -287,8 +287,8 @@ mod panic_containment {
         .unwrap();
         let url = format!("ws://{}/ws", server.local_addr());
         let stats = server.stats();
-        let shutdown = Shutdown::new();
-        let task = tokio::spawn(server.run(shutdown.signal()));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
 
         let mut watcher = connect(&url).await;
         send(
@@ -344,7 +344,7 @@ mod panic_containment {
             got.push(next(&mut watcher).await.unwrap());
         }
         assert!(got.iter().any(|m| m["v"] == 7), "{got:?}");
-        shutdown.trigger();
+        shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .unwrap()

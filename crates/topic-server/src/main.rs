@@ -18,5 +18,5 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let shutdown = service_kit::start_process(&cli.log);
-    topic_server::run(cli.config, shutdown.signal()).await
+    topic_server::run(cli.config, shutdown.clone()).await
 }

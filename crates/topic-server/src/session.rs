@@ -24,10 +24,10 @@ use diffusion_core::protocol::{
 };
 use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use service_kit::ShutdownSignal;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::ServerContext;
@@ -369,7 +369,7 @@ fn rate_wait(limiter: Option<&DefaultDirectRateLimiter>) -> Option<Duration> {
 pub(crate) async fn run(
     socket: WebSocket,
     ctx: Arc<ServerContext>,
-    shutdown: ShutdownSignal,
+    shutdown: CancellationToken,
     _done: mpsc::Sender<()>,
 ) {
     let id = ctx.next_session_id();
@@ -383,7 +383,7 @@ pub(crate) async fn run(
 async fn run_session(
     socket: WebSocket,
     ctx: Arc<ServerContext>,
-    mut shutdown: ShutdownSignal,
+    shutdown: CancellationToken,
     id: SessionId,
     name: String,
 ) {
@@ -418,7 +418,7 @@ async fn run_session(
         let handshaking = matches!(session.phase, Phase::Handshake);
         tokio::select! {
             _ = outbound.closed() => break,
-            _ = shutdown.recv() => {
+            _ = shutdown.cancelled() => {
                 outbound.close(CloseReason::Shutdown);
                 break;
             }

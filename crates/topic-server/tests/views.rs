@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use diffusion_core::TopicType;
 use diffusion_core::protocol::ErrorCode;
 use serde_json::{Value, json};
-use service_kit::Shutdown;
 use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
 use topic_client::{ConnectOptions, TopicClient, TopicEvent};
 
 const BITCOIN: &str = include_str!("../testdata/coindesk-bpi-sample.json");
 
 struct Server {
     addr: SocketAddr,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 }
 
 impl Server {
@@ -31,8 +31,8 @@ impl Server {
         .await
         .unwrap();
         let addr = server.local_addr();
-        let shutdown = Shutdown::new();
-        tokio::spawn(server.run(shutdown.signal()));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(server.run(shutdown.clone()));
         Self { addr, shutdown }
     }
 
@@ -45,7 +45,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
     }
 }
 

@@ -9,12 +9,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use data_feeder::{Config, SinkSpec, SourceSpec};
 use futures_util::{SinkExt, StreamExt};
-use service_kit::Shutdown;
 use service_kit::redis_subscription::{self, SubscriptionEvent};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
 /// The bound on every wait for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -42,7 +42,7 @@ pub fn redis_sink(url: &str) -> SinkSpec {
 /// A feeder running in this process.
 pub struct Feeder {
     pub addr: SocketAddr,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     http: reqwest::Client,
 }
@@ -52,8 +52,8 @@ impl Feeder {
         let server = data_feeder::bind(config).await.unwrap();
         let addr = server.control_addr();
         assert_eq!(server.local_addr(), addr);
-        let shutdown = Shutdown::new();
-        let task = tokio::spawn(server.run(shutdown.signal()));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
         data_feeder::install_crypto_provider();
         let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
         Self {
@@ -107,7 +107,7 @@ impl Feeder {
 
     /// Triggers shutdown and checks the feeder stops promptly and cleanly.
     pub async fn shut_down(mut self) {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
         let task = self.task.take().unwrap();
         let result = tokio::time::timeout(WAIT, task)
             .await
@@ -119,26 +119,26 @@ impl Feeder {
 
 impl Drop for Feeder {
     fn drop(&mut self) {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
     }
 }
 
 /// A Redis subscriber that survives Redis restarts (the platform's own subscription loop).
 pub struct Subscriber {
     events: mpsc::Receiver<SubscriptionEvent>,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 }
 
 impl Subscriber {
     /// Subscribes to `channel` and waits until the subscription is active.
     pub async fn start(redis_url: &str, channel: &str) -> Self {
         let (sender, mut events) = mpsc::channel(1024);
-        let shutdown = Shutdown::new();
+        let shutdown = CancellationToken::new();
         tokio::spawn(redis_subscription::run(
             redis_url.to_owned(),
             channel.to_owned(),
             sender,
-            shutdown.signal(),
+            shutdown.clone(),
         ));
         let first = tokio::time::timeout(WAIT, events.recv()).await.unwrap();
         assert_eq!(first, Some(SubscriptionEvent::Connected));
@@ -179,7 +179,7 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
     }
 }
 

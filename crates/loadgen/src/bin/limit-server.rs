@@ -21,5 +21,5 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = service_kit::start_process(&cli.log);
     let server = loadgen::limit::bind(cli.config).await?;
     tracing::info!(addr = %server.local_addr()?, "limit-server listening");
-    server.run(shutdown.signal()).await
+    server.run(shutdown.clone()).await
 }

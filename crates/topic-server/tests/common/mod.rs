@@ -14,12 +14,12 @@ use diffusion_core::protocol::{ServerMessage, decode_server_frame};
 use diffusion_core::{TopicType, TopicValue};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use service_kit::Shutdown;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_util::sync::CancellationToken;
 use topic_server::{Config, ServerStats};
 
 /// How long any single expected event may take.
@@ -62,7 +62,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub stats: ServerStats,
     pub web_dir: PathBuf,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -83,8 +83,8 @@ impl TestServer {
         let server = topic_server::bind(config).await.unwrap();
         let addr = server.local_addr();
         let stats = server.stats();
-        let shutdown = Shutdown::new();
-        let task = tokio::spawn(server.run(shutdown.signal()));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
         Self {
             addr,
             stats,
@@ -100,7 +100,7 @@ impl TestServer {
 
     /// Triggers shutdown and waits (bounded) for `run` to return.
     pub async fn stop(self) {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("server did not stop in time")
