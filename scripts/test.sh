@@ -19,7 +19,17 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 
 say "cargo clippy (warnings are errors)"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+say "unused dependencies (cargo-machete)"
+if ! command -v cargo-machete >/dev/null 2>&1; then
+  cargo install --locked cargo-machete >/dev/null 2>&1 || true
+fi
+if command -v cargo-machete >/dev/null 2>&1; then
+  cargo machete
+else
+  die "cargo-machete is missing and could not be installed (cargo install cargo-machete)"
+fi
 
 say "cargo test"
 cargo test --workspace --exclude hostile-tests

@@ -11,6 +11,9 @@ pub mod http_server;
 pub mod logging;
 pub mod redis_subscription;
 pub mod shutdown;
+/// Test harnesses (a private redis-server, waiting for conditions): only with the `testing`
+/// feature, which tests enable, so release binaries carry none of it.
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use backoff::Backoff;

@@ -1,4 +1,5 @@
-//! `topic-client`: an async Rust client for the topic server, and the `topic-cli` tool built on it.
+//! `topic-client`: an async Rust client for the topic server (the `topic-cli` tool is built on it,
+//! in its own crate).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), topic_client::ClientError> {
@@ -19,11 +20,12 @@
 //! batches outgoing frames. This project is independent of, and not affiliated with, the
 //! commercial Diffusion product whose documented behaviour the topic server reproduces.
 
-pub mod cli;
 mod client;
 mod connection;
 pub mod error;
 pub mod events;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use client::{ClientConfig, ConnectOptions, TopicClient};
 pub use diffusion_core::TopicType;

@@ -2,15 +2,13 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns may unwrap too
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use diffusion_core::protocol::{ClientMessage, FetchedTopic, ServerMessage};
 use serde_json::json;
-use support::{FakeServer, Incoming, PATIENCE};
 use tokio::time::timeout;
+use topic_client::testing::{FakeServer, Incoming, PATIENCE};
 use topic_client::{
     ClientConfig, ClientError, ConnectOptions, ErrorCode, TopicClient, TopicEvent, TopicType,
 };

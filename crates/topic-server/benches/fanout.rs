@@ -3,7 +3,7 @@
 //! CoinDesk sample. One `set` with a changed price is measured per iteration; the queues are
 //! drained between iterations, as the writers would.
 //!
-//! Run with `cargo bench -p topic-server --bench fanout -- --warm-up-time 1 --measurement-time 3`.
+//! Run with `cargo bench -p topic-server --features bench --bench fanout -- --warm-up-time 1 --measurement-time 3`.
 
 #![allow(missing_docs)]
 

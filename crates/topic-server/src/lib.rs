@@ -31,6 +31,8 @@
 //! # }
 //! ```
 
+/// Drives the engine without sockets for the benchmarks: only with the `bench` feature.
+#[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench_support;
 mod config;

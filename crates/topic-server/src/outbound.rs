@@ -209,6 +209,7 @@ impl SessionOutbound {
     }
 
     /// Takes everything queued now, without a writer (for in-process fan-out measurements).
+    #[cfg(any(test, feature = "bench"))]
     pub fn drain_now(&self) -> Vec<Bytes> {
         self.lock().queue.drain()
     }

@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use topic_client::cli::{self, Cli};
+mod cli;
+
+use cli::Cli;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -1,7 +1,8 @@
-//! A scripted, single-connection fake topic server for tests: it speaks the wire protocol from
-//! `diffusion_core::protocol` so the client can be tested without the real server.
+//! A scripted, single-connection fake topic server for tests (of this crate and of `topic-cli`):
+//! it speaks the wire protocol from `diffusion_core::protocol` so clients can be tested without
+//! the real server, including against a server that misbehaves. Only with the `testing` feature.
 
-#![allow(dead_code, clippy::unwrap_used)] // shared by several test crates; test code may unwrap
+#![allow(clippy::unwrap_used)] // test code: a failure should stop the test
 
 use std::future::Future;
 use std::time::Duration;

@@ -3,17 +3,15 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns may unwrap too
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use diffusion_core::protocol::{ClientMessage, ErrorCode, FetchedTopic, ServerMessage};
 use serde_json::json;
-use support::{FakeServer, PATIENCE};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use topic_client::TopicType;
+use topic_client::testing::{FakeServer, PATIENCE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_topic-cli");
 
@@ -295,7 +293,7 @@ fn spawn_subscriber(
     (child, lines)
 }
 
-async fn push_two_values(peer: &mut support::Peer) {
+async fn push_two_values(peer: &mut topic_client::testing::Peer) {
     peer.handshake().await;
     let sub = peer.recv().await;
     assert!(matches!(&sub, ClientMessage::Subscribe { selector, .. } if selector == "?p//"));

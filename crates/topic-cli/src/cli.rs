@@ -18,9 +18,7 @@ use serde_json::Value;
 use service_kit::LogArgs;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{ClientConfig, ConnectOptions, TopicClient};
-use crate::error::ClientError;
-use crate::events::TopicEvent;
+use topic_client::{ClientConfig, ClientError, ConnectOptions, TopicClient, TopicEvent};
 
 const AFTER_HELP: &str = "\
 Output: fetch and subscribe print one line per topic value, PATH<TAB>VALUE, where VALUE is the
