@@ -103,7 +103,7 @@ build "loadgen limit-server" loadgen || die "loadgen does not build"
 build "topic-server redis-ws-bridge" topic-server redis-ws-bridge \
   || die "topic-server / redis-ws-bridge do not build and no earlier binaries exist"
 pipeline_built=1
-build "backend-app data-feeder topic-cli" backend-app data-feeder topic-client || {
+build "backend-app data-feeder topic-cli" backend-app data-feeder topic-cli || {
   warn "the pipeline binaries did not build: skipping the bitcoin measurement"; pipeline_built=0; }
 
 # Measure a snapshot of the binaries: other work in this tree may rebuild target/release while

@@ -32,7 +32,7 @@ done
 redis_port="${REDIS_PORT:-$(free_port)}"
 
 say "building (release)"
-cargo build --release -p topic-server -p topic-client -p redis-ws-bridge -p backend-app -p data-feeder
+cargo build --release -p topic-server -p topic-cli -p redis-ws-bridge -p backend-app -p data-feeder
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
 run_dir="$(mktemp -d "${TMPDIR:-/tmp}/redis-topic-demo.XXXXXX")"
