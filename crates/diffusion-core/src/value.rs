@@ -4,6 +4,8 @@
 //! on: JSON values are compact JSON with object keys sorted (serde_json's default map), strings
 //! are their UTF-8 bytes, numbers their shortest decimal text, binaries their raw bytes.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -41,12 +43,25 @@ fn describe(v: &Value) -> String {
     }
 }
 
-/// One value of a topic, held as its canonical bytes. Cheap to clone (`Bytes`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One value of a topic, held as its canonical bytes. Cheap to clone (`Bytes`, `Arc`).
+///
+/// A JSON value may also carry its parsed tree, when whoever made it already had one (a
+/// request's value, a view's result): views read values as trees, and keeping the tree means a
+/// value is parsed once, not once per view per update. Equality is on the canonical bytes.
+#[derive(Debug, Clone)]
 pub struct TopicValue {
     topic_type: TopicType,
     canonical: Bytes,
+    tree: Option<Arc<Value>>,
 }
+
+impl PartialEq for TopicValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.topic_type == other.topic_type && self.canonical == other.canonical
+    }
+}
+
+impl Eq for TopicValue {}
 
 impl TopicValue {
     /// Converts a JSON wire value into a topic value. `Ok(None)` means "no value" (JSON `null`
@@ -78,7 +93,36 @@ impl TopicValue {
         Ok(Some(Self {
             topic_type,
             canonical,
+            tree: None,
         }))
+    }
+
+    /// Keeps `tree`, the parsed form of this JSON value (what it was made from), for
+    /// [`TopicValue::json`]. The caller vouches that the tree is this value.
+    pub fn with_tree(mut self, tree: Arc<Value>) -> Self {
+        if self.topic_type == TopicType::Json {
+            self.tree = Some(tree);
+        }
+        self
+    }
+
+    /// Drops the kept tree (nothing reads this value as a tree: save the memory).
+    pub fn without_tree(mut self) -> Self {
+        self.tree = None;
+        self
+    }
+
+    /// Whether a parsed tree is kept.
+    pub fn has_tree(&self) -> bool {
+        self.tree.is_some()
+    }
+
+    /// The value as a JSON tree: the kept one, or parsed now.
+    pub fn json(&self) -> Arc<Value> {
+        match &self.tree {
+            Some(tree) => Arc::clone(tree),
+            None => Arc::new(self.to_json()),
+        }
     }
 
     /// Rebuilds a value from canonical bytes (after applying a delta), checking they are valid.
@@ -100,6 +144,7 @@ impl TopicValue {
             Ok(Self {
                 topic_type,
                 canonical,
+                tree: None,
             })
         } else {
             Err(ValueError::Corrupt(topic_type))
@@ -226,6 +271,35 @@ mod tests {
                 proptest::prop_assert_eq!(back.to_bits(), f.to_bits());
             }
         }
+    }
+
+    #[test]
+    fn a_kept_tree_is_the_value_and_does_not_change_equality() {
+        let wire = json!({"b": [1, 2], "a": 9007199254740993_u64});
+        let plain = TopicValue::from_json(TopicType::Json, &wire).unwrap().unwrap();
+        let kept = plain.clone().with_tree(Arc::new(wire.clone()));
+        assert!(kept.has_tree() && !plain.has_tree());
+        assert_eq!(kept, plain);
+        assert_eq!(*kept.json(), wire);
+        assert_eq!(*plain.json(), wire);
+        assert!(!kept.without_tree().has_tree());
+        // Only JSON values keep trees.
+        let s = TopicValue::from_json(TopicType::String, &json!("x")).unwrap().unwrap();
+        assert!(!s.with_tree(Arc::new(json!("x"))).has_tree());
+    }
+
+    #[test]
+    fn integers_of_any_size_keep_their_exact_value() {
+        for text in ["18446744073709551616", "-9223372036854775809", "123456789012345678901234567890", "0.1000000000000000000001"] {
+            let wire: Value = serde_json::from_str(&format!("{{\"n\":{text}}}")).unwrap();
+            let v = TopicValue::from_json(TopicType::Json, &wire).unwrap().unwrap();
+            assert_eq!(v.canonical().as_ref(), format!("{{\"n\":{text}}}").as_bytes());
+        }
+        // Past f64's range a number is still the number written (serde_json spells the
+        // exponent's sign), never infinity or null.
+        let wire: Value = serde_json::from_str("[1e400]").unwrap();
+        let v = TopicValue::from_json(TopicType::Json, &wire).unwrap().unwrap();
+        assert_eq!(v.canonical().as_ref(), b"[1e+400]");
     }
 
     #[test]

@@ -123,5 +123,46 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fanout);
+/// One bitcoin tick set on `redis/bitcoin` with the demo's two views (deploy/views.txt): the
+/// value's way through the engine, views included, with one subscriber on every view topic.
+fn views(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bitcoin_tick");
+    group.throughput(Throughput::Elements(1));
+    let mut bench = BenchEngine::new(1024 * 1024);
+    let views = include_str!("../../../deploy/views.txt");
+    for (name, spec) in diffusion_core::view::parse_views_file("views.txt", views)
+        .unwrap_or_default()
+    {
+        if let Err(e) = bench.create_view(&name, spec.as_str()) {
+            panic!("view {name}: {e}");
+        }
+    }
+    if let Err(e) = bench.add("redis/bitcoin", TopicType::Json, &BTreeMap::new(), Some(&tick(56189.3483))) {
+        panic!("add failed: {e}");
+    }
+    let session = bench.add_session();
+    if let Err(e) = bench.subscribe(session, "?redis//") {
+        panic!("subscribe failed: {e}");
+    }
+    bench.drain_all();
+    let mut price = 56201.0042;
+    group.bench_function("set_through_demo_views", |b| {
+        b.iter_batched(
+            || {
+                bench.drain_all();
+                price += 0.0001;
+                tick(price)
+            },
+            |value| {
+                if let Err(e) = bench.set("redis/bitcoin", black_box(&value)) {
+                    panic!("set failed: {e}");
+                }
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, fanout, views);
 criterion_main!(benches);

@@ -67,7 +67,7 @@ impl BenchEngine {
         value: Option<&Value>,
     ) -> Result<(), BenchError> {
         self.engine
-            .add(path, topic_type, properties, value)
+            .add(path, topic_type, properties, value.cloned())
             .map_err(|e| BenchError(e.to_string()))
     }
 
@@ -78,10 +78,19 @@ impl BenchEngine {
             .map_err(|e| BenchError(e.to_string()))
     }
 
+    /// The protocol's `createview`.
+    pub fn create_view(&self, name: &str, spec: &str) -> Result<(), BenchError> {
+        self.engine
+            .create_view(name, spec)
+            .map_err(|e| BenchError(e.to_string()))
+    }
+
     /// The protocol's `set`: one update fanned out to every subscriber's queue.
+    /// The value is cloned first, standing in for the request parse that owns
+    /// it on the server.
     pub fn set(&self, path: &str, value: &Value) -> Result<(), BenchError> {
         self.engine
-            .set(path, value)
+            .set(path, value.clone())
             .map_err(|e| BenchError(e.to_string()))
     }
 

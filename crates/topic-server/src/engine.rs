@@ -193,13 +193,19 @@ fn parse_selector(text: &str) -> Result<Selector, OpError> {
     Selector::parse(text).map_err(|e| OpError::new(ErrorCode::InvalidSelector, e.to_string()))
 }
 
+/// Converts a request's value for the topic, keeping the request's own tree for a JSON value
+/// (it is the value: canonical JSON is that tree, printed), so nothing parses it again.
 fn to_value(
     topic_type: TopicType,
     validate_values: bool,
-    value: &Value,
+    value: Value,
 ) -> Result<Option<TopicValue>, OpError> {
-    diffusion_core::convert::convert(topic_type, validate_values, value)
-        .map_err(|e| OpError::new(ErrorCode::InvalidValue, e.to_string()))
+    let converted = diffusion_core::convert::convert(topic_type, validate_values, &value)
+        .map_err(|e| OpError::new(ErrorCode::InvalidValue, e.to_string()))?;
+    Ok(match (converted, topic_type) {
+        (Some(v), TopicType::Json) => Some(v.with_tree(Arc::new(value))),
+        (converted, _) => converted,
+    })
 }
 
 fn read_only(path: &str) -> OpError {
@@ -284,9 +290,10 @@ impl Engine {
         dropped: &mut Dropped,
     ) -> Result<bool, OpError> {
         self.metrics.updates_in.increment(1);
+        let keep_tree = self.read_by_views(tree, id);
         let update = tree
             .topics
-            .update(id, value, self.limits.max_tree_bytes)
+            .update(id, value, self.limits.max_tree_bytes, keep_tree)
             .map_err(|e| {
                 self.metrics.limit_refused("tree_bytes");
                 OpError::limit(e.to_string())
@@ -298,6 +305,13 @@ impl Engine {
             }
             _ => Ok(false),
         }
+    }
+
+    /// Whether a view selects the topic with id `id`, so its value should keep its tree.
+    fn read_by_views(&self, tree: &Tree, id: u64) -> bool {
+        tree.topics
+            .get_by_id(id)
+            .is_some_and(|t| tree.views.selects_any(t.path.as_str()))
     }
 
     /// Subscribes one session to one topic: notice, then current value if any.
@@ -404,7 +418,7 @@ impl Engine {
         path: &str,
         topic_type: TopicType,
         properties: &BTreeMap<String, String>,
-        value: Option<&Value>,
+        value: Option<Value>,
     ) -> Result<(), OpError> {
         let path = TopicPath::parse_user(path)
             .map_err(|e| OpError::new(ErrorCode::InvalidPath, e.to_string()))?;
@@ -526,7 +540,11 @@ impl Engine {
             Some(value) => {
                 self.metrics.updates_in.increment(1);
                 // The room was checked above.
-                tree.topics.update(id, value, usize::MAX).ok().flatten()
+                let keep_tree = self.read_by_views(tree, id);
+                tree.topics
+                    .update(id, value, usize::MAX, keep_tree)
+                    .ok()
+                    .flatten()
             }
             None => None,
         };
@@ -584,7 +602,7 @@ impl Engine {
 
     /// `set`: changes a topic's value and delivers it to the subscribers, unless it equals the
     /// current value. Reference topics are read-only.
-    pub fn set(&self, path: &str, value: &Value) -> Result<(), OpError> {
+    pub fn set(&self, path: &str, value: Value) -> Result<(), OpError> {
         let path = TopicPath::parse(path)
             .map_err(|e| OpError::new(ErrorCode::InvalidPath, e.to_string()))?;
         let no_such_topic =
@@ -824,7 +842,7 @@ mod tests {
             err.message
         );
         // Re-adding an existing topic is not a new one.
-        e.add("a", TopicType::Json, &no_props(), Some(&json!(1)))
+        e.add("a", TopicType::Json, &no_props(), Some(json!(1)))
             .unwrap();
         e.remove(">c").unwrap();
         e.add("d", TopicType::Json, &no_props(), None).unwrap();
@@ -837,18 +855,18 @@ mod tests {
             ..EngineLimits::default()
         });
         let text = |n: usize| json!("x".repeat(n));
-        e.add("a", TopicType::Json, &no_props(), Some(&text(600)))
+        e.add("a", TopicType::Json, &no_props(), Some(text(600)))
             .unwrap();
         let err = e
-            .add("b", TopicType::Json, &no_props(), Some(&text(600)))
+            .add("b", TopicType::Json, &no_props(), Some(text(600)))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::LimitExceeded);
         assert!(e.fetch(">b", None, None).unwrap().topics.is_empty());
         e.add("b", TopicType::Json, &no_props(), None).unwrap();
-        let err = e.set("b", &text(600)).unwrap_err();
+        let err = e.set("b", text(600)).unwrap_err();
         assert_eq!(err.code, ErrorCode::LimitExceeded);
-        e.set("a", &text(10)).unwrap();
-        e.set("b", &text(600)).unwrap();
+        e.set("a", text(10)).unwrap();
+        e.set("b", text(600)).unwrap();
     }
 
     #[test]
@@ -862,7 +880,7 @@ mod tests {
                 &format!("t/{i}"),
                 TopicType::Json,
                 &no_props(),
-                Some(&json!("x".repeat(100))),
+                Some(json!("x".repeat(100))),
             )
             .unwrap();
         }
@@ -870,7 +888,7 @@ mod tests {
             "t/huge",
             TopicType::Json,
             &no_props(),
-            Some(&json!("y".repeat(5000))),
+            Some(json!("y".repeat(5000))),
         )
         .unwrap();
         let mut after: Option<String> = None;
@@ -919,7 +937,7 @@ mod tests {
         e.unsubscribe(1, ">a").unwrap();
         e.subscribe(1, ">c").unwrap();
         // The refused selector was not retained: adding `c` now reaches the session.
-        e.add("c", TopicType::Json, &no_props(), Some(&json!(1)))
+        e.add("c", TopicType::Json, &no_props(), Some(json!(1)))
             .unwrap();
         let got: Vec<ServerMessage> = outbound
             .drain_now()

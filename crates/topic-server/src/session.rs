@@ -255,9 +255,9 @@ impl Session {
                 value,
             } => (
                 cid,
-                ok(engine.add(&path, topic_type, &properties, value.as_ref())),
+                ok(engine.add(&path, topic_type, &properties, value)),
             ),
-            ClientMessage::Set { cid, path, value } => (cid, ok(engine.set(&path, &value))),
+            ClientMessage::Set { cid, path, value } => (cid, ok(engine.set(&path, value))),
             ClientMessage::Subscribe { cid, selector } => {
                 (cid, ok(engine.subscribe(self.id, &selector)))
             }

@@ -243,14 +243,21 @@ impl TopicStore {
     }
 
     /// Sets the value of the topic with id `id` (see [`Topic::update`]), keeping the byte
-    /// count, or refuses it when the tree's values would pass `limit` bytes. `Ok(None)`: no
+    /// count, or refuses it when the tree's values would pass `limit` bytes. Without
+    /// `keep_tree` a JSON value's parsed tree is dropped (no view reads it). `Ok(None)`: no
     /// such topic, or the value is unchanged.
     pub fn update(
         &mut self,
         id: u64,
         value: Option<TopicValue>,
         limit: usize,
+        keep_tree: bool,
     ) -> Result<Option<Arc<TopicUpdate>>, TreeFull> {
+        let value = if keep_tree {
+            value
+        } else {
+            value.map(TopicValue::without_tree)
+        };
         let Some(path) = self.paths_by_id.get(&id) else {
             return Ok(None);
         };
@@ -482,19 +489,19 @@ mod tests {
         let mut s = store(&["a", "b"]);
         let (a, b) = (s.get("a").unwrap().id, s.get("b").unwrap().id);
         let text = |n: usize| v(TopicType::Json, json!("x".repeat(n)));
-        s.update(a, text(98), 250).unwrap();
+        s.update(a, text(98), 250, false).unwrap();
         assert_eq!(s.value_bytes(), 100);
-        s.update(b, text(98), 250).unwrap();
+        s.update(b, text(98), 250, false).unwrap();
         assert_eq!(s.value_bytes(), 200);
-        let err = s.update(b, text(198), 250).unwrap_err();
+        let err = s.update(b, text(198), 250, false).unwrap_err();
         assert_eq!((err.used, err.needed), (200, 200));
         assert_eq!(s.value_bytes(), 200, "a refused value changes nothing");
         // Shrinking always fits; removal gives the bytes back.
-        s.update(b, text(8), 1).unwrap();
+        s.update(b, text(8), 1, false).unwrap();
         assert_eq!(s.value_bytes(), 110);
         s.remove("a");
         assert_eq!(s.value_bytes(), 10);
-        s.update(b, None, 0).unwrap();
+        s.update(b, None, 0, false).unwrap();
         assert_eq!(s.value_bytes(), 0);
     }
 

@@ -120,6 +120,13 @@ impl ViewRegistry {
         self.views.get(&order)
     }
 
+    /// Whether any view's selector selects `path`.
+    pub fn selects_any(&self, path: &str) -> bool {
+        let mut any = false;
+        self.index.for_each_match(path, |_, _| any = true);
+        any
+    }
+
     /// Orders of the views whose selector selects `source_path`, in precedence order.
     pub fn views_selecting(&self, source_path: &str) -> Vec<u64> {
         let mut orders = self.index.owners_matching(source_path);

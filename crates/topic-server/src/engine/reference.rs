@@ -28,6 +28,7 @@ use std::time::Duration;
 use diffusion_core::protocol::{ErrorCode, ViewInfo};
 use diffusion_core::view::{Offer, ReferenceValue, Throttle, ThrottleState, ViewSpec};
 use diffusion_core::{TopicPath, TopicProperties, TopicValue};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{Dropped, Engine, OpError, Tree};
@@ -289,9 +290,9 @@ impl Engine {
                     topics
                         .get(path)
                         .and_then(|t| t.value())
-                        .map(TopicValue::to_json)
+                        .map(|v| Value::clone(&v.json()))
                 };
-                spec.evaluate(source, &value.to_json(), &lookup, &self.limits.eval)
+                spec.evaluate(source, &value.json(), &lookup, &self.limits.eval)
                     .unwrap_or_else(|error| {
                         self.metrics.view_evaluation_failures.increment(1);
                         tracing::warn!(
@@ -456,7 +457,8 @@ impl Engine {
         // Checked when the view was parsed, so this cannot fail; stay safe anyway.
         let properties = TopicProperties::from_map(&spec.options.properties).unwrap_or_default();
         let value = match TopicValue::from_json(reference.topic_type, &reference.value) {
-            Ok(value) => value,
+            // The view's result is this value's tree: a chained view need not parse it.
+            Ok(value) => value.map(|v| v.with_tree(Arc::new(reference.value.clone()))),
             Err(error) => {
                 tracing::warn!(path, %error, "view produced a value its topic type cannot hold");
                 None
@@ -645,7 +647,7 @@ mod tests {
     }
 
     fn set(engine: &Engine, n: i64) {
-        engine.set("src", &json!({ "n": n })).unwrap();
+        engine.set("src", json!({ "n": n })).unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -656,7 +658,7 @@ mod tests {
                 "src",
                 TopicType::Json,
                 &BTreeMap::new(),
-                Some(&json!({"n": 0})),
+                Some(json!({"n": 0})),
             )
             .unwrap();
         engine
@@ -703,7 +705,7 @@ mod tests {
                 "src",
                 TopicType::Json,
                 &BTreeMap::new(),
-                Some(&json!({"n": 1})),
+                Some(json!({"n": 1})),
             )
             .unwrap();
         assert!(
@@ -733,7 +735,7 @@ mod tests {
             .create_view("d", "map src to ref delay by 1 second")
             .unwrap();
         engine
-            .add("src", TopicType::Json, &BTreeMap::new(), Some(&json!(1)))
+            .add("src", TopicType::Json, &BTreeMap::new(), Some(json!(1)))
             .unwrap();
         engine.remove_view("d").unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -751,7 +753,7 @@ mod tests {
                 .unwrap();
         }
         engine
-            .add("c/0", TopicType::Json, &BTreeMap::new(), Some(&json!(1)))
+            .add("c/0", TopicType::Json, &BTreeMap::new(), Some(json!(1)))
             .unwrap();
         let exists = |i: usize| {
             !engine
@@ -779,7 +781,7 @@ mod tests {
                 "x/src",
                 TopicType::Json,
                 &BTreeMap::new(),
-                Some(&json!({"n": 0})),
+                Some(json!({"n": 0})),
             )
             .unwrap();
         // The hop count survives the delay, so the ripple dies out; without it this would
@@ -811,7 +813,7 @@ mod tests {
                 "y/src",
                 TopicType::Json,
                 &BTreeMap::new(),
-                Some(&json!({"n": 0})),
+                Some(json!({"n": 0})),
             )
             .unwrap();
         for _ in 0..20 {
@@ -843,10 +845,10 @@ mod tests {
             .create_view("d", "map ?src/ to ref/<path(1)> delay by 1 hour")
             .unwrap();
         engine
-            .add("src/a", TopicType::Json, &BTreeMap::new(), Some(&json!(0)))
+            .add("src/a", TopicType::Json, &BTreeMap::new(), Some(json!(0)))
             .unwrap();
         for n in 1..100 {
-            engine.set("src/a", &json!(n)).unwrap();
+            engine.set("src/a", json!(n)).unwrap();
         }
         assert_eq!(engine.lock().timers.held(), 100);
         engine.remove_view("d").unwrap();
@@ -876,12 +878,12 @@ mod tests {
                     &format!("src/{s}"),
                     TopicType::Json,
                     &BTreeMap::new(),
-                    Some(&json!(0)),
+                    Some(json!(0)),
                 )
                 .unwrap();
         }
         for n in 1..1000 {
-            engine.set("src/0", &json!(n)).unwrap();
+            engine.set("src/0", json!(n)).unwrap();
         }
         assert_eq!(
             engine.lock().timers.held(),
@@ -894,7 +896,7 @@ mod tests {
                 "src/new",
                 TopicType::Json,
                 &BTreeMap::new(),
-                Some(&json!(7)),
+                Some(json!(7)),
             )
             .unwrap();
         assert_eq!(engine.lock().timers.held(), 11);
