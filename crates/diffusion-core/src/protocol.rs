@@ -1,9 +1,11 @@
-//! The topic-server wire protocol, version 1 (written down in docs/protocol.md).
+//! The topic-server wire protocol, versions 2 and 1 (written down in docs/protocol.md).
 //!
-//! Every message is one compact JSON object with a `type` field. Clients send one message per
-//! WebSocket text frame. The server may pack several messages into one text frame, separated by
-//! `\n` (compact JSON never contains a raw newline), so a subscriber with a backlog pays the
-//! per-frame cost once for many messages.
+//! Every message is one compact JSON object. Clients send one message per WebSocket text frame.
+//! The server may pack several messages into one text frame, separated by `\n` (compact JSON
+//! never contains a raw newline), so a subscriber with a backlog pays the per-frame cost once for
+//! many messages. Version 2 adds a per-session sequence number `s` to every server message after
+//! `connected` (except `heartbeat`), heartbeats with `ack`, session recovery and distinct error
+//! codes for undecodable requests.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +15,43 @@ use serde_json::Value;
 
 use crate::topic::TopicType;
 
-/// The protocol version this crate speaks; the `connect` handshake carries it.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version: sequence numbers, heartbeats, recovery.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The first protocol version, still served to clients that offer only it (docs/protocol.md
+/// §14 says until when).
+pub const PROTOCOL_VERSION_1: u32 = 1;
+
+/// Every version this crate speaks, newest first: what a client offers and a server accepts.
+pub const SUPPORTED_VERSIONS: &[u32] = &[PROTOCOL_VERSION, PROTOCOL_VERSION_1];
+
+/// Most versions a `connect` may offer (the list is client input: keep it small).
+pub const MAX_OFFERED_VERSIONS: usize = 16;
+
+/// What a reconnecting client presents to take its session back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The `token` its session's `connected` carried.
+    pub token: String,
+    /// The sequence number of the last message it processed (0: none).
+    pub s: u64,
+}
+
+/// The server's limits, told to a version-2 client in `connected` so it can size itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionLimits {
+    /// Largest client message the server reads.
+    pub max_message_bytes: u64,
+    /// Bytes the session's outbound queue may hold before the session is closed.
+    pub queue_limit_bytes: u64,
+    /// The server sends `heartbeat` this often.
+    pub heartbeat_interval_ms: u64,
+    /// Silence past interval + timeout means the other side is gone.
+    pub heartbeat_timeout_ms: u64,
+    /// How long a disconnected session waits to be resumed (0: recovery is off).
+    pub reconnect_window_ms: u64,
+}
 
 /// Separates messages packed into one server frame.
 pub const MESSAGE_SEPARATOR: u8 = b'\n';
@@ -25,8 +62,16 @@ pub const MESSAGE_SEPARATOR: u8 = b'\n';
 pub enum ClientMessage {
     /// First message on every connection.
     Connect {
-        /// Protocol version the client speaks.
-        version: u32,
+        /// The one protocol version a version-1 client speaks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
+        /// The versions the client speaks (version 2 and later); the server picks the highest
+        /// it shares.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        versions: Option<Vec<u32>>,
+        /// Take back a disconnected session instead of starting a new one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<Resume>,
         /// Who the client claims to be; absent for an anonymous session.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         principal: Option<String>,
@@ -125,6 +170,49 @@ pub enum ClientMessage {
         /// Correlation id.
         cid: u64,
     },
+    /// (v2) Every message up to sequence number `s` has been processed: the server may forget
+    /// them. The answer to `heartbeat`; also sent unprompted. Not answered.
+    Ack {
+        /// The last sequence number processed.
+        s: u64,
+    },
+}
+
+impl ClientMessage {
+    /// A version-2 `connect` offering every version this crate speaks.
+    pub fn connect_v2(
+        principal: Option<String>,
+        credentials: Option<String>,
+        resume: Option<Resume>,
+    ) -> Self {
+        Self::Connect {
+            version: None,
+            versions: Some(SUPPORTED_VERSIONS.to_vec()),
+            resume,
+            principal,
+            credentials,
+        }
+    }
+}
+
+/// The version a server speaking `supported` picks for a client offering `version` (v1 form)
+/// or `versions`: the highest common one.
+pub fn negotiate_version(
+    version: Option<u32>,
+    versions: Option<&[u32]>,
+    supported: &[u32],
+) -> Option<u32> {
+    let offered: &[u32] = match (versions, &version) {
+        (Some(list), _) => list,
+        (None, Some(v)) => std::slice::from_ref(v),
+        (None, None) => &[],
+    };
+    offered
+        .iter()
+        .take(MAX_OFFERED_VERSIONS)
+        .filter(|v| supported.contains(v))
+        .max()
+        .copied()
 }
 
 impl ClientMessage {
@@ -142,6 +230,7 @@ impl ClientMessage {
             | Self::RemoveView { cid, .. }
             | Self::ListViews { cid }
             | Self::Ping { cid } => Some(*cid),
+            Self::Ack { .. } => None,
         }
     }
 }
@@ -150,8 +239,17 @@ impl ClientMessage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
-    /// Not JSON, or JSON of the wrong shape.
+    /// (v1 only) Not JSON, or JSON of the wrong shape; version 2 says which with the four
+    /// codes below.
     MalformedMessage,
+    /// (v2) The frame is not JSON.
+    NotJson,
+    /// (v2) A required field (or `type`) is missing.
+    MissingField,
+    /// (v2) A field has the wrong type or a value out of its range.
+    InvalidField,
+    /// (v2) A binary frame: the protocol is JSON in text frames.
+    BinaryFrame,
     /// A `type` the server does not know.
     UnknownOperation,
     /// A message other than `connect` before the handshake, or a second `connect`.
@@ -188,7 +286,7 @@ pub enum ErrorCode {
     /// The session sent requests faster than the server's per-session rate; the request was
     /// not carried out. Retry after a pause.
     RateLimited,
-    /// Anything else; the message says what.
+    /// Something failed inside the server; the details are in its log, never in the message.
     Internal,
 }
 
@@ -224,7 +322,21 @@ pub enum ServerMessage {
         version: u32,
         /// The session's id (for logs and support).
         session: String,
+        /// (v2) The secret that resumes this session after a disconnection.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        /// (v2, after a `resume`) Whether the old session was taken back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// (v2, when `recovered` is false) Why not: `unknown_session`, `gap` or `bad_sequence`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// (v2) The server's limits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limits: Option<SessionLimits>,
     },
+    /// (v2) The server is alive; answer with `ack`. Carries no sequence number.
+    Heartbeat,
     /// A request succeeded.
     Ok {
         /// Correlation id of the request.
@@ -312,9 +424,17 @@ pub enum DecodeError {
     /// A `type` that is not part of the protocol.
     #[error("unknown operation '{0}'")]
     UnknownOperation(String),
-    /// A known `type` with missing or ill-typed fields.
+    /// A known `type` without a field it needs.
     #[error("malformed '{operation}' message: {reason}")]
-    Malformed {
+    MissingField {
+        /// The message type.
+        operation: String,
+        /// What serde found missing.
+        reason: String,
+    },
+    /// A known `type` with an ill-typed or out-of-range field.
+    #[error("malformed '{operation}' message: {reason}")]
+    InvalidField {
         /// The message type.
         operation: String,
         /// What serde found wrong.
@@ -323,11 +443,14 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// The error code to report for this failure.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::UnknownOperation(_) => ErrorCode::UnknownOperation,
-            _ => ErrorCode::MalformedMessage,
+    /// The error code to report for this failure to a session speaking `version`.
+    pub fn code(&self, version: u32) -> ErrorCode {
+        match (self, version >= PROTOCOL_VERSION) {
+            (Self::UnknownOperation(_), _) => ErrorCode::UnknownOperation,
+            (_, false) => ErrorCode::MalformedMessage,
+            (Self::NotJson(_), true) => ErrorCode::NotJson,
+            (Self::MissingType | Self::MissingField { .. }, true) => ErrorCode::MissingField,
+            (Self::InvalidField { .. }, true) => ErrorCode::InvalidField,
         }
     }
 }
@@ -344,6 +467,7 @@ const CLIENT_OPERATIONS: &[&str] = &[
     "removeview",
     "listviews",
     "ping",
+    "ack",
 ];
 
 /// Reads one client message, telling apart "not JSON", "unknown operation" and "bad fields".
@@ -359,15 +483,65 @@ pub fn decode_client_message(text: &str) -> Result<ClientMessage, (Option<u64>, 
         return Err((cid, DecodeError::UnknownOperation(op.to_owned())));
     }
     let op = op.to_owned();
-    serde_json::from_value(value).map_err(|e| {
-        (
+    // serde's internally tagged enums buffer fields in a form that cannot hold numbers past
+    // 64 bits exactly, so the one free-form field, `value`, is kept aside and put back.
+    let mut value = value;
+    let payload = value
+        .as_object_mut()
+        .and_then(|fields| fields.get_mut("value"))
+        .map(Value::take);
+    let mut message: ClientMessage = serde_json::from_value(value).map_err(|e| {
+        let reason = e.to_string();
+        let error = if reason.starts_with("missing field") {
+            DecodeError::MissingField {
+                operation: op.clone(),
+                reason,
+            }
+        } else {
+            DecodeError::InvalidField {
+                operation: op.clone(),
+                reason,
+            }
+        };
+        (cid, error)
+    })?;
+    if let ClientMessage::Connect {
+        versions: Some(list),
+        ..
+    } = &message
+        && list.len() > MAX_OFFERED_VERSIONS
+    {
+        return Err((
             cid,
-            DecodeError::Malformed {
+            DecodeError::InvalidField {
                 operation: op,
-                reason: e.to_string(),
+                reason: format!("'versions' offers more than {MAX_OFFERED_VERSIONS} versions"),
             },
-        )
-    })
+        ));
+    }
+    if let Some(payload) = payload {
+        match &mut message {
+            ClientMessage::Set { value, .. } => *value = payload,
+            ClientMessage::Add { value, .. } => *value = (!payload.is_null()).then_some(payload),
+            _ => {}
+        }
+    }
+    Ok(message)
+}
+
+/// Encodes a `set` request around a value that is already JSON text, without parsing it into
+/// a tree: what a relay forwarding payloads it did not produce sends.
+pub fn encode_set_raw(cid: u64, path: &str, value: &serde_json::value::RawValue) -> String {
+    let mut out = String::with_capacity(path.len() + value.get().len() + 48);
+    out.push_str(r#"{"type":"set","cid":"#);
+    out.push_str(&cid.to_string());
+    out.push_str(r#","path":"#);
+    // A string always serialises.
+    out.push_str(&serde_json::to_string(path).unwrap_or_default());
+    out.push_str(r#","value":"#);
+    out.push_str(value.get());
+    out.push('}');
+    out
 }
 
 /// Encodes any server message as compact JSON bytes. Topic updates (`Value`, `Delta`) take the
@@ -397,7 +571,7 @@ pub fn encode_server_message(message: &ServerMessage) -> Bytes {
 fn encode_update(id: u64, key: &[u8], field: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(field.len() + 24);
     buf.put_slice(br#"{"i":"#);
-    buf.put_slice(id.to_string().as_bytes());
+    put_decimal(&mut buf, id);
     buf.put_slice(b",\"");
     buf.put_slice(key);
     buf.put_slice(b"\":");
@@ -428,19 +602,35 @@ pub fn encode_delta_message(id: u64, delta: &[u8]) -> Bytes {
 }
 
 /// Decodes one server message: the short update form (an object whose first key is `i`) or a
-/// message tagged by `type`.
+/// message tagged by `type`. Fields it does not know (the sequence number `s` among them) are
+/// ignored; [`decode_sequenced_message`] also returns `s`.
 pub fn decode_server_message(text: &str) -> Result<ServerMessage, serde_json::Error> {
-    if !text.starts_with(r#"{"i":"#) {
-        return serde_json::from_str(text);
-    }
+    decode_sequenced_message(text).map(|(message, _)| message)
+}
+
+/// Decodes one server message and its version-2 sequence number `s` (absent on `connected`,
+/// `heartbeat` and every version-1 message).
+pub fn decode_sequenced_message(
+    text: &str,
+) -> Result<(ServerMessage, Option<u64>), serde_json::Error> {
     let mut fields: serde_json::Map<String, Value> = serde_json::from_str(text)?;
+    let seq = match fields.remove("s") {
+        None => None,
+        Some(s) => Some(
+            s.as_u64()
+                .ok_or_else(|| serde::de::Error::custom("\"s\" is not an unsigned integer"))?,
+        ),
+    };
+    if !fields.contains_key("i") || fields.contains_key("type") {
+        return serde_json::from_value(Value::Object(fields)).map(|m| (m, seq));
+    }
     let id = fields
         .get("i")
         .and_then(Value::as_u64)
         .ok_or_else(|| serde::de::Error::custom("update without a numeric \"i\""))?;
     match (fields.remove("v"), fields.remove("d")) {
-        (Some(value), None) => Ok(ServerMessage::Value { id, value }),
-        (None, Some(Value::String(delta))) => Ok(ServerMessage::Delta { id, delta }),
+        (Some(value), None) => Ok((ServerMessage::Value { id, value }, seq)),
+        (None, Some(Value::String(delta))) => Ok((ServerMessage::Delta { id, delta }, seq)),
         _ => Err(serde::de::Error::custom(
             "an update needs exactly one of \"v\" (value) and \"d\" (delta, a string)",
         )),
@@ -510,10 +700,87 @@ pub fn pack_frames(
     messages: impl IntoIterator<Item = Bytes>,
     max_frame_bytes: usize,
 ) -> Vec<Bytes> {
+    pack_sequenced_frames(messages.into_iter().map(|m| (None, m)), max_frame_bytes)
+}
+
+/// The message with `,"s":SEQ` added before its closing brace: the sequence number goes onto
+/// a copy made while framing, so the encoded update itself stays shared by every subscriber.
+pub fn with_sequence(message: &[u8], seq: u64) -> Bytes {
+    let mut buf = BytesMut::with_capacity(message.len() + 24);
+    put_with_sequence(&mut buf, message, seq);
+    buf.freeze()
+}
+
+fn put_with_sequence(buf: &mut BytesMut, message: &[u8], seq: u64) {
+    match message.split_last() {
+        Some((b'}', body)) => {
+            buf.put_slice(body);
+            // `{}` has no field before the one we add.
+            if body.len() > 1 {
+                buf.put_u8(b',');
+            }
+            buf.put_slice(b"\"s\":");
+            put_decimal(buf, seq);
+            buf.put_u8(b'}');
+        }
+        // Every message is a JSON object; anything else goes out as it is.
+        _ => buf.put_slice(message),
+    }
+}
+
+/// Writes `n` in decimal without allocating.
+fn put_decimal(buf: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.put_slice(&digits[at..]);
+}
+
+fn framed_len(message: &(Option<u64>, Bytes)) -> usize {
+    message.1.len() + if message.0.is_some() { 26 } else { 0 }
+}
+
+/// Packs messages into frames like [`pack_frames`], giving each message that has a sequence
+/// number its `"s"` field (version 2).
+pub fn pack_sequenced_frames(
+    messages: impl IntoIterator<Item = (Option<u64>, Bytes)>,
+    max_frame_bytes: usize,
+) -> Vec<Bytes> {
     let mut frames = Vec::new();
     let mut pending: Option<Bytes> = None;
     let mut building: Option<BytesMut> = None;
-    for message in messages {
+    for entry in messages {
+        let message = match entry.0 {
+            None => entry.1,
+            Some(seq) if building.is_some() || pending.is_some() => {
+                // Joining a frame: add it there directly, without an intermediate copy.
+                let len = building
+                    .as_ref()
+                    .map(BytesMut::len)
+                    .or(pending.as_ref().map(Bytes::len))
+                    .unwrap_or(0);
+                if len + 1 + framed_len(&entry) <= max_frame_bytes {
+                    let buf = building.get_or_insert_with(|| {
+                        let first = pending.take().unwrap_or_default();
+                        let mut b = BytesMut::with_capacity(max_frame_bytes.min(64 * 1024));
+                        b.put_slice(&first);
+                        b
+                    });
+                    buf.put_u8(MESSAGE_SEPARATOR);
+                    put_with_sequence(buf, &entry.1, seq);
+                    continue;
+                }
+                with_sequence(&entry.1, seq)
+            }
+            Some(seq) => with_sequence(&entry.1, seq),
+        };
         let current_len = building
             .as_ref()
             .map(BytesMut::len)
@@ -621,10 +888,23 @@ mod tests {
         ));
         let (cid, err) = decode_client_message(r#"{"type":"explode","cid":4}"#).unwrap_err();
         assert_eq!(cid, Some(4));
-        assert_eq!(err.code(), ErrorCode::UnknownOperation);
+        assert_eq!(err.code(2), ErrorCode::UnknownOperation);
+        assert_eq!(err.code(1), ErrorCode::UnknownOperation);
         let (cid, err) = decode_client_message(r#"{"type":"set","cid":5}"#).unwrap_err();
         assert_eq!(cid, Some(5));
-        assert_eq!(err.code(), ErrorCode::MalformedMessage);
+        assert_eq!(err.code(1), ErrorCode::MalformedMessage);
+        assert_eq!(err.code(2), ErrorCode::MissingField);
+        let (_, err) = decode_client_message(r#"{"type":"set","cid":5,"path":7,"value":1}"#)
+            .unwrap_err();
+        assert_eq!(err.code(2), ErrorCode::InvalidField);
+        let (_, err) = decode_client_message(r#"{"cid":5}"#).unwrap_err();
+        assert_eq!(err.code(2), ErrorCode::MissingField);
+        let (_, err) = decode_client_message("{").unwrap_err();
+        assert_eq!(err.code(2), ErrorCode::NotJson);
+        assert_eq!(err.code(1), ErrorCode::MalformedMessage);
+        let many = format!(r#"{{"type":"connect","versions":{:?}}}"#, vec![2; 17]);
+        let (_, err) = decode_client_message(&many).unwrap_err();
+        assert_eq!(err.code(2), ErrorCode::InvalidField);
         let ok = decode_client_message(r#"{"type":"add","cid":1,"path":"a","topicType":"JSON"}"#)
             .unwrap();
         assert!(matches!(
@@ -690,6 +970,92 @@ mod tests {
             &encode_fetched(1, &[], false)[..],
             br#"{"type":"fetched","cid":1,"topics":[]}"#
         );
+    }
+
+    #[test]
+    fn versions_negotiate_to_the_highest_common_one() {
+        assert_eq!(negotiate_version(Some(1), None, SUPPORTED_VERSIONS), Some(1));
+        assert_eq!(
+            negotiate_version(None, Some(&[1, 2, 9]), SUPPORTED_VERSIONS),
+            Some(2)
+        );
+        assert_eq!(negotiate_version(Some(3), None, SUPPORTED_VERSIONS), None);
+        assert_eq!(negotiate_version(None, Some(&[]), SUPPORTED_VERSIONS), None);
+        assert_eq!(negotiate_version(None, None, SUPPORTED_VERSIONS), None);
+        // `versions` wins over the version-1 field.
+        assert_eq!(
+            negotiate_version(Some(1), Some(&[2]), SUPPORTED_VERSIONS),
+            Some(2)
+        );
+        let hello = ClientMessage::connect_v2(None, None, None);
+        let text = serde_json::to_string(&hello).unwrap();
+        assert_eq!(text, r#"{"type":"connect","versions":[2,1]}"#);
+        assert_eq!(decode_client_message(&text).unwrap(), hello);
+    }
+
+    #[test]
+    fn sequence_numbers_go_last_and_decode() {
+        let update = encode_value_message(4, b"17");
+        assert_eq!(&with_sequence(&update, 7)[..], br#"{"i":4,"v":17,"s":7}"#);
+        assert_eq!(&with_sequence(b"{}", 0)[..], br#"{"s":0}"#);
+        let (message, seq) = decode_sequenced_message(r#"{"i":4,"v":17,"s":7}"#).unwrap();
+        assert_eq!(message, ServerMessage::Value { id: 4, value: json!(17) });
+        assert_eq!(seq, Some(7));
+        let (message, seq) =
+            decode_sequenced_message(r#"{"type":"ok","cid":3,"s":18446744073709551615}"#).unwrap();
+        assert_eq!(message, ServerMessage::Ok { cid: 3 });
+        assert_eq!(seq, Some(u64::MAX));
+        let (message, seq) = decode_sequenced_message(r#"{"type":"heartbeat"}"#).unwrap();
+        assert_eq!((message, seq), (ServerMessage::Heartbeat, None));
+        assert!(decode_sequenced_message(r#"{"i":4,"v":17,"s":-1}"#).is_err());
+        // Unknown fields are ignored, in updates too.
+        let (message, _) =
+            decode_sequenced_message(r#"{"i":4,"v":17,"future":[1],"s":2}"#).unwrap();
+        assert_eq!(message, ServerMessage::Value { id: 4, value: json!(17) });
+    }
+
+    #[test]
+    fn sequenced_frames_pack_like_unsequenced_ones() {
+        let msgs: Vec<(Option<u64>, Bytes)> = (0..5)
+            .map(|i| {
+                let seq = (i % 2 == 0).then_some(100 + i);
+                (seq, encode_server_message(&ServerMessage::Pong { cid: i }))
+            })
+            .collect();
+        for limit in [10, 40, 60, 1024] {
+            let frames = pack_sequenced_frames(msgs.clone(), limit);
+            let mut decoded = Vec::new();
+            for frame in &frames {
+                let text = std::str::from_utf8(frame).unwrap();
+                for part in split_frame(text) {
+                    decoded.push(decode_sequenced_message(part).unwrap());
+                }
+            }
+            let expected: Vec<_> = (0..5)
+                .map(|i| (ServerMessage::Pong { cid: i }, (i % 2 == 0).then_some(100 + i)))
+                .collect();
+            assert_eq!(decoded, expected, "limit {limit}");
+        }
+        assert_eq!(pack_sequenced_frames(msgs, 1024).len(), 1);
+    }
+
+    #[test]
+    fn raw_set_is_a_set() {
+        let raw = serde_json::value::RawValue::from_string(
+            r#"{"price":930192.7818915497,"big":123456789012345678901234567890}"#.to_owned(),
+        )
+        .unwrap();
+        let text = encode_set_raw(3, "redis/\"x\"", &raw);
+        match decode_client_message(&text).unwrap() {
+            ClientMessage::Set { cid, path, value } => {
+                assert_eq!((cid, path.as_str()), (3, "redis/\"x\""));
+                assert_eq!(
+                    serde_json::to_string(&value).unwrap(),
+                    r#"{"big":123456789012345678901234567890,"price":930192.7818915497}"#
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

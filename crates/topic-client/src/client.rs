@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use diffusion_core::TopicType;
 use diffusion_core::protocol::{
-    ClientMessage, FetchedTopic, PROTOCOL_VERSION, ServerMessage, ViewInfo,
+    ClientMessage, FetchedTopic, PROTOCOL_VERSION_1, ServerMessage, ViewInfo, encode_set_raw,
 };
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -118,7 +118,9 @@ impl TopicClient {
         config: ClientConfig,
     ) -> Result<Self, ClientError> {
         let hello = ClientMessage::Connect {
-            version: PROTOCOL_VERSION,
+            version: Some(PROTOCOL_VERSION_1),
+            versions: None,
+            resume: None,
             principal: options.principal,
             credentials: options.credentials,
         };
@@ -200,6 +202,22 @@ impl TopicClient {
         let path = path.into();
         self.expect_ok(|cid| ClientMessage::Set { cid, path, value })
             .await
+    }
+
+    /// Sets a topic's value from JSON text it already holds, sending those bytes as they are
+    /// (no parse into a tree, no re-serialisation): what a relay forwarding payloads uses.
+    pub async fn set_raw(
+        &self,
+        path: &str,
+        value: &serde_json::value::RawValue,
+    ) -> Result<(), ClientError> {
+        match self
+            .request_text(|cid| Ok(encode_set_raw(cid, path, value)))
+            .await?
+        {
+            ServerMessage::Ok { .. } => Ok(()),
+            other => Err(unexpected("ok", &other)),
+        }
     }
 
     /// Subscribes to every topic the selector selects, now and in future; events follow.
@@ -359,10 +377,20 @@ impl TopicClient {
         &self,
         build: impl FnOnce(u64) -> ClientMessage,
     ) -> Result<ServerMessage, ClientError> {
+        self.request_text(|cid| {
+            serde_json::to_string(&build(cid)).map_err(|e| ClientError::Protocol(e.to_string()))
+        })
+        .await
+    }
+
+    /// Sends one request, already encoded by `encode` for its cid, and waits for its reply.
+    async fn request_text(
+        &self,
+        encode: impl FnOnce(u64) -> Result<String, ClientError>,
+    ) -> Result<ServerMessage, ClientError> {
         let inner = &self.inner;
         let cid = inner.next_cid.fetch_add(1, Ordering::Relaxed);
-        let text =
-            serde_json::to_string(&build(cid)).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let text = encode(cid)?;
         let reply = inner.shared.register(cid)?;
         let _guard = PendingGuard {
             shared: &inner.shared,

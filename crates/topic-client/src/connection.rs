@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use diffusion_core::protocol::{
-    ClientMessage, PROTOCOL_VERSION, ServerMessage, decode_server_message, split_frame,
+    ClientMessage, PROTOCOL_VERSION_1, ServerMessage, decode_server_message, split_frame,
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -148,10 +148,10 @@ pub(crate) async fn establish(
             .ok_or_else(|| ClientError::Handshake("empty reply to connect".to_owned()))?
             .map_err(|e| ClientError::Handshake(format!("unreadable reply to connect: {e}")))?;
         let session = match first {
-            ServerMessage::Connected { version, session } if version == PROTOCOL_VERSION => session,
+            ServerMessage::Connected { version, session, .. } if version == PROTOCOL_VERSION_1 => session,
             ServerMessage::Connected { version, .. } => {
                 return Err(ClientError::Handshake(format!(
-                    "server speaks protocol version {version}, this client {PROTOCOL_VERSION}"
+                    "server speaks protocol version {version}, this client {PROTOCOL_VERSION_1}"
                 )));
             }
             ServerMessage::Error { code, message, .. } => {
@@ -211,6 +211,7 @@ pub(crate) fn message_kind(message: &ServerMessage) -> &'static str {
         ServerMessage::Pong { .. } => "pong",
         ServerMessage::Views { .. } => "views",
         ServerMessage::Delta { .. } => "delta",
+        ServerMessage::Heartbeat => "heartbeat",
     }
 }
 

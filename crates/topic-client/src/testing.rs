@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use diffusion_core::protocol::{
-    ClientMessage, PROTOCOL_VERSION, ServerMessage, decode_client_message,
+    ClientMessage, SUPPORTED_VERSIONS, ServerMessage, negotiate_version, decode_client_message,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -82,19 +82,22 @@ impl Peer {
     /// Reads `connect` and answers `connected`; returns the connect message.
     pub async fn handshake(&mut self) -> ClientMessage {
         let hello = self.recv().await;
-        assert!(
-            matches!(
-                hello,
-                ClientMessage::Connect {
-                    version: PROTOCOL_VERSION,
-                    ..
-                }
-            ),
-            "first message must be connect, got {hello:?}"
-        );
+        let version = match &hello {
+            ClientMessage::Connect {
+                version, versions, ..
+            } => negotiate_version(*version, versions.as_deref(), SUPPORTED_VERSIONS),
+            _ => None,
+        };
+        let Some(version) = version else {
+            panic!("first message must be connect with a known version, got {hello:?}");
+        };
         self.send(&[ServerMessage::Connected {
-            version: PROTOCOL_VERSION,
+            version,
             session: "session-1".to_owned(),
+            token: None,
+            recovered: None,
+            reason: None,
+            limits: None,
         }])
         .await;
         hello

@@ -27,11 +27,11 @@ async fn handshake_sends_identity_and_reads_session() {
         let hello = peer.handshake().await;
         assert_eq!(
             hello,
-            ClientMessage::Connect {
-                version: 1,
-                principal: Some("alice".to_owned()),
-                credentials: Some("secret".to_owned()),
-            }
+            ClientMessage::connect_v2(
+                Some("alice".to_owned()),
+                Some("secret".to_owned()),
+                None
+            )
         );
         assert!(peer.closed_by_client().await, "close() sends a close frame");
     })
@@ -469,6 +469,10 @@ async fn replies_after_connected_in_the_same_frame_are_not_lost() {
             ServerMessage::Connected {
                 version: 1,
                 session: "packed".to_owned(),
+                token: None,
+                recovered: None,
+                reason: None,
+                limits: None,
             },
             ServerMessage::Subscribed {
                 id: 1,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use diffusion_core::protocol::{
-    ClientMessage, ErrorCode, PROTOCOL_VERSION, ServerMessage, decode_client_message,
+    ClientMessage, ErrorCode, PROTOCOL_VERSION_1, ServerMessage, negotiate_version, decode_client_message,
     encode_fetched, encode_server_message,
 };
 use futures_util::StreamExt;
@@ -159,7 +159,7 @@ impl Session {
         match decode_client_message(text) {
             Ok(message) => self.handle_message(message),
             Err((cid, error)) => {
-                self.send_error(cid, error.code(), error.to_string());
+                self.send_error(cid, error.code(PROTOCOL_VERSION_1), error.to_string());
                 Flow::Continue
             }
         }
@@ -186,9 +186,15 @@ impl Session {
             (
                 Phase::Handshake,
                 ClientMessage::Connect {
-                    version, principal, ..
+                    version,
+                    versions,
+                    principal,
+                    ..
                 },
-            ) => self.connect(version, principal),
+            ) => self.connect(
+                negotiate_version(version, versions.as_deref(), &[PROTOCOL_VERSION_1]),
+                principal,
+            ),
             (Phase::Handshake, other) => {
                 self.send_error(
                     other.cid(),
@@ -212,13 +218,13 @@ impl Session {
         }
     }
 
-    fn connect(&mut self, version: u32, principal: Option<String>) -> Flow {
-        if version != PROTOCOL_VERSION {
+    fn connect(&mut self, version: Option<u32>, principal: Option<String>) -> Flow {
+        if version.is_none() {
             self.send_error(
                 None,
                 ErrorCode::UnsupportedVersion,
                 format!(
-                    "protocol version {version} is not supported; this server speaks version {PROTOCOL_VERSION}"
+                    "no protocol version offered is supported; this server speaks version {PROTOCOL_VERSION_1}"
                 ),
             );
             self.outbound.close(CloseReason::UnsupportedVersion);
@@ -235,8 +241,12 @@ impl Session {
             .register_session(self.id, Arc::clone(&self.outbound));
         self.phase = Phase::Connected { principal };
         self.send(&ServerMessage::Connected {
-            version: PROTOCOL_VERSION,
+            version: PROTOCOL_VERSION_1,
             session: self.name.clone(),
+            token: None,
+            recovered: None,
+            reason: None,
+            limits: None,
         });
         Flow::Continue
     }
@@ -246,7 +256,7 @@ impl Session {
         let ok = |r: Result<(), OpError>| r.map(|()| Reply::Ok);
         let (cid, result): (u64, Result<Reply, OpError>) = match request {
             // Answered by `handle_message`.
-            ClientMessage::Connect { .. } => return,
+            ClientMessage::Connect { .. } | ClientMessage::Ack { .. } => return,
             ClientMessage::Add {
                 cid,
                 path,
