@@ -894,8 +894,8 @@ mod tests {
         assert_eq!(cid, Some(5));
         assert_eq!(err.code(1), ErrorCode::MalformedMessage);
         assert_eq!(err.code(2), ErrorCode::MissingField);
-        let (_, err) = decode_client_message(r#"{"type":"set","cid":5,"path":7,"value":1}"#)
-            .unwrap_err();
+        let (_, err) =
+            decode_client_message(r#"{"type":"set","cid":5,"path":7,"value":1}"#).unwrap_err();
         assert_eq!(err.code(2), ErrorCode::InvalidField);
         let (_, err) = decode_client_message(r#"{"cid":5}"#).unwrap_err();
         assert_eq!(err.code(2), ErrorCode::MissingField);
@@ -974,7 +974,10 @@ mod tests {
 
     #[test]
     fn versions_negotiate_to_the_highest_common_one() {
-        assert_eq!(negotiate_version(Some(1), None, SUPPORTED_VERSIONS), Some(1));
+        assert_eq!(
+            negotiate_version(Some(1), None, SUPPORTED_VERSIONS),
+            Some(1)
+        );
         assert_eq!(
             negotiate_version(None, Some(&[1, 2, 9]), SUPPORTED_VERSIONS),
             Some(2)
@@ -999,7 +1002,13 @@ mod tests {
         assert_eq!(&with_sequence(&update, 7)[..], br#"{"i":4,"v":17,"s":7}"#);
         assert_eq!(&with_sequence(b"{}", 0)[..], br#"{"s":0}"#);
         let (message, seq) = decode_sequenced_message(r#"{"i":4,"v":17,"s":7}"#).unwrap();
-        assert_eq!(message, ServerMessage::Value { id: 4, value: json!(17) });
+        assert_eq!(
+            message,
+            ServerMessage::Value {
+                id: 4,
+                value: json!(17)
+            }
+        );
         assert_eq!(seq, Some(7));
         let (message, seq) =
             decode_sequenced_message(r#"{"type":"ok","cid":3,"s":18446744073709551615}"#).unwrap();
@@ -1011,7 +1020,13 @@ mod tests {
         // Unknown fields are ignored, in updates too.
         let (message, _) =
             decode_sequenced_message(r#"{"i":4,"v":17,"future":[1],"s":2}"#).unwrap();
-        assert_eq!(message, ServerMessage::Value { id: 4, value: json!(17) });
+        assert_eq!(
+            message,
+            ServerMessage::Value {
+                id: 4,
+                value: json!(17)
+            }
+        );
     }
 
     #[test]
@@ -1032,7 +1047,12 @@ mod tests {
                 }
             }
             let expected: Vec<_> = (0..5)
-                .map(|i| (ServerMessage::Pong { cid: i }, (i % 2 == 0).then_some(100 + i)))
+                .map(|i| {
+                    (
+                        ServerMessage::Pong { cid: i },
+                        (i % 2 == 0).then_some(100 + i),
+                    )
+                })
                 .collect();
             assert_eq!(decoded, expected, "limit {limit}");
         }

@@ -276,7 +276,9 @@ mod tests {
     #[test]
     fn a_kept_tree_is_the_value_and_does_not_change_equality() {
         let wire = json!({"b": [1, 2], "a": 9007199254740993_u64});
-        let plain = TopicValue::from_json(TopicType::Json, &wire).unwrap().unwrap();
+        let plain = TopicValue::from_json(TopicType::Json, &wire)
+            .unwrap()
+            .unwrap();
         let kept = plain.clone().with_tree(Arc::new(wire.clone()));
         assert!(kept.has_tree() && !plain.has_tree());
         assert_eq!(kept, plain);
@@ -284,21 +286,35 @@ mod tests {
         assert_eq!(*plain.json(), wire);
         assert!(!kept.without_tree().has_tree());
         // Only JSON values keep trees.
-        let s = TopicValue::from_json(TopicType::String, &json!("x")).unwrap().unwrap();
+        let s = TopicValue::from_json(TopicType::String, &json!("x"))
+            .unwrap()
+            .unwrap();
         assert!(!s.with_tree(Arc::new(json!("x"))).has_tree());
     }
 
     #[test]
     fn integers_of_any_size_keep_their_exact_value() {
-        for text in ["18446744073709551616", "-9223372036854775809", "123456789012345678901234567890", "0.1000000000000000000001"] {
+        for text in [
+            "18446744073709551616",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+            "0.1000000000000000000001",
+        ] {
             let wire: Value = serde_json::from_str(&format!("{{\"n\":{text}}}")).unwrap();
-            let v = TopicValue::from_json(TopicType::Json, &wire).unwrap().unwrap();
-            assert_eq!(v.canonical().as_ref(), format!("{{\"n\":{text}}}").as_bytes());
+            let v = TopicValue::from_json(TopicType::Json, &wire)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                v.canonical().as_ref(),
+                format!("{{\"n\":{text}}}").as_bytes()
+            );
         }
         // Past f64's range a number is still the number written (serde_json spells the
         // exponent's sign), never infinity or null.
         let wire: Value = serde_json::from_str("[1e400]").unwrap();
-        let v = TopicValue::from_json(TopicType::Json, &wire).unwrap().unwrap();
+        let v = TopicValue::from_json(TopicType::Json, &wire)
+            .unwrap()
+            .unwrap();
         assert_eq!(v.canonical().as_ref(), b"[1e+400]");
     }
 

@@ -130,14 +130,19 @@ fn views(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let mut bench = BenchEngine::new(1024 * 1024);
     let views = include_str!("../../../deploy/views.txt");
-    for (name, spec) in diffusion_core::view::parse_views_file("views.txt", views)
-        .unwrap_or_default()
+    for (name, spec) in
+        diffusion_core::view::parse_views_file("views.txt", views).unwrap_or_default()
     {
         if let Err(e) = bench.create_view(&name, spec.as_str()) {
             panic!("view {name}: {e}");
         }
     }
-    if let Err(e) = bench.add("redis/bitcoin", TopicType::Json, &BTreeMap::new(), Some(&tick(56189.3483))) {
+    if let Err(e) = bench.add(
+        "redis/bitcoin",
+        TopicType::Json,
+        &BTreeMap::new(),
+        Some(&tick(56189.3483)),
+    ) {
         panic!("add failed: {e}");
     }
     let session = bench.add_session();

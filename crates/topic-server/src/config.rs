@@ -77,6 +77,23 @@ pub struct Config {
           value_parser = flags::duration)]
     pub handshake_timeout: Duration,
 
+    /// (v2) How often the server sends `heartbeat` (v1 sessions get WebSocket pings).
+    #[arg(long, env = "TOPIC_SERVER_HEARTBEAT_INTERVAL", default_value = "15s",
+          value_parser = flags::duration)]
+    pub heartbeat_interval: Duration,
+
+    /// A session the server has heard nothing from for the heartbeat interval plus this long
+    /// is closed (4001); a version-2 session then waits for its client to resume it.
+    #[arg(long, env = "TOPIC_SERVER_HEARTBEAT_TIMEOUT", default_value = "10s",
+          value_parser = flags::duration)]
+    pub heartbeat_timeout: Duration,
+
+    /// How long a version-2 session that lost its connection is kept (subscriptions, queue,
+    /// recovery buffer) for its client to resume it.
+    #[arg(long, env = "TOPIC_SERVER_RECONNECT_WINDOW", default_value = "60s",
+          value_parser = flags::duration)]
+    pub reconnect_window: Duration,
+
     /// Requests one session may make per second (a burst of twice as many is allowed); a
     /// request over the rate gets RATE_LIMITED and the session is read no faster than the rate.
     /// 0: no limit.
@@ -156,6 +173,9 @@ impl Default for Config {
             max_connections_per_address: 1_000,
             request_head_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(15),
+            heartbeat_timeout: Duration::from_secs(10),
+            reconnect_window: Duration::from_secs(60),
             max_requests_per_second: 1_000,
             max_topics: 100_000,
             max_tree_bytes: 512 * 1024 * 1024,

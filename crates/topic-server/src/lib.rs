@@ -40,6 +40,7 @@ mod engine;
 mod http;
 mod metrics;
 mod outbound;
+mod resumable;
 mod session;
 mod stats;
 mod subscriptions;
@@ -77,6 +78,8 @@ pub(crate) struct ServerContext {
     engine: Arc<Engine>,
     metrics: Metrics,
     next_session: AtomicU64,
+    /// Version-2 sessions, by token, for resuming.
+    sessions: resumable::SessionRegistry,
     /// Distinguishes this server's session names from an earlier run's, in logs.
     instance: u32,
 }
@@ -125,6 +128,7 @@ pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
         engine,
         metrics,
         next_session: AtomicU64::new(0),
+        sessions: resumable::SessionRegistry::default(),
         instance,
         config,
     });

@@ -173,6 +173,12 @@ impl Metrics {
         counter!("topic_server_limit_refusals_total", "limit" => limit).increment(1);
     }
 
+    /// Counts a resume attempt by outcome (`recovered`, `unknown_session`, `gap`,
+    /// `bad_sequence`); rare enough for a registry look-up.
+    pub fn session_resumed(&self, outcome: &'static str) {
+        counter!("topic_server_session_resumes_total", "outcome" => outcome).increment(1);
+    }
+
     /// Counts a closed session; rare enough for a registry look-up.
     pub fn session_closed(&self, reason: &'static str) {
         counter!("topic_server_sessions_closed_total", "reason" => reason).increment(1);

@@ -1,5 +1,6 @@
-//! A session's outbound path: the bounded queue every message to the client goes through, and
-//! the writer task that empties it onto the socket.
+//! A session's outbound path: the bounded queue every message to the client goes through, the
+//! version-2 sequence numbers and recovery buffer, and the writer task that empties it onto the
+//! socket.
 //!
 //! Producers (topic fan-out, request replies) push already-encoded `Bytes` under a short lock
 //! and wake the writer; they never touch the socket. The queue is
@@ -9,24 +10,35 @@
 //! frames as it can, feeds them all and flushes once. A push that leaves the queue past its
 //! byte limit even after conflation closes the session instead of letting a slow client grow
 //! the server's memory.
+//!
+//! A version-2 session outlives its connection. When the writer takes messages it numbers them
+//! (`s`, added while framing so the encoded bytes stay shared) and keeps them in a recovery
+//! buffer until the client acknowledges them. When the connection drops, the queue goes on
+//! taking updates (still conflating, still bounded); a connection that resumes the session
+//! takes it over — a new *generation* — and its writer first sends again what the client had
+//! not processed, then the queue. A connection of an older generation can neither write nor
+//! take messages any more.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
 use diffusion_core::conflation::{PushOutcome, QueueLimitReached, SessionQueue, TopicUpdate};
-use diffusion_core::protocol::pack_frames;
+use diffusion_core::protocol::pack_sequenced_frames;
 use futures_util::{Sink, SinkExt};
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
-/// Why a session ends; decides the close frame, whether queued messages are still sent, and the
-/// metric label.
+/// Why a connection ends; decides the close frame, whether queued messages are still sent,
+/// whether a version-2 session survives it, and the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseReason {
-    /// The client sent a close frame (the WebSocket layer answers it).
+    /// The client sent a close frame saying it is done (1000, or no code).
     ClientClosed,
+    /// The client sent a close frame with another code (it means to come back).
+    ClientDropped,
     /// The connection failed or ended without a close frame.
     ConnectionLost,
     /// The outbound queue hit its byte limit.
@@ -39,6 +51,12 @@ pub(crate) enum CloseReason {
     Shutdown,
     /// No `connect` arrived within the handshake timeout.
     HandshakeTimeout,
+    /// The client sent nothing for the heartbeat interval plus timeout.
+    HeartbeatTimeout,
+    /// Another connection resumed this session.
+    Replaced,
+    /// The connection's writer moves to the session it resumed (no close at all).
+    Handover,
     /// The client sent a text frame that is not valid UTF-8.
     InvalidPayload,
     /// A request failed inside the server; the session cannot be trusted to go on.
@@ -50,12 +68,16 @@ impl CloseReason {
     pub fn label(self) -> &'static str {
         match self {
             Self::ClientClosed => "client_closed",
+            Self::ClientDropped => "client_dropped",
             Self::ConnectionLost => "connection_lost",
             Self::QueueLimit => "queue_limit",
             Self::MessageTooLarge => "message_too_large",
             Self::UnsupportedVersion => "unsupported_version",
             Self::Shutdown => "shutdown",
             Self::HandshakeTimeout => "handshake_timeout",
+            Self::HeartbeatTimeout => "heartbeat_timeout",
+            Self::Replaced => "replaced",
+            Self::Handover => "resumed",
             Self::InvalidPayload => "invalid_payload",
             Self::InternalError => "internal_error",
         }
@@ -64,15 +86,28 @@ impl CloseReason {
     /// The close frame the server sends, if it sends one.
     pub fn close_frame(self) -> Option<(u16, &'static str)> {
         match self {
-            Self::ClientClosed | Self::ConnectionLost => None,
+            Self::ClientClosed | Self::ClientDropped | Self::ConnectionLost | Self::Handover => {
+                None
+            }
             Self::QueueLimit => Some((1008, "message queue limit reached")),
             Self::MessageTooLarge => Some((1009, "message too large")),
             Self::UnsupportedVersion => Some((1002, "unsupported protocol version")),
             Self::Shutdown => Some((1001, "server shutting down")),
             Self::HandshakeTimeout => Some((1008, "no connect message in time")),
+            Self::HeartbeatTimeout => Some((4001, "heartbeat timeout")),
+            Self::Replaced => Some((4002, "session resumed by another connection")),
             Self::InvalidPayload => Some((1007, "text frame is not valid UTF-8")),
             Self::InternalError => Some((1011, "internal error")),
         }
+    }
+
+    /// Whether a version-2 session outlives a connection ending this way, waiting to be
+    /// resumed.
+    pub fn keeps_session(self) -> bool {
+        matches!(
+            self,
+            Self::ClientDropped | Self::ConnectionLost | Self::HeartbeatTimeout | Self::Replaced
+        )
     }
 
     /// Whether queued messages are thrown away rather than sent before closing: a client that
@@ -93,30 +128,198 @@ pub(crate) enum PushError {
     LimitReached(#[from] QueueLimitReached),
 }
 
+/// Why a session could not be resumed; the reason `connected` gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecoveryRefusal {
+    /// The session is over (window passed, queue limit, ended by its client).
+    UnknownSession,
+    /// Messages after the client's sequence number are no longer held.
+    Gap,
+    /// The client claims a sequence number the server never sent.
+    BadSequence,
+}
+
+impl RecoveryRefusal {
+    /// The `reason` of a `connected` with `recovered: false`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::UnknownSession => "unknown_session",
+            Self::Gap => "gap",
+            Self::BadSequence => "bad_sequence",
+        }
+    }
+}
+
+/// An `ack` for a message the server has not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("ack of message {acked}, but the last message sent is {last}")]
+pub(crate) struct AckAhead {
+    acked: u64,
+    last: u64,
+}
+
+/// One thing for the writer to put on the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outgoing {
+    /// A message; `seq` is its version-2 sequence number.
+    Message { seq: Option<u64>, bytes: Bytes },
+    /// A WebSocket ping (the heartbeat of version-1 sessions).
+    Ping,
+}
+
+/// A version-2 session's numbering and its recovery buffer: the messages sent and not yet
+/// acknowledged, bounded in bytes (the oldest go first; resuming from before them then fails
+/// with a gap).
+struct ReplayLog {
+    next_seq: u64,
+    entries: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl ReplayLog {
+    fn new(limit: usize) -> Self {
+        Self {
+            next_seq: 1,
+            entries: VecDeque::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    fn record(&mut self, bytes: Bytes) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += bytes.len();
+        self.entries.push_back((seq, bytes));
+        while self.bytes > self.limit {
+            match self.entries.pop_front() {
+                Some((_, dropped)) => self.bytes -= dropped.len(),
+                None => break,
+            }
+        }
+        seq
+    }
+
+    fn last_sent(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    fn ack(&mut self, acked: u64) -> Result<(), AckAhead> {
+        if acked > self.last_sent() {
+            return Err(AckAhead {
+                acked,
+                last: self.last_sent(),
+            });
+        }
+        while let Some((seq, _)) = self.entries.front() {
+            if *seq > acked {
+                break;
+            }
+            if let Some((_, dropped)) = self.entries.pop_front() {
+                self.bytes -= dropped.len();
+            }
+        }
+        // A burst can leave a large, empty buffer behind: give it back.
+        if self.entries.is_empty() && self.entries.capacity() > 64 {
+            self.entries = VecDeque::new();
+        }
+        Ok(())
+    }
+
+    /// The messages after `acked`, to send again; fails when some are no longer held.
+    fn after(&mut self, acked: u64) -> Result<VecDeque<(u64, Bytes)>, RecoveryRefusal> {
+        if acked > self.last_sent() {
+            return Err(RecoveryRefusal::BadSequence);
+        }
+        let first_held = self.entries.front().map_or(self.next_seq, |(seq, _)| *seq);
+        if acked + 1 < first_held {
+            return Err(RecoveryRefusal::Gap);
+        }
+        // Cannot fail: `acked` is at most the last message sent.
+        let _ = self.ack(acked);
+        Ok(self.entries.clone())
+    }
+}
+
 struct State {
     queue: SessionQueue,
     close: Option<CloseReason>,
     /// The most bytes this queue has held after a push (a high-water mark, for observing
     /// that conflation keeps the queue bounded).
     peak_bytes: usize,
+    /// Unnumbered messages the writer sends before anything else: `connected`, heartbeats.
+    preamble: Vec<Outgoing>,
+    /// Numbered messages to send again (after a resume), before the queue.
+    resend: VecDeque<(u64, Bytes)>,
+    /// Version 2: numbering and recovery buffer.
+    replay: Option<ReplayLog>,
+    /// Which connection owns the session; bumped by every resume.
+    generation: u64,
+    /// A connection of the current generation is serving the session.
+    attached: bool,
+    /// The session is over: nothing more is taken, it cannot be resumed.
+    ended: bool,
 }
 
-/// One session's outbound queue with its wake-ups. Shared (`Arc`) between the session, the
-/// topic engine's subscriber lists and the writer task.
+impl State {
+    /// Whether the session still takes messages: a version-2 session does while it waits to
+    /// be resumed.
+    fn accepting(&self) -> bool {
+        !self.ended
+            && match self.close {
+                None => true,
+                Some(reason) => self.resumable(reason),
+            }
+    }
+
+    fn resumable(&self, reason: CloseReason) -> bool {
+        self.replay.is_some() && reason.keeps_session()
+    }
+
+    fn has_output(&self) -> bool {
+        !self.preamble.is_empty() || !self.resend.is_empty() || !self.queue.is_empty()
+    }
+
+    /// Everything due now, in order: preamble, messages sent again, then the queue (numbered
+    /// and recorded for recovery on a version-2 session).
+    fn take_output(&mut self) -> Vec<Outgoing> {
+        let queued = self.queue.drain();
+        let mut out = Vec::with_capacity(self.preamble.len() + self.resend.len() + queued.len());
+        out.append(&mut self.preamble);
+        out.extend(self.resend.drain(..).map(|(seq, bytes)| Outgoing::Message {
+            seq: Some(seq),
+            bytes,
+        }));
+        match &mut self.replay {
+            Some(log) => out.extend(queued.into_iter().map(|bytes| Outgoing::Message {
+                seq: Some(log.record(bytes.clone())),
+                bytes,
+            })),
+            None => out.extend(
+                queued
+                    .into_iter()
+                    .map(|bytes| Outgoing::Message { seq: None, bytes }),
+            ),
+        }
+        out
+    }
+}
+
+/// One session's outbound queue with its wake-ups. Shared (`Arc`) between the session's
+/// connection, the topic engine's subscriber lists and the writer task.
 pub(crate) struct SessionOutbound {
     state: Mutex<State>,
-    /// Wakes the writer: data queued or close requested.
-    data_ready: Notify,
-    /// Wakes the session's reader loop: close requested.
-    closing: Notify,
+    /// Wakes writers and readers: data queued, close requested, session taken over.
+    wake: Notify,
 }
 
 /// What the writer should do next.
 enum Step {
-    /// Write these messages.
-    Send(Vec<Bytes>),
-    /// Write these messages (possibly none), then close for this reason.
-    Close(Vec<Bytes>, CloseReason),
+    /// Write these.
+    Send(Vec<Outgoing>),
+    /// Write these (possibly nothing), then close for this reason.
+    Close(Vec<Outgoing>, CloseReason),
 }
 
 impl SessionOutbound {
@@ -127,9 +330,14 @@ impl SessionOutbound {
                 queue: SessionQueue::new(limit_bytes),
                 close: None,
                 peak_bytes: 0,
+                preamble: Vec::new(),
+                resend: VecDeque::new(),
+                replay: None,
+                generation: 0,
+                attached: true,
+                ended: false,
             }),
-            data_ready: Notify::new(),
-            closing: Notify::new(),
+            wake: Notify::new(),
         }
     }
 
@@ -146,27 +354,27 @@ impl SessionOutbound {
         push: impl FnOnce(&mut SessionQueue) -> Result<PushOutcome, QueueLimitReached>,
     ) -> Result<PushOutcome, PushError> {
         let mut state = self.lock();
-        if state.close.is_some() {
+        if !state.accepting() {
             return Err(PushError::Closing);
         }
-        let was_empty = state.queue.is_empty();
+        let was_empty = !state.has_output();
         match push(&mut state.queue) {
             Ok(outcome) => {
                 let queued = state.queue.queued_bytes();
                 state.peak_bytes = state.peak_bytes.max(queued);
-                let wake = was_empty && !state.queue.is_empty();
+                let wake = was_empty && state.has_output() && state.attached;
                 drop(state);
                 // The writer drains everything it finds, so only the first message of a batch
                 // needs to wake it.
                 if wake {
-                    self.data_ready.notify_one();
+                    self.wake.notify_waiters();
                 }
                 Ok(outcome)
             }
             Err(limit) => {
                 Self::begin_close(&mut state, CloseReason::QueueLimit);
                 drop(state);
-                self.wake_all();
+                self.wake.notify_waiters();
                 Err(PushError::LimitReached(limit))
             }
         }
@@ -193,6 +401,125 @@ impl SessionOutbound {
         self.push_with(|q| q.push_update(update))
     }
 
+    /// Sends `message` ahead of everything queued, without a sequence number (`connected`,
+    /// heartbeats). A heartbeat or ping already waiting is not doubled.
+    pub fn push_unnumbered(&self, message: Outgoing) {
+        let mut state = self.lock();
+        if state.close.is_some() || state.ended || state.preamble.contains(&message) {
+            return;
+        }
+        state.preamble.push(message);
+        let wake = state.attached;
+        drop(state);
+        if wake {
+            self.wake.notify_waiters();
+        }
+    }
+
+    /// Makes this a version-2 session: from now on every queued message is numbered and kept
+    /// until acknowledged (at most `recovery_limit_bytes`). What was queued before (replies
+    /// during the handshake) goes out unnumbered, then `connected`.
+    pub fn start_numbering(&self, connected: Bytes, recovery_limit_bytes: usize) {
+        let mut state = self.lock();
+        let earlier = state.queue.drain();
+        state.preamble.extend(
+            earlier
+                .into_iter()
+                .map(|bytes| Outgoing::Message { seq: None, bytes }),
+        );
+        state.preamble.push(Outgoing::Message {
+            seq: None,
+            bytes: connected,
+        });
+        state.replay = Some(ReplayLog::new(recovery_limit_bytes));
+        drop(state);
+        self.wake.notify_waiters();
+    }
+
+    /// The client has processed every message up to `acked`: forget them.
+    pub fn ack(&self, acked: u64) -> Result<(), AckAhead> {
+        match &mut self.lock().replay {
+            Some(log) => log.ack(acked),
+            None => Ok(()),
+        }
+    }
+
+    /// The generation of the connection serving the session now.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// A resuming connection takes the session over: the connection serving it (if any) is
+    /// replaced, and the new one first sends `connected` and then again every message after
+    /// `acked`. Returns the new generation.
+    pub fn take_over(&self, acked: u64, connected: Bytes) -> Result<u64, RecoveryRefusal> {
+        let mut state = self.lock();
+        let ending = state.close.is_some_and(|r| !state.resumable(r));
+        if state.ended || ending {
+            return Err(RecoveryRefusal::UnknownSession);
+        }
+        let Some(log) = state.replay.as_mut() else {
+            return Err(RecoveryRefusal::UnknownSession);
+        };
+        let resend = log.after(acked)?;
+        state.resend = resend;
+        state.preamble = vec![Outgoing::Message {
+            seq: None,
+            bytes: connected,
+        }];
+        state.generation += 1;
+        state.close = None;
+        state.attached = true;
+        let generation = state.generation;
+        drop(state);
+        self.wake.notify_waiters();
+        Ok(generation)
+    }
+
+    /// The connection of `generation` is gone but the session lives on: it waits, taking
+    /// messages, to be resumed. False when the session cannot be kept (it is ending, or
+    /// another connection has taken it over).
+    pub fn detach(&self, generation: u64) -> bool {
+        let mut state = self.lock();
+        if state.generation != generation || state.ended {
+            return false;
+        }
+        match state.close {
+            Some(reason) if state.resumable(reason) => {
+                state.close = None;
+                state.attached = false;
+                state.preamble.clear();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends the session if it is still waiting, unclaimed, since the connection of
+    /// `generation` left. True when this call ended it.
+    pub fn end_if_detached(&self, generation: u64) -> bool {
+        let mut state = self.lock();
+        if state.generation != generation || state.attached || state.ended {
+            return false;
+        }
+        Self::end_locked(&mut state);
+        true
+    }
+
+    /// Ends the session: nothing more is taken and its memory goes.
+    pub fn end(&self) {
+        Self::end_locked(&mut self.lock());
+        self.wake.notify_waiters();
+    }
+
+    fn end_locked(state: &mut State) {
+        state.ended = true;
+        state.queue.drain();
+        state.preamble.clear();
+        state.resend.clear();
+        state.replay = None;
+    }
+
     /// The session no longer receives `topic`; `tidy` drops its queued updates too.
     pub fn remove_topic(&self, topic: u64, tidy: bool) {
         self.lock().queue.remove_topic(topic, tidy);
@@ -211,22 +538,25 @@ impl SessionOutbound {
     /// Takes everything queued now, without a writer (for in-process fan-out measurements).
     #[cfg(any(test, feature = "bench"))]
     pub fn drain_now(&self) -> Vec<Bytes> {
-        self.lock().queue.drain()
+        self.lock()
+            .take_output()
+            .into_iter()
+            .filter_map(|o| match o {
+                Outgoing::Message { bytes, .. } => Some(bytes),
+                Outgoing::Ping => None,
+            })
+            .collect()
     }
 
     fn begin_close(state: &mut State, reason: CloseReason) {
         state.close = Some(reason);
-        if reason.discards_queue() {
+        if reason.discards_queue() && !state.resumable(reason) {
             state.queue.drain();
         }
     }
 
-    fn wake_all(&self) {
-        self.data_ready.notify_one();
-        self.closing.notify_one();
-    }
-
-    /// Asks for the session to close. The first reason wins; returns whether this call set it.
+    /// Asks for the current connection to close. The first reason wins; returns whether this
+    /// call set it.
     pub fn close(&self, reason: CloseReason) -> bool {
         let mut state = self.lock();
         if state.close.is_some() {
@@ -234,45 +564,68 @@ impl SessionOutbound {
         }
         Self::begin_close(&mut state, reason);
         drop(state);
-        self.wake_all();
+        self.wake.notify_waiters();
         true
     }
 
-    /// The reason the session is closing, once it is.
+    /// The reason the connection is closing, once it is.
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.lock().close
     }
 
-    /// Completes once a close has been requested, with its reason.
-    pub async fn closed(&self) -> CloseReason {
+    /// Completes once the connection of `generation` must close: a close was requested, or
+    /// another connection took the session over ([`CloseReason::Replaced`]).
+    pub async fn closed(&self, generation: u64) -> CloseReason {
         loop {
-            if let Some(reason) = self.close_reason() {
-                return reason;
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = self.lock();
+                if state.generation != generation {
+                    return CloseReason::Replaced;
+                }
+                if let Some(reason) = state.close {
+                    return reason;
+                }
             }
-            self.closing.notified().await;
+            notified.await;
         }
     }
 
-    async fn next_step(&self) -> Step {
+    async fn next_step(&self, generation: u64) -> Step {
         loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             {
                 let mut state = self.lock();
-                if let Some(reason) = state.close {
-                    return Step::Close(state.queue.drain(), reason);
+                if state.generation != generation {
+                    return Step::Close(Vec::new(), CloseReason::Replaced);
                 }
-                if !state.queue.is_empty() {
-                    return Step::Send(state.queue.drain());
+                if let Some(reason) = state.close {
+                    // A version-2 session that outlives this connection keeps its queue
+                    // for the connection that resumes it.
+                    let due = if state.resumable(reason) {
+                        Vec::new()
+                    } else {
+                        state.take_output()
+                    };
+                    return Step::Close(due, reason);
+                }
+                if state.has_output() {
+                    return Step::Send(state.take_output());
                 }
             }
-            self.data_ready.notified().await;
+            notified.await;
         }
     }
 }
 
-/// Writes one batch: packs it into frames, feeds them all, flushes once.
+/// Writes one batch: packs runs of messages into frames, feeds them all, flushes once.
 async fn write_batch<S>(
     sink: &mut S,
-    entries: Vec<Bytes>,
+    entries: Vec<Outgoing>,
     max_frame_bytes: usize,
     metrics: &Metrics,
 ) -> Result<(), axum::Error>
@@ -282,15 +635,34 @@ where
     if entries.is_empty() {
         return Ok(());
     }
-    let messages = entries.len() as u64;
+    let mut messages = 0u64;
     let mut bytes = 0u64;
-    for frame in pack_frames(entries, max_frame_bytes) {
-        bytes += frame.len() as u64;
-        match Utf8Bytes::try_from(frame) {
-            Ok(text) => sink.feed(Message::Text(text)).await?,
-            // Every message is compact JSON from serde, so this cannot happen; never send a
-            // broken text frame if it somehow does.
-            Err(error) => tracing::error!(%error, "dropping a frame that is not UTF-8"),
+    let mut run = Vec::with_capacity(entries.len());
+    let mut entries = entries.into_iter().peekable();
+    while entries.peek().is_some() {
+        run.clear();
+        let mut ping = false;
+        for entry in entries.by_ref() {
+            match entry {
+                Outgoing::Message { seq, bytes } => run.push((seq, bytes)),
+                Outgoing::Ping => {
+                    ping = true;
+                    break;
+                }
+            }
+        }
+        messages += run.len() as u64;
+        for frame in pack_sequenced_frames(run.drain(..), max_frame_bytes) {
+            bytes += frame.len() as u64;
+            match Utf8Bytes::try_from(frame) {
+                Ok(text) => sink.feed(Message::Text(text)).await?,
+                // Every message is compact JSON from serde, so this cannot happen; never send a
+                // broken text frame if it somehow does.
+                Err(error) => tracing::error!(%error, "dropping a frame that is not UTF-8"),
+            }
+        }
+        if ping {
+            sink.feed(Message::Ping(Bytes::new())).await?;
         }
     }
     sink.flush().await?;
@@ -300,23 +672,26 @@ where
 }
 
 /// The per-connection writer task: waits for queued messages, writes them in batches, and on a
-/// close request writes what is still due, sends the close frame and returns.
+/// close request writes what is still due, sends the close frame and returns. On a
+/// [`CloseReason::Handover`] it returns the sink instead, for the session being resumed.
 pub(crate) async fn run_writer<S>(
     mut sink: S,
     outbound: Arc<SessionOutbound>,
+    generation: u64,
     max_frame_bytes: usize,
     metrics: Metrics,
-) where
+) -> Option<S>
+where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
     loop {
-        match outbound.next_step().await {
+        match outbound.next_step(generation).await {
             Step::Send(entries) => {
                 if let Err(error) = write_batch(&mut sink, entries, max_frame_bytes, &metrics).await
                 {
                     tracing::debug!(%error, "write failed; closing session");
                     outbound.close(CloseReason::ConnectionLost);
-                    return;
+                    return None;
                 }
             }
             Step::Close(entries, reason) => {
@@ -324,7 +699,10 @@ pub(crate) async fn run_writer<S>(
                     .await
                     .is_err()
                 {
-                    return;
+                    return None;
+                }
+                if reason == CloseReason::Handover {
+                    return Some(sink);
                 }
                 let result = match reason.close_frame() {
                     Some((code, text)) => {
@@ -340,7 +718,7 @@ pub(crate) async fn run_writer<S>(
                 if let Err(error) = result {
                     tracing::debug!(%error, "close frame not delivered");
                 }
-                return;
+                return None;
             }
         }
     }
@@ -353,6 +731,8 @@ mod tests {
     fn bytes(n: usize) -> Bytes {
         Bytes::from(vec![b'x'; n])
     }
+
+    const HEARTBEAT_FOR_TEST: &[u8] = br#"{"type":"heartbeat"}"#;
 
     fn pong(cid: u64) -> Bytes {
         Bytes::from(format!("{{\"type\":\"pong\",\"cid\":{cid}}}"))
@@ -397,18 +777,120 @@ mod tests {
         let out = SessionOutbound::new(100);
         out.push_control(bytes(3)).unwrap();
         out.push_control(bytes(4)).unwrap();
-        match out.next_step().await {
+        match out.next_step(0).await {
             Step::Send(entries) => assert_eq!(entries.len(), 2),
             Step::Close(..) => panic!("expected data"),
         }
         out.close(CloseReason::Shutdown);
-        match out.next_step().await {
+        match out.next_step(0).await {
             Step::Close(entries, reason) => {
                 assert!(entries.is_empty());
                 assert_eq!(reason, CloseReason::Shutdown);
             }
             Step::Send(_) => panic!("expected close"),
         }
-        assert_eq!(out.closed().await, CloseReason::Shutdown);
+        assert_eq!(out.closed(0).await, CloseReason::Shutdown);
+    }
+
+    fn sent(step: Step) -> Vec<(Option<u64>, Bytes)> {
+        match step {
+            Step::Send(entries) => entries
+                .into_iter()
+                .filter_map(|o| match o {
+                    Outgoing::Message { seq, bytes } => Some((seq, bytes)),
+                    Outgoing::Ping => None,
+                })
+                .collect(),
+            Step::Close(..) => panic!("expected data"),
+        }
+    }
+
+    fn seqs(entries: &[(Option<u64>, Bytes)]) -> Vec<Option<u64>> {
+        entries.iter().map(|(s, _)| *s).collect()
+    }
+
+    #[tokio::test]
+    async fn version_2_numbers_messages_after_connected() {
+        let out = SessionOutbound::new(1000);
+        out.push_control(pong(1)).unwrap(); // a reply during the handshake
+        out.start_numbering(Bytes::from_static(b"{\"type\":\"connected\"}"), 1000);
+        out.push_control(pong(2)).unwrap();
+        out.push_unnumbered(Outgoing::Message {
+            seq: None,
+            bytes: Bytes::from_static(HEARTBEAT_FOR_TEST),
+        });
+        out.push_unnumbered(Outgoing::Message {
+            seq: None,
+            bytes: Bytes::from_static(HEARTBEAT_FOR_TEST),
+        });
+        let first = sent(out.next_step(0).await);
+        assert_eq!(
+            seqs(&first),
+            [None, None, None, Some(1)],
+            "one heartbeat, not two"
+        );
+        out.push_control(pong(3)).unwrap();
+        assert_eq!(seqs(&sent(out.next_step(0).await)), [Some(2)]);
+        assert!(out.ack(3).is_err(), "3 was never sent");
+        out.ack(1).unwrap();
+        assert_eq!(out.lock().replay.as_ref().map(|l| l.entries.len()), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_resumed_session_resends_what_was_not_processed_then_the_queue() {
+        let out = SessionOutbound::new(1000);
+        out.start_numbering(Bytes::from_static(b"{}"), 1000);
+        for cid in 1..=3 {
+            out.push_control(pong(cid)).unwrap();
+        }
+        let _ = sent(out.next_step(0).await); // connected + 1..=3
+        // The connection drops; the session waits and keeps taking messages.
+        out.close(CloseReason::ConnectionLost);
+        assert!(matches!(out.next_step(0).await, Step::Close(ref e, _) if e.is_empty()));
+        assert!(out.detach(0));
+        out.push_control(pong(4)).unwrap();
+        assert_eq!(
+            out.take_over(9, Bytes::new()),
+            Err(RecoveryRefusal::BadSequence)
+        );
+        let generation = out.take_over(1, Bytes::from_static(b"{}")).unwrap();
+        assert_eq!(generation, 1);
+        // The old connection's writer can take nothing more.
+        assert!(matches!(
+            out.next_step(0).await,
+            Step::Close(_, CloseReason::Replaced)
+        ));
+        let resent = sent(out.next_step(generation).await);
+        assert_eq!(seqs(&resent), [None, Some(2), Some(3), Some(4)]);
+        assert_eq!(resent[1].1, pong(2));
+        assert_eq!(resent[3].1, pong(4));
+    }
+
+    #[test]
+    fn a_gap_and_an_ended_session_cannot_be_resumed() {
+        let out = SessionOutbound::new(1000);
+        // A recovery buffer of 30 bytes holds one pong at a time.
+        out.start_numbering(Bytes::from_static(b"{}"), 30);
+        for cid in 1..=3 {
+            out.push_control(pong(cid)).unwrap();
+            let _ = out.lock().take_output();
+        }
+        out.close(CloseReason::HeartbeatTimeout);
+        assert!(out.detach(0));
+        assert_eq!(out.take_over(0, Bytes::new()), Err(RecoveryRefusal::Gap));
+        assert!(out.end_if_detached(0));
+        assert_eq!(
+            out.take_over(2, Bytes::new()),
+            Err(RecoveryRefusal::UnknownSession)
+        );
+        assert_eq!(out.push_control(pong(9)), Err(PushError::Closing));
+    }
+
+    #[test]
+    fn version_1_sessions_do_not_survive_their_connection() {
+        let out = SessionOutbound::new(1000);
+        out.close(CloseReason::ConnectionLost);
+        assert!(!out.detach(0));
+        assert_eq!(out.push_control(pong(1)), Err(PushError::Closing));
     }
 }

@@ -10,19 +10,28 @@
 //! server no more than the rate; a text frame that is not UTF-8 closes the session with 1007;
 //! and a request that panics inside the server is answered with `INTERNAL` and closes only
 //! this session (1011), leaving the engine usable for everyone else.
+//!
+//! Liveness: after the handshake the session sends a heartbeat every interval (`heartbeat` to
+//! a version-2 client, a WebSocket ping to a version-1 one) and closes a connection it has
+//! heard nothing from for the interval plus the timeout (4001). A version-2 session survives
+//! losing its connection (see [`crate::resumable`]); a `connect` with `resume` takes it over,
+//! and this connection's writer then moves to it.
 
 use std::num::NonZeroU32;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::CloseFrame;
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use diffusion_core::protocol::{
-    ClientMessage, ErrorCode, PROTOCOL_VERSION_1, ServerMessage, negotiate_version, decode_client_message,
-    encode_fetched, encode_server_message,
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, PROTOCOL_VERSION_1, Resume, SUPPORTED_VERSIONS,
+    ServerMessage, SessionLimits, decode_client_message, encode_fetched, encode_server_message,
+    negotiate_version,
 };
 use futures_util::StreamExt;
+use futures_util::stream::SplitSink;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -33,7 +42,8 @@ use tracing::Instrument;
 use crate::ServerContext;
 use crate::engine::OpError;
 use crate::metrics::Metrics;
-use crate::outbound::{CloseReason, SessionOutbound, run_writer};
+use crate::outbound::{CloseReason, Outgoing, RecoveryRefusal, SessionOutbound, run_writer};
+use crate::resumable::{self, ResumableSession};
 use crate::subscriptions::SessionId;
 
 /// How long a closing session may take to get its last bytes and close frame out (a client
@@ -57,7 +67,12 @@ enum Phase {
 enum Flow {
     Continue,
     Close,
+    /// `connect` resumed another session: hand the socket's writer over to it.
+    Resume(ResumableSession, u64),
 }
+
+/// What version-2 clients get every heartbeat interval.
+const HEARTBEAT: &[u8] = br#"{"type":"heartbeat"}"#;
 
 /// A successful request's answer.
 enum Reply {
@@ -73,7 +88,13 @@ struct Session {
     id: SessionId,
     name: String,
     phase: Phase,
+    /// The negotiated protocol version (1 until the handshake).
+    version: u32,
+    /// A version-2 session's token.
+    token: Option<String>,
     outbound: Arc<SessionOutbound>,
+    /// Which connection of the session this is (bumped by every resume).
+    generation: u64,
     ctx: Arc<ServerContext>,
 }
 
@@ -123,15 +144,26 @@ impl Session {
                 if data.len() > self.ctx.config.max_message_bytes {
                     return self.too_large(Some(data.len()));
                 }
+                let code = if self.version >= PROTOCOL_VERSION {
+                    ErrorCode::BinaryFrame
+                } else {
+                    ErrorCode::MalformedMessage
+                };
                 self.send_error(
                     None,
-                    ErrorCode::MalformedMessage,
+                    code,
                     "binary frames are not part of the protocol; send JSON in text frames",
                 );
                 Flow::Continue
             }
-            Message::Close(_) => {
-                self.outbound.close(CloseReason::ClientClosed);
+            Message::Close(frame) => {
+                // Code 1000 (or none) ends the session; any other close means the client
+                // intends to come back and resume it.
+                let reason = match frame {
+                    Some(CloseFrame { code, .. }) if code != 1000 => CloseReason::ClientDropped,
+                    _ => CloseReason::ClientClosed,
+                };
+                self.outbound.close(reason);
                 Flow::Close
             }
             // The WebSocket layer answers pings itself.
@@ -159,7 +191,7 @@ impl Session {
         match decode_client_message(text) {
             Ok(message) => self.handle_message(message),
             Err((cid, error)) => {
-                self.send_error(cid, error.code(PROTOCOL_VERSION_1), error.to_string());
+                self.send_error(cid, error.code(self.version), error.to_string());
                 Flow::Continue
             }
         }
@@ -189,12 +221,13 @@ impl Session {
                     version,
                     versions,
                     principal,
+                    resume,
                     ..
                 },
-            ) => self.connect(
-                negotiate_version(version, versions.as_deref(), &[PROTOCOL_VERSION_1]),
-                principal,
-            ),
+            ) => {
+                let offered = versions.unwrap_or_else(|| version.into_iter().collect());
+                self.connect(&offered, principal, resume)
+            }
             (Phase::Handshake, other) => {
                 self.send_error(
                     other.cid(),
@@ -211,6 +244,10 @@ impl Session {
                 );
                 Flow::Continue
             }
+            (Phase::Connected { .. }, ClientMessage::Ack { s }) => {
+                self.ack(s);
+                Flow::Continue
+            }
             (Phase::Connected { .. }, request) => {
                 self.handle_request(request);
                 Flow::Continue
@@ -218,37 +255,126 @@ impl Session {
         }
     }
 
-    fn connect(&mut self, version: Option<u32>, principal: Option<String>) -> Flow {
-        if version.is_none() {
+    fn connect(
+        &mut self,
+        offered: &[u32],
+        principal: Option<String>,
+        resume: Option<Resume>,
+    ) -> Flow {
+        let Some(version) = negotiate_version(None, Some(offered), SUPPORTED_VERSIONS) else {
             self.send_error(
                 None,
                 ErrorCode::UnsupportedVersion,
                 format!(
-                    "no protocol version offered is supported; this server speaks version {PROTOCOL_VERSION_1}"
+                    "protocol versions offered {offered:?}: none is supported; this server speaks versions {SUPPORTED_VERSIONS:?}"
                 ),
             );
             self.outbound.close(CloseReason::UnsupportedVersion);
             return Flow::Close;
-        }
+        };
         // Credentials are not checked yet: every session is accepted, and the principal it
         // claims is recorded for logs (authentication arrives with the security work).
         tracing::debug!(
             principal = principal.as_deref().unwrap_or("ANONYMOUS"),
+            version,
             "session connected"
         );
+        let mut refusal = None;
+        if version >= PROTOCOL_VERSION
+            && let Some(resume) = resume
+        {
+            match self.take_over(&resume) {
+                Ok(flow) => {
+                    self.ctx.metrics.session_resumed("recovered");
+                    return flow;
+                }
+                Err(why) => {
+                    self.ctx.metrics.session_resumed(why.label());
+                    refusal = Some(why);
+                }
+            }
+        }
+        self.version = version;
         self.ctx
             .engine
             .register_session(self.id, Arc::clone(&self.outbound));
         self.phase = Phase::Connected { principal };
-        self.send(&ServerMessage::Connected {
-            version: PROTOCOL_VERSION_1,
-            session: self.name.clone(),
-            token: None,
-            recovered: None,
-            reason: None,
-            limits: None,
+        if version < PROTOCOL_VERSION {
+            self.send(&ServerMessage::Connected {
+                version,
+                session: self.name.clone(),
+                token: None,
+                recovered: None,
+                reason: None,
+                limits: None,
+            });
+            return Flow::Continue;
+        }
+        let token = resumable::new_token();
+        let connected = self.connected_v2(&self.name, &token, refusal.map(Err));
+        self.ctx.sessions.insert(ResumableSession {
+            token: token.clone(),
+            id: self.id,
+            name: self.name.clone(),
+            outbound: Arc::clone(&self.outbound),
         });
+        self.token = Some(token);
+        self.outbound
+            .start_numbering(connected, self.ctx.config.queue_limit_bytes);
         Flow::Continue
+    }
+
+    /// The version-2 `connected` for a session; `recovery` is the outcome of a resume, when
+    /// one was asked for.
+    fn connected_v2(
+        &self,
+        name: &str,
+        token: &str,
+        recovery: Option<Result<(), RecoveryRefusal>>,
+    ) -> Bytes {
+        let config = &self.ctx.config;
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        encode_server_message(&ServerMessage::Connected {
+            version: PROTOCOL_VERSION,
+            session: name.to_owned(),
+            token: Some(token.to_owned()),
+            recovered: recovery.map(|r| r.is_ok()),
+            reason: recovery.and_then(Result::err).map(|r| r.label().to_owned()),
+            limits: Some(SessionLimits {
+                max_message_bytes: config.max_message_bytes as u64,
+                queue_limit_bytes: config.queue_limit_bytes as u64,
+                heartbeat_interval_ms: millis(config.heartbeat_interval),
+                heartbeat_timeout_ms: millis(config.heartbeat_timeout),
+                reconnect_window_ms: millis(config.reconnect_window),
+            }),
+        })
+    }
+
+    /// Takes over the session `resume` names, if it can still be resumed from there.
+    fn take_over(&self, resume: &Resume) -> Result<Flow, RecoveryRefusal> {
+        let session = self
+            .ctx
+            .sessions
+            .get(&resume.token)
+            .ok_or(RecoveryRefusal::UnknownSession)?;
+        let connected = self.connected_v2(&session.name, &resume.token, Some(Ok(())));
+        let generation = session.outbound.take_over(resume.s, connected)?;
+        tracing::debug!(session = %session.name, from = resume.s, "session resumed");
+        Ok(Flow::Resume(session, generation))
+    }
+
+    fn ack(&self, acked: u64) {
+        if self.version < PROTOCOL_VERSION {
+            self.send_error(
+                None,
+                ErrorCode::UnknownOperation,
+                "'ack' is part of protocol version 2; this session speaks version 1",
+            );
+            return;
+        }
+        if let Err(error) = self.outbound.ack(acked) {
+            self.send_error(None, ErrorCode::InvalidField, error.to_string());
+        }
     }
 
     fn handle_request(&self, request: ClientMessage) {
@@ -263,10 +389,7 @@ impl Session {
                 topic_type,
                 properties,
                 value,
-            } => (
-                cid,
-                ok(engine.add(&path, topic_type, &properties, value)),
-            ),
+            } => (cid, ok(engine.add(&path, topic_type, &properties, value))),
             ClientMessage::Set { cid, path, value } => (cid, ok(engine.set(&path, value))),
             ClientMessage::Subscribe { cid, selector } => {
                 (cid, ok(engine.subscribe(self.id, &selector)))
@@ -390,6 +513,26 @@ pub(crate) async fn run(
         .await;
 }
 
+type Writer = tokio::task::JoinHandle<Option<SplitSink<WebSocket, Message>>>;
+
+fn spawn_writer(
+    sink: SplitSink<WebSocket, Message>,
+    outbound: &Arc<SessionOutbound>,
+    generation: u64,
+    ctx: &ServerContext,
+) -> Writer {
+    tokio::spawn(
+        run_writer(
+            sink,
+            Arc::clone(outbound),
+            generation,
+            ctx.config.max_frame_bytes,
+            ctx.metrics.clone(),
+        )
+        .in_current_span(),
+    )
+}
+
 async fn run_session(
     socket: WebSocket,
     ctx: Arc<ServerContext>,
@@ -401,20 +544,15 @@ async fn run_session(
     let _counted = Counted::new(metrics.clone());
     let outbound = Arc::new(SessionOutbound::new(ctx.config.queue_limit_bytes));
     let (sink, mut stream) = socket.split();
-    let mut writer = tokio::spawn(
-        run_writer(
-            sink,
-            Arc::clone(&outbound),
-            ctx.config.max_frame_bytes,
-            metrics.clone(),
-        )
-        .in_current_span(),
-    );
+    let mut writer = spawn_writer(sink, &outbound, 0, &ctx);
     let mut session = Session {
         id,
         name,
         phase: Phase::Handshake,
-        outbound: Arc::clone(&outbound),
+        version: PROTOCOL_VERSION_1,
+        token: None,
+        outbound,
+        generation: 0,
         ctx: Arc::clone(&ctx),
     };
     let per_second = ctx.config.max_requests_per_second;
@@ -423,11 +561,20 @@ async fn run_session(
     tokio::pin!(handshake_deadline);
     // While set, the client is over its rate: nothing is read until then.
     let mut paused_until: Option<Instant> = None;
+    let interval = ctx.config.heartbeat_interval;
+    let silence_limit = interval + ctx.config.heartbeat_timeout;
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    // Checked lazily: moved on to `last_heard + silence_limit` only when it fires.
+    let silence = tokio::time::sleep_until(last_heard + silence_limit);
+    tokio::pin!(silence);
 
     loop {
         let handshaking = matches!(session.phase, Phase::Handshake);
+        let outbound = Arc::clone(&session.outbound);
         tokio::select! {
-            _ = outbound.closed() => break,
+            _ = outbound.closed(session.generation) => break,
             _ = shutdown.cancelled() => {
                 outbound.close(CloseReason::Shutdown);
                 break;
@@ -436,6 +583,23 @@ async fn run_session(
                 tracing::debug!("no connect within the handshake timeout; closing");
                 outbound.close(CloseReason::HandshakeTimeout);
                 break;
+            }
+            _ = heartbeat.tick(), if !handshaking => {
+                let beat = if session.version >= PROTOCOL_VERSION {
+                    Outgoing::Message { seq: None, bytes: Bytes::from_static(HEARTBEAT) }
+                } else {
+                    Outgoing::Ping
+                };
+                outbound.push_unnumbered(beat);
+            }
+            () = &mut silence, if !handshaking => {
+                let due = last_heard + silence_limit;
+                if due <= Instant::now() {
+                    tracing::debug!("nothing heard within the heartbeat timeout; closing");
+                    outbound.close(CloseReason::HeartbeatTimeout);
+                    break;
+                }
+                silence.as_mut().reset(due);
             }
             () = async {
                 if let Some(until) = paused_until {
@@ -446,6 +610,7 @@ async fn run_session(
             }
             frame = stream.next(), if paused_until.is_none() => match frame {
                 Some(Ok(frame)) => {
+                    last_heard = Instant::now();
                     let counted = !matches!(frame, Message::Close(_) | Message::Pong(_));
                     if counted && let Some(wait) = rate_wait(limiter.as_ref()) {
                         // Over the rate: a request is refused; a ping is simply answered
@@ -456,8 +621,23 @@ async fn run_session(
                             continue;
                         }
                     }
-                    if let Flow::Close = session.handle_frame_contained(frame) {
-                        break;
+                    match session.handle_frame_contained(frame) {
+                        Flow::Continue => {}
+                        Flow::Close => break,
+                        Flow::Resume(resumed, generation) => {
+                            // This connection's own queue holds at most replies sent during
+                            // the handshake: the writer sends them, then hands the socket over.
+                            session.outbound.close(CloseReason::Handover);
+                            let Some(sink) = writer.await.ok().flatten() else {
+                                // The socket failed meanwhile: the session waits for the next
+                                // attempt, as if this one had never come.
+                                resumed.outbound.close(CloseReason::ConnectionLost);
+                                session.adopt(resumed, generation);
+                                return session.finish(None, &shutdown, &mut stream).await;
+                            };
+                            writer = spawn_writer(sink, &resumed.outbound, generation, &ctx);
+                            session.adopt(resumed, generation);
+                        }
                     }
                 }
                 Some(Err(error)) => {
@@ -484,40 +664,95 @@ async fn run_session(
             },
         }
     }
+    session.finish(Some(writer), &shutdown, &mut stream).await;
+}
 
-    if matches!(session.phase, Phase::Connected { .. }) {
-        ctx.engine.close_session(id);
+impl Session {
+    /// Becomes the connection of a resumed session.
+    fn adopt(&mut self, resumed: ResumableSession, generation: u64) {
+        self.id = resumed.id;
+        self.name = resumed.name;
+        self.outbound = resumed.outbound;
+        self.generation = generation;
+        self.version = PROTOCOL_VERSION;
+        self.phase = Phase::Connected { principal: None };
+        self.token = Some(resumed.token);
     }
-    let reason = outbound
-        .close_reason()
-        .unwrap_or(CloseReason::ConnectionLost);
-    if tokio::time::timeout(CLOSE_GRACE, &mut writer)
-        .await
-        .is_err()
-    {
-        tracing::debug!("writer did not finish in time; dropping the connection");
-        writer.abort();
-    }
-    if reason.close_frame().is_some() {
-        // Let the client answer our close frame, so the TCP connection ends cleanly.
-        let wait = if reason == CloseReason::Shutdown {
-            SHUTDOWN_CLOSE_REPLY_WAIT
-        } else {
-            CLOSE_REPLY_WAIT
+
+    /// Closes the connection: lets the writer finish (close frame included), then ends the
+    /// session, or leaves a version-2 session waiting to be resumed.
+    async fn finish(
+        self,
+        writer: Option<Writer>,
+        shutdown: &CancellationToken,
+        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    ) {
+        let outbound = &self.outbound;
+        let reason = match outbound.generation() == self.generation {
+            true => outbound
+                .close_reason()
+                .unwrap_or(CloseReason::ConnectionLost),
+            false => CloseReason::Replaced,
         };
-        let _ = tokio::time::timeout(wait, async {
-            while let Some(Ok(frame)) = stream.next().await {
-                if matches!(frame, Message::Close(_)) {
-                    break;
+        if let Some(mut writer) = writer
+            && tokio::time::timeout(CLOSE_GRACE, &mut writer)
+                .await
+                .is_err()
+        {
+            tracing::debug!("writer did not finish in time; dropping the connection");
+            writer.abort();
+        }
+        self.leave_session(shutdown);
+        if reason.close_frame().is_some() {
+            // Let the client answer our close frame, so the TCP connection ends cleanly.
+            let wait = if reason == CloseReason::Shutdown {
+                SHUTDOWN_CLOSE_REPLY_WAIT
+            } else {
+                CLOSE_REPLY_WAIT
+            };
+            let _ = tokio::time::timeout(wait, async {
+                while let Some(Ok(frame)) = stream.next().await {
+                    if matches!(frame, Message::Close(_)) {
+                        break;
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await;
+        }
+        tracing::debug!(
+            principal = self.principal(),
+            reason = reason.label(),
+            "connection closed"
+        );
+        self.ctx.metrics.session_closed(reason.label());
     }
-    tracing::debug!(
-        principal = session.principal(),
-        reason = reason.label(),
-        "session closed"
-    );
-    metrics.session_closed(reason.label());
+
+    /// After the connection: a version-2 session that may outlive it waits to be resumed;
+    /// any other connected session ends.
+    fn leave_session(&self, shutdown: &CancellationToken) {
+        if !matches!(self.phase, Phase::Connected { .. }) {
+            return;
+        }
+        let Some(token) = &self.token else {
+            self.ctx.engine.close_session(self.id);
+            return;
+        };
+        let session = ResumableSession {
+            token: token.clone(),
+            id: self.id,
+            name: self.name.clone(),
+            outbound: Arc::clone(&self.outbound),
+        };
+        if self.outbound.detach(self.generation) {
+            resumable::watch_detached(
+                Arc::clone(&self.ctx),
+                session,
+                self.generation,
+                shutdown.clone(),
+            );
+        } else if self.outbound.generation() == self.generation {
+            resumable::end_session(&self.ctx, &session);
+        }
+        // Otherwise another connection has taken the session over.
+    }
 }

@@ -892,12 +892,7 @@ mod tests {
         );
         // A source with nothing held still gets its result held.
         engine
-            .add(
-                "src/new",
-                TopicType::Json,
-                &BTreeMap::new(),
-                Some(json!(7)),
-            )
+            .add("src/new", TopicType::Json, &BTreeMap::new(), Some(json!(7)))
             .unwrap();
         assert_eq!(engine.lock().timers.held(), 11);
         tokio::time::sleep(Duration::from_secs(6)).await;

@@ -188,7 +188,9 @@ impl Client {
     pub async fn handshake(&mut self) {
         self.send_json(&json!({"type":"connect","version":1})).await;
         match self.next().await {
-            ServerMessage::Connected { version, session, .. } => {
+            ServerMessage::Connected {
+                version, session, ..
+            } => {
                 assert_eq!(version, 1);
                 assert!(!session.is_empty());
             }
