@@ -3,19 +3,23 @@
 //! The poller never waits for the sink. It drops each payload into a latest-value slot (a
 //! `watch` channel) and a background task delivers it. While the sink is unreachable only the
 //! newest payload is kept, and it is delivered as soon as the connection is back: a price feed
-//! wants the current price, not a backlog of stale ones. Failed deliveries are retried with
-//! back-off; nothing here ever gives up until shutdown.
+//! wants the current price, not a backlog of stale ones. Both sinks are [`Connector`]s of the
+//! shared reconnect loop ([`service_kit::reconnect`]): a failed connection or delivery is
+//! retried with back-off, and nothing here ever gives up until shutdown.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use service_kit::Backoff;
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use service_kit::{Connector, Reconnect, SessionEnd};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SinkSpec;
@@ -51,15 +55,21 @@ impl std::fmt::Debug for Prepared {
 }
 
 /// The delivery task, built at bind time (so a bad URL fails early) and run later.
-pub(crate) enum Delivery {
+pub(crate) struct Delivery {
+    /// The sink, password-free, for the logs.
+    label: String,
+    target: Target,
+    latest: watch::Receiver<Option<Bytes>>,
+}
+
+/// Where a [`Delivery`] connects to.
+enum Target {
     WebSocket {
         url: String,
-        latest: watch::Receiver<Option<Bytes>>,
     },
     Redis {
-        connection: ConnectionManager,
+        client: redis::Client,
         channel: String,
-        latest: watch::Receiver<Option<Bytes>>,
     },
 }
 
@@ -71,128 +81,179 @@ pub enum SinkError {
     Redis(#[from] redis::RedisError),
 }
 
+/// Why one connection attempt failed (logged by the reconnect loop, then retried).
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error(transparent)]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error("connect timed out after {IO_TIMEOUT:?}")]
+    Timeout,
+}
+
 /// Prepares the sink for `spec`; Redis sinks PUBLISH to `channel`. Does not connect yet.
 pub(crate) fn prepare(spec: &SinkSpec, channel: &str) -> Result<Prepared, SinkError> {
     let (sender, latest) = watch::channel(None);
-    let task = match spec {
-        SinkSpec::WebSocket(url) => Delivery::WebSocket {
-            url: url.clone(),
-            latest,
+    let target = match spec {
+        SinkSpec::WebSocket(url) => Target::WebSocket { url: url.clone() },
+        SinkSpec::Redis(url) => Target::Redis {
+            client: redis::Client::open(url.as_str())?,
+            channel: channel.to_owned(),
         },
-        SinkSpec::Redis(url) => {
-            let client = redis::Client::open(url.as_str())?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(IO_TIMEOUT))
-                .set_response_timeout(Some(IO_TIMEOUT))
-                // Reconnection pacing is ours (service_kit::Backoff); fail fast inside.
-                .set_number_of_retries(1);
-            Delivery::Redis {
-                connection: ConnectionManager::new_lazy_with_config(client, config)?,
-                channel: channel.to_owned(),
-                latest,
-            }
-        }
     };
     Ok(Prepared {
         handle: SinkHandle { latest: sender },
-        task,
+        task: Delivery {
+            label: spec.to_string(),
+            target,
+            latest,
+        },
     })
 }
 
 impl Delivery {
     /// Delivers payloads until shutdown (or until the poller's handle is dropped).
     pub async fn run(self, shared: Arc<Shared>, shutdown: CancellationToken) {
-        match self {
-            Self::WebSocket { url, latest } => run_ws(url, latest, shared, shutdown).await,
-            Self::Redis {
-                connection,
-                channel,
-                latest,
-            } => run_redis(connection, channel, latest, shared, shutdown).await,
+        let outbox = Outbox {
+            latest: self.latest,
+            pending: None,
+            shared,
+        };
+        let reconnect = Reconnect::new(self.label);
+        match self.target {
+            Target::WebSocket { url } => {
+                let mut sink = WsSink { url, outbox };
+                reconnect.run(&mut sink, &shutdown).await;
+            }
+            Target::Redis { client, channel } => {
+                let mut sink = RedisSink {
+                    client,
+                    channel,
+                    outbox,
+                };
+                reconnect.run(&mut sink, &shutdown).await;
+            }
         }
     }
 }
 
-/// Waits for the next offered payload. `None` means the poller is gone.
-async fn next_offer(latest: &mut watch::Receiver<Option<Bytes>>) -> Option<Bytes> {
-    loop {
-        latest.changed().await.ok()?;
-        if let Some(payload) = latest.borrow_and_update().clone() {
+/// The delivery side of the latest-value slot, with the payload not yet delivered.
+struct Outbox {
+    latest: watch::Receiver<Option<Bytes>>,
+    /// Taken from the slot but not delivered yet (kept across reconnects).
+    pending: Option<Bytes>,
+    shared: Arc<Shared>,
+}
+
+impl Outbox {
+    /// The payload to deliver next: the pending one, else the next one offered. `None` means
+    /// the poller is gone. Cancel-safe: the payload leaves `pending` only when returned.
+    async fn next(&mut self) -> Option<Bytes> {
+        self.take_newer();
+        if let Some(payload) = self.pending.take() {
             return Some(payload);
         }
-    }
-}
-
-/// Takes a payload offered since we last looked, if any, replacing `pending`.
-fn take_newer(latest: &mut watch::Receiver<Option<Bytes>>, pending: &mut Option<Bytes>) {
-    if latest.has_changed().unwrap_or(false)
-        && let Some(payload) = latest.borrow_and_update().clone()
-    {
-        *pending = Some(payload);
-    }
-}
-
-/// Sleeps for the next back-off delay; false if shutdown began meanwhile.
-async fn back_off(backoff: &mut Backoff, shutdown: &mut CancellationToken) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(backoff.next_delay()) => true,
-        _ = shutdown.cancelled() => false,
-    }
-}
-
-async fn run_redis(
-    mut connection: ConnectionManager,
-    channel: String,
-    mut latest: watch::Receiver<Option<Bytes>>,
-    shared: Arc<Shared>,
-    mut shutdown: CancellationToken,
-) {
-    let mut backoff = Backoff::reconnect();
-    let mut pending: Option<Bytes> = None;
-    loop {
-        take_newer(&mut latest, &mut pending);
-        let payload = match pending.take() {
-            Some(payload) => payload,
-            None => tokio::select! {
-                offer = next_offer(&mut latest) => match offer {
-                    Some(payload) => payload,
-                    None => return,
-                },
-                _ = shutdown.cancelled() => return,
-            },
-        };
-        let mut command = redis::cmd("PUBLISH");
-        command.arg(&channel).arg(payload.as_ref());
-        let publish = command.query_async::<i64>(&mut connection);
-        let outcome = tokio::select! {
-            outcome = tokio::time::timeout(IO_TIMEOUT, publish) => outcome,
-            _ = shutdown.cancelled() => return,
-        };
-        match outcome {
-            Ok(Ok(_receivers)) => {
-                shared.record_published(&payload);
-                backoff.reset();
-            }
-            failed => {
-                let error = match failed {
-                    Ok(Err(error)) => error.to_string(),
-                    _ => format!("timed out after {IO_TIMEOUT:?}"),
-                };
-                shared.record_failure();
-                tracing::warn!(%error, channel, "PUBLISH failed; retrying with back-off");
-                pending = Some(payload);
-                if !back_off(&mut backoff, &mut shutdown).await {
-                    return;
-                }
+        loop {
+            self.latest.changed().await.ok()?;
+            if let Some(payload) = self.latest.borrow_and_update().clone() {
+                return Some(payload);
             }
         }
     }
+
+    /// Replaces the pending payload with one offered since we last looked, if any.
+    fn take_newer(&mut self) {
+        if self.latest.has_changed().unwrap_or(false)
+            && let Some(payload) = self.latest.borrow_and_update().clone()
+        {
+            self.pending = Some(payload);
+        }
+    }
+
+    /// `payload` reached the sink.
+    fn delivered(&self, payload: &Bytes) {
+        self.shared.record_published(payload);
+    }
+
+    /// `payload` did not reach the sink: deliver it on the next connection, unless a newer one
+    /// is offered meanwhile.
+    fn undelivered(&mut self, payload: Bytes) {
+        self.pending = Some(payload);
+    }
+
+    /// The connection is down (or could not be made). Keeps only the newest payload, and counts
+    /// the outage as a failure only when something is waiting to be delivered.
+    fn interrupted(&mut self) -> ControlFlow<()> {
+        self.take_newer();
+        if self.pending.is_some() {
+            self.shared.record_failure();
+        }
+        ControlFlow::Continue(())
+    }
 }
 
-/// How one WebSocket session ended.
-enum SessionEnd {
-    Shutdown,
-    Lost(String),
+/// Publishes on a Redis connection of its own, made by the reconnect loop.
+struct RedisSink {
+    client: redis::Client,
+    channel: String,
+    outbox: Outbox,
+}
+
+impl Connector for RedisSink {
+    type Connection = MultiplexedConnection;
+    type Error = ConnectError;
+
+    async fn connect(&mut self) -> Result<MultiplexedConnection, ConnectError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(IO_TIMEOUT))
+            .set_response_timeout(Some(IO_TIMEOUT));
+        let connect = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
+        match tokio::time::timeout(IO_TIMEOUT, connect).await {
+            Ok(connected) => Ok(connected?),
+            Err(_) => Err(ConnectError::Timeout),
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        mut connection: MultiplexedConnection,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
+        loop {
+            let payload = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return SessionEnd::Finished,
+                offer = self.outbox.next() => match offer {
+                    Some(payload) => payload,
+                    None => return SessionEnd::Finished,
+                },
+            };
+            let mut command = redis::cmd("PUBLISH");
+            command.arg(&self.channel).arg(payload.as_ref());
+            let publish = command.query_async::<i64>(&mut connection);
+            let outcome = tokio::select! {
+                outcome = tokio::time::timeout(IO_TIMEOUT, publish) => outcome,
+                _ = shutdown.cancelled() => return SessionEnd::Finished,
+            };
+            let error = match outcome {
+                Ok(Ok(_receivers)) => {
+                    self.outbox.delivered(&payload);
+                    continue;
+                }
+                Ok(Err(error)) => format!("PUBLISH failed: {error}"),
+                Err(_) => format!("PUBLISH timed out after {IO_TIMEOUT:?}"),
+            };
+            self.outbox.undelivered(payload);
+            return SessionEnd::Lost(error);
+        }
+    }
+
+    async fn interrupted(&mut self) -> ControlFlow<()> {
+        self.outbox.interrupted()
+    }
 }
 
 fn ws_config() -> WebSocketConfig {
@@ -204,106 +265,85 @@ fn ws_config() -> WebSocketConfig {
         .max_write_buffer_size(4 * MAX_BODY_BYTES)
 }
 
-async fn run_ws(
+type WsStream = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends each payload as one text frame to the redis-ws-bridge.
+struct WsSink {
     url: String,
-    mut latest: watch::Receiver<Option<Bytes>>,
-    shared: Arc<Shared>,
-    mut shutdown: CancellationToken,
-) {
-    let mut backoff = Backoff::reconnect();
-    let mut pending: Option<Bytes> = None;
-    let mut logged_down = false;
-    loop {
-        let connect =
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config()), true);
-        let connected = tokio::select! {
-            connected = tokio::time::timeout(IO_TIMEOUT, connect) => connected,
-            _ = shutdown.cancelled() => return,
+    outbox: Outbox,
+}
+
+impl WsSink {
+    /// Sends `payload` as a text frame; `Err` says why the connection is no longer usable.
+    async fn send(&mut self, ws: &mut WsStream, payload: Bytes) -> Result<(), String> {
+        let text = match Utf8Bytes::try_from(payload.clone()) {
+            Ok(text) => text,
+            Err(error) => {
+                // JSON from a slice is valid UTF-8, so this is not expected; drop it loudly.
+                self.outbox.shared.record_failure();
+                tracing::error!(%error, "payload is not UTF-8; not sent as a text frame");
+                return Ok(());
+            }
         };
-        let error = match connected {
-            Ok(Ok((mut ws, _response))) => {
-                tracing::info!(url, "connected to the WebSocket bridge");
-                backoff.reset();
-                logged_down = false;
-                let end = ws_session(&mut ws, &mut latest, &mut pending, &shared, &mut shutdown);
-                match end.await {
-                    SessionEnd::Shutdown => {
-                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
-                        return;
-                    }
-                    SessionEnd::Lost(error) => error,
-                }
+        let failure = match tokio::time::timeout(IO_TIMEOUT, ws.send(Message::Text(text))).await {
+            Ok(Ok(())) => {
+                self.outbox.delivered(&payload);
+                return Ok(());
             }
             Ok(Err(error)) => error.to_string(),
-            Err(_) => format!("connect timed out after {IO_TIMEOUT:?}"),
+            Err(_) => "send timed out".to_owned(),
         };
-        // Keep only the newest payload while disconnected; count the outage as a failure only
-        // when something is waiting to be delivered.
-        take_newer(&mut latest, &mut pending);
-        if pending.is_some() {
-            shared.record_failure();
-        }
-        if logged_down {
-            tracing::debug!(url, %error, "WebSocket bridge still unreachable");
-        } else {
-            tracing::warn!(url, %error, "WebSocket bridge unreachable; reconnecting with back-off");
-            logged_down = true;
-        }
-        if !back_off(&mut backoff, &mut shutdown).await {
-            return;
-        }
+        self.outbox.undelivered(payload);
+        Err(failure)
     }
 }
 
-async fn ws_session<S>(
-    ws: &mut S,
-    latest: &mut watch::Receiver<Option<Bytes>>,
-    pending: &mut Option<Bytes>,
-    shared: &Shared,
-    shutdown: &mut CancellationToken,
-) -> SessionEnd
-where
-    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
-        + futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
-        + Unpin,
-{
-    loop {
-        take_newer(latest, pending);
-        if let Some(payload) = pending.clone() {
-            match Utf8Bytes::try_from(payload.clone()) {
-                Ok(text) => {
-                    match tokio::time::timeout(IO_TIMEOUT, ws.send(Message::Text(text))).await {
-                        Ok(Ok(())) => {
-                            *pending = None;
-                            shared.record_published(&payload);
+impl Connector for WsSink {
+    type Connection = WsStream;
+    type Error = ConnectError;
+
+    async fn connect(&mut self) -> Result<WsStream, ConnectError> {
+        let connect = tokio_tungstenite::connect_async_with_config(
+            self.url.as_str(),
+            Some(ws_config()),
+            true,
+        );
+        match tokio::time::timeout(IO_TIMEOUT, connect).await {
+            Ok(connected) => Ok(connected?.0),
+            Err(_) => Err(ConnectError::Timeout),
+        }
+    }
+
+    async fn serve(&mut self, mut ws: WsStream, shutdown: &CancellationToken) -> SessionEnd {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                offer = self.outbox.next() => match offer {
+                    Some(payload) => {
+                        if let Err(error) = self.send(&mut ws, payload).await {
+                            return SessionEnd::Lost(error);
                         }
-                        Ok(Err(error)) => return SessionEnd::Lost(error.to_string()),
-                        Err(_) => return SessionEnd::Lost("send timed out".to_owned()),
                     }
-                }
-                Err(error) => {
-                    // JSON from a slice is valid UTF-8, so this is not expected; drop it loudly.
-                    *pending = None;
-                    shared.record_failure();
-                    tracing::error!(%error, "payload is not UTF-8; not sent as a text frame");
-                }
+                    None => break,
+                },
+                incoming = ws.next() => match incoming {
+                    // The bridge echoes every channel message, ours included: read and discard.
+                    // Reading also answers pings.
+                    Some(Ok(Message::Close(_))) => {
+                        return SessionEnd::Lost("closed by the bridge".to_owned());
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return SessionEnd::Lost(error.to_string()),
+                    None => return SessionEnd::Lost("connection closed".to_owned()),
+                },
             }
         }
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return SessionEnd::Shutdown,
-            offer = next_offer(latest) => match offer {
-                Some(payload) => *pending = Some(payload),
-                None => return SessionEnd::Shutdown,
-            },
-            incoming = ws.next() => match incoming {
-                // The bridge echoes every channel message, ours included: read and discard.
-                // Reading also answers pings.
-                Some(Ok(Message::Close(_))) => return SessionEnd::Lost("closed by the bridge".to_owned()),
-                Some(Ok(_)) => {}
-                Some(Err(error)) => return SessionEnd::Lost(error.to_string()),
-                None => return SessionEnd::Lost("connection closed".to_owned()),
-            },
-        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+        SessionEnd::Finished
+    }
+
+    async fn interrupted(&mut self) -> ControlFlow<()> {
+        self.outbox.interrupted()
     }
 }

@@ -1,14 +1,17 @@
 //! `service-kit`: the runtime plumbing every binary of the platform shares, written once.
 //!
 //! Logging set-up (`--log-format text|json`, `RUST_LOG`), graceful shutdown on SIGINT/SIGTERM,
-//! exponential back-off for reconnect loops, the one reconnecting Redis subscription that both
-//! the WebSocket bridge and the backend app consume, and the test harness that starts a private
-//! `redis-server` on a free loopback port.
+//! exponential back-off and the one reconnect loop built on it ([`reconnect`]), reconnecting
+//! message feeds ([`feed`]) such as the Redis subscription that both the WebSocket bridge and the
+//! backend app consume, and the test harness that starts a private `redis-server` on a free
+//! loopback port.
 
 pub mod backoff;
+pub mod feed;
 pub mod flags;
 pub mod http_server;
 pub mod logging;
+pub mod reconnect;
 pub mod redis_subscription;
 pub mod shutdown;
 /// Test harnesses (a private redis-server, waiting for conditions): only with the `testing`
@@ -18,6 +21,7 @@ pub mod testing;
 
 pub use backoff::Backoff;
 pub use logging::{LogArgs, LogFormat};
+pub use reconnect::{Connector, Reconnect, SessionEnd};
 
 /// What every binary does first: install logging as its flags say and arrange for SIGINT and
 /// SIGTERM to cancel the returned token. Must run inside the tokio runtime.
