@@ -4,6 +4,7 @@
 //   ?feeder=http://host:3100  the data-feeder control API
 //   ?topic=redis/views/usd    the topic selector the topic-server client subscribes to (default:
 //                             the demo's view topic carrying just the USD rate)
+//   ?debug=1                  expose what the page received as window.dashboardDebug (tests)
 
 /** The topic the topic-server client subscribes to unless ?topic= says otherwise. */
 export const DEFAULT_TOPIC = 'redis/views/usd';
@@ -32,7 +33,7 @@ function urlWithScheme(text, schemes) {
  * @param {{protocol: string, hostname: string, host: string, search: string}} location the
  *   page's location (window.location in the browser)
  * @returns {{bridgeUrl: string, topicsUrl: string, feederUrl: string, topic: string,
- *   warnings: string[]}} warnings name each parameter that was ignored and why
+ *   debug: boolean, warnings: string[]}} warnings name each parameter that was ignored and why
  */
 export function resolveConfig(location) {
   // A page opened from disk has no host; assume the services run locally on their defaults.
@@ -44,6 +45,7 @@ export function resolveConfig(location) {
     topicsUrl: `${secure ? 'wss' : 'ws'}://${host}/ws`,
     feederUrl: `http://${hostname}:${DEFAULT_PORTS.feeder}`,
     topic: DEFAULT_TOPIC,
+    debug: false,
   };
   const params = new URLSearchParams(location.search);
   const config = { ...defaults, warnings: [] };
@@ -65,6 +67,8 @@ export function resolveConfig(location) {
       config[key] = key === 'feederUrl' ? url.replace(/\/+$/, '') : url;
     }
   }
+
+  config.debug = params.get('debug') === '1';
 
   const topic = params.get('topic');
   if (topic !== null) {

@@ -15,6 +15,7 @@ import {
   formatRate,
   formatTimestamp,
 } from './format.js';
+import { DebugRecorder } from './debug-recorder.js';
 import { addFrame, bytesPerUpdate, emptyTally, savingPercent } from './metrics.js';
 import { BoundedSeries, DEFAULT_WINDOW } from './series.js';
 import { TopicClient } from './topic-client.js';
@@ -29,6 +30,16 @@ const $ = (id) => {
   return el;
 };
 const nowSeconds = () => Date.now() / 1000;
+
+// With ?debug=1, what each client received, for tests (see debug-recorder.js).
+const debug = config.debug ? new DebugRecorder() : null;
+if (debug) {
+  window.dashboardDebug = {
+    read: (name) => debug.read(name),
+    dropped: () => ({ ...debug.dropped }),
+    tallies: () => ({ redis: { ...clients.redis.tally }, topic: { ...clients.topic.tally } }),
+  };
+}
 
 // ---- configuration line -------------------------------------------------------------------
 
@@ -179,6 +190,7 @@ function render() {
 }
 
 function countTraffic(name, traffic) {
+  debug?.record(`${name}-frames`, traffic.bytes);
   clients[name].tally = addFrame(clients[name].tally, traffic);
   scheduleRender();
 }
@@ -212,7 +224,10 @@ const bridge = new BridgeClient({
     if (s.state === 'retrying') markGap('redis');
   },
   onTraffic: (t) => countTraffic('redis', t),
-  onUpdate: ({ value }) => plotRate('redis', value),
+  onUpdate: ({ value }) => {
+    debug?.record('redis-rates', extractUsdRate(value));
+    plotRate('redis', value);
+  },
 });
 
 const topicClient = new TopicClient({
@@ -224,13 +239,15 @@ const topicClient = new TopicClient({
     if (s.state === 'retrying') markGap('topic');
   },
   onTraffic: (t) => countTraffic('topic', t),
-  onUpdate: ({ topic, value }) => {
+  onUpdate: ({ topic, value, s }) => {
+    debug?.record('topic-updates', { s: s ?? null, rate: extractUsdRate(value), text: topic.valueText });
     $('topic-path').textContent =
       topic.path === config.topic ? `· ${topic.topicType}` : `· ${topic.path} (${topic.topicType})`;
     plotRate('topic', value);
   },
   onEvent: (event) => {
     if (event.kind === 'protocol-error') console.warn('topic server:', event.message, event.text);
+    if (event.kind === 'connected') debug?.record('topic-sessions', event.wire);
   },
 });
 

@@ -1,28 +1,54 @@
 // The topic-server client: speaks the wire protocol (crates/diffusion-core/src/protocol.rs,
-// docs/protocol.md) over a ReconnectingSocket and hands the page full topic values only.
+// docs/protocol.md; versions 2 and 1, see protocol.js) over a ReconnectingSocket and hands the
+// page full topic values only.
 //
 // Decoding lives in TopicDecoder, which keeps every subscribed topic's current value and its
-// canonical bytes. An update arrives either as a full `value` message or as a `delta` (a fossil
-// delta, base64, against the canonical bytes held here); either way the page receives the
-// complete new value and never sees a delta.
+// canonical bytes, and (version 2) the sequence number of the last message processed. An update
+// arrives either as a full `value` message or as a `delta` (a fossil delta, base64, against the
+// canonical bytes held here); either way the page receives the complete new value and never sees
+// a delta.
 
 import { applyFossilDelta } from './fossil.js';
+import { deadAfterMs, SilenceWatchdog } from './liveness.js';
+import {
+  encodeAck,
+  encodeConnect,
+  encodeSubscribe,
+  parseServerMessage,
+  PROTOCOL_VERSIONS,
+  SEQUENCED_VERSION,
+} from './protocol.js';
 import { ReconnectingSocket } from './reconnecting-socket.js';
-import { base64ToBytes, canonicalBytes, DELTA_TOPIC_TYPES, valueFromCanonical } from './topic-values.js';
+import {
+  base64ToBytes,
+  canonicalBytes,
+  DELTA_TOPIC_TYPES,
+  valueFromCanonical,
+  valueTextFromCanonical,
+} from './topic-values.js';
 import { frameText, splitFrame } from './wire.js';
 
-/** The protocol version this client speaks. */
-export const PROTOCOL_VERSION = 1;
+/** The newest protocol version this client speaks (it offers every one in PROTOCOL_VERSIONS). */
+export const PROTOCOL_VERSION = PROTOCOL_VERSIONS[0];
+
+/**
+ * A version-2 client acks unprompted after this many messages, so the server can free its
+ * recovery buffer between heartbeats.
+ */
+export const ACK_EVERY_MESSAGES = 256;
 
 /**
  * A topic the session is subscribed to.
  * @typedef {object} Topic
- * @property {number} id server-wide topic id from `subscribed`
+ * @property {number} id topic id from `subscribed` (valid for the session)
  * @property {string} path
  * @property {string} topicType JSON, STRING, INT64, DOUBLE or BINARY
  * @property {Record<string, string>} properties
  * @property {unknown} value current value (undefined until the first one, and after a delta
  *   failed to apply)
+ * @property {string | null} valueText the current value's JSON text exactly as the server sent
+ *   it (or, after a delta, as it follows from the canonical bytes): numbers keep every digit,
+ *   which `value` cannot past 2^53
  * @property {Uint8Array | null} canonical the current value's canonical bytes, the base the next
  *   delta applies to (null for types without deltas, and until a full value arrives)
  * @property {string | null} error why the value is unknown (a delta failed), until the next full
@@ -30,8 +56,12 @@ export const PROTOCOL_VERSION = 1;
  */
 
 /**
- * What one decoded message means for the page.
- * @typedef {{kind: 'connected', version: number, session: string}
+ * What one decoded message means for the page. Every event but `protocol-error` carries the
+ * message's normalised form (`wire`, see protocol.js) and its sequence number `s` (undefined
+ * without one); a `value` message's event also has `rawValue`, the value's exact wire text.
+ * @typedef {({kind: 'connected', version: number, session: string, token: string | null,
+ *     recovered: boolean | null, reason: string | null, limits: object | null}
+ *   | {kind: 'heartbeat'}
  *   | {kind: 'ok', cid: number}
  *   | {kind: 'error', cid: number | null, code: string, message: string}
  *   | {kind: 'subscribed', topic: Topic}
@@ -40,55 +70,24 @@ export const PROTOCOL_VERSION = 1;
  *   | {kind: 'unsubscribed', topic: Topic | null, id: number, path: string, reason: string}
  *   | {kind: 'pong', cid: number}
  *   | {kind: 'fetched', cid: number, topics: unknown[]}
- *   | {kind: 'protocol-error', message: string, text: string}} TopicEvent
+ *   | {kind: 'views', cid: number, views: unknown[]}
+ *   | {kind: 'ignored'}
+ *   | {kind: 'duplicate'}
+ *   | {kind: 'sequence-gap', expected: number}
+ *   | {kind: 'protocol-error', message: string, text: string})
+ *   & {wire?: object, s?: number, rawValue?: string}} TopicEvent
  */
 
-// Updates come in the short form `{"i":N,"v":<json>}` (`{"i":N,"d":"<base64>"}` for deltas);
-// the long `{"type":"value","id":N,"value":<json>}` form is accepted too.
-const VALUE_PREFIX = /^\{(?:"i":(\d+),"v":|"type":"value","id":(\d+),"value":)/;
-
 /**
- * Splits a value update laid out as the server encodes it
- * (`{"i":N,"v":<wire json>}`, in that field order: see
- * `encode_value_message` in protocol.rs) into its id and the exact text of its value, or null
- * for any other layout. The text is only a candidate: it is the value's text if and only if it
- * parses as JSON on its own (a message with extra fields after `value`, say, gives a candidate
- * that does not), which parseServerValueMessage checks.
- * @param {string} message
- * @returns {{id: number, raw: string} | null}
- */
-function splitValueMessage(message) {
-  const prefix = VALUE_PREFIX.exec(message);
-  if (!prefix || !message.endsWith('}')) return null;
-  const raw = message.slice(prefix[0].length, -1);
-  // JSON.parse ignores surrounding whitespace, but the server never writes any: a value with
-  // it is not in the server's layout, so its text cannot be the canonical bytes.
-  if (raw.length === 0 || /^\s|\s$/.test(raw)) return null;
-  return { id: Number(prefix[1] ?? prefix[2]), raw };
-}
-
-/**
- * The exact wire text of the value in a `value` message in the server's layout, or null for
- * any other layout (see splitValueMessage).
+ * The exact wire text of the value in a value update (`{"i":N,"v":...}` or
+ * `{"type":"value","id":N,"value":...}`, fields in any order), or null when the text is not one.
  * @param {string} message
  * @returns {string | null}
  */
 export function rawValueText(message) {
-  return splitValueMessage(message)?.raw ?? null;
-}
-
-/**
- * Reads a `value` message in the server's own layout with one JSON.parse of the value text
- * alone, keeping that text. Returns null when the message has another layout, and the caller
- * falls back to parsing the whole message.
- * @param {string} text
- * @returns {{id: number, value: unknown, raw: string} | null}
- */
-function parseServerValueMessage(text) {
-  const parts = splitValueMessage(text);
-  if (parts === null || !Number.isSafeInteger(parts.id)) return null;
   try {
-    return { id: parts.id, value: JSON.parse(parts.raw), raw: parts.raw };
+    const parsed = parseServerMessage(message);
+    return parsed.message.type === 'value' ? parsed.rawValue : null;
   } catch {
     return null;
   }
@@ -99,11 +98,14 @@ export class TopicDecoder {
   constructor() {
     /** @type {Map<number, Topic>} */
     this.topics = new Map();
+    /** Sequence number of the last message processed in this session (0: none yet). */
+    this.lastSeq = 0;
   }
 
-  /** Forgets every topic (the connection was lost; ids are only valid per session). */
+  /** Forgets every topic and the sequence (a new session: ids are only valid per session). */
   reset() {
     this.topics.clear();
+    this.lastSeq = 0;
   }
 
   /**
@@ -117,31 +119,58 @@ export class TopicDecoder {
   }
 
   /**
+   * Decodes one message and applies it to the topic table. A sequenced message (version 2) is
+   * applied only when it is the next one: one already processed (a replay overlapping what
+   * arrived before the connection dropped) becomes `duplicate` and changes nothing, and one
+   * past a missing number becomes `sequence-gap` (the caller resumes from `lastSeq`).
    * @param {string} text one message
    * @returns {TopicEvent}
    */
   decodeMessage(text) {
-    const fast = parseServerValueMessage(text);
-    if (fast) return this.fullValue(fast.id, fast.value, fast.raw, text);
-    let m;
+    let parsed;
     try {
-      m = JSON.parse(text);
+      parsed = parseServerMessage(text);
     } catch (err) {
-      return { kind: 'protocol-error', message: `not JSON: ${err.message}`, text };
+      return { kind: 'protocol-error', message: err.message, text };
     }
-    if (m !== null && typeof m === 'object' && typeof m.type !== 'string' && 'i' in m) {
-      // A short-form update whose value text could not be cut out exactly (see above).
-      if ('d' in m && !('v' in m)) return this.applyDelta(m.i, m.d, text);
-      if ('v' in m && !('d' in m)) return this.fullValue(m.i, m.v, JSON.stringify(m.v), text);
-      return { kind: 'protocol-error', message: 'update needs exactly one of "v" and "d"', text };
+    const { message } = parsed;
+    const s = message.s;
+    if (s !== undefined) {
+      if (s <= this.lastSeq) return { kind: 'duplicate', wire: message, s };
+      if (s !== this.lastSeq + 1) {
+        return { kind: 'sequence-gap', expected: this.lastSeq + 1, wire: message, s };
+      }
+      this.lastSeq = s;
     }
-    if (m === null || typeof m !== 'object' || typeof m.type !== 'string') {
-      return { kind: 'protocol-error', message: 'message has no string "type"', text };
-    }
-    const bad = (what) => ({ kind: 'protocol-error', message: `${m.type}: ${what}`, text });
+    const event = parsed.known ? this.apply(message, parsed.rawValue, text) : { kind: 'ignored' };
+    Object.assign(event, { wire: message, s });
+    if (parsed.rawValue !== null) event.rawValue = parsed.rawValue;
+    return event;
+  }
+
+  /**
+   * @private
+   * @param {Record<string, any>} m a normalised message
+   * @param {string | null} rawValue the value's wire text, for `value` messages
+   * @param {string} text the whole message, for error reports
+   * @returns {TopicEvent}
+   */
+  apply(m, rawValue, text) {
     switch (m.type) {
       case 'connected':
-        return { kind: 'connected', version: m.version, session: String(m.session ?? '') };
+        // A recovered session keeps its topic ids and sequence; anything else is a new session.
+        if (m.recovered !== true) this.reset();
+        return {
+          kind: 'connected',
+          version: m.version,
+          session: m.session ?? '',
+          token: m.token ?? null,
+          recovered: m.recovered ?? null,
+          reason: m.reason ?? null,
+          limits: m.limits ?? null,
+        };
+      case 'heartbeat':
+        return { kind: 'heartbeat' };
       case 'ok':
         return { kind: 'ok', cid: m.cid };
       case 'pong':
@@ -150,33 +179,32 @@ export class TopicDecoder {
         return {
           kind: 'error',
           cid: m.cid ?? null,
-          code: String(m.code ?? 'UNKNOWN'),
-          message: String(m.message ?? ''),
+          code: m.code ?? 'UNKNOWN',
+          message: m.message ?? '',
         };
       case 'fetched':
-        return { kind: 'fetched', cid: m.cid, topics: Array.isArray(m.topics) ? m.topics : [] };
+        return { kind: 'fetched', cid: m.cid, topics: m.topics };
+      case 'views':
+        return { kind: 'views', cid: m.cid, views: m.views };
       case 'subscribed': {
-        if (!Number.isInteger(m.id) || typeof m.path !== 'string') return bad('needs id and path');
         const topic = {
           id: m.id,
           path: m.path,
-          topicType: String(m.topicType ?? ''),
+          topicType: m.topicType ?? '',
           properties: m.properties ?? {},
           value: undefined,
+          valueText: null,
           canonical: null,
           error: null,
         };
         this.topics.set(m.id, topic);
         return { kind: 'subscribed', topic };
       }
-      case 'value': {
-        if (!('value' in m)) return bad('no value field');
-        // Not the server's layout (parseServerValueMessage declined it), so the value's exact
-        // text is unknown. Re-serialising is the best base left: JSON.stringify keeps the key
-        // order it was given, but may format numbers differently from the server, in which case
-        // the next delta fails its checksum and the value after it recovers.
-        return this.fullValue(m.id, m.value, JSON.stringify(m.value), text);
-      }
+      case 'value':
+        // rawValue is null only if the scanner and JSON.parse disagree, which they should not;
+        // re-serialising is then the best base left (the next delta may fail its checksum, and
+        // the value after it recovers).
+        return this.fullValue(m.id, m.value, rawValue ?? JSON.stringify(m.value), text);
       case 'delta':
         return this.applyDelta(m.id, m.delta, text);
       case 'unsubscribed': {
@@ -186,12 +214,12 @@ export class TopicDecoder {
           kind: 'unsubscribed',
           topic,
           id: m.id,
-          path: String(m.path ?? topic?.path ?? ''),
-          reason: String(m.reason ?? ''),
+          path: m.path ?? topic?.path ?? '',
+          reason: m.reason ?? '',
         };
       }
       default:
-        return bad('unknown message type');
+        return { kind: 'ignored' };
     }
   }
 
@@ -208,6 +236,7 @@ export class TopicDecoder {
     const topic = typeof id === 'number' ? this.topics.get(id) : undefined;
     if (!topic) return { kind: 'protocol-error', message: `value: unknown topic id ${id}`, text };
     topic.value = value;
+    topic.valueText = rawJson;
     topic.canonical = canonicalBytes(topic.topicType, value, rawJson);
     topic.error = null;
     return { kind: 'update', topic, value, via: 'value' };
@@ -239,6 +268,7 @@ export class TopicDecoder {
         const value = valueFromCanonical(topic.topicType, bytes);
         topic.canonical = bytes;
         topic.value = value;
+        topic.valueText = valueTextFromCanonical(topic.topicType, bytes);
         topic.error = null;
         return { kind: 'update', topic, value, via: 'delta' };
       } catch (err) {
@@ -247,6 +277,7 @@ export class TopicDecoder {
     }
     topic.canonical = null;
     topic.value = undefined;
+    topic.valueText = null;
     topic.error = `delta not applied: ${failure}`;
     return { kind: 'delta-error', topic, message: topic.error };
   }
@@ -265,9 +296,18 @@ export class TopicDecoder {
 /**
  * A self-reconnecting subscription to one selector on the topic server.
  *
+ * With a version-2 server the session survives a lost connection: the client keeps the
+ * session's token and the sequence number of the last message it processed, reconnects (with
+ * back-off) and sends `resume`; when the server recovers the session, the messages it missed
+ * follow and nothing is lost or repeated; when it does not, the topic table is reset and the
+ * client subscribes again. It answers `heartbeat` with `ack`, also acks every
+ * ACK_EVERY_MESSAGES messages, and drops a connection on which nothing at all arrived for
+ * heartbeatIntervalMs + heartbeatTimeoutMs (close code 4000) to resume on a new one.
+ *
  * Callbacks:
- * - `onUpdate({topic, value, via})`: a topic's new full value (`via` says whether it came as a
- *   full value or as a delta; the value is complete either way)
+ * - `onUpdate({topic, value, via, s})`: a topic's new full value (`via` says whether it came as
+ *   a full value or as a delta; the value is complete either way; `s` is its sequence number,
+ *   undefined on version 1)
  * - `onTraffic({bytes, messages, updates, deltas})`: per received frame, for bandwidth
  *   accounting; `updates` counts values delivered, `deltas` those of them that came as deltas
  * - `onStatus({state, detail, retryInMs, attempt})`
@@ -278,8 +318,10 @@ export class TopicClient {
    * @param {object} options
    * @param {string} options.url the topic server's WebSocket URL
    * @param {string} options.selector the topic selector to subscribe to
-   * @param {object} [options.socketOptions] passed to ReconnectingSocket (tests inject fakes)
-   * @param {(u: {topic: Topic, value: unknown, via: 'value' | 'delta'}) => void} [options.onUpdate]
+   * @param {object} [options.socketOptions] passed to ReconnectingSocket (tests inject fakes;
+   *   its `timers` and `now` also drive the dead-connection watchdog)
+   * @param {(u: {topic: Topic, value: unknown, via: 'value' | 'delta', s?: number}) => void}
+   *   [options.onUpdate]
    * @param {(t: {bytes: number, messages: number, updates: number, deltas: number}) => void}
    *   [options.onTraffic]
    * @param {(s: {state: TopicClientState, detail: string | null, retryInMs: number | null,
@@ -302,20 +344,34 @@ export class TopicClient {
     this.handlers = { onUpdate, onTraffic, onStatus, onEvent };
     this.log = log;
     this.nextCid = 1;
-    this.subscribeCid = null;
-    /** Whether the server accepted the subscription on this connection. */
+    /** @type {Set<number>} cids of our `subscribe` requests in this session (see resumed()) */
+    this.subscribeCids = new Set();
+    /** Whether the server accepted the subscription in this session. */
     this.subscribed = false;
     /** @type {Map<number, string>} ids of topics whose value a failed delta left unknown, and why */
     this.failedTopics = new Map();
     this.session = null;
+    /** The protocol version of the current session (null before the first `connected`). */
+    this.version = null;
+    /** The token that resumes the session (version 2 only). */
+    this.token = null;
+    /** The `limits` of the current session's `connected` (version 2). */
+    this.limits = null;
+    /** Sequenced messages processed since the last `ack`. */
+    this.unacked = 0;
     this.phase = 'idle';
+    this.watchdog = new SilenceWatchdog({
+      timers: socketOptions.timers ?? globalThis,
+      now: socketOptions.now ?? Date.now,
+      onSilence: () => this.silent(),
+    });
     this.socket = new ReconnectingSocket({
       ...socketOptions,
       url,
       onStatus: (s) => this.socketStatus(s),
       onOpen: () => this.opened(),
       onFrame: (f) => this.frame(f),
-      onClose: () => this.decoder.reset(),
+      onClose: () => this.closed(),
     });
   }
 
@@ -324,9 +380,16 @@ export class TopicClient {
     this.socket.start();
   }
 
-  /** Disconnects for good. */
+  /** Disconnects for good: the close (code 1000) also ends the session on the server. */
   stop() {
+    this.watchdog.disarm();
+    this.token = null;
     this.socket.stop();
+  }
+
+  /** The sequence number of the last message processed (0: none, or version 1). */
+  get lastSeq() {
+    return this.decoder.lastSeq;
   }
 
   /** @private */
@@ -343,15 +406,28 @@ export class TopicClient {
 
   /** @private */
   opened() {
-    this.subscribeCid = null;
-    this.subscribed = false;
-    this.failedTopics.clear();
-    this.socket.send(JSON.stringify({ type: 'connect', version: PROTOCOL_VERSION }));
-    this.report('handshaking');
+    const resume = this.token === null ? null : { token: this.token, s: this.decoder.lastSeq };
+    this.socket.send(encodeConnect(resume));
+    this.report('handshaking', resume ? `resuming session ${this.session}` : null);
+  }
+
+  /** @private */
+  closed() {
+    this.watchdog.disarm();
+    // Without a token there is nothing to resume: the next session starts afresh anyway.
+    if (this.token === null) this.decoder.reset();
+  }
+
+  /** @private Nothing arrived for too long: drop the connection and resume on a new one. */
+  silent() {
+    const ms = deadAfterMs(this.limits);
+    this.log.warn(`topic server: nothing received for ${ms} ms; reconnecting`);
+    this.socket.fail(`no frame for ${ms} ms (heartbeat missed)`);
   }
 
   /** @private */
   frame({ data, bytes }) {
+    this.watchdog.heard();
     let events;
     try {
       events = this.decoder.decodeFrame(frameText(data));
@@ -361,41 +437,62 @@ export class TopicClient {
     const updates = events.filter((e) => e.kind === 'update');
     const deltas = updates.filter((e) => e.via === 'delta').length;
     this.handlers.onTraffic({ bytes, messages: events.length, updates: updates.length, deltas });
-    for (const event of events) this.handle(event);
+    for (const event of events) {
+      // A handler may have dropped the connection (a gap, a refused handshake): the rest of
+      // the frame belongs to the connection that is gone.
+      if (!this.handle(event)) break;
+    }
+    if (this.unacked >= ACK_EVERY_MESSAGES) this.ack();
   }
 
-  /** @private */
+  /** @private Tells a version-2 server what was processed, so it can free its replay buffer. */
+  ack() {
+    if (this.version === null || this.version < SEQUENCED_VERSION) return;
+    this.socket.send(encodeAck(this.decoder.lastSeq));
+    this.unacked = 0;
+  }
+
+  /**
+   * @private
+   * @returns {boolean} false when the connection was dropped
+   */
   handle(event) {
     this.handlers.onEvent(event);
+    if (event.s !== undefined && event.kind !== 'duplicate' && event.kind !== 'sequence-gap') {
+      this.unacked += 1;
+    }
     switch (event.kind) {
-      case 'connected': {
-        this.session = event.session;
-        this.subscribeCid = this.nextCid++;
-        this.socket.send(
-          JSON.stringify({ type: 'subscribe', cid: this.subscribeCid, selector: this.selector }),
-        );
-        this.report('subscribing', `session ${event.session}`);
+      case 'connected':
+        this.connected(event);
         break;
-      }
+      case 'heartbeat':
+        this.ack();
+        break;
+      case 'sequence-gap':
+        // A message is missing: resuming from the last one processed gets it replayed (or a
+        // new session when the server cannot), rather than carrying on with a hole.
+        this.log.warn(`topic server: expected message ${event.expected}, got ${event.s}; resuming`);
+        this.socket.fail(`sequence gap: expected ${event.expected}, got ${event.s}`);
+        return false;
       case 'ok':
-        if (event.cid === this.subscribeCid) {
+        if (this.subscribeCids.has(event.cid) && !this.subscribed) {
           this.subscribed = true;
           this.reportSubscription();
         }
         break;
       case 'error':
-        if (event.cid === null || event.cid === this.subscribeCid) {
+        if (event.cid === null || this.subscribeCids.has(event.cid)) {
           // Before the handshake completes (no cid), an error means the session is unusable.
           if (this.phase === 'handshaking') {
             this.socket.fail(`${event.code}: ${event.message}`);
-          } else {
-            this.report('error', `${event.code}: ${event.message}`);
+            return false;
           }
+          this.report('error', `${event.code}: ${event.message}`);
         }
         break;
       case 'update':
         if (this.failedTopics.delete(event.topic.id)) this.reportSubscription();
-        this.handlers.onUpdate({ topic: event.topic, value: event.value, via: event.via });
+        this.handlers.onUpdate({ topic: event.topic, value: event.value, via: event.via, s: event.s });
         break;
       case 'delta-error':
         // Later deltas for the topic fail too (there is no base now): report the first cause.
@@ -408,8 +505,56 @@ export class TopicClient {
         if (this.failedTopics.delete(event.id)) this.reportSubscription();
         break;
       default:
+        // heartbeat-free kinds the page does not act on: pong, fetched, views, ignored
+        // (unknown types), duplicate (already processed before a resume), protocol-error.
         break;
     }
+    return true;
+  }
+
+  /** @private */
+  connected(event) {
+    this.version = event.version;
+    this.session = event.session;
+    this.limits = event.limits;
+    const sequenced = event.version >= SEQUENCED_VERSION;
+    this.token = sequenced ? event.token : null;
+    this.unacked = 0;
+    const silence = sequenced ? deadAfterMs(event.limits) : null;
+    if (silence === null) this.watchdog.disarm();
+    else this.watchdog.arm(silence);
+    if (event.recovered === true) {
+      this.resumed();
+      return;
+    }
+    if (event.recovered === false) {
+      this.log.warn(`topic server: session not recovered (${event.reason ?? 'no reason given'}); subscribing again`);
+    }
+    // A new session (the decoder has already forgotten the old one's topics): subscribe afresh.
+    this.subscribed = false;
+    this.subscribeCids.clear();
+    this.failedTopics.clear();
+    this.subscribe();
+  }
+
+  /** @private The server took the session back: topics, ids and subscription are as they were. */
+  resumed() {
+    if (this.subscribed) {
+      this.reportSubscription();
+      return;
+    }
+    // The connection dropped between `subscribe` and its `ok`. If the server got the request,
+    // its reply is among the replayed messages; if not, nothing would ever come, so ask again.
+    // Either `ok` completes the subscription (see subscribeCids).
+    this.subscribe();
+  }
+
+  /** @private */
+  subscribe() {
+    const cid = this.nextCid++;
+    this.subscribeCids.add(cid);
+    this.socket.send(encodeSubscribe(cid, this.selector));
+    this.report('subscribing', `session ${this.session}`);
   }
 
   /**

@@ -96,3 +96,17 @@ export function valueFromCanonical(topicType, bytes) {
       throw new TypeError(`${topicType} topics do not take deltas`);
   }
 }
+
+/**
+ * The JSON text of the value canonical bytes stand for, keeping every digit of a JSON topic's
+ * numbers (the bytes are that text); STRING and BINARY values become JSON strings.
+ *
+ * @param {string} topicType
+ * @param {Uint8Array} bytes
+ * @returns {string}
+ * @throws {TypeError} when the bytes are not a valid value of the type
+ */
+export function valueTextFromCanonical(topicType, bytes) {
+  if (topicType === 'JSON') return utf8Decoder.decode(bytes);
+  return JSON.stringify(valueFromCanonical(topicType, bytes));
+}

@@ -17,7 +17,14 @@ test('defaults follow the page address', () => {
   assert.equal(c.feederUrl, 'http://dash.example:3100');
   assert.equal(c.topic, 'redis/views/usd');
   assert.equal(DEFAULT_TOPIC, 'redis/views/usd');
+  assert.equal(c.debug, false);
   assert.deepEqual(c.warnings, []);
+});
+
+test('?debug=1 (and only that) turns on the debug log', () => {
+  assert.equal(resolveConfig(page('?debug=1')).debug, true);
+  assert.equal(resolveConfig(page('?debug=0')).debug, false);
+  assert.equal(resolveConfig(page('?debug=yes')).debug, false);
 });
 
 test('an https page talks wss to the topic server', () => {
