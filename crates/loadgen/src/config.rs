@@ -12,7 +12,8 @@ use crate::decode::Protocol;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum System {
-    /// This workspace's topic server (protocol v1); the publisher `add`s then `set`s a JSON topic.
+    /// This workspace's topic server: subscribers offer protocol versions 2 and 1; the publisher
+    /// (protocol 1) `add`s then `set`s a JSON topic.
     TopicServer,
     /// This workspace's redis-ws-bridge; the publisher PUBLISHes on its Redis channel.
     RedisWsBridge,

@@ -147,6 +147,8 @@ impl Publisher {
         let (kind, reader) = match config.system {
             System::TopicServer => {
                 let mut ws = websocket(&target).await?;
+                // Version 1 on purpose: the publisher needs neither recovery nor sequence
+                // numbers, and version 1 has no heartbeats for its write-only loop to answer.
                 ws.send(Message::text(r#"{"type":"connect","version":1}"#))
                     .await?;
                 expect_ok(&mut ws, "connect").await?;

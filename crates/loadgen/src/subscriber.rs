@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use diffusion_core::protocol::ClientMessage;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -215,8 +216,11 @@ impl Subscriber {
     async fn subscribe(&mut self, spec: &SubscriberSpec) -> Result<(), ConnectError> {
         let request: Option<Vec<u8>> = match spec.system {
             System::TopicServer => {
-                self.send_text(r#"{"type":"connect","version":1}"#.to_owned())
-                    .await?;
+                // Offers versions 2 and 1; the decoder follows whichever the server picks.
+                let connect = ClientMessage::connect_v2(None, None, None);
+                let connect = serde_json::to_string(&connect)
+                    .map_err(|e| ConnectError::Refused(e.to_string()))?;
+                self.send_text(connect).await?;
                 let subscribe = serde_json::json!({
                     "type": "subscribe", "cid": 1, "selector": spec.topic,
                 });
@@ -310,6 +314,11 @@ impl Subscriber {
                     *buf = data;
                 }
             }
+        }
+        if let Some(seq) = self.outcome.ack.take() {
+            self.send_text(format!(r#"{{"type":"ack","s":{seq}}}"#))
+                .await
+                .map_err(|e| e.to_string())?;
         }
         if let Some(reply) = self.outcome.reply.take() {
             match &mut self.transport {

@@ -1,5 +1,6 @@
-//! loadgen against an in-process topic server on loopback: the protocol-v1 handshake, the
-//! publisher's `add`/`set`, and subscribers that decode values and apply deltas.
+//! loadgen against an in-process topic server on loopback: the handshake (offering versions 2
+//! and 1, following the server's pick), the publisher's `add`/`set`, and subscribers that
+//! decode values and apply deltas.
 
 use std::time::Duration;
 
