@@ -1,11 +1,12 @@
-//! The two ways of reading the channel, both reconnecting by themselves and both reporting
-//! through [`SubscriptionEvent`]s on a bounded channel.
+//! The two ways of reading the channel, both reconnecting by themselves (through the shared
+//! [`service_kit::feed`]) and both reporting through [`SubscriptionEvent`]s on a bounded channel.
 
 use futures_util::StreamExt;
-use service_kit::Backoff;
+use futures_util::future::ready;
+use service_kit::feed::{self, MessageSource, Messages};
 use service_kit::redis_subscription::{self, SubscriptionEvent};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SourceUrl;
@@ -22,58 +23,36 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(256);
     let task = match source {
         SourceUrl::Redis(url) => tokio::spawn(redis_subscription::run(url, channel, tx, shutdown)),
-        SourceUrl::Bridge(url) => tokio::spawn(read_bridge(url, tx, shutdown)),
+        SourceUrl::Bridge(url) => {
+            let peer = format!("redis-ws-bridge {url}");
+            tokio::spawn(feed::run(peer, Bridge { url }, tx, shutdown))
+        }
     };
     (rx, task)
 }
 
-/// Reads the bridge's WebSocket, reconnecting with back-off, until shutdown or until the
-/// receiver is gone.
-async fn read_bridge(
+/// The bridge's WebSocket as a [`MessageSource`]: every text or binary frame is one channel
+/// message; a close frame ends the feed.
+struct Bridge {
     url: String,
-    events: mpsc::Sender<SubscriptionEvent>,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = Backoff::reconnect();
-    loop {
-        let attempt = async {
-            let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
-            tracing::info!(%url, "connected to redis-ws-bridge");
-            backoff.reset();
-            if events.send(SubscriptionEvent::Connected).await.is_err() {
-                return Ok(());
-            }
-            while let Some(frame) = socket.next().await {
-                let payload = match frame? {
-                    Message::Text(text) => bytes::Bytes::from(text),
-                    Message::Binary(data) => data,
-                    Message::Close(_) => break,
-                    _ => continue,
-                };
-                if events
-                    .send(SubscriptionEvent::Message(payload))
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-            Ok::<(), tokio_tungstenite::tungstenite::Error>(())
-        };
-        let outcome = tokio::select! {
-            outcome = attempt => outcome,
-            _ = shutdown.cancelled() => return,
-        };
-        match outcome {
-            Ok(()) => tracing::warn!(%url, "bridge connection closed; reconnecting"),
-            Err(error) => tracing::warn!(%url, %error, "bridge connection failed; reconnecting"),
-        }
-        if events.send(SubscriptionEvent::Disconnected).await.is_err() {
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.next_delay()) => {},
-            _ = shutdown.cancelled() => return,
-        }
+}
+
+impl MessageSource for Bridge {
+    type Error = tungstenite::Error;
+
+    async fn open(&mut self) -> Result<Messages<Self::Error>, Self::Error> {
+        let (socket, _) = tokio_tungstenite::connect_async(self.url.as_str()).await?;
+        let messages = socket
+            .take_while(|frame| ready(!matches!(frame, Ok(Message::Close(_)))))
+            .filter_map(|frame| {
+                ready(match frame {
+                    Ok(Message::Text(text)) => Some(Ok(bytes::Bytes::from(text))),
+                    Ok(Message::Binary(data)) => Some(Ok(data)),
+                    // Pings are answered by the stream itself; nothing else carries a message.
+                    Ok(_) => None,
+                    Err(error) => Some(Err(error)),
+                })
+            });
+        Ok(messages.boxed())
     }
 }
