@@ -47,6 +47,10 @@ scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 if [ "$web_ok" = 1 ]; then
   say "dashboard tests (node --test)"
   (cd web && npm test --silent)
+  say "dashboard in Chromium against the release binaries, with a cut topic-server connection"
+  [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || apt_install chromium \
+    || die "the browser test needs Debian's chromium (apt-get install chromium)"
+  BROWSER_TEST_BIN_DIR="${CARGO_TARGET_DIR:-$root/target}/release" node scripts/browser-test.mjs
 else
   die "the dashboard tests need npm (see above)"
 fi

@@ -234,6 +234,7 @@ const topicClient = new TopicClient({
   url: config.topicsUrl,
   selector: config.topic,
   onStatus: (s) => {
+    debug?.record('topic-status', { state: s.state, detail: s.detail, at: Date.now() });
     const detail = s.state === 'subscribed' ? `${s.detail}, subscribed since ${timeOfDay()}` : s.detail;
     setBadge('topic-status', s.state, detail, s.retryInMs, s.attempt);
     if (s.state === 'retrying') markGap('topic');
@@ -248,6 +249,7 @@ const topicClient = new TopicClient({
   onEvent: (event) => {
     if (event.kind === 'protocol-error') console.warn('topic server:', event.message, event.text);
     if (event.kind === 'connected') debug?.record('topic-sessions', event.wire);
+    if (event.kind === 'heartbeat') debug?.record('topic-heartbeats', Date.now());
   },
 });
 
