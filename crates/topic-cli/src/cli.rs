@@ -86,7 +86,7 @@ pub enum Command {
     },
     /// Print every value of the selected topics until interrupted.
     #[command(
-        about = "Print PATH<TAB>VALUE for every value of the selected topics until interrupted (Ctrl-C/SIGTERM: exit 0; connection lost: exit 1)",
+        about = "Print PATH<TAB>VALUE for every value of the selected topics until interrupted (Ctrl-C/SIGTERM: exit 0). A lost connection is re-established and the session resumed, so each value is printed once; exit 1 only if the server ends the session for good",
         long_about = None
     )]
     Subscribe {
@@ -446,8 +446,13 @@ async fn connect(args: &ConnectionArgs) -> Result<TopicClient, CliError> {
     Ok(TopicClient::connect_with(&args.url, options, config).await?)
 }
 
-/// Prints values until shutdown (success) or until the connection is lost (error). Events are
+/// Prints values until shutdown (success) or until the client gives up (error). Events are
 /// read while the subscribe request is in flight, so a large initial burst cannot stall it.
+///
+/// The client reconnects and resumes the session by itself, so every value is printed exactly
+/// once across reconnections. When the server cannot resume the session, the client subscribes
+/// again and every topic's current value comes again: a value equal to the one last printed for
+/// its topic is then not printed twice.
 async fn subscribe(
     client: &TopicClient,
     selector: &Selector,
@@ -457,6 +462,7 @@ async fn subscribe(
     let request = client.subscribe(selector.as_str());
     tokio::pin!(request);
     let mut acknowledged = false;
+    let mut printed = LastPrinted::default();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -467,8 +473,17 @@ async fn subscribe(
             }
             event = client.next_event() => match event {
                 Some(TopicEvent::Value { path, value, .. }) => {
-                    write_value(out, &path, &value)?;
-                    out.flush()?;
+                    if printed.is_new(&path, &value) {
+                        write_value(out, &path, &value)?;
+                        out.flush()?;
+                    }
+                }
+                Some(TopicEvent::Reconnected { recovered: true }) => {
+                    tracing::info!("reconnected; session resumed, nothing missed");
+                }
+                Some(TopicEvent::Reconnected { recovered: false }) => {
+                    tracing::warn!("reconnected, but the server could not resume the session: values set meanwhile may be missing; current values follow");
+                    printed.resynchronise();
                 }
                 Some(TopicEvent::Subscribed { path, topic_type, .. }) => {
                     tracing::debug!(%path, %topic_type, "topic subscribed");
@@ -483,6 +498,32 @@ async fn subscribe(
                 }
             }
         }
+    }
+}
+
+/// The value last printed for each topic, to recognise the current values a new session sends
+/// again after a failed recovery.
+#[derive(Default)]
+struct LastPrinted {
+    values: std::collections::HashMap<String, Value>,
+    /// Topics whose next value may repeat the last one printed.
+    resending: std::collections::HashSet<String>,
+}
+
+impl LastPrinted {
+    /// Whether to print `value` for `path` (and remembers it).
+    fn is_new(&mut self, path: &str, value: &Value) -> bool {
+        let repeat =
+            self.resending.remove(path) && self.values.get(path).is_some_and(|last| last == value);
+        if !repeat {
+            self.values.insert(path.to_owned(), value.clone());
+        }
+        !repeat
+    }
+
+    /// A new session will send every topic's current value again.
+    fn resynchronise(&mut self) {
+        self.resending = self.values.keys().cloned().collect();
     }
 }
 

@@ -321,12 +321,13 @@ async fn push_two_values(peer: &mut topic_client::testing::Peer) {
 }
 
 #[tokio::test]
-async fn subscribe_prints_values_and_fails_when_the_connection_drops() {
+async fn subscribe_prints_values_and_fails_when_the_server_ends_the_session_for_good() {
     let (drop_tx, drop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = FakeServer::start(|mut peer| async move {
         push_two_values(&mut peer).await;
         drop_rx.await.unwrap();
-        peer.drop_connection();
+        // 4002: another connection took the session over; reconnecting would be pointless.
+        peer.close_with(4002).await;
     })
     .await;
     let (child, mut lines) = spawn_subscriber(&server.url);

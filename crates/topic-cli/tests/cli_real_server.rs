@@ -132,3 +132,83 @@ async fn subscribe_prints_each_value_until_terminated() {
     assert!(status.success(), "{status:?}");
     shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_prints_each_value_exactly_once_across_reconnections() {
+    const LAST: u64 = 600;
+    let (url, shutdown) = start_server().await;
+    let address = url.trim_start_matches("ws://").parse().expect("address");
+    let proxy = topic_client::testing::CutProxy::start(address).await;
+    stdout(
+        &cli(
+            &url,
+            &[
+                "add",
+                "n",
+                "STRING",
+                "--value",
+                "\"0\"",
+                "--property",
+                "CONFLATION=off",
+            ],
+        )
+        .await,
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_topic-cli"))
+        .args(["--url", &proxy.url(), "subscribe", "n"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        child.stdout.take().expect("stdout"),
+    ));
+    let first = tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await;
+    assert_eq!(
+        first.expect("in time").expect("read").as_deref(),
+        Some("n\t\"0\"")
+    );
+    let publisher =
+        topic_client::TopicClient::connect(&url, topic_client::ConnectOptions::default())
+            .await
+            .expect("publisher");
+    let publishing = tokio::spawn(async move {
+        for n in 1..=LAST {
+            publisher
+                .set("n", serde_json::json!(n.to_string()))
+                .await
+                .expect("set");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let cuts = async {
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            proxy.cut(Duration::from_secs(1));
+        }
+    };
+    let reading = async {
+        let mut printed = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            printed.push(line);
+            if printed
+                .last()
+                .is_some_and(|l| *l == format!("n\t\"{LAST}\""))
+            {
+                break;
+            }
+        }
+        printed
+    };
+    let (printed, ()) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(reading, cuts)
+    })
+    .await
+    .expect("every value printed in time");
+    publishing.await.expect("publisher");
+    let expected: Vec<String> = (1..=LAST).map(|n| format!("n\t\"{n}\"")).collect();
+    assert_eq!(printed.len(), expected.len(), "no value lost or repeated");
+    assert!(printed == expected, "values out of order");
+    shutdown.cancel();
+}

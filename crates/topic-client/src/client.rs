@@ -4,22 +4,19 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use diffusion_core::TopicType;
 use diffusion_core::protocol::{
-    ClientMessage, FetchedTopic, PROTOCOL_VERSION_1, ServerMessage, ViewInfo, encode_set_raw,
+    ClientMessage, FetchedTopic, ServerMessage, ViewInfo, encode_set_raw,
 };
-use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::connection::{self, Shared, message_kind, wait_closed};
+use crate::connection::{self, Shared, Supervisor, message_kind, wait_closed};
 use crate::error::ClientError;
-use crate::events::{TopicEvent, TopicTable};
+use crate::events::TopicEvent;
 
 /// Who the session is. Both absent: an anonymous session.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,6 +40,9 @@ pub struct ClientConfig {
     pub event_capacity: usize,
     /// Largest message or frame accepted from the server, in bytes (default 16 MiB).
     pub max_message_size: usize,
+    /// Whether to reconnect (and resume the session) when the connection is lost (default
+    /// true). Off, a lost connection closes the client.
+    pub reconnect: bool,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +52,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             event_capacity: 1024,
             max_message_size: 16 * 1024 * 1024,
+            reconnect: true,
         }
     }
 }
@@ -77,18 +78,16 @@ struct Inner {
     shared: Arc<Shared>,
     outgoing: mpsc::Sender<Message>,
     events: Mutex<mpsc::Receiver<TopicEvent>>,
-    next_cid: AtomicU64,
     session: String,
     config: ClientConfig,
-    reader: JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Nobody can read events or replies any more. Stopping the reader releases its half of
-        // the socket; the writer sees the outgoing channel close, sends a close frame, marks the
-        // connection closed (for any `closed()` future still held) and releases the rest.
-        self.reader.abort();
+        // Nobody can read events or replies any more: the supervisor sends a close frame
+        // (ending the session), marks the client closed (for any `closed()` future still held)
+        // and stops.
+        self.shared.stop();
     }
 }
 
@@ -117,43 +116,40 @@ impl TopicClient {
         options: ConnectOptions,
         config: ClientConfig,
     ) -> Result<Self, ClientError> {
-        let hello = ClientMessage::Connect {
-            version: Some(PROTOCOL_VERSION_1),
-            versions: None,
-            resume: None,
-            principal: options.principal,
-            credentials: options.credentials,
-        };
-        let established =
-            connection::establish(url, hello, config.connect_timeout, config.max_message_size)
-                .await?;
-        tracing::debug!(url, session = %established.session, "connected to the topic server");
-        let (sink, stream) = established.socket.split();
+        let established = connection::establish(
+            url,
+            connection::hello(&options, None),
+            config.connect_timeout,
+            config.max_message_size,
+        )
+        .await?;
+        tracing::debug!(url, session = %established.session, version = established.version, "connected to the topic server");
         let shared = Arc::new(Shared::new());
         let (out_tx, out_rx) = mpsc::channel(OUTGOING_CAPACITY);
         let (event_tx, event_rx) = mpsc::channel(config.event_capacity.max(1));
-        tokio::spawn(connection::write_loop(sink, out_rx, shared.clone()));
-        let reader = tokio::spawn(connection::read_loop(
-            stream,
-            shared.clone(),
-            event_tx,
-            established.leftover,
-            TopicTable::new(config.max_message_size),
-        ));
+        let session = established.session.clone();
+        let supervisor = Supervisor {
+            url: url.to_owned(),
+            options,
+            config: config.clone(),
+            shared: Arc::clone(&shared),
+            events: event_tx,
+            outgoing: out_rx,
+        };
+        tokio::spawn(supervisor.run(established));
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
                 outgoing: out_tx,
                 events: Mutex::new(event_rx),
-                next_cid: AtomicU64::new(1),
-                session: established.session,
+                session,
                 config,
-                reader,
             }),
         })
     }
 
-    /// The session id the server assigned (useful in logs when asking the server's operator).
+    /// The session id the server assigned at the first connection (useful in logs when asking
+    /// the server's operator; a session that could not be resumed gets a new one).
     pub fn session(&self) -> &str {
         &self.inner.session
     }
@@ -223,13 +219,18 @@ impl TopicClient {
     /// Subscribes to every topic the selector selects, now and in future; events follow.
     pub async fn subscribe(&self, selector: impl Into<String>) -> Result<(), ClientError> {
         let selector = selector.into();
+        let remembered = selector.clone();
         self.expect_ok(|cid| ClientMessage::Subscribe { cid, selector })
-            .await
+            .await?;
+        // Kept so that a session the server cannot resume is subscribed again.
+        self.inner.shared.remember_selector(&remembered);
+        Ok(())
     }
 
     /// Withdraws a subscription made with exactly this selector text.
     pub async fn unsubscribe(&self, selector: impl Into<String>) -> Result<(), ClientError> {
         let selector = selector.into();
+        self.inner.shared.forget_selector(&selector);
         self.expect_ok(|cid| ClientMessage::Unsubscribe { cid, selector })
             .await
     }
@@ -339,6 +340,7 @@ impl TopicClient {
         if let Ok(mut events) = inner.events.try_lock() {
             events.close();
         }
+        inner.shared.begin_close();
         let polite = async {
             if inner.outgoing.send(Message::Close(None)).await.is_ok() {
                 wait_closed(inner.shared.closed_watch()).await;
@@ -389,7 +391,7 @@ impl TopicClient {
         encode: impl FnOnce(u64) -> Result<String, ClientError>,
     ) -> Result<ServerMessage, ClientError> {
         let inner = &self.inner;
-        let cid = inner.next_cid.fetch_add(1, Ordering::Relaxed);
+        let cid = inner.shared.next_cid();
         let text = encode(cid)?;
         let reply = inner.shared.register(cid)?;
         let _guard = PendingGuard {
@@ -403,7 +405,14 @@ impl TopicClient {
                 .send(Message::text(text))
                 .await
                 .map_err(|_| ClientError::Closed)?;
-            reply.await.map_err(|_| ClientError::Closed)
+            // A dropped waiter: the client closed, or the connection was lost in flight.
+            reply.await.map_err(|_| {
+                if inner.shared.is_closed() {
+                    ClientError::Closed
+                } else {
+                    ClientError::Disconnected
+                }
+            })
         };
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(ClientError::Timeout(timeout)),

@@ -5,7 +5,8 @@ use std::time::Duration;
 use diffusion_core::protocol::ErrorCode;
 
 /// Every failure a [`crate::TopicClient`] reports. Applications match on the variant to decide
-/// whether to retry (`Connect`, `Closed`, `Timeout`), give up (`Handshake`), or fix the request
+/// whether to retry (`Connect`, `Closed`, `Disconnected`, `Timeout`), give up (`Handshake`), or
+/// fix the request
 /// (`Server` with its [`ErrorCode`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -29,9 +30,14 @@ pub enum ClientError {
         /// The server's explanation.
         message: String,
     },
-    /// The connection is gone (closed by either side, or broken); no reply will come.
+    /// The client is closed (by the application, or the server refused to go on); no reply
+    /// will come.
     #[error("connection to the topic server is closed")]
     Closed,
+    /// The connection dropped while the request was in flight: it may or may not have been
+    /// carried out. The client is reconnecting; retry if the request is safe to repeat.
+    #[error("connection to the topic server was lost while the request was in flight")]
+    Disconnected,
     /// No reply arrived within the request timeout; the connection may still be usable.
     #[error("no reply from the topic server within {0:?}")]
     Timeout(Duration),

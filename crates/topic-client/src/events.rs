@@ -36,15 +36,25 @@ pub enum TopicEvent {
         /// Why: `removed`, `unsubscribed`, `back_pressure`, …
         reason: String,
     },
+    /// The connection was lost and is back. `recovered`: the session was resumed and nothing
+    /// was missed. Otherwise the server could not resume it (reconnect window passed, server
+    /// restarted): the client has subscribed again with its selectors, every topic will be
+    /// announced again with `Subscribed` and its current value, and updates made while it was
+    /// away may be missing.
+    Reconnected {
+        /// Whether the session was resumed without loss.
+        recovered: bool,
+    },
 }
 
 impl TopicEvent {
-    /// The path of the topic the event is about.
-    pub fn path(&self) -> &str {
+    /// The path of the topic the event is about (`None` for [`TopicEvent::Reconnected`]).
+    pub fn path(&self) -> Option<&str> {
         match self {
             Self::Subscribed { path, .. }
             | Self::Value { path, .. }
-            | Self::Unsubscribed { path, .. } => path,
+            | Self::Unsubscribed { path, .. } => Some(path),
+            Self::Reconnected { .. } => None,
         }
     }
 }
@@ -188,6 +198,11 @@ impl TopicTable {
         }
     }
 
+    /// Forgets every topic: the session they belonged to is gone.
+    pub(crate) fn clear(&mut self) {
+        self.topics.clear();
+    }
+
     /// Number of topics currently subscribed.
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -223,7 +238,7 @@ mod tests {
         let event = table
             .apply(subscribed(3, "a/b", TopicType::Json, &[]))
             .unwrap();
-        assert_eq!(event.path(), "a/b");
+        assert_eq!(event.path(), Some("a/b"));
         let event = table
             .apply(ServerMessage::Value {
                 id: 3,
@@ -249,7 +264,7 @@ mod tests {
                 reason: "removed".to_owned(),
             })
             .unwrap();
-        assert_eq!(event.path(), "a/b");
+        assert_eq!(event.path(), Some("a/b"));
         assert_eq!(table.len(), 0);
         assert!(
             table

@@ -1,6 +1,9 @@
-//! A scripted, single-connection fake topic server for tests (of this crate and of `topic-cli`):
-//! it speaks the wire protocol from `diffusion_core::protocol` so clients can be tested without
-//! the real server, including against a server that misbehaves. Only with the `testing` feature.
+//! Test helpers for clients of the topic server, only with the `testing` feature:
+//! - a scripted, single-connection fake topic server (for this crate and `topic-cli`): it speaks
+//!   the wire protocol from `diffusion_core::protocol` so clients can be tested without the real
+//!   server, including against a server that misbehaves;
+//! - [`CutProxy`], a TCP proxy that cuts or black-holes connections on command, to test
+//!   reconnection and session recovery against the real server.
 
 #![allow(clippy::unwrap_used)] // test code: a failure should stop the test
 
@@ -8,7 +11,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use diffusion_core::protocol::{
-    ClientMessage, SUPPORTED_VERSIONS, ServerMessage, negotiate_version, decode_client_message,
+    ClientMessage, SUPPORTED_VERSIONS, ServerMessage, decode_client_message, negotiate_version,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -112,6 +115,17 @@ impl Peer {
         }
     }
 
+    /// Closes the connection with a close frame carrying `code`.
+    pub async fn close_with(mut self, code: u16) {
+        let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: code.into(),
+            reason: "closed by the test".into(),
+        };
+        let _ = self.ws.send(Message::Close(Some(frame))).await;
+        // Let the client answer, so the close frame is not lost in a reset.
+        let _ = tokio::time::timeout(PATIENCE, self.ws.next()).await;
+    }
+
     /// Drops the connection abruptly (no close frame).
     pub fn drop_connection(self) {
         drop(self);
@@ -151,5 +165,122 @@ impl FakeServer {
             .await
             .expect("fake server script did not finish")
             .expect("fake server script failed");
+    }
+}
+
+/// What happens to the connections a [`CutProxy`] carries when the network "fails".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Both sockets are closed at once.
+    Cut,
+    /// Nothing more is carried either way, but both sockets stay open (a half-open link, as
+    /// after a machine vanishes): only a heartbeat can tell.
+    BlackHole,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ProxyState {
+    /// Connections accepted before this epoch have failed.
+    epoch: u64,
+    failure: Failure,
+    /// New connections are refused (accepted and dropped) until then.
+    refuse_until: Option<tokio::time::Instant>,
+}
+
+/// A loopback TCP proxy in front of a server, for tests: clients connect to [`CutProxy::addr`];
+/// [`CutProxy::cut`] breaks every connection and refuses new ones for a while,
+/// [`CutProxy::black_hole`] silently stops carrying data on the current ones.
+pub struct CutProxy {
+    /// Where clients connect.
+    pub addr: std::net::SocketAddr,
+    state: tokio::sync::watch::Sender<ProxyState>,
+    task: JoinHandle<()>,
+}
+
+impl CutProxy {
+    /// Starts a proxy on a free loopback port forwarding to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (state, watch) = tokio::sync::watch::channel(ProxyState {
+            epoch: 0,
+            failure: Failure::Cut,
+            refuse_until: None,
+        });
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let now = *watch.borrow();
+                if now
+                    .refuse_until
+                    .is_some_and(|until| tokio::time::Instant::now() < until)
+                {
+                    drop(client);
+                    continue;
+                }
+                tokio::spawn(carry(client, target, now.epoch, watch.clone()));
+            }
+        });
+        Self { addr, state, task }
+    }
+
+    /// `ws://ADDR/` for clients.
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// Closes every connection now and refuses new ones for `refuse_for`.
+    pub fn cut(&self, refuse_for: Duration) {
+        self.state.send_modify(|s| {
+            s.epoch += 1;
+            s.failure = Failure::Cut;
+            s.refuse_until = Some(tokio::time::Instant::now() + refuse_for);
+        });
+    }
+
+    /// Stops carrying anything on the current connections, leaving them open; new
+    /// connections work.
+    pub fn black_hole(&self) {
+        self.state.send_modify(|s| {
+            s.epoch += 1;
+            s.failure = Failure::BlackHole;
+            s.refuse_until = None;
+        });
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Carries one connection until the proxy fails it (or either side closes).
+async fn carry(
+    mut client: TcpStream,
+    target: std::net::SocketAddr,
+    epoch: u64,
+    mut watch: tokio::sync::watch::Receiver<ProxyState>,
+) {
+    let Ok(mut server) = TcpStream::connect(target).await else {
+        return;
+    };
+    let failed = async {
+        loop {
+            if watch.changed().await.is_err() {
+                return None;
+            }
+            let now = *watch.borrow();
+            if now.epoch != epoch {
+                return Some(now.failure);
+            }
+        }
+    };
+    let failure = tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        failure = failed => failure,
+    };
+    if failure == Some(Failure::BlackHole) {
+        // Hold both sockets, carrying nothing, until the proxy goes away.
+        while watch.changed().await.is_ok() {}
     }
 }

@@ -27,11 +27,7 @@ async fn handshake_sends_identity_and_reads_session() {
         let hello = peer.handshake().await;
         assert_eq!(
             hello,
-            ClientMessage::connect_v2(
-                Some("alice".to_owned()),
-                Some("secret".to_owned()),
-                None
-            )
+            ClientMessage::connect_v2(Some("alice".to_owned()), Some("secret".to_owned()), None)
         );
         assert!(peer.closed_by_client().await, "close() sends a close frame");
     })
@@ -347,7 +343,7 @@ async fn a_small_event_buffer_loses_nothing() {
 }
 
 #[tokio::test]
-async fn closed_fires_and_waiting_requests_fail_when_the_server_drops() {
+async fn without_reconnection_closed_fires_and_waiting_requests_fail_when_the_server_drops() {
     let server = FakeServer::start(|mut peer| async move {
         peer.handshake().await;
         let _ping = peer.recv().await;
@@ -358,7 +354,10 @@ async fn closed_fires_and_waiting_requests_fail_when_the_server_drops() {
     let client = TopicClient::connect_with(
         &server.url,
         ConnectOptions::default(),
-        quick(Duration::from_secs(30)),
+        ClientConfig {
+            reconnect: false,
+            ..quick(Duration::from_secs(30))
+        },
     )
     .await
     .unwrap();
@@ -496,7 +495,7 @@ async fn replies_after_connected_in_the_same_frame_are_not_lost() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(event.path(), "early");
+    assert_eq!(event.path(), Some("early"));
     client.close().await;
     server.finish().await;
 }

@@ -76,7 +76,7 @@ fn latest_values(events: &[TopicEvent]) -> BTreeMap<String, Value> {
             TopicEvent::Unsubscribed { path, .. } => {
                 values.remove(path);
             }
-            TopicEvent::Subscribed { .. } => {}
+            TopicEvent::Subscribed { .. } | TopicEvent::Reconnected { .. } => {}
         }
     }
     values
@@ -129,7 +129,7 @@ async fn reference_topics_follow_their_source() {
     let changed: Vec<&str> = events
         .iter()
         .filter(|e| matches!(e, TopicEvent::Value { .. }))
-        .map(TopicEvent::path)
+        .filter_map(TopicEvent::path)
         .collect();
     assert_eq!(changed, ["redis/views/USD"]);
 

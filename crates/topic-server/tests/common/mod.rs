@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use diffusion_core::protocol::{ServerMessage, decode_server_frame};
+use diffusion_core::protocol::{ServerMessage, decode_sequenced_message, split_frame};
 use diffusion_core::{TopicType, TopicValue};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -129,6 +129,10 @@ pub struct Client {
     ws: WebSocketStream<TcpStream>,
     pending: VecDeque<ServerMessage>,
     next_cid: u64,
+    /// Every version-2 sequence number received, in arrival order.
+    pub seqs: Vec<u64>,
+    /// Heartbeats received (they are not queued as messages).
+    pub heartbeats: usize,
     /// Largest number of messages seen in one frame.
     pub max_messages_per_frame: usize,
     /// Text frames received.
@@ -167,6 +171,8 @@ impl Client {
             ws,
             pending: VecDeque::new(),
             next_cid: 0,
+            seqs: Vec::new(),
+            heartbeats: 0,
             max_messages_per_frame: 0,
             frames: 0,
         }
@@ -209,7 +215,16 @@ impl Client {
                 .expect("no message from the server in time");
             match frame {
                 Some(Ok(Message::Text(text))) => {
-                    let messages = decode_server_frame(text.as_str()).unwrap();
+                    let mut messages = Vec::new();
+                    for part in split_frame(text.as_str()) {
+                        let (message, seq) = decode_sequenced_message(part).unwrap();
+                        self.seqs.extend(seq);
+                        if message == ServerMessage::Heartbeat {
+                            self.heartbeats += 1;
+                        } else {
+                            messages.push(message);
+                        }
+                    }
                     self.frames += 1;
                     self.max_messages_per_frame = self.max_messages_per_frame.max(messages.len());
                     self.pending.extend(messages);
@@ -223,6 +238,19 @@ impl Client {
                 Some(Err(e)) => panic!("websocket error: {e}"),
                 None => return Event::Closed(None),
             }
+        }
+    }
+
+    /// Sends a version-2 `connect` (with `extra` fields merged in) and returns `connected`.
+    pub async fn handshake_v2(&mut self, extra: Value) -> ServerMessage {
+        let mut hello = json!({"type":"connect","versions":[2,1]});
+        if let (Some(fields), Some(more)) = (hello.as_object_mut(), extra.as_object()) {
+            fields.extend(more.clone());
+        }
+        self.send_json(&hello).await;
+        match self.next().await {
+            message @ ServerMessage::Connected { .. } => message,
+            other => panic!("expected connected, got {other:?}"),
         }
     }
 
