@@ -4,8 +4,8 @@
 //! Both run in the connection's task. The reader publishes what the client has sent so far as
 //! one pipelined batch and waits for Redis before reading on, so a client's messages reach Redis
 //! in the order it sent them and a client that sends faster than Redis accepts is slowed down by
-//! TCP back-pressure rather than buffered. The writer takes everything queued, feeds it all, and
-//! flushes once. Any close the bridge decides on (slow client, oversize
+//! TCP back-pressure rather than buffered. The writer (service-kit's shared one) takes everything
+//! queued, feeds it all, and flushes once. Any close the bridge decides on (slow client, oversize
 //! or binary message, Redis unavailable, shutdown) goes through the queue, so the writer is the
 //! only place that sends close frames.
 
@@ -16,7 +16,8 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, StreamExt};
+use service_kit::outbound;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 
@@ -212,38 +213,22 @@ fn read_error_close(error: &axum::Error, max_message_bytes: usize) -> Option<Clo
     }
 }
 
-/// Drains the queue onto the socket: everything available is fed, then flushed once. Ends after
-/// sending the close frame the queue asks for (bounded by [`CLOSE_TIMEOUT`]), on a quiet close,
-/// or when the socket fails.
+/// Drains the queue onto the socket with the shared writer ([`outbound::run_writer`]):
+/// everything available is fed, then flushed once. Ends after sending the close frame the queue
+/// asks for (bounded by [`CLOSE_TIMEOUT`]), on a quiet close, or when the socket fails.
 async fn write_loop(mut sink: SplitSink<WebSocket, Message>, queue: &ClientQueue) -> WriterEnd {
     let mut batch = Vec::new();
-    loop {
-        let closing = queue.take(&mut batch);
-        if let Some(closing) = closing {
-            return finish(&mut sink, &mut batch, closing).await;
-        }
-        if batch.is_empty() {
-            queue.wait_for_work().await;
-            continue;
-        }
-        let write = async {
-            for message in batch.drain(..) {
-                sink.feed(message).await?;
-            }
-            sink.flush().await
-        };
-        tokio::select! {
-            result = write => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "client write failed");
-                    queue.close_quietly();
-                    return WriterEnd::GaveUp;
-                }
-            }
-            // A slow socket must not delay a close: abandon the write and close.
-            () = queue.interrupted() => {
-                batch.clear();
-            }
+    let mut drain = queue;
+    // No packing: the bridge's clients read one channel message per frame.
+    let one_frame_each = |messages: &mut Vec<Message>, frames: &mut Vec<Message>| {
+        frames.append(messages);
+    };
+    match outbound::run_writer(&mut sink, &mut drain, &mut batch, one_frame_each).await {
+        outbound::WriterEnd::Closing(closing) => finish(&mut sink, &mut batch, closing).await,
+        outbound::WriterEnd::Failed(error) => {
+            tracing::debug!(%error, "client write failed");
+            queue.close_quietly();
+            WriterEnd::GaveUp
         }
     }
 }
@@ -252,19 +237,16 @@ async fn write_loop(mut sink: SplitSink<WebSocket, Message>, queue: &ClientQueue
 async fn finish(
     sink: &mut SplitSink<WebSocket, Message>,
     batch: &mut Vec<Message>,
-    closing: Closing,
+    closing: Closing<CloseFrame>,
 ) -> WriterEnd {
     let Closing::Send(frame) = closing else {
         return WriterEnd::Closing;
     };
     let deadline = Instant::now() + CLOSE_TIMEOUT;
-    let send = async {
-        for message in batch.drain(..) {
-            sink.feed(message).await?;
-        }
-        sink.send(Message::Close(Some(frame))).await
-    };
-    match tokio::time::timeout_at(deadline, send).await {
+    let frames = batch
+        .drain(..)
+        .chain(std::iter::once(Message::Close(Some(frame))));
+    match tokio::time::timeout_at(deadline, outbound::write_all(sink, frames)).await {
         Ok(Ok(())) => WriterEnd::Closing,
         Ok(Err(error)) => {
             tracing::debug!(%error, "could not send the close frame");

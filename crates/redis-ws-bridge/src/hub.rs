@@ -98,7 +98,7 @@ impl Hub {
         }
         let id = registry.next_id;
         registry.next_id += 1;
-        let queue = Arc::new(ClientQueue::new(self.limits));
+        let queue = Arc::new(crate::queue::new_queue(self.limits));
         registry.clients.insert(id, Arc::clone(&queue));
         let count = registry.clients.len();
         drop(registry);

@@ -3,7 +3,8 @@
 //! Logging set-up (`--log-format text|json`, `RUST_LOG`), graceful shutdown on SIGINT/SIGTERM,
 //! exponential back-off and the one reconnect loop built on it ([`reconnect`]), reconnecting
 //! message feeds ([`feed`]) such as the Redis subscription that both the WebSocket bridge and the
-//! backend app consume, and the test harness that starts a private `redis-server` on a free
+//! backend app consume, a connection's bounded outbound queue and batching writer ([`outbound`]),
+//! and the test harness that starts a private `redis-server` on a free
 //! loopback port.
 
 pub mod backoff;
@@ -11,6 +12,7 @@ pub mod feed;
 pub mod flags;
 pub mod http_server;
 pub mod logging;
+pub mod outbound;
 pub mod reconnect;
 pub mod redis_subscription;
 pub mod shutdown;
