@@ -115,9 +115,22 @@ const step = (name, fn) => test(name, { timeout: 120000 }, async (t) => {
     await fn();
   } catch (err) {
     failed = true;
+    await diagnostics().catch((e) => log(`no diagnostics: ${e.message}`));
     throw err;
   }
 });
+
+/** What the proxy and the page saw, logged when a step fails. */
+async function diagnostics() {
+  proxy?.connections.forEach((c, i) => {
+    log(`connection ${i}: ${c.messages.length} messages (${c.messages.reduce((a, b) => a + b, 0)} bytes)${c.stalled ? ', stalled' : ''}`);
+  });
+  if (!page) return;
+  for (const entry of (await readLog('topic-status')).slice(-6)) log(`status ${entry.at} ${entry.state}: ${entry.detail}`);
+  for (const session of await readLog('topic-sessions')) log(`session ${JSON.stringify(session)}`);
+  const updates = await readLog('topic-updates');
+  log(`${updates.length} topic updates, last s ${updates.at(-1)?.s}; ${(await readLog('redis-rates')).length} published`);
+}
 
 step('the page loads with no console errors', async () => {
   await page.waitForFunction(() => window.dashboardDebug !== undefined, null, { timeout: 10000 });
@@ -242,6 +255,12 @@ async function settleAndCompare() {
     return redis.at(-1) === last && topic.at(-1)?.rate === last;
   }, { timeoutMs: 20000 });
 
+  // Every reconnection took the same session back (a new session would restart `s` and lose
+  // what was published in between).
+  const sessions = await readLog('topic-sessions');
+  for (const later of sessions.slice(1)) {
+    assert.ok(later.recovered === true && later.session === sessions[0].session, `not resumed: ${JSON.stringify(later)}`);
+  }
   const updates = await readLog('topic-updates');
   const published = await readLog('redis-rates');
   // Sequence numbers only grow: nothing was applied twice, whatever the server replayed.

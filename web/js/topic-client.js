@@ -357,6 +357,8 @@ export class TopicClient {
     this.token = null;
     /** The `limits` of the current session's `connected` (version 2). */
     this.limits = null;
+    /** lastSeq when the last sequence gap was seen (null: none in this session). */
+    this.gapAtSeq = null;
     /** Sequenced messages processed since the last `ack`. */
     this.unacked = 0;
     this.phase = 'idle';
@@ -470,8 +472,16 @@ export class TopicClient {
         break;
       case 'sequence-gap':
         // A message is missing: resuming from the last one processed gets it replayed (or a
-        // new session when the server cannot), rather than carrying on with a hole.
-        this.log.warn(`topic server: expected message ${event.expected}, got ${event.s}; resuming`);
+        // new session when the server cannot), rather than carrying on with a hole. If the
+        // resumed session shows a hole at the same place again, the server cannot replay it:
+        // start a new session (subscribe afresh) instead of resuming in a loop.
+        if (this.gapAtSeq === this.decoder.lastSeq) {
+          this.log.warn(`topic server: messages after ${event.expected - 1} are missing again; starting a new session`);
+          this.token = null;
+        } else {
+          this.log.warn(`topic server: expected message ${event.expected}, got ${event.s}; resuming`);
+        }
+        this.gapAtSeq = this.decoder.lastSeq;
         this.socket.fail(`sequence gap: expected ${event.expected}, got ${event.s}`);
         return false;
       case 'ok':
@@ -531,6 +541,7 @@ export class TopicClient {
       this.log.warn(`topic server: session not recovered (${event.reason ?? 'no reason given'}); subscribing again`);
     }
     // A new session (the decoder has already forgotten the old one's topics): subscribe afresh.
+    this.gapAtSeq = null;
     this.subscribed = false;
     this.subscribeCids.clear();
     this.failedTopics.clear();

@@ -226,3 +226,25 @@ test('unknown message types and unknown fields are skipped, their sequence numbe
   assert.equal(client.lastSeq, 5);
   assert.equal(ws.closedWith, null);
 });
+
+test('a resumed session with the same hole again is given up for a new one', () => {
+  const ws = subscribedSession('100');
+  ws.serverSend(value(9, '109'));
+  assert.equal(ws.closedWith?.code, 4000);
+  clock.advance(100);
+  let next = FakeWebSocket.latest();
+  next.serverOpen();
+  assert.deepEqual(sent(next)[0].resume.s, 3);
+  // The server says it recovered the session but still cannot send 4.
+  next.serverSend([connected({ recovered: true }), value(9, '109')].join('\n'));
+  assert.equal(next.closedWith?.code, 4000);
+  clock.advance(200);
+  next = FakeWebSocket.latest();
+  next.serverOpen();
+  assert.deepEqual(sent(next), [{ type: 'connect', versions: [2, 1] }], 'no resume this time');
+  next.serverSend(connected({ session: 's-2', token: 'c'.repeat(32) }));
+  assert.equal(sent(next)[1].type, 'subscribe');
+  next.serverSend(['{"type":"ok","cid":2,"s":1}', SUBSCRIBED(2, 8), value(3, '110', 8)].join('\n'));
+  assert.deepEqual(values(), [100, 110]);
+  assert.equal(statuses.at(-1).state, 'subscribed');
+});
