@@ -622,7 +622,7 @@ pub fn decode_sequenced_message(
         ),
     };
     if !fields.contains_key("i") || fields.contains_key("type") {
-        return serde_json::from_value(Value::Object(fields)).map(|m| (m, seq));
+        return decode_tagged(fields).map(|m| (m, seq));
     }
     let id = fields
         .get("i")
@@ -635,6 +635,36 @@ pub fn decode_sequenced_message(
             "an update needs exactly one of \"v\" (value) and \"d\" (delta, a string)",
         )),
     }
+}
+
+/// Decodes a message tagged by `type`. serde's internally tagged enums buffer fields in a form
+/// that cannot hold numbers past 64 bits exactly, so topic values are kept aside and put back.
+fn decode_tagged(
+    mut fields: serde_json::Map<String, Value>,
+) -> Result<ServerMessage, serde_json::Error> {
+    let value = fields.get_mut("value").map(Value::take);
+    let fetched_values: Vec<Option<Value>> = match fields.get_mut("topics") {
+        Some(Value::Array(topics)) => topics
+            .iter_mut()
+            .map(|topic| {
+                topic
+                    .as_object_mut()
+                    .and_then(|t| t.remove("value"))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut message: ServerMessage = serde_json::from_value(Value::Object(fields))?;
+    match &mut message {
+        ServerMessage::Value { value: slot, .. } => *slot = value.unwrap_or(Value::Null),
+        ServerMessage::Fetched { topics, .. } => {
+            for (topic, value) in topics.iter_mut().zip(fetched_values) {
+                topic.value = value.filter(|v| !v.is_null());
+            }
+        }
+        _ => {}
+    }
+    Ok(message)
 }
 
 /// One topic of a `fetched` reply as the server holds it: its value already in wire JSON.
@@ -1057,6 +1087,34 @@ mod tests {
             assert_eq!(decoded, expected, "limit {limit}");
         }
         assert_eq!(pack_sequenced_frames(msgs, 1024).len(), 1);
+    }
+
+    #[test]
+    fn replies_keep_numbers_past_64_bits() {
+        let text = r#"{"type":"fetched","cid":1,"topics":[{"path":"a","topicType":"JSON","value":{"n":123456789012345678901234567890,"d":930192.7818915497}},{"path":"b","topicType":"STRING"}],"s":3}"#;
+        let (message, seq) = decode_sequenced_message(text).unwrap();
+        assert_eq!(seq, Some(3));
+        let ServerMessage::Fetched { topics, .. } = message else {
+            panic!("{message:?}")
+        };
+        assert_eq!(
+            serde_json::to_string(&topics[0].value).unwrap(),
+            r#"{"d":930192.7818915497,"n":123456789012345678901234567890}"#
+        );
+        assert_eq!(topics[1].value, None);
+        let (message, _) =
+            decode_sequenced_message(r#"{"type":"value","id":2,"value":-99999999999999999999}"#)
+                .unwrap();
+        assert_eq!(
+            serde_json::to_string(&message).unwrap(),
+            r#"{"type":"value","id":2,"value":-99999999999999999999}"#
+        );
+        let (message, _) =
+            decode_sequenced_message(r#"{"i":2,"v":18446744073709551616,"s":1}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&message).unwrap(),
+            r#"{"type":"value","id":2,"value":18446744073709551616}"#
+        );
     }
 
     #[test]

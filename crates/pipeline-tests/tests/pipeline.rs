@@ -407,10 +407,6 @@ async fn numbers_reach_topic_subscribers_exactly_as_published() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "topic-client cannot decode a `fetched` reply holding an integer beyond u64 yet: \
-            diffusion_core::protocol::decode_sequenced_message decodes tagged messages with \
-            serde_json::from_value, which hands serde's internally-tagged enum a u128 it refuses \
-            (the server's reply is exact; the client drops it and the fetch times out)"]
 async fn numbers_fetched_from_the_topic_server_are_exactly_as_published() {
     for source in [BackendSource::Redis, BackendSource::Bridge] {
         let (pipeline, topics) = relay_exact_numbers(source).await;
