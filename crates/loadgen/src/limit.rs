@@ -2,9 +2,9 @@
 //!
 //! It does nothing but what every fan-out server must do: take a message from its publisher
 //! connection (`/publish`), keep it once as shared bytes, and write it to every other
-//! connection. Writers pack whatever has queued up into `\n`-separated frames of at most
-//! `max_frame_bytes` (as the topic server does when a subscriber is backlogged), feed them all
-//! and flush once. No parsing, no topics, no per-client state beyond a position in the log.
+//! connection. Writers (service-kit's shared batching writer, draining a cursor into the log)
+//! pack whatever has queued up into `\n`-separated frames of at most `max_frame_bytes` (as the
+//! topic server does when a subscriber is backlogged), feed them all and flush once. No parsing, no topics, no per-client state beyond a position in the log.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use bytes::Bytes;
 use clap::Args;
 use diffusion_core::protocol::pack_frames;
 use futures_util::{SinkExt, StreamExt};
+use service_kit::outbound::{self, Drain};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -235,6 +236,8 @@ async fn publish_loop(
     }
 }
 
+/// Writes the log to one subscriber with the shared batching writer until it closes, the
+/// server shuts down (a close frame goes out) or a write fails; its reads only notice a close.
 async fn subscriber_loop(
     ws: tokio_tungstenite::WebSocketStream<TcpStream>,
     hub: &Hub,
@@ -242,33 +245,76 @@ async fn subscriber_loop(
 ) {
     let (mut sink, mut stream) = ws.split();
     let mut latest = hub.latest.subscribe();
-    let mut next = *latest.borrow_and_update() + 1;
+    let next = *latest.borrow_and_update() + 1;
+    let mut cursor = Cursor {
+        hub,
+        latest,
+        next,
+        shutdown: &shutdown,
+    };
     let mut batch = Vec::new();
-    loop {
-        tokio::select! {
-            changed = latest.changed() => if changed.is_err() { return },
-            incoming = stream.next() => match incoming {
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                Some(Ok(_)) => continue,
-            },
-            () = shutdown.cancelled() => {
-                let _ = sink.send(Message::Close(None)).await;
+    let max_frame_bytes = hub.max_frame_bytes;
+    let pack = |messages: &mut Vec<Bytes>, frames: &mut Vec<Message>| {
+        frames.extend(
+            pack_frames(messages.drain(..), max_frame_bytes)
+                .into_iter()
+                // Every message came in as a text frame, so the packed frame is UTF-8 too.
+                .filter_map(|frame| Utf8Bytes::try_from(frame).ok())
+                .map(Message::Text),
+        );
+    };
+    let writer = outbound::run_writer(&mut sink, &mut cursor, &mut batch, pack);
+    let reader = async {
+        while let Some(Ok(message)) = stream.next().await {
+            if let Message::Close(_) = message {
                 return;
             }
         }
-        batch.clear();
-        next = hub.since(next, &mut batch);
-        for frame in pack_frames(batch.drain(..), hub.max_frame_bytes) {
-            // Every message came in as a text frame, so the packed frame is UTF-8 too.
-            let Ok(text) = Utf8Bytes::try_from(frame) else {
-                continue;
-            };
-            if sink.feed(Message::Text(text)).await.is_err() {
-                return;
+    };
+    let end = tokio::select! {
+        end = writer => Some(end),
+        () = reader => None,
+    };
+    if let Some(outbound::WriterEnd::Closing(LogEnd::Shutdown)) = end {
+        let _ = sink.send(Message::Close(None)).await;
+    }
+}
+
+/// Why a subscriber's [`Cursor`] stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogEnd {
+    /// The server is shutting down: send a close frame.
+    Shutdown,
+    /// The hub is gone.
+    HubGone,
+}
+
+/// One subscriber's position in the shared log, drained by the shared writer: a batch is every
+/// message published since the last one (a writer that fell behind skips ahead, counted).
+struct Cursor<'a> {
+    hub: &'a Hub,
+    latest: watch::Receiver<u64>,
+    /// The sequence number of the next message to write.
+    next: u64,
+    shutdown: &'a CancellationToken,
+}
+
+impl Drain for Cursor<'_> {
+    type Item = Bytes;
+    type Closing = LogEnd;
+
+    async fn next_batch(&mut self, batch: &mut Vec<Bytes>) -> Option<LogEnd> {
+        loop {
+            tokio::select! {
+                changed = self.latest.changed() => if changed.is_err() {
+                    return Some(LogEnd::HubGone);
+                },
+                () = self.shutdown.cancelled() => return Some(LogEnd::Shutdown),
             }
-        }
-        if sink.flush().await.is_err() {
-            return;
+            self.next = self.hub.since(self.next, batch);
+            if !batch.is_empty() {
+                return None;
+            }
         }
     }
 }
