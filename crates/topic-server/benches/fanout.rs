@@ -25,9 +25,12 @@ fn tick(price: f64) -> Value {
     v
 }
 
-/// An engine with `SUBSCRIBERS` sessions subscribed to `path`, queues drained.
+/// An engine with `SUBSCRIBERS` version-2 sessions subscribed to `path`, queues drained.
 fn engine(path: &str, properties: &[(&str, &str)]) -> BenchEngine {
-    let mut bench = BenchEngine::new(1024 * 1024);
+    engine_with(BenchEngine::new(1024 * 1024), path, properties)
+}
+
+fn engine_with(mut bench: BenchEngine, path: &str, properties: &[(&str, &str)]) -> BenchEngine {
     let properties: BTreeMap<String, String> = properties
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -100,26 +103,34 @@ fn fanout(c: &mut Criterion) {
         });
     }
     // The whole server-side path of one update short of the socket: fan-out into 10k queues,
-    // then every writer's batch taken and framed.
-    let path = "redis/json_delta_framed";
-    let bench = engine(path, &[]);
-    let mut price = 56201.0042;
-    group.bench_function("json_delta_framed", |b| {
-        b.iter_batched(
-            || {
-                bench.drain_all();
-                price += 0.0001;
-                tick(price)
-            },
-            |value| {
-                if let Err(e) = bench.set(path, black_box(&value)) {
-                    panic!("set failed: {e}");
-                }
-                black_box(bench.frame_all(64 * 1024))
-            },
-            BatchSize::PerIteration,
-        );
-    });
+    // then every writer's batch taken (numbered and kept for recovery on version 2, then
+    // acknowledged) and framed. The version-1 variant is the baseline for the cost of recovery.
+    for (name, version_1) in [("json_delta_framed", false), ("json_delta_framed_v1", true)] {
+        let path = format!("redis/{name}");
+        let sessions = if version_1 {
+            BenchEngine::new_version_1(1024 * 1024)
+        } else {
+            BenchEngine::new(1024 * 1024)
+        };
+        let bench = engine_with(sessions, &path, &[]);
+        let mut price = 56201.0042;
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    bench.drain_all();
+                    price += 0.0001;
+                    tick(price)
+                },
+                |value| {
+                    if let Err(e) = bench.set(&path, black_box(&value)) {
+                        panic!("set failed: {e}");
+                    }
+                    black_box(bench.frame_all(64 * 1024))
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
     group.finish();
 }
 

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use diffusion_core::TopicType;
 use serde_json::Value;
 
@@ -32,21 +33,37 @@ pub struct BenchEngine {
     engine: std::sync::Arc<Engine>,
     sessions: Vec<Arc<SessionOutbound>>,
     queue_limit_bytes: usize,
+    numbered: bool,
 }
 
 impl BenchEngine {
-    /// An empty engine whose sessions get queues of `queue_limit_bytes`.
+    /// An empty engine whose sessions get queues of `queue_limit_bytes` and speak protocol
+    /// version 2 (every message numbered and kept until acknowledged).
     pub fn new(queue_limit_bytes: usize) -> Self {
         Self {
             engine: Engine::new(Metrics::new(), crate::engine::EngineLimits::default()),
             sessions: Vec::new(),
             queue_limit_bytes,
+            numbered: true,
+        }
+    }
+
+    /// The same with version-1 sessions (no numbering, no recovery buffer): the baseline the
+    /// cost of recovery is measured against.
+    pub fn new_version_1(queue_limit_bytes: usize) -> Self {
+        Self {
+            numbered: false,
+            ..Self::new(queue_limit_bytes)
         }
     }
 
     /// Registers a new session (as after its handshake); returns its id.
     pub fn add_session(&mut self) -> u64 {
         let outbound = Arc::new(SessionOutbound::new(self.queue_limit_bytes));
+        if self.numbered {
+            outbound.start_numbering(Bytes::from_static(b"{}"), self.queue_limit_bytes);
+            outbound.drain_now();
+        }
         self.sessions.push(Arc::clone(&outbound));
         let id = self.sessions.len() as u64;
         self.engine.register_session(id, outbound);
@@ -111,9 +128,10 @@ impl BenchEngine {
     pub fn frame_all(&self, max_frame_bytes: usize) -> usize {
         let mut bytes = 0;
         for outbound in &self.sessions {
-            for frame in
-                diffusion_core::protocol::pack_frames(outbound.drain_now(), max_frame_bytes)
-            {
+            for frame in diffusion_core::protocol::pack_sequenced_frames(
+                outbound.take_now(),
+                max_frame_bytes,
+            ) {
                 bytes += frame.len();
             }
         }
