@@ -27,6 +27,7 @@ use bytes::Bytes;
 use diffusion_core::conflation::{PushOutcome, QueueLimitReached, SessionQueue, TopicUpdate};
 use diffusion_core::protocol::pack_sequenced_frames;
 use futures_util::{Sink, SinkExt};
+use service_kit::outbound::{self, Drain, WriterEnd};
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
@@ -651,25 +652,53 @@ impl SessionOutbound {
     }
 }
 
-/// Writes one batch: packs runs of messages into frames, feeds them all, flushes once.
-async fn write_batch<S>(
-    sink: &mut S,
-    entries: Vec<Outgoing>,
+/// The writer's view of one connection's share of a session: what `service_kit`'s batching
+/// writer drains.
+struct ConnectionDrain {
+    outbound: Arc<SessionOutbound>,
+    generation: u64,
+}
+
+impl Drain for ConnectionDrain {
+    type Item = Outgoing;
+    type Closing = CloseReason;
+
+    async fn next_batch(&mut self, batch: &mut Vec<Outgoing>) -> Option<CloseReason> {
+        match self.outbound.next_step(self.generation).await {
+            Step::Send(entries) => {
+                batch.extend(entries);
+                None
+            }
+            Step::Close(entries, reason) => {
+                batch.extend(entries);
+                Some(reason)
+            }
+        }
+    }
+
+    /// A write stuck on a slow socket is abandoned when nothing it carries is still owed to
+    /// this connection: the session ends without its backlog, or it lives on and whatever was
+    /// numbered is in its recovery buffer. Replies owed before a close (an error) still go out.
+    async fn interrupted(&mut self) {
+        let reason = self.outbound.closed(self.generation).await;
+        if !(reason.discards_queue() || reason.keeps_session()) {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Packs runs of messages into frames (a ping between them stays in its place) and counts them.
+fn pack(
+    entries: &mut Vec<Outgoing>,
+    frames: &mut Vec<Message>,
     max_frame_bytes: usize,
     metrics: &Metrics,
-) -> Result<(), axum::Error>
-where
-    S: Sink<Message, Error = axum::Error> + Unpin,
-{
-    if entries.is_empty() {
-        return Ok(());
-    }
+) {
     let mut messages = 0u64;
     let mut bytes = 0u64;
     let mut run = Vec::with_capacity(entries.len());
-    let mut entries = entries.into_iter().peekable();
+    let mut entries = entries.drain(..).peekable();
     while entries.peek().is_some() {
-        run.clear();
         let mut ping = false;
         for entry in entries.by_ref() {
             match entry {
@@ -684,24 +713,23 @@ where
         for frame in pack_sequenced_frames(run.drain(..), max_frame_bytes) {
             bytes += frame.len() as u64;
             match Utf8Bytes::try_from(frame) {
-                Ok(text) => sink.feed(Message::Text(text)).await?,
+                Ok(text) => frames.push(Message::Text(text)),
                 // Every message is compact JSON from serde, so this cannot happen; never send a
                 // broken text frame if it somehow does.
                 Err(error) => tracing::error!(%error, "dropping a frame that is not UTF-8"),
             }
         }
         if ping {
-            sink.feed(Message::Ping(Bytes::new())).await?;
+            frames.push(Message::Ping(Bytes::new()));
         }
     }
-    sink.flush().await?;
     metrics.messages_out.increment(messages);
     metrics.bytes_out.increment(bytes);
-    Ok(())
 }
 
-/// The per-connection writer task: waits for queued messages, writes them in batches, and on a
-/// close request writes what is still due, sends the close frame and returns. On a
+/// The per-connection writer task: `service_kit`'s batching writer (take everything queued,
+/// pack, feed all, flush once) over this connection's share of the session; on a close request
+/// it writes what is still due, sends the close frame and returns. On a
 /// [`CloseReason::Handover`] it returns the sink instead, for the session being resumed.
 pub(crate) async fn run_writer<S>(
     mut sink: S,
@@ -711,46 +739,47 @@ pub(crate) async fn run_writer<S>(
     metrics: Metrics,
 ) -> Option<S>
 where
-    S: Sink<Message, Error = axum::Error> + Unpin,
+    S: Sink<Message, Error = axum::Error> + Unpin + Send,
 {
-    loop {
-        match outbound.next_step(generation).await {
-            Step::Send(entries) => {
-                if let Err(error) = write_batch(&mut sink, entries, max_frame_bytes, &metrics).await
-                {
-                    tracing::debug!(%error, "write failed; closing session");
-                    outbound.close(CloseReason::ConnectionLost);
-                    return None;
-                }
-            }
-            Step::Close(entries, reason) => {
-                if write_batch(&mut sink, entries, max_frame_bytes, &metrics)
-                    .await
-                    .is_err()
-                {
-                    return None;
-                }
-                if reason == CloseReason::Handover {
-                    return Some(sink);
-                }
-                let result = match reason.close_frame() {
-                    Some((code, text)) => {
-                        sink.send(Message::Close(Some(CloseFrame {
-                            code,
-                            reason: Utf8Bytes::from(text),
-                        })))
-                        .await
-                    }
-                    // Flushes the WebSocket layer's own answer to the client's close frame.
-                    None => sink.close().await,
-                };
-                if let Err(error) = result {
-                    tracing::debug!(%error, "close frame not delivered");
-                }
-                return None;
-            }
+    let mut drain = ConnectionDrain {
+        outbound: Arc::clone(&outbound),
+        generation,
+    };
+    let mut batch = Vec::new();
+    let packer = |entries: &mut Vec<Outgoing>, frames: &mut Vec<Message>| {
+        pack(entries, frames, max_frame_bytes, &metrics);
+    };
+    let reason = match outbound::run_writer(&mut sink, &mut drain, &mut batch, packer).await {
+        WriterEnd::Closing(reason) => reason,
+        WriterEnd::Failed(error) => {
+            tracing::debug!(%error, "write failed; closing session");
+            outbound.close(CloseReason::ConnectionLost);
+            return None;
         }
+    };
+    let mut frames = Vec::new();
+    pack(&mut batch, &mut frames, max_frame_bytes, &metrics);
+    if outbound::write_all(&mut sink, frames).await.is_err() {
+        return None;
     }
+    if reason == CloseReason::Handover {
+        return Some(sink);
+    }
+    let result = match reason.close_frame() {
+        Some((code, text)) => {
+            sink.send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from(text),
+            })))
+            .await
+        }
+        // Flushes the WebSocket layer's own answer to the client's close frame.
+        None => sink.close().await,
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "close frame not delivered");
+    }
+    None
 }
 
 #[cfg(test)]

@@ -155,9 +155,7 @@ async fn numbers_keep_their_exact_value_through_topics_deltas_views_and_fetch() 
             if let TopicEvent::Value { path, value, .. } = event {
                 match path.as_str() {
                     "exact/json" if n_text(&value) == *literal => saw_json = true,
-                    "exact/view/n" if number_text(&value) == *literal => {
-                        saw_view = true
-                    }
+                    "exact/view/n" if number_text(&value) == *literal => saw_view = true,
                     "exact/json" | "exact/view/n" => {
                         // An earlier value still arriving is fine; a changed number is not.
                         let text = if path == "exact/json" {
