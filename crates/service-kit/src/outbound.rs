@@ -64,11 +64,12 @@ where
     F: Send,
     S::Error: Send,
 {
-    let mut frames = Vec::new();
     loop {
         if let Some(closing) = queue.next_batch(batch).await {
             return WriterEnd::Closing(closing);
         }
+        // A fresh vector per batch: an idle connection keeps no buffer from its last burst.
+        let mut frames = Vec::new();
         pack(batch, &mut frames);
         batch.clear();
         tokio::select! {

@@ -38,6 +38,7 @@ pub mod bench_support;
 mod config;
 mod engine;
 mod http;
+mod liveness;
 mod metrics;
 mod outbound;
 mod resumable;
@@ -78,6 +79,8 @@ pub(crate) struct ServerContext {
     engine: Arc<Engine>,
     metrics: Metrics,
     next_session: AtomicU64,
+    /// Heartbeats and silence checks for every connection.
+    liveness: Arc<liveness::Liveness>,
     /// Version-2 sessions, by token, for resuming.
     sessions: resumable::SessionRegistry,
     /// Distinguishes this server's session names from an earlier run's, in logs.
@@ -129,6 +132,10 @@ pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
         metrics,
         next_session: AtomicU64::new(0),
         sessions: resumable::SessionRegistry::default(),
+        liveness: Arc::new(liveness::Liveness::new(
+            config.heartbeat_interval,
+            config.heartbeat_timeout,
+        )),
         instance,
         config,
     });
@@ -185,6 +192,7 @@ impl TopicServer {
             sessions_done,
         };
         let app = http::router(state);
+        tokio::spawn(Arc::clone(&self.ctx.liveness).run(shutdown.clone()));
         http_server::serve_counted(
             self.listener,
             app,

@@ -20,6 +20,7 @@
 //! take messages any more.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
@@ -221,8 +222,9 @@ impl ReplayLog {
                 self.bytes -= dropped.len();
             }
         }
-        // A burst can leave a large, empty buffer behind: give it back.
-        if self.entries.is_empty() && self.entries.capacity() > 64 {
+        // An idle session holds nothing here: give the buffer back once everything is
+        // acknowledged (reallocating at the next message costs less than keeping it).
+        if self.entries.is_empty() && self.entries.capacity() > 0 {
             self.entries = VecDeque::new();
         }
         Ok(())
@@ -293,12 +295,17 @@ impl State {
     fn take_output(&mut self) -> Vec<Outgoing> {
         let queued = self.queue.drain();
         self.ahead = false;
-        let mut out = Vec::with_capacity(self.preamble.len() + self.resend.len() + queued.len());
-        out.append(&mut self.preamble);
-        out.extend(self.resend.drain(..).map(|(seq, bytes)| Outgoing::Message {
-            seq: Some(seq),
-            bytes,
-        }));
+        // Taken, not drained: an idle session keeps no buffers from its last burst.
+        let mut out = std::mem::take(&mut self.preamble);
+        out.reserve(self.resend.len() + queued.len());
+        out.extend(
+            std::mem::take(&mut self.resend)
+                .into_iter()
+                .map(|(seq, bytes)| Outgoing::Message {
+                    seq: Some(seq),
+                    bytes,
+                }),
+        );
         match &mut self.replay {
             Some(log) => out.extend(queued.into_iter().map(|bytes| Outgoing::Message {
                 seq: Some(log.record(bytes.clone())),
@@ -318,8 +325,14 @@ impl State {
 /// connection, the topic engine's subscriber lists and the writer task.
 pub(crate) struct SessionOutbound {
     state: Mutex<State>,
-    /// Wakes writers and readers: data queued, close requested, session taken over.
-    wake: Notify,
+    /// When the session last heard from its client, in [`crate::liveness::Liveness`]'s
+    /// milliseconds (outside the lock: the reader stores it on every frame).
+    last_heard: AtomicU64,
+    /// Wakes the writer: data queued (and everything that wakes `closing`).
+    data_ready: Notify,
+    /// Wakes the connection's reader and the detached-session watch: close requested, session
+    /// taken over or ended. Separate from `data_ready` so a push never wakes the reader.
+    closing: Notify,
 }
 
 /// What the writer should do next.
@@ -346,7 +359,9 @@ impl SessionOutbound {
                 resend: VecDeque::new(),
                 replay: None,
             }),
-            wake: Notify::new(),
+            last_heard: AtomicU64::new(0),
+            data_ready: Notify::new(),
+            closing: Notify::new(),
         }
     }
 
@@ -376,14 +391,14 @@ impl SessionOutbound {
                 // The writer drains everything it finds, so only the first message of a batch
                 // needs to wake it.
                 if wake {
-                    self.wake.notify_waiters();
+                    self.data_ready.notify_waiters();
                 }
                 Ok(outcome)
             }
             Err(limit) => {
                 Self::begin_close(&mut state, CloseReason::QueueLimit);
                 drop(state);
-                self.wake.notify_waiters();
+                self.wake_all();
                 Err(PushError::LimitReached(limit))
             }
         }
@@ -422,7 +437,7 @@ impl SessionOutbound {
         let wake = state.attached;
         drop(state);
         if wake {
-            self.wake.notify_waiters();
+            self.data_ready.notify_waiters();
         }
     }
 
@@ -444,7 +459,7 @@ impl SessionOutbound {
         state.ahead = true;
         state.replay = Some(ReplayLog::new(recovery_limit_bytes));
         drop(state);
-        self.wake.notify_waiters();
+        self.data_ready.notify_waiters();
     }
 
     /// The client has processed every message up to `acked`: forget them.
@@ -484,7 +499,7 @@ impl SessionOutbound {
         state.attached = true;
         let generation = state.generation;
         drop(state);
-        self.wake.notify_waiters();
+        self.wake_all();
         Ok(generation)
     }
 
@@ -519,10 +534,25 @@ impl SessionOutbound {
         true
     }
 
+    /// The client was heard from at `now_ms`.
+    pub fn heard(&self, now_ms: u64) {
+        self.last_heard.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// When the client was last heard from.
+    pub fn last_heard(&self) -> u64 {
+        self.last_heard.load(Ordering::Relaxed)
+    }
+
+    fn wake_all(&self) {
+        self.data_ready.notify_waiters();
+        self.closing.notify_waiters();
+    }
+
     /// Ends the session: nothing more is taken and its memory goes.
     pub fn end(&self) {
         Self::end_locked(&mut self.lock());
-        self.wake.notify_waiters();
+        self.wake_all();
     }
 
     fn end_locked(state: &mut State) {
@@ -594,7 +624,7 @@ impl SessionOutbound {
         }
         Self::begin_close(&mut state, reason);
         drop(state);
-        self.wake.notify_waiters();
+        self.wake_all();
         true
     }
 
@@ -607,7 +637,7 @@ impl SessionOutbound {
     /// another connection took the session over ([`CloseReason::Replaced`]).
     pub async fn closed(&self, generation: u64) -> CloseReason {
         loop {
-            let notified = self.wake.notified();
+            let notified = self.closing.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
@@ -625,7 +655,7 @@ impl SessionOutbound {
 
     async fn next_step(&self, generation: u64) -> Step {
         loop {
-            let notified = self.wake.notified();
+            let notified = self.data_ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
@@ -666,11 +696,11 @@ impl Drain for ConnectionDrain {
     async fn next_batch(&mut self, batch: &mut Vec<Outgoing>) -> Option<CloseReason> {
         match self.outbound.next_step(self.generation).await {
             Step::Send(entries) => {
-                batch.extend(entries);
+                take_into(batch, entries);
                 None
             }
             Step::Close(entries, reason) => {
-                batch.extend(entries);
+                take_into(batch, entries);
                 Some(reason)
             }
         }
@@ -687,7 +717,18 @@ impl Drain for ConnectionDrain {
     }
 }
 
+/// Appends `entries` to `batch`, moving the vector itself when `batch` is empty (it always is
+/// after packing), so no buffer outlives its batch.
+fn take_into(batch: &mut Vec<Outgoing>, entries: Vec<Outgoing>) {
+    if batch.is_empty() {
+        *batch = entries;
+    } else {
+        batch.extend(entries);
+    }
+}
+
 /// Packs runs of messages into frames (a ping between them stays in its place) and counts them.
+/// Takes the entries' vector, leaving an unallocated one.
 fn pack(
     entries: &mut Vec<Outgoing>,
     frames: &mut Vec<Message>,
@@ -697,7 +738,7 @@ fn pack(
     let mut messages = 0u64;
     let mut bytes = 0u64;
     let mut run = Vec::with_capacity(entries.len());
-    let mut entries = entries.drain(..).peekable();
+    let mut entries = std::mem::take(entries).into_iter().peekable();
     while entries.peek().is_some() {
         let mut ping = false;
         for entry in entries.by_ref() {

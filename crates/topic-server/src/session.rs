@@ -11,9 +11,9 @@
 //! and a request that panics inside the server is answered with `INTERNAL` and closes only
 //! this session (1011), leaving the engine usable for everyone else.
 //!
-//! Liveness: after the handshake the session sends a heartbeat every interval (`heartbeat` to
-//! a version-2 client, a WebSocket ping to a version-1 one) and closes a connection it has
-//! heard nothing from for the interval plus the timeout (4001). A version-2 session survives
+//! Liveness: after the handshake the connection is watched by [`crate::liveness`], which sends a
+//! heartbeat every interval (`heartbeat` to a version-2 client, a WebSocket ping to a version-1
+//! one) and closes a connection heard nothing from for the interval plus the timeout (4001). A version-2 session survives
 //! losing its connection (see [`crate::resumable`]); a `connect` with `resume` takes it over,
 //! and this connection's writer then moves to it.
 
@@ -42,7 +42,7 @@ use tracing::Instrument;
 use crate::ServerContext;
 use crate::engine::OpError;
 use crate::metrics::Metrics;
-use crate::outbound::{CloseReason, Outgoing, RecoveryRefusal, SessionOutbound, run_writer};
+use crate::outbound::{CloseReason, RecoveryRefusal, SessionOutbound, run_writer};
 use crate::resumable::{self, ResumableSession};
 use crate::subscriptions::SessionId;
 
@@ -71,9 +71,6 @@ enum Flow {
     Resume(ResumableSession, u64),
 }
 
-/// What version-2 clients get every heartbeat interval.
-const HEARTBEAT: &[u8] = br#"{"type":"heartbeat"}"#;
-
 /// A successful request's answer.
 enum Reply {
     /// `ok` with the request's cid.
@@ -85,13 +82,16 @@ enum Reply {
 }
 
 struct Session {
+    /// This connection's own id (the liveness watch's key); `id` is the session's, which a
+    /// resume replaces.
+    connection: u64,
     id: SessionId,
     name: String,
     phase: Phase,
     /// The negotiated protocol version (1 until the handshake).
     version: u32,
     /// A version-2 session's token.
-    token: Option<String>,
+    token: Option<u128>,
     outbound: Arc<SessionOutbound>,
     /// Which connection of the session this is (bumped by every resume).
     generation: u64,
@@ -308,19 +308,24 @@ impl Session {
                 reason: None,
                 limits: None,
             });
+            self.ctx
+                .liveness
+                .watch(self.connection, Arc::clone(&self.outbound), false);
             return Flow::Continue;
         }
         let token = resumable::new_token();
-        let connected = self.connected_v2(&self.name, &token, refusal.map(Err));
+        let connected = self.connected_v2(&self.name, token, refusal.map(Err));
         self.ctx.sessions.insert(ResumableSession {
-            token: token.clone(),
+            token,
             id: self.id,
-            name: self.name.clone(),
             outbound: Arc::clone(&self.outbound),
         });
         self.token = Some(token);
         self.outbound
             .start_numbering(connected, self.ctx.config.queue_limit_bytes);
+        self.ctx
+            .liveness
+            .watch(self.connection, Arc::clone(&self.outbound), true);
         Flow::Continue
     }
 
@@ -329,7 +334,7 @@ impl Session {
     fn connected_v2(
         &self,
         name: &str,
-        token: &str,
+        token: u128,
         recovery: Option<Result<(), RecoveryRefusal>>,
     ) -> Bytes {
         let config = &self.ctx.config;
@@ -337,7 +342,7 @@ impl Session {
         encode_server_message(&ServerMessage::Connected {
             version: PROTOCOL_VERSION,
             session: name.to_owned(),
-            token: Some(token.to_owned()),
+            token: Some(resumable::token_text(token)),
             recovered: recovery.map(|r| r.is_ok()),
             reason: recovery.and_then(Result::err).map(|r| r.label().to_owned()),
             limits: Some(SessionLimits {
@@ -357,9 +362,10 @@ impl Session {
             .sessions
             .get(&resume.token)
             .ok_or(RecoveryRefusal::UnknownSession)?;
-        let connected = self.connected_v2(&session.name, &resume.token, Some(Ok(())));
+        let name = self.ctx.session_name(session.id);
+        let connected = self.connected_v2(&name, session.token, Some(Ok(())));
         let generation = session.outbound.take_over(resume.s, connected)?;
-        tracing::debug!(session = %session.name, from = resume.s, "session resumed");
+        tracing::debug!(session = %name, from = resume.s, "session resumed");
         Ok(Flow::Resume(session, generation))
     }
 
@@ -546,6 +552,7 @@ async fn run_session(
     let (sink, mut stream) = socket.split();
     let mut writer = spawn_writer(sink, &outbound, 0, &ctx);
     let mut session = Session {
+        connection: id,
         id,
         name,
         phase: Phase::Handshake,
@@ -561,14 +568,6 @@ async fn run_session(
     tokio::pin!(handshake_deadline);
     // While set, the client is over its rate: nothing is read until then.
     let mut paused_until: Option<Instant> = None;
-    let interval = ctx.config.heartbeat_interval;
-    let silence_limit = interval + ctx.config.heartbeat_timeout;
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-    // Checked lazily: moved on to `last_heard + silence_limit` only when it fires.
-    let silence = tokio::time::sleep_until(last_heard + silence_limit);
-    tokio::pin!(silence);
 
     loop {
         let handshaking = matches!(session.phase, Phase::Handshake);
@@ -584,23 +583,6 @@ async fn run_session(
                 outbound.close(CloseReason::HandshakeTimeout);
                 break;
             }
-            _ = heartbeat.tick(), if !handshaking => {
-                let beat = if session.version >= PROTOCOL_VERSION {
-                    Outgoing::Message { seq: None, bytes: Bytes::from_static(HEARTBEAT) }
-                } else {
-                    Outgoing::Ping
-                };
-                outbound.push_unnumbered(beat);
-            }
-            () = &mut silence, if !handshaking => {
-                let due = last_heard + silence_limit;
-                if due <= Instant::now() {
-                    tracing::debug!("nothing heard within the heartbeat timeout; closing");
-                    outbound.close(CloseReason::HeartbeatTimeout);
-                    break;
-                }
-                silence.as_mut().reset(due);
-            }
             () = async {
                 if let Some(until) = paused_until {
                     tokio::time::sleep_until(until).await;
@@ -610,7 +592,7 @@ async fn run_session(
             }
             frame = stream.next(), if paused_until.is_none() => match frame {
                 Some(Ok(frame)) => {
-                    last_heard = Instant::now();
+                    outbound.heard(ctx.liveness.now_ms());
                     let counted = !matches!(frame, Message::Close(_) | Message::Pong(_));
                     if counted && let Some(wait) = rate_wait(limiter.as_ref()) {
                         // Over the rate: a request is refused; a ping is simply answered
@@ -633,9 +615,10 @@ async fn run_session(
                                 // attempt, as if this one had never come.
                                 resumed.outbound.close(CloseReason::ConnectionLost);
                                 session.adopt(resumed, generation);
-                                return session.finish(None, &shutdown, &mut stream).await;
+                                return Box::pin(session.finish(None, &shutdown, &mut stream)).await;
                             };
                             writer = spawn_writer(sink, &resumed.outbound, generation, &ctx);
+                            ctx.liveness.watch(session.connection, Arc::clone(&resumed.outbound), true);
                             session.adopt(resumed, generation);
                         }
                     }
@@ -664,14 +647,16 @@ async fn run_session(
             },
         }
     }
-    session.finish(Some(writer), &shutdown, &mut stream).await;
+    // Boxed: the closing steps' state is needed once, at the end, so it does not belong in
+    // the future every idle connection keeps for its whole life.
+    Box::pin(session.finish(Some(writer), &shutdown, &mut stream)).await;
 }
 
 impl Session {
     /// Becomes the connection of a resumed session.
     fn adopt(&mut self, resumed: ResumableSession, generation: u64) {
         self.id = resumed.id;
-        self.name = resumed.name;
+        self.name = self.ctx.session_name(resumed.id);
         self.outbound = resumed.outbound;
         self.generation = generation;
         self.version = PROTOCOL_VERSION;
@@ -702,6 +687,7 @@ impl Session {
             tracing::debug!("writer did not finish in time; dropping the connection");
             writer.abort();
         }
+        self.ctx.liveness.forget(self.connection);
         self.leave_session(shutdown);
         if reason.close_frame().is_some() {
             // Let the client answer our close frame, so the TCP connection ends cleanly.
@@ -738,9 +724,8 @@ impl Session {
             return;
         };
         let session = ResumableSession {
-            token: token.clone(),
+            token: *token,
             id: self.id,
-            name: self.name.clone(),
             outbound: Arc::clone(&self.outbound),
         };
         if self.outbound.detach(self.generation) {
