@@ -646,11 +646,7 @@ fn decode_tagged(
     let fetched_values: Vec<Option<Value>> = match fields.get_mut("topics") {
         Some(Value::Array(topics)) => topics
             .iter_mut()
-            .map(|topic| {
-                topic
-                    .as_object_mut()
-                    .and_then(|t| t.remove("value"))
-            })
+            .map(|topic| topic.as_object_mut().and_then(|t| t.remove("value")))
             .collect(),
         _ => Vec::new(),
     };
