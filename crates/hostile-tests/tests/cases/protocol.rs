@@ -301,16 +301,34 @@ pub fn cases() -> Vec<Case> {
         case!(
             "number out of range",
             WS,
-            "`set` with value `1e400`",
-            "MALFORMED_MESSAGE",
+            "`set` of `1e400` on a DOUBLE topic, and inside a JSON value",
+            "INVALID_VALUE; the JSON value keeps the number exactly (never infinity or null)",
             |ctx| {
                 let mut p = attacker_session(&ctx, 1).await?;
-                refused(
+                p.ok(json!({"type":"add","path":"hostile/dbl","topicType":"DOUBLE"}))
+                    .await?;
+                let observed = refused(
                     &mut p,
-                    r#"{"type":"set","cid":1,"path":"a","value":1e400}"#,
-                    "MALFORMED_MESSAGE",
+                    r#"{"type":"set","cid":1,"path":"hostile/dbl","value":1e400}"#,
+                    "INVALID_VALUE",
                 )
-                .await
+                .await?;
+                p.ok(json!({"type":"add","path":"hostile/huge","topicType":"JSON"}))
+                    .await?;
+                p.send_text(r#"{"type":"set","cid":2,"path":"hostile/huge","value":[1e400]}"#)
+                    .await?;
+                match p.next(STEP).await {
+                    Event::Message(m) if m["type"] == "ok" => {}
+                    other => bail!("set of [1e400] on a JSON topic: {other:?}"),
+                }
+                let fetched = p
+                    .request(json!({"type":"fetch","selector":"hostile/huge"}))
+                    .await?;
+                let value = fetched["topics"][0]["value"].to_string();
+                if value != "[1e+400]" {
+                    bail!("the JSON topic holds {value}, not the number set");
+                }
+                Ok(format!("{observed}; JSON topic holds {value}"))
             }
         ),
         case!(
