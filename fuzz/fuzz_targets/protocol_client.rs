@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| -> Corpus {
         Ok(message) => message,
         Err((cid, error)) => {
             // Error reporting must not panic either.
-            let _ = (cid, error.code(), error.to_string());
+            let _ = (cid, error.code(1), error.code(2), error.to_string());
             return Corpus::Keep;
         }
     };
