@@ -70,6 +70,36 @@ fn bytes_per_subscriber(bench: &BenchEngine, path: &str, price: f64) -> (usize, 
     (total / bench.session_count(), kind)
 }
 
+/// Measures one `set` with a new price per iteration (the queues the previous one filled are
+/// emptied untimed); with `frame_bytes`, every session's batch is also taken and framed, timed.
+fn measure_sets(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    bench: &BenchEngine,
+    path: &str,
+    frame_bytes: Option<usize>,
+) {
+    let mut price = 56201.0042;
+    group.bench_function(name, |b| {
+        b.iter_batched(
+            || {
+                bench.drain_all();
+                price += 0.0001;
+                tick(price)
+            },
+            |value| {
+                if let Err(e) = bench.set(path, black_box(&value)) {
+                    panic!("set failed: {e}");
+                }
+                if let Some(limit) = frame_bytes {
+                    black_box(bench.frame_all(limit));
+                }
+            },
+            BatchSize::PerIteration,
+        );
+    });
+}
+
 fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout_10k");
     group.throughput(Throughput::Elements(SUBSCRIBERS as u64));
@@ -84,23 +114,7 @@ fn fanout(c: &mut Criterion) {
         let bench = engine(&path, properties);
         let (bytes, kind) = bytes_per_subscriber(&bench, &path, 56201.0042);
         eprintln!("{name}: {bytes} bytes per subscriber per update ({kind} messages)");
-        let mut price = 56201.0042;
-        group.bench_function(name, |b| {
-            b.iter_batched(
-                || {
-                    // Untimed: empty the queues the previous set filled, pick a new price.
-                    bench.drain_all();
-                    price += 0.0001;
-                    tick(price)
-                },
-                |value| {
-                    if let Err(e) = bench.set(&path, black_box(&value)) {
-                        panic!("set failed: {e}");
-                    }
-                },
-                BatchSize::PerIteration,
-            );
-        });
+        measure_sets(&mut group, name, &bench, &path, None);
     }
     // The whole server-side path of one update short of the socket: fan-out into 10k queues,
     // then every writer's batch taken (numbered and kept for recovery on version 2, then
@@ -113,23 +127,7 @@ fn fanout(c: &mut Criterion) {
             BenchEngine::new(1024 * 1024)
         };
         let bench = engine_with(sessions, &path, &[]);
-        let mut price = 56201.0042;
-        group.bench_function(name, |b| {
-            b.iter_batched(
-                || {
-                    bench.drain_all();
-                    price += 0.0001;
-                    tick(price)
-                },
-                |value| {
-                    if let Err(e) = bench.set(&path, black_box(&value)) {
-                        panic!("set failed: {e}");
-                    }
-                    black_box(bench.frame_all(64 * 1024))
-                },
-                BatchSize::PerIteration,
-            );
-        });
+        measure_sets(&mut group, name, &bench, &path, Some(64 * 1024));
     }
     group.finish();
 }

@@ -99,8 +99,7 @@ pub(crate) fn watch_detached(
         };
         if session.outbound.end_if_detached(generation) {
             tracing::debug!(session = %ctx.session_name(session.id), why = outcome, "session not resumed; ended");
-            ctx.sessions.remove(session.token);
-            ctx.engine.close_session(session.id);
+            end_session(&ctx, &session);
             ctx.metrics.session_closed("not_resumed");
         }
     });
