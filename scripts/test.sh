@@ -8,6 +8,12 @@ cd "$root"
 # shellcheck source=scripts/lib/common.sh
 . "$root/scripts/lib/common.sh"
 
+# A test run gains nothing from incremental compilation, which roughly doubles what the build
+# writes to disk; the disk's free space is printed first because a full disk shows up later as
+# an obscure linker crash (SIGBUS).
+export CARGO_INCREMENTAL=0
+say "free disk space: $(df -h "$root" | awk 'NR==2 {print $4}') at $root"
+
 ensure_redis
 web_ok=1
 ensure_web_deps "$root" || web_ok=0
@@ -62,4 +68,4 @@ else
   warn "docker-compose is not installed and could not be installed: docker-compose.yml was not checked"
 fi
 
-say "all checks passed"
+say "all checks passed (build directory: $(du -sh "${CARGO_TARGET_DIR:-$root/target}" | cut -f1))"

@@ -13,6 +13,7 @@ pub mod convert;
 pub mod delta;
 pub mod path;
 pub mod protocol;
+pub mod security;
 pub mod selector;
 pub mod selector_index;
 pub mod topic;

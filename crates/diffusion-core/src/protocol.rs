@@ -75,9 +75,13 @@ pub enum ClientMessage {
         /// Who the client claims to be; absent for an anonymous session.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         principal: Option<String>,
-        /// The secret proving it.
+        /// The password proving it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         credentials: Option<String>,
+        /// A signed token (JWT) naming the principal and its roles, instead of `principal`
+        /// and `credentials`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// Create a topic (optionally with an initial value).
     Add {
@@ -178,19 +182,41 @@ pub enum ClientMessage {
     },
 }
 
+/// How a client proves who it is in `connect`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Credentials {
+    /// No principal: the session gets the security store's anonymous roles.
+    #[default]
+    Anonymous,
+    /// A principal and its password.
+    Password {
+        /// The principal's name.
+        principal: String,
+        /// Its password (sent as is: use `wss://` beyond loopback).
+        password: String,
+    },
+    /// A signed token (JWT) whose `sub` is the principal.
+    Token(String),
+}
+
 impl ClientMessage {
     /// A version-2 `connect` offering every version this crate speaks.
-    pub fn connect_v2(
-        principal: Option<String>,
-        credentials: Option<String>,
-        resume: Option<Resume>,
-    ) -> Self {
+    pub fn connect_v2(credentials: &Credentials, resume: Option<Resume>) -> Self {
+        let (principal, password, token) = match credentials {
+            Credentials::Anonymous => (None, None, None),
+            Credentials::Password {
+                principal,
+                password,
+            } => (Some(principal.clone()), Some(password.clone()), None),
+            Credentials::Token(token) => (None, None, Some(token.clone())),
+        };
         Self::Connect {
             version: None,
             versions: Some(SUPPORTED_VERSIONS.to_vec()),
             resume,
             principal,
-            credentials,
+            credentials: password,
+            token,
         }
     }
 }
@@ -1016,7 +1042,7 @@ mod tests {
             negotiate_version(Some(1), Some(&[2]), SUPPORTED_VERSIONS),
             Some(2)
         );
-        let hello = ClientMessage::connect_v2(None, None, None);
+        let hello = ClientMessage::connect_v2(&Credentials::Anonymous, None);
         let text = serde_json::to_string(&hello).unwrap();
         assert_eq!(text, r#"{"type":"connect","versions":[2,1]}"#);
         assert_eq!(decode_client_message(&text).unwrap(), hello);

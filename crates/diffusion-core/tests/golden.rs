@@ -17,8 +17,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use diffusion_core::protocol::{
-    ClientMessage, DecodeError, ErrorCode, PROTOCOL_VERSION, PROTOCOL_VERSION_1, Resume,
-    ServerMessage, SessionLimits, decode_client_message, decode_sequenced_message,
+    ClientMessage, Credentials, DecodeError, ErrorCode, PROTOCOL_VERSION, PROTOCOL_VERSION_1,
+    Resume, ServerMessage, SessionLimits, decode_client_message, decode_sequenced_message,
     encode_delta_message, encode_server_message, encode_value_message, pack_sequenced_frames,
     split_frame, with_sequence,
 };
@@ -124,7 +124,7 @@ fn connected(session: &str, token: Option<&str>, recovered: Option<bool>) -> Ser
 }
 
 fn connect_v2(resume: Option<Resume>) -> ClientMessage {
-    ClientMessage::connect_v2(None, None, resume)
+    ClientMessage::connect_v2(&Credentials::Anonymous, resume)
 }
 
 fn ok(cid: u64) -> Out {

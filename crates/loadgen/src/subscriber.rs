@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use diffusion_core::protocol::ClientMessage;
+use diffusion_core::protocol::{ClientMessage, Credentials};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -217,7 +217,7 @@ impl Subscriber {
         let request: Option<Vec<u8>> = match spec.system {
             System::TopicServer => {
                 // Offers versions 2 and 1; the decoder follows whichever the server picks.
-                let connect = ClientMessage::connect_v2(None, None, None);
+                let connect = ClientMessage::connect_v2(&Credentials::Anonymous, None);
                 let connect = serde_json::to_string(&connect)
                     .map_err(|e| ConnectError::Refused(e.to_string()))?;
                 self.send_text(connect).await?;

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use diffusion_core::protocol::{
-    ClientMessage, PROTOCOL_VERSION, Resume, SUPPORTED_VERSIONS, ServerMessage, SessionLimits,
+    ClientMessage, Credentials, PROTOCOL_VERSION, Resume, SUPPORTED_VERSIONS, ServerMessage, SessionLimits,
     decode_sequenced_message, split_frame,
 };
 use futures_util::stream::{SplitSink, SplitStream};
@@ -208,11 +208,14 @@ pub(crate) struct Established {
 
 /// The `connect` message for these options, resuming `resume` if given.
 pub(crate) fn hello(options: &ConnectOptions, resume: Option<Resume>) -> ClientMessage {
-    ClientMessage::connect_v2(
-        options.principal.clone(),
-        options.credentials.clone(),
-        resume,
-    )
+    let credentials = match (&options.principal, &options.credentials) {
+        (Some(principal), password) => Credentials::Password {
+            principal: principal.clone(),
+            password: password.clone().unwrap_or_default(),
+        },
+        (None, _) => Credentials::Anonymous,
+    };
+    ClientMessage::connect_v2(&credentials, resume)
 }
 
 /// Dials `url` and performs the `connect` / `connected` handshake, each step bounded by `timeout`.

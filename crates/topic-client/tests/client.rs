@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use diffusion_core::protocol::{ClientMessage, FetchedTopic, ServerMessage};
+use diffusion_core::protocol::{ClientMessage, Credentials, FetchedTopic, ServerMessage};
 use serde_json::json;
 use tokio::time::timeout;
 use topic_client::testing::{FakeServer, Incoming, PATIENCE};
@@ -27,7 +27,13 @@ async fn handshake_sends_identity_and_reads_session() {
         let hello = peer.handshake().await;
         assert_eq!(
             hello,
-            ClientMessage::connect_v2(Some("alice".to_owned()), Some("secret".to_owned()), None)
+            ClientMessage::connect_v2(
+                &Credentials::Password {
+                    principal: "alice".to_owned(),
+                    password: "secret".to_owned()
+                },
+                None
+            )
         );
         assert!(peer.closed_by_client().await, "close() sends a close frame");
     })
