@@ -14,6 +14,9 @@
 //!   is closed. Closing a socket with unread data makes the kernel answer with a TCP reset,
 //!   which can destroy a close frame or error response still in flight to the peer.
 //!
+//! - optional **TLS** ([`serve_counted_tls`]): the handshake runs in the connection's task,
+//!   bounded by the request-head timeout, so it cannot stall the accept loop.
+//!
 //! Every request carries [`axum::extract::ConnectInfo<SocketAddr>`] with the peer's address.
 
 use std::collections::HashMap;
@@ -36,6 +39,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use tokio_util::sync::CancellationToken;
@@ -312,6 +316,21 @@ pub async fn serve_counted(
     shutdown: CancellationToken,
     count: ConnectionCount,
 ) -> io::Result<()> {
+    serve_counted_tls(listener, router, limits, shutdown, count, None).await
+}
+
+/// [`serve_counted`], speaking TLS (`https://`, `wss://`) when `tls` is given (see
+/// [`crate::tls::acceptor`]). The handshake runs in the connection's own task, so a slow or
+/// silent peer never holds up the accept loop, and must finish within the request-head timeout;
+/// the connection counts against the limits from accept on, handshake included.
+pub async fn serve_counted_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: CancellationToken,
+    count: ConnectionCount,
+    tls: Option<TlsAcceptor>,
+) -> io::Result<()> {
     // Each connection task holds a sender; once all are gone, `recv` returns `None`.
     let (in_flight, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -337,38 +356,58 @@ pub async fn serve_counted(
             Ok(admission) => admission,
             Err(refusal) => {
                 tracing::debug!(%peer, "connection refused: over a connection limit");
-                tokio::spawn(refuse(stream, refusal));
+                // Over TLS a plain-text refusal would not be understood: just close.
+                if tls.is_none() {
+                    tokio::spawn(refuse(stream, refusal));
+                }
                 continue;
             }
         };
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let io = TokioIo::new(LingeringStream {
+        let stream = LingeringStream {
             inner: Some(stream),
             admission: Some(admission),
-        });
-        let service = request_service(router.clone(), peer, limits.request_timeout);
-        let connection = http
-            .serve_connection(io, TowerToHyperService::new(service))
-            .with_upgrades();
+        };
+        let connection = Connection {
+            http: http.clone(),
+            service: request_service(router.clone(), peer, limits.request_timeout),
+            peer,
+            stop: shutdown.clone(),
+        };
         let done = in_flight.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _done = done;
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = stop.cancelled() => {
-                    // Finish the request in progress (if any), then close.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+        match &tls {
+            None => {
+                tokio::spawn(async move {
+                    let _done = done;
+                    connection.serve(stream).await;
+                });
             }
-        });
+            Some(acceptor) => {
+                let handshake = acceptor.accept(stream);
+                let timeout = limits.request_head_timeout;
+                tokio::spawn(async move {
+                    let _done = done;
+                    let stop = connection.stop.clone();
+                    let stream = tokio::select! {
+                        accepted = tokio::time::timeout(timeout, handshake) => match accepted {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake not finished in {timeout:?}");
+                                return;
+                            }
+                        },
+                        _ = stop.cancelled() => return,
+                    };
+                    connection.serve(stream).await;
+                });
+            }
+        }
     }
     drop(listener);
     drop(in_flight);
@@ -379,6 +418,54 @@ pub async fn serve_counted(
         tracing::debug!("HTTP connections still open after the drain time");
     }
     Ok(())
+}
+
+/// One admitted connection's HTTP side, whatever its transport (plain or TLS).
+struct Connection<S> {
+    http: hyper::server::conn::http1::Builder,
+    service: S,
+    peer: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl<S> Connection<S>
+where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    /// Serves HTTP/1.1 (with upgrades) on `io` until the peer leaves or shutdown; on shutdown
+    /// the request in progress (if any) is finished first.
+    async fn serve<T>(self, io: T)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            http,
+            service,
+            peer,
+            stop,
+        } = self;
+        let connection = http
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+            .with_upgrades();
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            _ = stop.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%peer, %error, "HTTP connection ended with an error");
+        }
+    }
 }
 
 /// The router as one connection's service: every request carries the peer's address and is
@@ -576,6 +663,103 @@ mod tests {
             .unwrap();
         let reply = read_all(&mut s).await;
         assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    }
+
+    /// A TLS server on 127.0.0.1:0 with `pki`'s certificate.
+    async fn start_tls(
+        limits: ServeLimits,
+        pki: &crate::testing::TestPki,
+    ) -> (SocketAddr, ConnectionCount, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/", get(|| async { "hello" }));
+        let acceptor = crate::tls::acceptor(&pki.cert_file(), &pki.key_file()).unwrap();
+        let count = ConnectionCount::default();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve_counted_tls(
+            listener,
+            router,
+            limits,
+            shutdown.clone(),
+            count.clone(),
+            Some(acceptor),
+        ));
+        (addr, count, shutdown)
+    }
+
+    /// GET / over TLS, trusting `ca` (or only the public roots).
+    async fn get_tls(addr: SocketAddr, ca: Option<&std::path::Path>) -> io::Result<String> {
+        let config = crate::tls::client_config(ca).unwrap();
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let tcp = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await?;
+        tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await?;
+        let mut out = Vec::new();
+        // The server may end without close_notify after `connection: close`.
+        let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[tokio::test]
+    async fn tls_serves_clients_that_trust_the_ca_and_refuses_the_others() {
+        let pki = crate::testing::TestPki::generate().unwrap();
+        let (addr, count, _shutdown) = start_tls(ServeLimits::default(), &pki).await;
+        let reply = get_tls(addr, Some(&pki.ca_file())).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.ends_with("hello"), "{reply}");
+        let refused = get_tls(addr, None).await.unwrap_err();
+        assert!(
+            refused.to_string().to_lowercase().contains("certificate"),
+            "{refused}"
+        );
+        // Plain HTTP on the TLS port gets no answer.
+        let plain = get_once(addr, "/").await;
+        assert!(!plain.contains("hello"), "{plain}");
+        wait_for("connections to close", || count.open() == 0).await;
+    }
+
+    #[tokio::test]
+    async fn a_silent_tls_peer_neither_blocks_others_nor_stays_past_the_timeout() {
+        let pki = crate::testing::TestPki::generate().unwrap();
+        let limits = ServeLimits {
+            request_head_timeout: Duration::from_millis(300),
+            max_connections_per_address: 2,
+            ..ServeLimits::default()
+        };
+        let (addr, count, _shutdown) = start_tls(limits, &pki).await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        wait_for("the silent connection", || count.open() == 1).await;
+        // While it sits in its handshake, another client is served.
+        let reply = get_tls(addr, Some(&pki.ca_file())).await.unwrap();
+        assert!(reply.ends_with("hello"), "{reply}");
+        // The silent one is closed after the timeout, and its place given back.
+        let started = std::time::Instant::now();
+        let _ = read_all(&mut silent).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        wait_for("connections to close", || count.open() == 0).await;
+    }
+
+    #[tokio::test]
+    async fn tls_connections_count_against_the_limits() {
+        let pki = crate::testing::TestPki::generate().unwrap();
+        let limits = ServeLimits {
+            max_connections_per_address: 1,
+            ..ServeLimits::default()
+        };
+        let (addr, count, _shutdown) = start_tls(limits, &pki).await;
+        let _hold = TcpStream::connect(addr).await.unwrap();
+        wait_for("one connection", || count.open() == 1).await;
+        assert!(get_tls(addr, Some(&pki.ca_file())).await.is_err());
+        drop(_hold);
+        wait_for("connections to close", || count.open() == 0).await;
+        let reply = get_tls(addr, Some(&pki.ca_file())).await.unwrap();
+        assert!(reply.ends_with("hello"), "{reply}");
     }
 
     #[tokio::test]

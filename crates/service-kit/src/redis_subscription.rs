@@ -22,14 +22,42 @@ pub async fn run(
     events: mpsc::Sender<SubscriptionEvent>,
     shutdown: CancellationToken,
 ) {
+    let client = ClientSource::Url(redis_url);
+    run_source(client, channel, events, shutdown).await;
+}
+
+/// [`run`] with a client made beforehand, e.g. by [`crate::redis_client::client`] for a
+/// `rediss://` server with a private CA.
+pub async fn run_client(
+    client: redis::Client,
+    channel: String,
+    events: mpsc::Sender<SubscriptionEvent>,
+    shutdown: CancellationToken,
+) {
+    run_source(ClientSource::Client(Box::new(client)), channel, events, shutdown).await;
+}
+
+async fn run_source(
+    client: ClientSource,
+    channel: String,
+    events: mpsc::Sender<SubscriptionEvent>,
+    shutdown: CancellationToken,
+) {
     // The URL may carry a password: the logs name the channel only.
     let peer = format!("redis channel {channel}");
-    feed::run(peer, RedisChannel { redis_url, channel }, events, shutdown).await;
+    feed::run(peer, RedisChannel { client, channel }, events, shutdown).await;
+}
+
+/// How the subscription gets its client: parsed from the URL at every attempt (so a bad URL is
+/// logged and retried like an outage), or made beforehand.
+enum ClientSource {
+    Url(String),
+    Client(Box<redis::Client>),
 }
 
 /// A Redis channel as a [`MessageSource`]: each open is a new connection and SUBSCRIBE.
 struct RedisChannel {
-    redis_url: String,
+    client: ClientSource,
     channel: String,
 }
 
@@ -37,7 +65,10 @@ impl MessageSource for RedisChannel {
     type Error = redis::RedisError;
 
     async fn open(&mut self) -> Result<Messages<Self::Error>, Self::Error> {
-        let client = redis::Client::open(self.redis_url.as_str())?;
+        let client = match &self.client {
+            ClientSource::Url(url) => redis::Client::open(url.as_str())?,
+            ClientSource::Client(client) => (**client).clone(),
+        };
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(&self.channel).await?;
         // The stream owns the whole PubSub (not only its message half), so the connection lives

@@ -1,11 +1,14 @@
-//! Test harness: a private `redis-server` on a free loopback port, and condition waits.
+//! Test harness: a private `redis-server` on a free loopback port (plain or TLS), test
+//! certificates from a private CA ([`TestPki`]), and condition waits.
 //!
 //! Integration tests across the workspace use this instead of a shared Redis (never 6379): each
 //! test gets its own server, killed when the handle drops.
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -22,6 +25,8 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Certificate and key when the server speaks TLS only (`--tls-port`).
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl RedisServer {
@@ -30,14 +35,32 @@ impl RedisServer {
         let mut server = Self {
             port: free_port()?,
             child: None,
+            tls: None,
         };
         server.restart().await?;
         Ok(server)
     }
 
-    /// The `redis://` URL of this server.
+    /// Starts redis-server speaking TLS only, with the server certificate of `pki`, and waits
+    /// until its port accepts connections. Clients reach it at [`RedisServer::url`]
+    /// (`rediss://localhost:PORT/`) trusting `pki`'s CA.
+    pub async fn start_tls(pki: &TestPki) -> anyhow::Result<Self> {
+        let mut server = Self {
+            port: free_port()?,
+            child: None,
+            tls: Some((pki.cert_file(), pki.key_file())),
+        };
+        server.restart().await?;
+        Ok(server)
+    }
+
+    /// The URL of this server: `redis://127.0.0.1:PORT/`, or `rediss://localhost:PORT/` for a
+    /// TLS server (the name its test certificate carries).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match self.tls {
+            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some(_) => format!("rediss://localhost:{}/", self.port),
+        }
     }
 
     /// The TCP port.
@@ -56,10 +79,26 @@ impl RedisServer {
     /// Starts the server again on the same port and waits until it answers.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill().await?;
-        let child = Command::new("redis-server")
+        let port = self.port.to_string();
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some((cert, key)) => command
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        let child = command
             .args([
-                "--port",
-                &self.port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -75,6 +114,17 @@ impl RedisServer {
             .spawn()
             .context("starting redis-server (is it installed? scripts/test.sh installs it)")?;
         self.child = Some(child);
+        if self.tls.is_some() {
+            // Answering PING would need the test's CA: an open port is enough here.
+            let port = self.port;
+            return wait_until(Duration::from_secs(10), || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            })
+            .await
+            .context("redis-server (TLS) did not open its port");
+        }
         let url = self.url();
         wait_until(Duration::from_secs(10), || {
             let url = url.clone();
@@ -119,5 +169,79 @@ where
             bail!("condition not met within {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A private CA and a server certificate it signed for `localhost` and `127.0.0.1`, written as
+/// PEM files into a fresh temporary directory (removed on drop), for TLS tests: a client that
+/// trusts [`TestPki::ca_file`] accepts the server, one that does not refuses it.
+#[derive(Debug)]
+pub struct TestPki {
+    dir: PathBuf,
+}
+
+impl TestPki {
+    /// Generates the CA and the server certificate (ECDSA P-256) and writes `ca.pem`,
+    /// `cert.pem` (the server certificate) and `key.pem` (its private key).
+    pub fn generate() -> anyhow::Result<Self> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "service-kit-pki-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let pki = Self { dir };
+
+        let ca_key = KeyPair::generate()?;
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "service-kit test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_certificate = ca.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca, ca_key);
+
+        let server_key = KeyPair::generate()?;
+        let mut server =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let server_certificate = server.signed_by(&server_key, &issuer)?;
+
+        std::fs::write(pki.ca_file(), ca_certificate.pem())?;
+        std::fs::write(pki.cert_file(), server_certificate.pem())?;
+        std::fs::write(pki.key_file(), server_key.serialize_pem())?;
+        Ok(pki)
+    }
+
+    /// The directory holding the files (tests may add their own, e.g. a broken one).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The CA certificate (PEM): what a trusting client passes as its CA file.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// The server certificate (PEM), valid for `localhost` and `127.0.0.1`.
+    pub fn cert_file(&self) -> PathBuf {
+        self.dir.join("cert.pem")
+    }
+
+    /// The server certificate's private key (PEM, PKCS#8).
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.join("key.pem")
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
