@@ -34,7 +34,13 @@ pub async fn run_client(
     events: mpsc::Sender<SubscriptionEvent>,
     shutdown: CancellationToken,
 ) {
-    run_source(ClientSource::Client(Box::new(client)), channel, events, shutdown).await;
+    run_source(
+        ClientSource::Client(Box::new(client)),
+        channel,
+        events,
+        shutdown,
+    )
+    .await;
 }
 
 async fn run_source(
