@@ -43,6 +43,30 @@ pub(crate) struct ClientContext {
     pub publisher: Publisher,
     /// The configured message size limit, quoted in the 1009 close reason.
     pub max_message_bytes: usize,
+    /// Whether this connection's text messages are published.
+    pub publish: Publish,
+}
+
+/// Whether a connection may publish, and if not, why not (its close frame says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Publish {
+    /// The client presented the publish token.
+    Allowed,
+    /// The bridge has a publish token and the client did not present it.
+    NeedsToken,
+    /// The bridge has no publish token: nobody publishes.
+    ReadOnlyBridge,
+}
+
+impl Publish {
+    /// The close frame for a text message this connection may not publish, if any.
+    fn refusal(self) -> Option<(u16, &'static str)> {
+        match self {
+            Self::Allowed => None,
+            Self::NeedsToken => Some(close::PUBLISH_NEEDS_TOKEN),
+            Self::ReadOnlyBridge => Some(close::BRIDGE_READ_ONLY),
+        }
+    }
 }
 
 /// How the writer ended.
@@ -105,13 +129,24 @@ async fn read_loop(
         let mut item = Some(first);
         while let Some(current) = item.take() {
             match current {
-                Ok(Message::Text(text)) if !closing => {
-                    texts.push(Bytes::from(text));
-                    if texts.len() < PUBLISH_BATCH {
-                        // Only what has already arrived: never wait here.
-                        item = stream.next().now_or_never().flatten();
+                Ok(Message::Text(text)) if !closing => match context.publish.refusal() {
+                    None => {
+                        texts.push(Bytes::from(text));
+                        if texts.len() < PUBLISH_BATCH {
+                            // Only what has already arrived: never wait here.
+                            item = stream.next().now_or_never().flatten();
+                        }
                     }
-                }
+                    Some(refusal) => {
+                        // Nothing of a read-only client is ever batched, so nothing is lost.
+                        tracing::debug!(
+                            reason = refusal.1,
+                            "closing a client that may not publish"
+                        );
+                        queue.close(close::frame(refusal));
+                        closing = true;
+                    }
+                },
                 other => {
                     // Publish what came before, to keep the client's order.
                     closing |= !publish_batch(&mut texts, queue, context).await;

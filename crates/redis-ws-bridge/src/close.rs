@@ -26,6 +26,20 @@ pub const REDIS_UNAVAILABLE: (u16, &str) = (
     "redis unavailable: message not published, retry later",
 );
 
+/// A client that did not present the publish token sent a text message. Policy violation
+/// (1008); nothing is published. Reconnect presenting the token to publish.
+pub const PUBLISH_NEEDS_TOKEN: (u16, &str) = (
+    close_code::POLICY,
+    "publishing needs the publish token: this connection is read-only",
+);
+
+/// A client sent a text message to a bridge started without `--publish-token-env`, which
+/// publishes for nobody. Policy violation (1008); nothing is published.
+pub const BRIDGE_READ_ONLY: (u16, &str) = (
+    close_code::POLICY,
+    "this bridge is read-only: it publishes nothing",
+);
+
 /// The bridge is shutting down. Going away (1001).
 pub const SHUTTING_DOWN: (u16, &str) = (close_code::AWAY, "server shutting down");
 

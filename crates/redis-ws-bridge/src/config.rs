@@ -2,10 +2,13 @@
 //! configured without a command line.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
 use service_kit::flags;
 use service_kit::http_server::ServeLimits;
+use service_kit::origins::{self, AllowedOrigins};
+use service_kit::secret::{Secret, SecretError};
 
 /// Default WebSocket listen address: the port the tutorial's clients connect to.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
@@ -33,9 +36,15 @@ pub struct Config {
     #[arg(long, env = "BRIDGE_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
-    /// Redis server URL, used both for publishing and for the one shared subscription.
+    /// Redis server URL, used both for publishing and for the one shared subscription:
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, or `rediss://…` for TLS.
     #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     pub redis_url: String,
+
+    /// PEM file of the CA that signed a `rediss://` server's certificate (then only that CA is
+    /// trusted); without it, the public web roots are.
+    #[arg(long, env = "BRIDGE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
 
     /// Redis pub/sub channel that client messages are published to and fanned out from.
     #[arg(long, env = "BRIDGE_CHANNEL", default_value = DEFAULT_CHANNEL)]
@@ -63,8 +72,40 @@ pub struct Config {
     /// `http://localhost:8080,https://app.example`). Empty allows every origin. A request with
     /// a non-listed `Origin` header gets HTTP 403; requests without an `Origin` header
     /// (non-browser clients) are allowed.
-    #[arg(long, env = "BRIDGE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(long, env = "BRIDGE_ALLOWED_ORIGINS", value_delimiter = ',',
+          value_parser = origins::parse_origin)]
     pub allowed_origins: Vec<String>,
+
+    /// Name of the environment variable holding the publish token (at least 16 characters
+    /// from `A-Z a-z 0-9 - . _ ~ +`, e.g. `openssl rand -hex 32`). Only clients presenting it
+    /// (`Authorization: Bearer TOKEN`, or the WebSocket subprotocol `publish-token.TOKEN`
+    /// offered together with `redis-ws-bridge`) may publish; others are closed with 1008 when
+    /// they send. Without this flag the bridge is read-only.
+    #[arg(long, env = "BRIDGE_PUBLISH_TOKEN_ENV", value_name = "VAR")]
+    pub publish_token_env: Option<String>,
+
+    /// The publish token itself, for a bridge embedded in another process (tests); when set,
+    /// `publish_token_env` is not read. Never taken from the command line.
+    #[arg(skip)]
+    pub publish_token: Option<Secret>,
+
+    /// PEM certificate chain (leaf first) to serve `wss://` and `https://`; needs `--tls-key`.
+    #[arg(
+        long,
+        env = "BRIDGE_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(
+        long,
+        env = "BRIDGE_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
 
     /// Most open connections; one more gets HTTP 503. 0: no limit.
     #[arg(long, env = "BRIDGE_MAX_CONNECTIONS", default_value_t = ServeLimits::default().max_connections)]
@@ -87,6 +128,11 @@ impl Config {
             client_queue_bytes: DEFAULT_CLIENT_QUEUE_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             allowed_origins: Vec::new(),
+            publish_token_env: None,
+            publish_token: None,
+            tls_cert: None,
+            tls_key: None,
+            redis_ca_file: None,
             max_connections: ServeLimits::default().max_connections,
             max_connections_per_address: ServeLimits::default().max_connections_per_address,
         }
@@ -101,21 +147,34 @@ impl Config {
         }
     }
 
-    /// The allow-list in the form the origin check compares against: trimmed, lower-case,
-    /// without a trailing slash, blanks dropped (so `--allowed-origins ""` allows everyone).
-    pub(crate) fn normalized_origins(&self) -> Vec<String> {
-        self.allowed_origins
-            .iter()
-            .map(|origin| normalize_origin(origin))
-            .filter(|origin| !origin.is_empty())
-            .collect()
+    /// The Origin allow-list: blanks dropped, and an empty list allows every origin (so
+    /// `--allowed-origins ""` allows everyone).
+    pub(crate) fn allowed_origins(&self) -> AllowedOrigins {
+        AllowedOrigins::any_if_empty(&self.allowed_origins)
     }
-}
 
-/// Canonical form of an origin for comparison: browsers send `scheme://host[:port]`, and
-/// scheme and host are case-insensitive.
-pub(crate) fn normalize_origin(origin: &str) -> String {
-    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+    /// The publish token: the one set in `publish_token`, else the one in the environment
+    /// variable named by `--publish-token-env`; `None` makes the bridge read-only.
+    pub(crate) fn resolve_publish_token(&self) -> Result<Option<Secret>, SecretError> {
+        if let Some(token) = &self.publish_token {
+            return Ok(Some(token.clone()));
+        }
+        self.publish_token_env
+            .as_deref()
+            .map(Secret::from_env)
+            .transpose()
+    }
+
+    /// The certificate and key files when TLS is configured. Half a configuration is an error
+    /// (clap enforces this for the command line; this catches configurations built in code).
+    pub(crate) fn tls_files(&self) -> Result<Option<(&PathBuf, &PathBuf)>, &'static str> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("--tls-cert needs --tls-key (the certificate's private key)"),
+            (None, Some(_)) => Err("--tls-key needs --tls-cert (the certificate chain)"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -148,9 +207,43 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!(
-            parsed.normalized_origins(),
-            vec!["http://localhost:8080", "https://app.example"]
+            parsed.allowed_origins().list(),
+            ["http://localhost:8080", "https://app.example"]
         );
+        let err =
+            Config::try_parse_from(["redis-ws-bridge", "--allowed-origins", "localhost:8080"])
+                .expect_err("an origin without a scheme never matches");
+        assert!(err.to_string().contains("scheme://host"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        for (flag, missing) in [("--tls-cert", "--tls-key"), ("--tls-key", "--tls-cert")] {
+            let err = Config::try_parse_from(["redis-ws-bridge", flag, "x.pem"])
+                .expect_err("half a TLS configuration must be refused");
+            assert!(err.to_string().contains(missing), "{err}");
+        }
+        let mut config = Config::new("redis://x/");
+        config.tls_key = Some("k.pem".into());
+        assert!(config.tls_files().unwrap_err().contains("--tls-cert"));
+        config.tls_cert = Some("c.pem".into());
+        assert!(config.tls_files().unwrap().is_some());
+    }
+
+    #[test]
+    fn the_publish_token_comes_from_the_field_or_the_named_variable() {
+        let mut config = Config::new("redis://x/");
+        assert_eq!(config.resolve_publish_token(), Ok(None));
+        config.publish_token_env = Some("REDIS_WS_BRIDGE_TEST_SURELY_UNSET".into());
+        let err = config.resolve_publish_token().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("REDIS_WS_BRIDGE_TEST_SURELY_UNSET"),
+            "{err}"
+        );
+        let token = Secret::new("0123456789abcdef", "test").unwrap();
+        config.publish_token = Some(token.clone());
+        assert_eq!(config.resolve_publish_token(), Ok(Some(token)));
     }
 
     #[test]

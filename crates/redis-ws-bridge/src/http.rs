@@ -1,28 +1,42 @@
-//! The HTTP side: the WebSocket endpoint at `/` (with the optional Origin allow-list) and the
-//! `/healthz` probe.
-
-use std::sync::Arc;
+//! The HTTP side: the WebSocket endpoint at `/` (with the optional Origin allow-list and the
+//! publish token check) and the `/healthz` probe.
+//!
+//! A client presents the publish token in the upgrade request, either as
+//! `Authorization: Bearer TOKEN` (command-line clients, the feeder) or — since browsers cannot
+//! set headers on a WebSocket — as the subprotocol `publish-token.TOKEN`, offered together with
+//! [`PROTOCOL`], which is the one the bridge answers with (so the token is never echoed).
 
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
+use service_kit::origins::AllowedOrigins;
+use service_kit::secret::{self, Secret};
 
-use crate::client::{self, ClientContext};
-use crate::config::normalize_origin;
+use crate::client::{self, ClientContext, Publish};
 use crate::hub::StatsSnapshot;
+
+/// The subprotocol the bridge selects when a client offers it: a browser that offers
+/// `publish-token.TOKEN` must offer this one too, since a browser fails a handshake whose
+/// answer names none of its offers.
+pub const PROTOCOL: &str = "redis-ws-bridge";
+
+/// Prefix of the subprotocol that carries the publish token.
+pub const TOKEN_PROTOCOL_PREFIX: &str = "publish-token.";
 
 /// What every request handler shares.
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
-    /// Handed to each upgraded connection.
+    /// Handed to each upgraded connection (its `publish` is decided per connection).
     pub client: ClientContext,
-    /// Normalized allowed origins; empty allows every origin.
-    pub allowed_origins: Arc<[String]>,
+    /// Browser origins allowed to connect.
+    pub allowed_origins: AllowedOrigins,
+    /// The publish token; `None` makes the bridge read-only.
+    pub publish_token: Option<Secret>,
 }
 
 /// The `/healthz` body.
@@ -42,19 +56,30 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Upgrades `GET /` to a WebSocket, after the Origin check.
+/// Upgrades `GET /` to a WebSocket, after the Origin check and the publish token check.
 async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if !origin_allowed(&state.allowed_origins, headers.get(header::ORIGIN)) {
+    if !state.allowed_origins.allows(headers.get(header::ORIGIN)) {
         tracing::info!(origin = ?headers.get(header::ORIGIN), "refused a WebSocket from a non-allowed origin");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
+    let publish = match publish_access(state.publish_token.as_ref(), &headers) {
+        Ok(publish) => publish,
+        Err(reason) => {
+            tracing::info!(reason, "refused a WebSocket presenting a bad publish token");
+            return (StatusCode::UNAUTHORIZED, format!("{reason}\n")).into_response();
+        }
+    };
     let limit = state.client.max_message_bytes;
-    let context = state.client.clone();
-    ws.max_message_size(limit)
+    let context = ClientContext {
+        publish,
+        ..state.client.clone()
+    };
+    ws.protocols([PROTOCOL])
+        .max_message_size(limit)
         .max_frame_size(limit)
         // tungstenite zero-fills its whole read buffer on every read: its 128 KiB default would
         // cost 128 KiB of resident memory per client. A larger message grows it as needed.
@@ -65,21 +90,32 @@ async fn upgrade(
         .on_upgrade(move |socket| client::serve(socket, context))
 }
 
-/// Whether a WebSocket from `origin` may connect. An empty allow-list allows everyone. A request
-/// without an `Origin` header is allowed: browsers always send one, so its absence means a
-/// non-browser client, which the allow-list (a defence against cross-site pages) is not about.
-fn origin_allowed(allowed: &[String], origin: Option<&HeaderValue>) -> bool {
-    if allowed.is_empty() {
-        return true;
+/// The tokens an upgrade request presents: its bearer token and any `publish-token.`
+/// subprotocols.
+fn presented_tokens(headers: &HeaderMap) -> Vec<&[u8]> {
+    let mut tokens: Vec<&[u8]> = secret::bearer_token(headers).into_iter().collect();
+    let offers = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii);
+    tokens.extend(offers.filter_map(|offer| offer.strip_prefix(TOKEN_PROTOCOL_PREFIX.as_bytes())));
+    tokens
+}
+
+/// Whether the connection may publish. A client presenting no token connects read-only; one
+/// presenting a token that is not the bridge's (or to a bridge without one) is refused, so a
+/// misconfigured publisher learns it at once rather than at its first message.
+fn publish_access(token: Option<&Secret>, headers: &HeaderMap) -> Result<Publish, &'static str> {
+    let presented = presented_tokens(headers);
+    match token {
+        None if presented.is_empty() => Ok(Publish::ReadOnlyBridge),
+        None => Err("this bridge is read-only: it takes no publish token"),
+        Some(_) if presented.is_empty() => Ok(Publish::NeedsToken),
+        // Every presented token is compared (in constant time), so none can hide a wrong one.
+        Some(token) if presented.iter().all(|p| token.matches(p)) => Ok(Publish::Allowed),
+        Some(_) => Err("invalid publish token"),
     }
-    let Some(origin) = origin else {
-        return true;
-    };
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
-    let origin = normalize_origin(origin);
-    allowed.contains(&origin)
 }
 
 /// `GET /healthz`: always HTTP 200 while the bridge runs (it reconnects to Redis by itself, so
@@ -99,37 +135,47 @@ async fn healthz(State(state): State<AppState>) -> Json<Health> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
-    fn list(items: &[&str]) -> Vec<String> {
-        items.iter().map(|s| s.to_string()).collect()
+    const TOKEN: &str = "0123456789abcdef0123";
+
+    fn headers(pairs: &[(header::HeaderName, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(name.clone(), HeaderValue::from_static(value));
+        }
+        map
     }
 
     #[test]
-    fn empty_list_allows_everything() {
-        assert!(origin_allowed(
-            &[],
-            Some(&HeaderValue::from_static("http://evil"))
-        ));
+    fn tokens_are_found_in_the_bearer_header_and_the_subprotocols() {
+        let map = headers(&[
+            (header::AUTHORIZATION, "Bearer abc"),
+            (
+                header::SEC_WEBSOCKET_PROTOCOL,
+                "redis-ws-bridge, publish-token.def",
+            ),
+            (header::SEC_WEBSOCKET_PROTOCOL, "publish-token.ghi"),
+        ]);
+        assert_eq!(presented_tokens(&map), [&b"abc"[..], b"def", b"ghi"]);
+        assert!(presented_tokens(&headers(&[(header::SEC_WEBSOCKET_PROTOCOL, "chat")])).is_empty());
     }
 
     #[test]
-    fn listed_origin_is_allowed_case_insensitively() {
-        let allowed = list(&["http://localhost:8080"]);
-        assert!(origin_allowed(
-            &allowed,
-            Some(&HeaderValue::from_static("HTTP://LocalHost:8080"))
-        ));
-        assert!(!origin_allowed(
-            &allowed,
-            Some(&HeaderValue::from_static("http://localhost:8081"))
-        ));
-        assert!(origin_allowed(&allowed, None));
-    }
-
-    #[test]
-    fn non_ascii_origin_is_refused() {
-        let allowed = list(&["http://localhost:8080"]);
-        let weird = HeaderValue::from_bytes(b"http://\xffhost").unwrap();
-        assert!(!origin_allowed(&allowed, Some(&weird)));
+    fn access_follows_the_token() {
+        let token = Secret::new(TOKEN, "test").unwrap();
+        let none = HeaderMap::new();
+        let right = headers(&[(header::AUTHORIZATION, "Bearer 0123456789abcdef0123")]);
+        let wrong = headers(&[(header::AUTHORIZATION, "Bearer 0123456789abcdef0124")]);
+        let right_and_wrong = headers(&[
+            (header::AUTHORIZATION, "Bearer 0123456789abcdef0123"),
+            (header::SEC_WEBSOCKET_PROTOCOL, "publish-token.nope"),
+        ]);
+        assert_eq!(publish_access(Some(&token), &none), Ok(Publish::NeedsToken));
+        assert_eq!(publish_access(Some(&token), &right), Ok(Publish::Allowed));
+        assert!(publish_access(Some(&token), &wrong).is_err());
+        assert!(publish_access(Some(&token), &right_and_wrong).is_err());
+        assert_eq!(publish_access(None, &none), Ok(Publish::ReadOnlyBridge));
+        assert!(publish_access(None, &right).is_err());
     }
 }

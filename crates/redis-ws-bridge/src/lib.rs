@@ -18,8 +18,15 @@
 //!   "send queue full: client too slow" and the others carry on.
 //! - Client messages larger than `--max-message-bytes` close that client with 1009; binary
 //!   frames from clients are refused with 1003 (nothing is published).
-//! - Optional Origin allow-list (HTTP 403 for other browser origins), `GET /healthz`, and a
-//!   graceful shutdown that closes every client with 1001.
+//! - **Publishing needs a token.** Only clients presenting the publish token
+//!   (`--publish-token-env VAR`; `Authorization: Bearer TOKEN` or the subprotocol
+//!   `publish-token.TOKEN`, see [`PROTOCOL`]) may publish; the others read, and are closed with
+//!   1008 if they send. A wrong token is refused at the upgrade (HTTP 401). Without a token the
+//!   bridge is read-only.
+//! - Optional TLS (`--tls-cert`, `--tls-key`: `wss://`), `rediss://` Redis URLs
+//!   (`--redis-ca-file` for a private CA), an optional Origin allow-list (HTTP 403 for other
+//!   browser origins), `GET /healthz`, and a graceful shutdown that closes every client
+//!   with 1001.
 //!
 //! The library runs in-process for tests: [`bind`] a [`Config`], then [`Bridge::run`].
 
@@ -36,36 +43,63 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use service_kit::secret::Secret;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
     Config, DEFAULT_CHANNEL, DEFAULT_CLIENT_QUEUE, DEFAULT_CLIENT_QUEUE_BYTES, DEFAULT_LISTEN,
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_REDIS_URL,
 };
+pub use http::{PROTOCOL, TOKEN_PROTOCOL_PREFIX};
 pub use hub::StatsSnapshot;
 
-use client::{CLOSE_REPLY_TIMEOUT, CLOSE_TIMEOUT, ClientContext};
+use client::{CLOSE_REPLY_TIMEOUT, CLOSE_TIMEOUT, ClientContext, Publish};
 use hub::Hub;
 use queue::QueueLimits;
 use redis_side::Publisher;
 
 /// A bound, not yet running bridge. Binding first lets callers (and tests using port 0) learn
 /// the address before serving.
-#[derive(Debug)]
 pub struct Bridge {
     listener: TcpListener,
     local_addr: SocketAddr,
     config: Config,
     hub: Arc<Hub>,
+    redis: redis::Client,
     publisher: Publisher,
+    publish_token: Option<Secret>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("local_addr", &self.local_addr)
+            .field("channel", &self.config.channel)
+            .field("tls", &self.tls.is_some())
+            .field("publishing", &self.publish_token.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Binds the listening socket and prepares the Redis publisher (which connects lazily, so Redis
-/// need not be up yet). Fails on an unusable address or a malformed Redis URL.
+/// need not be up yet). Fails, saying which setting is wrong, on an unusable address, a
+/// malformed Redis URL or CA file, half a TLS configuration or unreadable certificate files,
+/// or a publish token variable that is unset or holds an unusable token.
 pub async fn bind(config: Config) -> anyhow::Result<Bridge> {
-    let publisher = Publisher::new(&config.redis_url, &config.channel)
-        .with_context(|| format!("invalid Redis URL {:?}", config.redis_url))?;
+    let publish_token = config
+        .resolve_publish_token()
+        .context("--publish-token-env")?;
+    let tls = match config.tls_files().map_err(anyhow::Error::msg)? {
+        Some((cert, key)) => Some(service_kit::tls::acceptor(cert, key)?),
+        None => None,
+    };
+    let redis =
+        service_kit::redis_client::client(&config.redis_url, config.redis_ca_file.as_deref())?;
+    let publisher = Publisher::new(redis.clone(), &config.channel)
+        .with_context(|| format!("preparing the publisher for channel {}", config.channel))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -79,7 +113,10 @@ pub async fn bind(config: Config) -> anyhow::Result<Bridge> {
         local_addr,
         config,
         hub,
+        redis,
         publisher,
+        publish_token,
+        tls,
     })
 }
 
@@ -106,7 +143,10 @@ impl Bridge {
             local_addr,
             config,
             hub,
+            redis,
             publisher,
+            publish_token,
+            tls,
         } = self;
         // Internal tasks follow a child of the caller's token, so a server error below can
         // stop them too without cancelling the caller.
@@ -120,7 +160,7 @@ impl Bridge {
             })
         };
         let subscription = redis_side::spawn_subscription(
-            config.redis_url.clone(),
+            redis,
             config.channel.clone(),
             Arc::clone(&hub),
             local.clone(),
@@ -130,14 +170,34 @@ impl Bridge {
                 hub: Arc::clone(&hub),
                 publisher,
                 max_message_bytes: config.max_message_bytes,
+                // Decided per connection, from what it presents.
+                publish: Publish::ReadOnlyBridge,
             },
-            allowed_origins: config.normalized_origins().into(),
+            allowed_origins: config.allowed_origins(),
+            publish_token: publish_token.clone(),
         });
-        tracing::info!(%local_addr, channel = %config.channel, "redis-ws-bridge listening");
+        if publish_token.is_none() {
+            tracing::info!(
+                "no --publish-token-env: the bridge is read-only, clients cannot publish"
+            );
+        }
+        tracing::info!(
+            %local_addr,
+            channel = %config.channel,
+            tls = tls.is_some(),
+            publishing = publish_token.is_some(),
+            "redis-ws-bridge listening"
+        );
 
-        let served =
-            service_kit::http_server::serve(listener, router, config.serve_limits(), local.clone())
-                .await;
+        let served = service_kit::http_server::serve_counted_tls(
+            listener,
+            router,
+            config.serve_limits(),
+            local.clone(),
+            service_kit::http_server::ConnectionCount::default(),
+            tls,
+        )
+        .await;
 
         local.cancel();
         let _ = closer.await;
