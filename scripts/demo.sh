@@ -6,7 +6,8 @@
 # Usage: scripts/demo.sh [--smoke]
 #   --smoke   start everything, check that a value reaches the topic server, then stop (exit 0/1)
 # Environment: DEMO_INTERVAL (feed poll interval, default 1s), DEMO_HOST (default 127.0.0.1),
-#              TOPIC_PORT (8080), BRIDGE_PORT (3000), FEEDER_PORT (3100), REDIS_PORT (a free one).
+#              TOPIC_PORT (8080), BRIDGE_PORT (3000), FEEDER_PORT (3100), METRICS_PORT (9464, the
+#              topic server's /metrics on 127.0.0.1), REDIS_PORT (a free one).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -19,6 +20,7 @@ host="${DEMO_HOST:-127.0.0.1}"
 topic_port="${TOPIC_PORT:-8080}"
 bridge_port="${BRIDGE_PORT:-3000}"
 feeder_port="${FEEDER_PORT:-3100}"
+metrics_port="${METRICS_PORT:-9464}"
 interval="${DEMO_INTERVAL:-1s}"
 
 command -v cargo >/dev/null 2>&1 || die "cargo is not installed: install Rust from https://rustup.rs and run this again."
@@ -26,8 +28,8 @@ command -v curl >/dev/null 2>&1 || apt_install curl || die "curl is needed to ch
 ensure_redis
 ensure_web_deps "$root" || warn "the dashboard will load without its chart library"
 
-for p in "$topic_port" "$bridge_port" "$feeder_port"; do
-  port_busy "$p" && die "port $p is already in use; stop what uses it or set TOPIC_PORT/BRIDGE_PORT/FEEDER_PORT."
+for p in "$topic_port" "$bridge_port" "$feeder_port" "$metrics_port"; do
+  port_busy "$p" && die "port $p is already in use; stop what uses it or set TOPIC_PORT/BRIDGE_PORT/FEEDER_PORT/METRICS_PORT."
 done
 redis_port="${REDIS_PORT:-$(free_port)}"
 
@@ -60,13 +62,21 @@ start redis redis-server "$root/deploy/redis.conf" --port "$redis_port" --bind 1
 for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 redis-cli -p "$redis_port" ping >/dev/null 2>&1 || die "redis-server did not start (see $run_dir/redis.log)"
 
-start topic-server "$bin/topic-server" --listen "$host:$topic_port" --web-dir "$root/web" --views "$root/deploy/views.txt"
+# Security (docs/security.md): anonymous sessions (the dashboard) may only read redis/...;
+# backend-app authenticates as `backend`; `admin` may do everything.
+start topic-server "$bin/topic-server" --listen "$host:$topic_port" --web-dir "$root/web" --views "$root/deploy/views.txt" \
+  --security "$root/deploy/security.toml" --metrics-listen "127.0.0.1:$metrics_port"
 start redis-ws-bridge "$bin/redis-ws-bridge" --listen "$host:$bridge_port" --redis-url "redis://127.0.0.1:$redis_port/"
 wait_http "http://$host:$topic_port/healthz" 30 || die "topic-server did not come up (see $run_dir/topic-server.log)"
 wait_http "http://$host:$bridge_port/healthz" 30 || die "redis-ws-bridge did not come up (see $run_dir/redis-ws-bridge.log)"
 
 # As in the tutorial, the backend app reads the channel through the bridge's WebSocket.
-start backend-app "$bin/backend-app" --from "ws://$host:$bridge_port/" --topic-server "ws://$host:$topic_port" --topic redis/bitcoin
+# backend-app's principal and its DEMO-ONLY password (public; see deploy/demo-credentials/).
+backend_env=()
+while IFS='=' read -r key value; do
+  case "$key" in TOPIC_PRINCIPAL|TOPIC_CREDENTIALS) backend_env+=("$key=$value") ;; esac
+done <"$root/deploy/demo-credentials/backend.env"
+start backend-app env "${backend_env[@]}" "$bin/backend-app" --from "ws://$host:$bridge_port/" --topic-server "ws://$host:$topic_port" --topic redis/bitcoin
 start data-feeder "$bin/data-feeder" --source synthetic --interval "$interval" \
   --sink "ws://$host:$bridge_port/" --control-listen "$host:$feeder_port"
 wait_http "http://$host:$feeder_port/healthz" 30 || die "data-feeder did not come up (see $run_dir/data-feeder.log)"
@@ -94,6 +104,9 @@ cat <<MSG
   Topic server:    ws://$host:$topic_port   (try: $bin/topic-cli subscribe redis/bitcoin)
   Redis bridge:    ws://$host:$bridge_port/
   Feeder control:  http://$host:$feeder_port/status
+  Metrics:         http://127.0.0.1:$metrics_port/metrics
+  Security:        deploy/security.toml (anonymous: read redis/...; kill -HUP the topic-server to reload)
+  As admin:        set -a; . deploy/demo-credentials/admin.env; set +a; $bin/topic-cli view list
   Redis:           redis://127.0.0.1:$redis_port/
   Logs:            $run_dir
 
