@@ -7,10 +7,13 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
+use service_kit::origins;
+use service_kit::secret::Secret;
 
 /// The shortest poll interval accepted on the command line. Tests poll every few tens of
 /// milliseconds; anything shorter would only load the source without telling anyone more.
@@ -47,10 +50,10 @@ pub enum ConfigError {
     /// A source that is neither `synthetic` nor an http(s) URL.
     #[error("invalid source {0:?}: expected `synthetic` or an http:// or https:// URL")]
     Source(String),
-    /// A sink that is neither a `ws://` nor a `redis://` URL.
+    /// A sink that is neither a `ws(s)://` nor a `redis(s)://` URL.
     #[error(
-        "invalid sink {0:?}: expected ws://HOST:PORT (the redis-ws-bridge) or redis://HOST:PORT \
-         (TLS variants wss:// and rediss:// are not supported)"
+        "invalid sink {0:?}: expected ws://HOST:PORT or wss://HOST:PORT (the redis-ws-bridge), \
+         or redis://HOST:PORT or rediss://HOST:PORT"
     )]
     Sink(String),
     /// A probability outside 0..=1.
@@ -100,10 +103,24 @@ impl fmt::Display for SourceSpec {
 /// Where payloads go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkSpec {
-    /// The redis-ws-bridge at this `ws://` URL: each payload becomes one WebSocket text frame.
+    /// The redis-ws-bridge at this `ws://` or `wss://` URL: each payload becomes one WebSocket
+    /// text frame.
     WebSocket(String),
-    /// Redis itself at this `redis://` URL: each payload is PUBLISHed to the configured channel.
+    /// Redis itself at this `redis://` or `rediss://` URL: each payload is PUBLISHed to the
+    /// configured channel.
     Redis(String),
+}
+
+impl SinkSpec {
+    /// Whether the sink is reached over TLS (`wss://`, `rediss://`).
+    pub fn is_tls(&self) -> bool {
+        match self {
+            Self::WebSocket(url) | Self::Redis(url) => {
+                let url = url.to_ascii_lowercase();
+                url.starts_with("wss://") || url.starts_with("rediss://")
+            }
+        }
+    }
 }
 
 impl FromStr for SinkSpec {
@@ -116,8 +133,8 @@ impl FromStr for SinkSpec {
             return Err(ConfigError::Sink(s.to_owned()));
         }
         match url.scheme() {
-            "ws" => Ok(Self::WebSocket(s.to_owned())),
-            "redis" => Ok(Self::Redis(s.to_owned())),
+            "ws" | "wss" => Ok(Self::WebSocket(s.to_owned())),
+            "redis" | "rediss" => Ok(Self::Redis(s.to_owned())),
             _ => Err(ConfigError::Sink(s.to_owned())),
         }
     }
@@ -161,18 +178,55 @@ pub struct Config {
     #[arg(long, env = "FEEDER_INTERVAL", default_value = "5s", value_parser = parse_cli_interval)]
     pub interval: Duration,
 
-    /// Where payloads go: ws://HOST:PORT sends each payload as one WebSocket text frame to the
-    /// redis-ws-bridge; redis://[:PASSWORD@]HOST:PORT[/DB] PUBLISHes it directly to --channel.
+    /// Where payloads go: ws://HOST:PORT (or wss:// for TLS) sends each payload as one
+    /// WebSocket text frame to the redis-ws-bridge; redis://[:PASSWORD@]HOST:PORT[/DB] (or
+    /// rediss:// for TLS) PUBLISHes it directly to --channel.
     #[arg(long, env = "FEEDER_SINK", default_value = "ws://127.0.0.1:3000")]
     pub sink: SinkSpec,
+
+    /// Name of the environment variable holding the bridge's publish token (ws:// and wss://
+    /// sinks), presented as `Authorization: Bearer TOKEN` when connecting. Without it the
+    /// bridge refuses to publish the feeder's payloads.
+    #[arg(long, env = "FEEDER_PUBLISH_TOKEN_ENV", value_name = "VAR")]
+    pub publish_token_env: Option<String>,
+
+    /// The publish token itself, for a feeder embedded in another process (tests); when set,
+    /// `publish_token_env` is not read. Never taken from the command line.
+    #[arg(skip)]
+    pub publish_token: Option<Secret>,
+
+    /// PEM file of the CA that signed a wss:// or rediss:// sink's certificate, when it is not
+    /// a public one. (For wss:// it is trusted besides the public web roots; for rediss:// it is
+    /// the only CA trusted.)
+    #[arg(long, env = "FEEDER_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 
     /// Redis channel to PUBLISH to (redis:// sinks only; the bridge chooses its own channel).
     #[arg(long, env = "FEEDER_CHANNEL", default_value = "app:notifications", value_parser = parse_channel)]
     pub channel: String,
 
     /// Address of the HTTP control API (GET /status, POST /start, /stop, /interval, GET /healthz).
-    #[arg(long, env = "FEEDER_CONTROL_LISTEN", default_value = "0.0.0.0:3100")]
+    /// Loopback by default: whoever reaches it can pause the feed or change its pace.
+    #[arg(long, env = "FEEDER_CONTROL_LISTEN", default_value = "127.0.0.1:3100")]
     pub control_listen: SocketAddr,
+
+    /// Comma-separated browser origins allowed to call the control API (e.g. the dashboard's
+    /// `http://localhost:8080`). A request with any other `Origin` gets HTTP 403, preflights
+    /// included; requests without `Origin` (curl, scripts) are not affected. Empty (the
+    /// default): no browser page may call it.
+    #[arg(long, env = "FEEDER_ALLOWED_ORIGINS", value_delimiter = ',',
+          value_parser = origins::parse_origin)]
+    pub allowed_origins: Vec<String>,
+
+    /// Name of the environment variable holding the control API's bearer token. When set,
+    /// every route but /healthz needs `Authorization: Bearer TOKEN` (else HTTP 401).
+    #[arg(long, env = "FEEDER_CONTROL_TOKEN_ENV", value_name = "VAR")]
+    pub control_token_env: Option<String>,
+
+    /// The control token itself, for a feeder embedded in another process (tests); when set,
+    /// `control_token_env` is not read. Never taken from the command line.
+    #[arg(skip)]
+    pub control_token: Option<Secret>,
 
     /// Start with polling paused; POST /start on the control API begins it.
     #[arg(long, env = "FEEDER_START_PAUSED")]
@@ -207,7 +261,13 @@ impl Default for Config {
             interval: Duration::from_secs(5),
             sink: SinkSpec::WebSocket("ws://127.0.0.1:3000".to_owned()),
             channel: "app:notifications".to_owned(),
-            control_listen: SocketAddr::from(([0, 0, 0, 0], 3100)),
+            publish_token_env: None,
+            publish_token: None,
+            ca_file: None,
+            control_listen: SocketAddr::from(([127, 0, 0, 1], 3100)),
+            allowed_origins: Vec::new(),
+            control_token_env: None,
+            control_token: None,
             start_paused: false,
             http_timeout: Duration::from_secs(10),
             seed: None,
@@ -350,21 +410,23 @@ mod tests {
 
     #[test]
     fn sinks() {
-        assert!(matches!(
-            "ws://127.0.0.1:3000".parse(),
-            Ok(SinkSpec::WebSocket(_))
-        ));
-        assert!(matches!(
-            "redis://127.0.0.1:6379".parse(),
-            Ok(SinkSpec::Redis(_))
-        ));
-        for bad in [
-            "",
-            "wss://x:3000",
-            "rediss://x",
-            "http://x",
-            "127.0.0.1:3000",
+        for (good, tls) in [
+            ("ws://127.0.0.1:3000", false),
+            ("wss://bridge.example:3000", true),
         ] {
+            let sink: SinkSpec = good.parse().unwrap();
+            assert!(matches!(sink, SinkSpec::WebSocket(_)), "{good}");
+            assert_eq!(sink.is_tls(), tls, "{good}");
+        }
+        for (good, tls) in [
+            ("redis://127.0.0.1:6379", false),
+            ("rediss://redis.example", true),
+        ] {
+            let sink: SinkSpec = good.parse().unwrap();
+            assert!(matches!(sink, SinkSpec::Redis(_)), "{good}");
+            assert_eq!(sink.is_tls(), tls, "{good}");
+        }
+        for bad in ["", "wss://", "http://x", "127.0.0.1:3000"] {
             let err = bad.parse::<SinkSpec>().unwrap_err();
             assert!(err.to_string().contains("expected ws://"), "{bad:?}");
         }
@@ -401,6 +463,10 @@ mod tests {
             );
         }
         assert_eq!(default.sink.to_string(), "ws://127.0.0.1:3000/");
+        // The control API is loopback-only unless told otherwise, and open to no browser.
+        assert!(default.control_listen.ip().is_loopback());
+        assert!(default.allowed_origins.is_empty());
+        assert!(default.control_token_env.is_none());
     }
 
     #[test]
@@ -433,6 +499,7 @@ mod tests {
             ("--synthetic-change-probability", "1.5"),
             ("--channel", ""),
             ("--control-listen", "localhost"),
+            ("--allowed-origins", "localhost:8080"),
         ] {
             assert!(
                 Cli::try_parse_from(["data-feeder", flag, value]).is_err(),

@@ -1,19 +1,28 @@
 //! The HTTP control API, so the dashboard (served from another origin) can watch and steer the
 //! feeder: `GET /status`, `POST /start`, `POST /stop`, `POST /interval`, `GET /healthz`.
+//!
+//! Guarded in layers (outermost first): a request whose `Origin` is not allowed is refused with
+//! 403 before anything else — preflights included, and also simple cross-site POSTs, which a
+//! browser would send (and the API would act on) even though CORS keeps the page from reading
+//! the answer; then CORS answers preflights for the allowed origins; then, when a control token
+//! is configured, every route but `/healthz` needs `Authorization: Bearer TOKEN` (else 401).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, extract::DefaultBodyLimit};
 use serde::Deserialize;
 use service_kit::http_server::ServeLimits;
-use tower_http::cors::{Any, CorsLayer};
+use service_kit::origins::AllowedOrigins;
+use service_kit::secret::{self, Secret};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{MAX_INTERVAL, MIN_API_INTERVAL, check_interval};
 use crate::state::Shared;
@@ -37,12 +46,28 @@ struct IntervalRequest {
     interval_ms: u64,
 }
 
-/// The router, with CORS open to any origin (the API changes nothing but this feeder's pace).
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+/// Who may call the control API.
+#[derive(Debug, Clone)]
+pub(crate) struct Access {
+    /// Browser origins allowed (an empty list allows none).
+    pub origins: AllowedOrigins,
+    /// The bearer token every route but `/healthz` needs, when configured.
+    pub token: Option<Secret>,
+}
+
+/// The router, guarded by `access` (see the module documentation).
+pub(crate) fn router(shared: Arc<Shared>, access: Access) -> Router {
+    let allowed: Vec<HeaderValue> = access
+        .origins
+        .list()
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
     let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods(Any)
-        .allow_headers(Any);
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]);
+    let access = Arc::new(access);
     Router::new()
         .route("/status", get(status))
         .route("/start", post(start))
@@ -50,8 +75,64 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/interval", post(set_interval))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(4096))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&access),
+            require_token,
+        ))
         .layer(cors)
+        .layer(middleware::from_fn_with_state(
+            access,
+            require_allowed_origin,
+        ))
         .with_state(shared)
+}
+
+/// Refuses (403) a request from a browser origin that is not allowed.
+async fn require_allowed_origin(
+    State(access): State<Arc<Access>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let origin = request.headers().get(header::ORIGIN);
+    if !access.origins.allows(origin) {
+        tracing::info!(
+            ?origin,
+            "control API: refused a request from a non-allowed origin"
+        );
+        return error(StatusCode::FORBIDDEN, "origin not allowed".to_owned());
+    }
+    next.run(request).await
+}
+
+/// Refuses (401) a request without the right bearer token, when one is configured. `/healthz`
+/// stays open for health checks; it tells nothing but "ok".
+async fn require_token(
+    State(access): State<Arc<Access>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &access.token else {
+        return next.run(request).await;
+    };
+    if request.uri().path() == "/healthz" {
+        return next.run(request).await;
+    }
+    match secret::bearer_token(request.headers()) {
+        Some(presented) if token.matches(presented) => next.run(request).await,
+        presented => {
+            let reason = if presented.is_some() {
+                "invalid bearer token"
+            } else {
+                "this API needs Authorization: Bearer TOKEN"
+            };
+            tracing::info!(reason, "control API: refused a request");
+            let mut response = error(StatusCode::UNAUTHORIZED, reason.to_owned());
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -105,9 +186,10 @@ async fn set_interval(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
 }
 
 fn bad_request(message: String) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(serde_json::json!({ "error": message })),
-    )
-        .into_response()
+    error(StatusCode::BAD_REQUEST, message)
+}
+
+/// An error answer: `{"error": message}` with `status`.
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
 }

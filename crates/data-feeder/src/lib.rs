@@ -4,7 +4,10 @@
 //!
 //! A failed poll or publish is logged and retried with back-off; polling never stops for good.
 //! A small HTTP control API (`/status`, `/start`, `/stop`, `/interval`, `/healthz`) lets the
-//! dashboard watch and steer it.
+//! dashboard watch and steer it; it listens on loopback by default, answers only the browser
+//! origins of `--allowed-origins`, and needs a bearer token when `--control-token-env` is set.
+//! Publishing through the bridge needs its publish token (`--publish-token-env`), which the
+//! feeder presents as `Authorization: Bearer TOKEN`.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -27,6 +30,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use service_kit::origins::AllowedOrigins;
+use service_kit::secret::Secret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -38,8 +43,7 @@ pub use source::SourceError;
 /// https:// sources (the workspace avoids the C-based default provider). Idempotent: a provider
 /// installed earlier, by us or anyone else, is kept.
 pub fn install_crypto_provider() {
-    // Err means a provider is already installed, which is just as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service_kit::tls::install_default_provider();
 }
 
 /// A bound feeder: the control API's socket is open, the source and sink are prepared; nothing
@@ -51,6 +55,7 @@ pub struct Server {
     source: source::Source,
     sink: sink::Prepared,
     shared: Arc<state::Shared>,
+    access: control::Access,
 }
 
 /// Validates `config`, prepares source and sink, and binds the control API's listener.
@@ -63,11 +68,45 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
         config.synthetic_change_probability,
     )
     .context("preparing the source")?;
-    let sink = sink::prepare(&config.sink, &config.channel).context("preparing the sink")?;
+    let publish_token = Secret::resolve(
+        config.publish_token.as_ref(),
+        config.publish_token_env.as_deref(),
+    )
+    .context("--publish-token-env")?;
+    let control_token = Secret::resolve(
+        config.control_token.as_ref(),
+        config.control_token_env.as_deref(),
+    )
+    .context("--control-token-env")?;
+    if matches!(config.sink, SinkSpec::WebSocket(_)) && publish_token.is_none() {
+        tracing::warn!(
+            "no --publish-token-env: the redis-ws-bridge will refuse to publish this feeder's payloads"
+        );
+    }
+    let sink = sink::prepare(
+        &config.sink,
+        &config.channel,
+        sink::SinkAccess {
+            token: publish_token,
+            ca_file: config.ca_file.as_deref(),
+        },
+    )
+    .context("preparing the sink")?;
     let listener = TcpListener::bind(config.control_listen)
         .await
         .with_context(|| format!("binding the control API on {}", config.control_listen))?;
     let control_addr = listener.local_addr()?;
+    if !control_addr.ip().is_loopback() && control_token.is_none() {
+        tracing::warn!(
+            %control_addr,
+            "the control API is reachable beyond this machine without a bearer token \
+             (--control-token-env): anyone who reaches it can pause the feed"
+        );
+    }
+    let access = control::Access {
+        origins: AllowedOrigins::only(&config.allowed_origins),
+        token: control_token,
+    };
     let shared = Arc::new(state::Shared::new(
         config.source.to_string(),
         config.sink.to_string(),
@@ -80,6 +119,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Server> {
         source,
         sink,
         shared,
+        access,
     })
 }
 
@@ -103,6 +143,7 @@ impl Server {
             source,
             sink,
             shared,
+            access,
         } = self;
         // A child of the caller's token, so a failing control server can stop the other tasks
         // too without cancelling the caller.
@@ -123,7 +164,7 @@ impl Server {
         ));
         let served = service_kit::http_server::serve(
             listener,
-            control::router(shared),
+            control::router(shared, access),
             control::SERVE_LIMITS,
             internal.clone(),
         )

@@ -8,6 +8,7 @@
 //! retried with back-off, and nothing here ever gives up until shutdown.
 
 use std::ops::ControlFlow;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,11 +16,20 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
+use service_kit::redis_client::{self, RedisClientError};
+use service_kit::secret::Secret;
+use service_kit::tls::{self, TlsError};
 use service_kit::{Connector, Reconnect, SessionEnd};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SinkSpec;
@@ -66,9 +76,14 @@ pub(crate) struct Delivery {
 enum Target {
     WebSocket {
         url: String,
+        /// Presented as `Authorization: Bearer` so the bridge publishes our frames.
+        token: Option<Secret>,
+        /// For wss:// URLs.
+        tls: Option<TlsConnector>,
     },
     Redis {
-        client: redis::Client,
+        /// Boxed: a client is far larger than the WebSocket target.
+        client: Box<redis::Client>,
         channel: String,
     },
 }
@@ -76,9 +91,18 @@ enum Target {
 /// Why a sink could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// The Redis URL was rejected by the client.
+    /// The Redis URL or its CA file was rejected.
     #[error("invalid redis sink: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(#[from] RedisClientError),
+    /// The CA file of a wss:// sink could not be used.
+    #[error("wss:// sink: {0}")]
+    Tls(#[from] TlsError),
+    /// A CA file was given for a sink that does not use TLS.
+    #[error("--ca-file only applies to wss:// and rediss:// sinks")]
+    CaWithoutTls,
+    /// A publish token was given for a Redis sink, which does not take one.
+    #[error("--publish-token-env only applies to ws:// and wss:// sinks (the redis-ws-bridge)")]
+    TokenWithoutBridge,
 }
 
 /// Why one connection attempt failed (logged by the reconnect loop, then retried).
@@ -88,17 +112,46 @@ enum ConnectError {
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the sink URL has no usable host name for TLS: {0}")]
+    ServerName(String),
     #[error("connect timed out after {IO_TIMEOUT:?}")]
     Timeout,
 }
 
+/// How a sink reaches its target: the publish token for the bridge and a CA file for TLS.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SinkAccess<'a> {
+    /// The bridge's publish token (ws:// and wss:// sinks only).
+    pub token: Option<Secret>,
+    /// PEM CA file for wss:// and rediss:// sinks.
+    pub ca_file: Option<&'a Path>,
+}
+
 /// Prepares the sink for `spec`; Redis sinks PUBLISH to `channel`. Does not connect yet.
-pub(crate) fn prepare(spec: &SinkSpec, channel: &str) -> Result<Prepared, SinkError> {
+pub(crate) fn prepare(
+    spec: &SinkSpec,
+    channel: &str,
+    access: SinkAccess<'_>,
+) -> Result<Prepared, SinkError> {
     let (sender, latest) = watch::channel(None);
+    if access.ca_file.is_some() && !spec.is_tls() {
+        return Err(SinkError::CaWithoutTls);
+    }
     let target = match spec {
-        SinkSpec::WebSocket(url) => Target::WebSocket { url: url.clone() },
+        SinkSpec::WebSocket(url) => Target::WebSocket {
+            url: url.clone(),
+            token: access.token,
+            tls: if spec.is_tls() {
+                Some(TlsConnector::from(tls::client_config(access.ca_file)?))
+            } else {
+                None
+            },
+        },
+        SinkSpec::Redis(_) if access.token.is_some() => return Err(SinkError::TokenWithoutBridge),
         SinkSpec::Redis(url) => Target::Redis {
-            client: redis::Client::open(url.as_str())?,
+            client: Box::new(redis_client::client(url, access.ca_file)?),
             channel: channel.to_owned(),
         },
     };
@@ -122,13 +175,18 @@ impl Delivery {
         };
         let reconnect = Reconnect::new(self.label);
         match self.target {
-            Target::WebSocket { url } => {
-                let mut sink = WsSink { url, outbox };
+            Target::WebSocket { url, token, tls } => {
+                let mut sink = WsSink {
+                    url,
+                    token,
+                    tls,
+                    outbox,
+                };
                 reconnect.run(&mut sink, &shutdown).await;
             }
             Target::Redis { client, channel } => {
                 let mut sink = RedisSink {
-                    client,
+                    client: *client,
                     channel,
                     outbox,
                 };
@@ -265,12 +323,56 @@ fn ws_config() -> WebSocketConfig {
         .max_write_buffer_size(4 * MAX_BODY_BYTES)
 }
 
-type WsStream = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+/// A connection's byte stream, plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type WsStream = WebSocketStream<Box<dyn Io>>;
 
 /// Sends each payload as one text frame to the redis-ws-bridge.
 struct WsSink {
     url: String,
+    /// The bridge's publish token, presented as `Authorization: Bearer`.
+    token: Option<Secret>,
+    /// Set for wss:// URLs.
+    tls: Option<TlsConnector>,
     outbox: Outbox,
+}
+
+impl WsSink {
+    /// Opens the TCP (and for wss:// the TLS) connection and the WebSocket on it, presenting
+    /// the publish token.
+    async fn open(&self) -> Result<WsStream, ConnectError> {
+        let mut request = self.url.as_str().into_client_request()?;
+        if let Some(token) = &self.token {
+            let value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(tokio_tungstenite::tungstenite::Error::from)?;
+            request.headers_mut().insert("Authorization", value);
+        }
+        let uri = request.uri();
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
+        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Io> = match &self.tls {
+            None => Box::new(tcp),
+            Some(connector) => {
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|_| ConnectError::ServerName(host.clone()))?;
+                Box::new(connector.connect(name, tcp).await?)
+            }
+        };
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config())).await?;
+        Ok(ws)
+    }
 }
 
 impl WsSink {
@@ -303,13 +405,8 @@ impl Connector for WsSink {
     type Error = ConnectError;
 
     async fn connect(&mut self) -> Result<WsStream, ConnectError> {
-        let connect = tokio_tungstenite::connect_async_with_config(
-            self.url.as_str(),
-            Some(ws_config()),
-            true,
-        );
-        match tokio::time::timeout(IO_TIMEOUT, connect).await {
-            Ok(connected) => Ok(connected?.0),
+        match tokio::time::timeout(IO_TIMEOUT, self.open()).await {
+            Ok(connected) => connected,
             Err(_) => Err(ConnectError::Timeout),
         }
     }
@@ -330,8 +427,12 @@ impl Connector for WsSink {
                 incoming = ws.next() => match incoming {
                     // The bridge echoes every channel message, ours included: read and discard.
                     // Reading also answers pings.
-                    Some(Ok(Message::Close(_))) => {
-                        return SessionEnd::Lost("closed by the bridge".to_owned());
+                    Some(Ok(Message::Close(frame))) => {
+                        // Say why: a 1008 here usually means a missing or wrong publish token.
+                        let why = frame.map_or_else(String::new, |frame| {
+                            format!(": {} {}", u16::from(frame.code), frame.reason)
+                        });
+                        return SessionEnd::Lost(format!("closed by the bridge{why}"));
                     }
                     Some(Ok(_)) => {}
                     Some(Err(error)) => return SessionEnd::Lost(error.to_string()),

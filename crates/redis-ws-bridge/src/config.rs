@@ -156,13 +156,10 @@ impl Config {
     /// The publish token: the one set in `publish_token`, else the one in the environment
     /// variable named by `--publish-token-env`; `None` makes the bridge read-only.
     pub(crate) fn resolve_publish_token(&self) -> Result<Option<Secret>, SecretError> {
-        if let Some(token) = &self.publish_token {
-            return Ok(Some(token.clone()));
-        }
-        self.publish_token_env
-            .as_deref()
-            .map(Secret::from_env)
-            .transpose()
+        Secret::resolve(
+            self.publish_token.as_ref(),
+            self.publish_token_env.as_deref(),
+        )
     }
 
     /// The certificate and key files when TLS is configured. Half a configuration is an error

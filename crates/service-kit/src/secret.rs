@@ -102,6 +102,20 @@ impl Secret {
         }
     }
 
+    /// The token a service uses: `given` (set in code, e.g. by a test embedding the service),
+    /// else the one in the environment variable `env_var` (from a `--…-token-env` flag), else
+    /// none.
+    pub fn resolve(
+        given: Option<&Secret>,
+        env_var: Option<&str>,
+    ) -> Result<Option<Secret>, SecretError> {
+        match (given, env_var) {
+            (Some(secret), _) => Ok(Some(secret.clone())),
+            (None, Some(var)) => Self::from_env(var).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// Whether `presented` is this token, in time that does not depend on where they differ.
     pub fn matches(&self, presented: &[u8]) -> bool {
         self.0.as_bytes().ct_eq(presented).into()
@@ -165,6 +179,17 @@ mod tests {
         );
         let error = Secret::new("0123456789 abcdefgh", "X").unwrap_err();
         assert!(!error.to_string().contains("abcdef"), "{error}");
+    }
+
+    #[test]
+    fn a_given_token_wins_over_the_variable() {
+        let given = Secret::new(GOOD, "test").unwrap();
+        assert_eq!(Secret::resolve(None, None), Ok(None));
+        assert_eq!(
+            Secret::resolve(Some(&given), Some("SERVICE_KIT_TEST_SURELY_UNSET_VARIABLE")),
+            Ok(Some(given))
+        );
+        assert!(Secret::resolve(None, Some("SERVICE_KIT_TEST_SURELY_UNSET_VARIABLE")).is_err());
     }
 
     #[test]
