@@ -66,7 +66,11 @@ redis-cli -p "$redis_port" ping >/dev/null 2>&1 || die "redis-server did not sta
 # backend-app authenticates as `backend`; `admin` may do everything.
 start topic-server "$bin/topic-server" --listen "$host:$topic_port" --web-dir "$root/web" --views "$root/deploy/views.txt" \
   --security "$root/deploy/security.toml" --metrics-listen "127.0.0.1:$metrics_port"
-start redis-ws-bridge "$bin/redis-ws-bridge" --listen "$host:$bridge_port" --redis-url "redis://127.0.0.1:$redis_port/"
+# The bridge publishes only for clients presenting this token (the feeder); everyone else,
+# the dashboard included, reads. A fresh one per run, handed over in the environment.
+publish_token="$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"
+start redis-ws-bridge env DEMO_PUBLISH_TOKEN="$publish_token" "$bin/redis-ws-bridge" \
+  --listen "$host:$bridge_port" --redis-url "redis://127.0.0.1:$redis_port/" --publish-token-env DEMO_PUBLISH_TOKEN
 wait_http "http://$host:$topic_port/healthz" 30 || die "topic-server did not come up (see $run_dir/topic-server.log)"
 wait_http "http://$host:$bridge_port/healthz" 30 || die "redis-ws-bridge did not come up (see $run_dir/redis-ws-bridge.log)"
 
@@ -77,8 +81,10 @@ while IFS='=' read -r key value; do
   case "$key" in TOPIC_PRINCIPAL|TOPIC_CREDENTIALS) backend_env+=("$key=$value") ;; esac
 done <"$root/deploy/demo-credentials/backend.env"
 start backend-app env "${backend_env[@]}" "$bin/backend-app" --from "ws://$host:$bridge_port/" --topic-server "ws://$host:$topic_port" --topic redis/bitcoin
-start data-feeder "$bin/data-feeder" --source synthetic --interval "$interval" \
-  --sink "ws://$host:$bridge_port/" --control-listen "$host:$feeder_port"
+# The dashboard (served by the topic server) calls the feeder's control API from the browser.
+start data-feeder env DEMO_PUBLISH_TOKEN="$publish_token" "$bin/data-feeder" --source synthetic --interval "$interval" \
+  --sink "ws://$host:$bridge_port/" --publish-token-env DEMO_PUBLISH_TOKEN --control-listen "$host:$feeder_port" \
+  --allowed-origins "http://$host:$topic_port,http://localhost:$topic_port,http://127.0.0.1:$topic_port"
 wait_http "http://$host:$feeder_port/healthz" 30 || die "data-feeder did not come up (see $run_dir/data-feeder.log)"
 
 say "waiting for the first value on topic redis/bitcoin"
