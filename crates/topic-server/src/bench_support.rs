@@ -10,9 +10,10 @@ use bytes::Bytes;
 use diffusion_core::TopicType;
 use serde_json::Value;
 
-use crate::engine::Engine;
+use crate::engine::{Caller, Engine};
 use crate::metrics::Metrics;
 use crate::outbound::SessionOutbound;
+use crate::security::{Access, Identity, RoleSource};
 
 /// A failed engine operation, as the `error` reply would state it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +35,8 @@ pub struct BenchEngine {
     sessions: Vec<Arc<SessionOutbound>>,
     queue_limit_bytes: usize,
     numbered: bool,
+    /// What every session may do.
+    access: Access,
 }
 
 impl BenchEngine {
@@ -45,7 +48,32 @@ impl BenchEngine {
             sessions: Vec::new(),
             queue_limit_bytes,
             numbered: true,
+            access: Access::open(),
         }
+    }
+
+    /// The same with a security store: every session holds `roles` of the store in
+    /// `security_toml` (the cost of permission checks is measured against [`Self::new`]).
+    pub fn new_secured(
+        queue_limit_bytes: usize,
+        security_toml: &str,
+        roles: &[&str],
+    ) -> Result<Self, BenchError> {
+        let store = diffusion_core::security::SecurityStore::parse("bench", security_toml)
+            .map_err(|e| BenchError(e.to_string()))?;
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        let grant = Arc::new(store.grant(&roles));
+        Ok(Self {
+            access: Access {
+                identity: Arc::new(Identity {
+                    principal: Some("bench".to_owned()),
+                    roles: RoleSource::Token(roles),
+                    expires_at: None,
+                }),
+                grant,
+            },
+            ..Self::new(queue_limit_bytes)
+        })
     }
 
     /// The same with version-1 sessions (no numbering, no recovery buffer): the baseline the
@@ -66,7 +94,10 @@ impl BenchEngine {
         }
         self.sessions.push(Arc::clone(&outbound));
         let id = self.sessions.len() as u64;
-        self.engine.register_session(id, outbound);
+        // The bench's sessions share one principal, which the store sets no session limit for.
+        let _ = self
+            .engine
+            .register_session(id, outbound, self.access.clone());
         id
     }
 
@@ -84,7 +115,7 @@ impl BenchEngine {
         value: Option<&Value>,
     ) -> Result<(), BenchError> {
         self.engine
-            .add(path, topic_type, properties, value.cloned())
+            .add(Caller::Server, path, topic_type, properties, value.cloned())
             .map_err(|e| BenchError(e.to_string()))
     }
 
@@ -98,7 +129,7 @@ impl BenchEngine {
     /// The protocol's `createview`.
     pub fn create_view(&self, name: &str, spec: &str) -> Result<(), BenchError> {
         self.engine
-            .create_view(name, spec)
+            .create_view(Caller::Server, name, spec)
             .map_err(|e| BenchError(e.to_string()))
     }
 
@@ -107,7 +138,7 @@ impl BenchEngine {
     /// it on the server.
     pub fn set(&self, path: &str, value: &Value) -> Result<(), BenchError> {
         self.engine
-            .set(path, value.clone())
+            .set(Caller::Server, path, value.clone())
             .map_err(|e| BenchError(e.to_string()))
     }
 

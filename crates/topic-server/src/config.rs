@@ -18,6 +18,9 @@ pub const DEFAULT_QUEUE_LIMIT_BYTES: usize = 1024 * 1024;
 /// Default largest server frame when packing several messages, 64 KiB.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 
+/// Default address of the `/metrics` listener: loopback only.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
 /// Everything the server needs to start. Flatten into a clap parser, or build one in tests with
 /// `Config { listen: "127.0.0.1:0".parse()?, ..Config::default() }`.
 #[derive(Debug, Clone, Args)]
@@ -158,6 +161,47 @@ pub struct Config {
     #[arg(long, env = "TOPIC_SERVER_MAX_FETCH_REPLY_BYTES", default_value_t = 4 * 1024 * 1024,
           value_parser = flags::at_least_one)]
     pub max_fetch_reply_bytes: usize,
+
+    /// The security store (TOML: principals, roles, permissions, tokens; docs/security.md).
+    /// Reloaded on SIGHUP. Without it every session may do everything, so the server accepts
+    /// clients from loopback only unless `--insecure-open` is given.
+    #[arg(long, env = "TOPIC_SERVER_SECURITY", value_name = "FILE")]
+    pub security: Option<PathBuf>,
+
+    /// Without `--security`, accept clients from every address anyway (everyone may do
+    /// everything): for trusted networks only.
+    #[arg(long, env = "TOPIC_SERVER_INSECURE_OPEN")]
+    pub insecure_open: bool,
+
+    /// Origins (`scheme://host[:port]`, comma-separated) whose pages may open WebSocket
+    /// sessions; `*` allows every origin. Default: only pages served by this server (the
+    /// Origin names the Host the request was sent to). Clients that send no Origin (not
+    /// browsers) are not affected.
+    #[arg(long, env = "TOPIC_SERVER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Address of the Prometheus `/metrics` listener (its own port, loopback by default;
+    /// `Config::default()` takes an ephemeral port instead).
+    #[arg(long, env = "TOPIC_SERVER_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
+
+    /// TLS certificate chain (PEM): with `--tls-key`, the port speaks HTTPS and `wss://`.
+    #[arg(
+        long,
+        env = "TOPIC_SERVER_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for `--tls-cert`.
+    #[arg(
+        long,
+        env = "TOPIC_SERVER_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -187,6 +231,14 @@ impl Default for Config {
             max_selectors_per_session: 10_000,
             max_selector_bytes_per_session: 16 * 1024 * 1024,
             max_fetch_reply_bytes: 4 * 1024 * 1024,
+            security: None,
+            insecure_open: false,
+            allowed_origins: Vec::new(),
+            // Port 0 (unlike the command line's 9464) so that servers built in one process,
+            // as tests do, never collide.
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

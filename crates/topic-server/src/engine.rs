@@ -34,8 +34,11 @@ use diffusion_core::view::EvalLimits;
 use diffusion_core::{Selector, TopicPath, TopicProperties, TopicType, TopicValue};
 use serde_json::Value;
 
+use diffusion_core::security::{GlobalPermission, PathPermission};
+
 use crate::metrics::Metrics;
 use crate::outbound::{PushError, SessionOutbound};
+use crate::security::{Access, Identity};
 use crate::stats::QueueStats;
 use crate::subscriptions::{SelectorQuota, SessionId, Subscriptions};
 use crate::topics::{Topic, TopicStore, retained_len};
@@ -64,6 +67,41 @@ impl OpError {
 }
 
 mod reference;
+
+/// Who asks for an operation: a session (checked against its grant) or the server itself
+/// (its views file, benchmarks), which may do everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// A connected session.
+    Session(SessionId),
+    /// The server.
+    Server,
+}
+
+fn denied(message: impl Into<String>) -> OpError {
+    OpError::new(ErrorCode::PermissionDenied, message)
+}
+
+/// Refuses unless `access` holds `permission` at `path`.
+fn require(access: &Access, permission: PathPermission, path: &str) -> Result<(), OpError> {
+    if access.grant.allows(permission, path) {
+        return Ok(());
+    }
+    let at = if path.is_empty() {
+        "the root".to_owned()
+    } else {
+        format!("'{path}'")
+    };
+    Err(denied(format!("{permission} is needed at {at}")))
+}
+
+/// Refuses unless `access` holds the global `permission`.
+fn require_global(access: &Access, permission: GlobalPermission) -> Result<(), OpError> {
+    if access.grant.allows_global(permission) {
+        return Ok(());
+    }
+    Err(denied(format!("{permission} is needed")))
+}
 
 /// What the engine allows any one operation, or the tree as a whole, to hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +177,40 @@ struct Tree {
     throttles: std::collections::HashMap<String, reference::Throttled>,
     /// What `delay by` holds back and when throttle windows end.
     timers: reference::Timers,
+    /// Open sessions per principal (anonymous ones as `ANONYMOUS`).
+    sessions_by_principal: std::collections::HashMap<Arc<str>, usize>,
+    /// Existing topics each principal has added.
+    topics_by_owner: std::collections::HashMap<Arc<str>, usize>,
+}
+
+impl Tree {
+    /// The access of whoever calls.
+    fn access(&self, caller: Caller, open: &Access) -> Access {
+        match caller {
+            Caller::Server => open.clone(),
+            Caller::Session(id) => {
+                self.subscriptions
+                    .access(id)
+                    .cloned()
+                    .unwrap_or_else(|| Access {
+                        identity: Arc::clone(&open.identity),
+                        grant: Arc::default(),
+                    })
+            }
+        }
+    }
+}
+
+/// Adds `delta` (±1) to a per-principal count, forgetting principals that reach zero.
+fn count_for(map: &mut std::collections::HashMap<Arc<str>, usize>, who: &str, up: bool) {
+    if up {
+        *map.entry(Arc::from(who)).or_default() += 1;
+    } else if let Some(n) = map.get_mut(who) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(who);
+        }
+    }
 }
 
 /// Subscriptions that back pressure ended during one operation, as (session, topic id); the
@@ -187,6 +259,8 @@ pub(crate) struct Engine {
     back_pressure_unsubscriptions: AtomicU64,
     /// Highest queue high-water mark among sessions that have closed.
     closed_peak_bytes: AtomicUsize,
+    /// The access of the server itself.
+    open_access: Access,
 }
 
 fn parse_selector(text: &str) -> Result<Selector, OpError> {
@@ -236,6 +310,7 @@ impl Engine {
             conflations: AtomicU64::new(0),
             back_pressure_unsubscriptions: AtomicU64::new(0),
             closed_peak_bytes: AtomicUsize::new(0),
+            open_access: Access::open(),
         })
     }
 
@@ -372,9 +447,41 @@ impl Engine {
         }
     }
 
-    /// Makes a session (after its handshake) able to subscribe.
-    pub fn register_session(&self, session: SessionId, outbound: Arc<SessionOutbound>) {
-        self.lock().subscriptions.register(session, outbound);
+    /// Makes a session (after its handshake) able to subscribe; refused when its principal
+    /// already has as many sessions as its roles allow.
+    pub fn register_session(
+        &self,
+        session: SessionId,
+        outbound: Arc<SessionOutbound>,
+        access: Access,
+    ) -> Result<(), OpError> {
+        let mut tree = self.lock();
+        let name = access.identity.name().to_owned();
+        if let Some(limit) = access.grant.limits().connections {
+            let open = tree
+                .sessions_by_principal
+                .get(name.as_str())
+                .copied()
+                .unwrap_or(0);
+            if open >= limit {
+                self.metrics.limit_refused("principal_connections");
+                return Err(OpError::limit(format!(
+                    "principal '{name}' already has its maximum of {limit} sessions"
+                )));
+            }
+        }
+        count_for(&mut tree.sessions_by_principal, &name, true);
+        tree.subscriptions.register(session, outbound, access);
+        Ok(())
+    }
+
+    /// The limits the session's roles set (none for an unknown session).
+    pub fn limits_of(&self, session: SessionId) -> diffusion_core::security::RoleLimits {
+        self.lock()
+            .subscriptions
+            .access(session)
+            .map(|a| a.grant.limits())
+            .unwrap_or_default()
     }
 
     /// Accounts for a push the session made itself (a reply): when it made the queue drop
@@ -393,15 +500,19 @@ impl Engine {
     /// the session held.
     pub fn close_session(&self, session: SessionId) {
         let mut tree = self.lock();
+        if let Some(outbound) = tree.subscriptions.outbound(session) {
+            self.closed_peak_bytes
+                .fetch_max(outbound.peak_queued_bytes(), Ordering::Relaxed);
+        }
+        if let Some(access) = tree.subscriptions.access(session) {
+            let name = access.identity.name().to_owned();
+            count_for(&mut tree.sessions_by_principal, &name, false);
+        }
         let Tree {
             topics,
             subscriptions,
             ..
         } = &mut *tree;
-        if let Some(outbound) = subscriptions.outbound(session) {
-            self.closed_peak_bytes
-                .fetch_max(outbound.peak_queued_bytes(), Ordering::Relaxed);
-        }
         for id in subscriptions.deregister(session) {
             if let Some(topic) = topics.get_by_id_mut(id) {
                 topic.subscribers.remove(&session);
@@ -415,6 +526,7 @@ impl Engine {
     /// one where a view's reference topic stands replaces that reference topic.
     pub fn add(
         &self,
+        caller: Caller,
         path: &str,
         topic_type: TopicType,
         properties: &BTreeMap<String, String>,
@@ -430,8 +542,17 @@ impl Engine {
         };
 
         let mut tree = self.lock();
+        let access = tree.access(caller, &self.open_access);
+        require(&access, PathPermission::ModifyTopic, path.as_str())?;
+        let owner = match caller {
+            Caller::Session(_) => Some(Arc::<str>::from(access.identity.name())),
+            Caller::Server => None,
+        };
         let mut dropped = Dropped::new();
         let existing = tree.topics.get(path.as_str()).map(|t| (t.id, t.reference));
+        if !matches!(existing, Some((_, None))) {
+            self.check_owner_quota(&tree, &access, owner.as_deref())?;
+        }
         let result = match existing {
             Some((id, None)) => {
                 let Some(existing) = tree.topics.get(path.as_str()) else {
@@ -487,8 +608,35 @@ impl Engine {
                 )
                 .map(|()| self.source_changed(&mut tree, path.as_str(), 0, &mut dropped)),
         };
+        if result.is_ok()
+            && !matches!(existing, Some((_, None)))
+            && let Some(owner) = owner
+            && let Some(topic) = tree.topics.get_mut(path.as_str())
+        {
+            topic.owner = Some(Arc::clone(&owner));
+            count_for(&mut tree.topics_by_owner, &owner, true);
+        }
         self.settle_tree(&mut tree, dropped);
         result
+    }
+
+    /// Refuses a new topic when its owner already has as many as its roles allow.
+    fn check_owner_quota(
+        &self,
+        tree: &Tree,
+        access: &Access,
+        owner: Option<&str>,
+    ) -> Result<(), OpError> {
+        let (Some(owner), Some(limit)) = (owner, access.grant.limits().topics) else {
+            return Ok(());
+        };
+        if tree.topics_by_owner.get(owner).copied().unwrap_or(0) >= limit {
+            self.metrics.limit_refused("principal_topics");
+            return Err(OpError::limit(format!(
+                "principal '{owner}' already has its maximum of {limit} topics"
+            )));
+        }
+        Ok(())
     }
 
     /// Whether one more topic with `value` fits, `freed` topics being removed first.
@@ -578,6 +726,9 @@ impl Engine {
         let Some(topic) = tree.topics.remove(path) else {
             return false;
         };
+        if let Some(owner) = &topic.owner {
+            count_for(&mut tree.topics_by_owner, owner, false);
+        }
         if let Some(throttled) = tree.throttles.remove(path) {
             tree.timers.cancel_flush(&throttled);
         }
@@ -602,7 +753,7 @@ impl Engine {
 
     /// `set`: changes a topic's value and delivers it to the subscribers, unless it equals the
     /// current value. Reference topics are read-only.
-    pub fn set(&self, path: &str, value: Value) -> Result<(), OpError> {
+    pub fn set(&self, caller: Caller, path: &str, value: Value) -> Result<(), OpError> {
         let path = TopicPath::parse(path)
             .map_err(|e| OpError::new(ErrorCode::InvalidPath, e.to_string()))?;
         let no_such_topic =
@@ -611,6 +762,11 @@ impl Engine {
         // are needed first.
         let (id, topic_type, validate_values) = {
             let tree = self.lock();
+            require(
+                &tree.access(caller, &self.open_access),
+                PathPermission::UpdateTopic,
+                path.as_str(),
+            )?;
             let topic = tree.topics.get(path.as_str()).ok_or_else(no_such_topic)?;
             if topic.reference.is_some() {
                 return Err(read_only(path.as_str()));
@@ -643,6 +799,12 @@ impl Engine {
     pub fn subscribe(&self, session: SessionId, selector: &str) -> Result<(), OpError> {
         let selector = parse_selector(selector)?;
         let mut tree = self.lock();
+        let access = tree.access(Caller::Session(session), &self.open_access);
+        require(&access, PathPermission::SelectTopic, selector.path_prefix())?;
+        let mut quota = self.limits.selectors;
+        if let Some(max) = access.grant.limits().selectors {
+            quota.max_count = max;
+        }
         let Tree {
             topics,
             subscriptions,
@@ -653,7 +815,7 @@ impl Engine {
             .cloned()
             .ok_or_else(|| OpError::new(ErrorCode::Internal, "session is not registered"))?;
         subscriptions
-            .check_quota(session, &selector, self.limits.selectors)
+            .check_quota(session, &selector, quota)
             .map_err(|e| {
                 self.metrics.limit_refused("selectors");
                 OpError::limit(e.to_string())
@@ -662,6 +824,7 @@ impl Engine {
         for path in topics.select_paths(&selector) {
             if let Some(topic) = topics.get_mut(&path)
                 && !topic.subscribers.contains_key(&session)
+                && access.grant.allows(PathPermission::ReadTopic, &path)
             {
                 self.subscribe_one(topic, subscriptions, session, &outbound, &mut dropped);
             }
@@ -709,6 +872,7 @@ impl Engine {
     /// paging makes progress. Only buffers are cloned under the lock; the caller encodes.
     pub fn fetch(
         &self,
+        caller: Caller,
         selector: &str,
         after: Option<&str>,
         limit: Option<usize>,
@@ -718,10 +882,16 @@ impl Engine {
             .unwrap_or(MAX_FETCH_PAGE_TOPICS)
             .clamp(1, MAX_FETCH_PAGE_TOPICS);
         let tree = self.lock();
+        let access = tree.access(caller, &self.open_access);
         let mut topics = Vec::new();
         let mut bytes = 0usize;
         let mut more = false;
-        for topic in tree.topics.select_after(&selector, after) {
+        let readable = tree.topics.select_after(&selector, after).filter(|t| {
+            access
+                .grant
+                .allows(PathPermission::ReadTopic, t.path.as_str())
+        });
+        for topic in readable {
             let wire_value = topic.value().map(TopicValue::wire_json);
             let cost = topic.path.as_str().len()
                 + wire_value.as_ref().map_or(0, Bytes::len)
@@ -745,9 +915,11 @@ impl Engine {
     /// `remove`: removes every selected normal topic, telling its subscribers. Returns how
     /// many. Reference topics are skipped (a path selector naming one is refused): they go
     /// with their source or their view.
-    pub fn remove(&self, selector: &str) -> Result<usize, OpError> {
+    pub fn remove(&self, caller: Caller, selector: &str) -> Result<usize, OpError> {
         let selector = parse_selector(selector)?;
         let mut tree = self.lock();
+        let access = tree.access(caller, &self.open_access);
+        require(&access, PathPermission::ModifyTopic, selector.path_prefix())?;
         if let Some(path) = selector.exact_path()
             && tree
                 .topics
@@ -760,6 +932,11 @@ impl Engine {
             .topics
             .select(&selector)
             .filter(|t| t.reference.is_none())
+            .filter(|t| {
+                access
+                    .grant
+                    .allows(PathPermission::ModifyTopic, t.path.as_str())
+            })
             .map(|t| t.path.as_str().to_owned())
             .collect();
         let mut dropped = Dropped::new();
@@ -771,6 +948,76 @@ impl Engine {
         }
         self.settle_tree(&mut tree, dropped);
         Ok(paths.len())
+    }
+
+    /// After the security store changed: gives every session and view the grant `grant_of`
+    /// computes for its identity. A session's subscriptions to topics it may no longer read
+    /// end (reason `authorisation`); topics its selectors select that it may now read are
+    /// subscribed (as a new `subscribe` would, this also restores topics back pressure had
+    /// unsubscribed); every view derives again. The lock is taken once per session, so a
+    /// reload with many sessions never stalls the others for long. Returns the subscriptions
+    /// (ended, added).
+    pub fn reauthorise(
+        &self,
+        grant_of: &dyn Fn(&Identity) -> Arc<diffusion_core::security::Grant>,
+    ) -> (usize, usize) {
+        let sessions: Vec<SessionId> = {
+            let mut tree = self.lock();
+            for (_, access) in tree.subscriptions.accesses_mut() {
+                access.grant = grant_of(&access.identity);
+            }
+            tree.subscriptions.sessions().map(|(id, _)| id).collect()
+        };
+        let (mut ended, mut added) = (0, 0);
+        for session in sessions {
+            let mut tree = self.lock();
+            let mut dropped = Dropped::new();
+            let Tree {
+                topics,
+                subscriptions,
+                ..
+            } = &mut *tree;
+            let (Some(access), Some(outbound)) = (
+                subscriptions.access(session).cloned(),
+                subscriptions.outbound(session).cloned(),
+            ) else {
+                continue;
+            };
+            for id in subscriptions.topics_of(session) {
+                let Some(topic) = topics.get_by_id_mut(id) else {
+                    continue;
+                };
+                if access
+                    .grant
+                    .allows(PathPermission::ReadTopic, topic.path.as_str())
+                {
+                    continue;
+                }
+                if let Some(outbound) = topic.subscribers.remove(&session) {
+                    subscriptions.note_unsubscribed(session, id);
+                    let notice = unsubscribed_message(topic, "authorisation");
+                    self.end_subscription(topic, session, &outbound, &notice, &mut dropped);
+                    ended += 1;
+                }
+            }
+            for selector in subscriptions.selectors_of(session) {
+                for path in topics.select_paths(&selector) {
+                    if let Some(topic) = topics.get_mut(&path)
+                        && !topic.subscribers.contains_key(&session)
+                        && access.grant.allows(PathPermission::ReadTopic, &path)
+                    {
+                        self.subscribe_one(topic, subscriptions, session, &outbound, &mut dropped);
+                        added += 1;
+                    }
+                }
+            }
+            self.settle_dropped(topics, subscriptions, dropped);
+        }
+        let mut tree = self.lock();
+        let mut dropped = Dropped::new();
+        self.reauthorise_views(&mut tree, grant_of, &mut dropped);
+        self.settle_tree(&mut tree, dropped);
+        (ended, added)
     }
 
     /// Bytes of the values the tree retains now, and view results held back by `delay by`.
@@ -832,9 +1079,12 @@ mod tests {
             ..EngineLimits::default()
         });
         for p in ["a", "b", "c"] {
-            e.add(p, TopicType::Json, &no_props(), None).unwrap();
+            e.add(Caller::Server, p, TopicType::Json, &no_props(), None)
+                .unwrap();
         }
-        let err = e.add("d", TopicType::Json, &no_props(), None).unwrap_err();
+        let err = e
+            .add(Caller::Server, "d", TopicType::Json, &no_props(), None)
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::LimitExceeded);
         assert!(
             err.message.contains("maximum of 3 topics"),
@@ -842,10 +1092,17 @@ mod tests {
             err.message
         );
         // Re-adding an existing topic is not a new one.
-        e.add("a", TopicType::Json, &no_props(), Some(json!(1)))
+        e.add(
+            Caller::Server,
+            "a",
+            TopicType::Json,
+            &no_props(),
+            Some(json!(1)),
+        )
+        .unwrap();
+        e.remove(Caller::Server, ">c").unwrap();
+        e.add(Caller::Server, "d", TopicType::Json, &no_props(), None)
             .unwrap();
-        e.remove(">c").unwrap();
-        e.add("d", TopicType::Json, &no_props(), None).unwrap();
     }
 
     #[test]
@@ -855,18 +1112,36 @@ mod tests {
             ..EngineLimits::default()
         });
         let text = |n: usize| json!("x".repeat(n));
-        e.add("a", TopicType::Json, &no_props(), Some(text(600)))
-            .unwrap();
+        e.add(
+            Caller::Server,
+            "a",
+            TopicType::Json,
+            &no_props(),
+            Some(text(600)),
+        )
+        .unwrap();
         let err = e
-            .add("b", TopicType::Json, &no_props(), Some(text(600)))
+            .add(
+                Caller::Server,
+                "b",
+                TopicType::Json,
+                &no_props(),
+                Some(text(600)),
+            )
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::LimitExceeded);
-        assert!(e.fetch(">b", None, None).unwrap().topics.is_empty());
-        e.add("b", TopicType::Json, &no_props(), None).unwrap();
-        let err = e.set("b", text(600)).unwrap_err();
+        assert!(
+            e.fetch(Caller::Server, ">b", None, None)
+                .unwrap()
+                .topics
+                .is_empty()
+        );
+        e.add(Caller::Server, "b", TopicType::Json, &no_props(), None)
+            .unwrap();
+        let err = e.set(Caller::Server, "b", text(600)).unwrap_err();
         assert_eq!(err.code, ErrorCode::LimitExceeded);
-        e.set("a", text(10)).unwrap();
-        e.set("b", text(600)).unwrap();
+        e.set(Caller::Server, "a", text(10)).unwrap();
+        e.set(Caller::Server, "b", text(600)).unwrap();
     }
 
     #[test]
@@ -877,6 +1152,7 @@ mod tests {
         });
         for i in 0..10 {
             e.add(
+                Caller::Server,
                 &format!("t/{i}"),
                 TopicType::Json,
                 &no_props(),
@@ -885,6 +1161,7 @@ mod tests {
             .unwrap();
         }
         e.add(
+            Caller::Server,
             "t/huge",
             TopicType::Json,
             &no_props(),
@@ -895,7 +1172,9 @@ mod tests {
         let mut seen = Vec::new();
         let mut pages = 0;
         loop {
-            let page = e.fetch("?t/.*", after.as_deref(), None).unwrap();
+            let page = e
+                .fetch(Caller::Server, "?t/.*", after.as_deref(), None)
+                .unwrap();
             pages += 1;
             assert!(!page.topics.is_empty());
             let bytes: usize = page
@@ -912,9 +1191,9 @@ mod tests {
         }
         assert_eq!(seen.len(), 11);
         assert!(pages >= 5, "{pages} pages");
-        let page = e.fetch("?t/.*", None, Some(3)).unwrap();
+        let page = e.fetch(Caller::Server, "?t/.*", None, Some(3)).unwrap();
         assert_eq!(page.topics.len(), 1, "the byte limit still applies");
-        let page = e.fetch("?t/[0-4]", None, Some(2)).unwrap();
+        let page = e.fetch(Caller::Server, "?t/[0-4]", None, Some(2)).unwrap();
         assert!(page.more);
     }
 
@@ -928,7 +1207,8 @@ mod tests {
             ..EngineLimits::default()
         });
         let outbound = Arc::new(SessionOutbound::new(1 << 20));
-        e.register_session(1, Arc::clone(&outbound));
+        e.register_session(1, Arc::clone(&outbound), Access::open())
+            .unwrap();
         e.subscribe(1, ">a").unwrap();
         e.subscribe(1, ">b").unwrap();
         e.subscribe(1, ">a").unwrap();
@@ -937,8 +1217,14 @@ mod tests {
         e.unsubscribe(1, ">a").unwrap();
         e.subscribe(1, ">c").unwrap();
         // The refused selector was not retained: adding `c` now reaches the session.
-        e.add("c", TopicType::Json, &no_props(), Some(json!(1)))
-            .unwrap();
+        e.add(
+            Caller::Server,
+            "c",
+            TopicType::Json,
+            &no_props(),
+            Some(json!(1)),
+        )
+        .unwrap();
         let got: Vec<ServerMessage> = outbound
             .drain_now()
             .iter()

@@ -1,17 +1,24 @@
 //! The HTTP side of the one port: WebSocket upgrades (`/ws`, and `/` when the request asks to
-//! upgrade), the dashboard's static files, `/healthz` and `/metrics`.
+//! upgrade), the dashboard's static files and `/healthz`; and the separate metrics listener's
+//! `/metrics`.
+//!
+//! A WebSocket upgrade is refused (403) when a browser page of a foreign origin asks for it
+//! (`--allowed-origins`; by default only pages this server serves), and — without a security
+//! store, where every session may do everything — when it comes from beyond loopback, unless
+//! `--insecure-open` says so.
 //!
 //! Only the files the dashboard page loads are served (its HTML, its own CSS and JavaScript,
 //! and the two library files it uses from `node_modules`), never whatever else sits in the web
 //! directory (`package.json`, tests, the rest of `node_modules`), and every dashboard response
 //! carries the usual security headers.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -40,9 +47,49 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/", get(root))
         .route("/ws", get(websocket))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .fallback(dashboard_file)
         .with_state(state)
+}
+
+/// The metrics listener's router: `/metrics` only.
+pub(crate) fn metrics_router(ctx: Arc<ServerContext>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(ctx)
+}
+
+/// Why an upgrade is refused, if it is.
+fn refusal(ctx: &ServerContext, peer: SocketAddr, headers: &HeaderMap) -> Option<&'static str> {
+    if ctx.security.is_open()
+        && !ctx.config.insecure_open
+        && !peer.ip().to_canonical().is_loopback()
+    {
+        return Some(
+            "this topic server runs without a security file, so it accepts clients from loopback only (start it with --security FILE, or --insecure-open)\n",
+        );
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    // Pages this server serves (the Origin names the Host the browser sent the request to)
+    // are always allowed; `--allowed-origins` adds others.
+    let same_origin = match (
+        origin.to_str(),
+        headers.get(header::HOST).map(HeaderValue::to_str),
+    ) {
+        (Ok(origin), Some(Ok(host))) => {
+            let origin = service_kit::origins::normalize(origin);
+            let host = host.to_ascii_lowercase();
+            origin == format!("http://{host}") || origin == format!("https://{host}")
+        }
+        _ => false,
+    };
+    let allowed = same_origin
+        || match &ctx.allowed_origins {
+            None => true,
+            Some(list) => !list.list().is_empty() && list.allows(Some(origin)),
+        };
+    (!allowed).then_some(
+        "WebSocket sessions from this page's origin are not allowed (--allowed-origins)\n",
+    )
 }
 
 /// Initial read buffer per WebSocket connection.
@@ -123,7 +170,16 @@ async fn dashboard_file(State(state): State<AppState>, request: Request) -> Resp
     serve_file(&state, request).await
 }
 
-fn upgrade(state: AppState, upgrade: WebSocketUpgrade) -> Response {
+fn upgrade(
+    state: AppState,
+    upgrade: WebSocketUpgrade,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Response {
+    if let Some(why) = refusal(&state.ctx, peer, headers) {
+        tracing::info!(%peer, why = why.trim_end(), "WebSocket upgrade refused");
+        return (StatusCode::FORBIDDEN, why).into_response();
+    }
     let config = &state.ctx.config;
     let transport_limit = config.transport_max_message_bytes();
     upgrade
@@ -139,12 +195,23 @@ fn upgrade(state: AppState, upgrade: WebSocketUpgrade) -> Response {
         // Bounds what waits unsent, pongs to a ping flood included (see Config).
         .max_write_buffer_size(config.max_write_buffer_bytes())
         .on_upgrade(move |socket| {
-            crate::session::run(socket, state.ctx, state.shutdown, state.sessions_done)
+            crate::session::run(
+                socket,
+                state.ctx,
+                state.shutdown,
+                state.sessions_done,
+                peer.ip().to_canonical(),
+            )
         })
 }
 
-async fn websocket(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    upgrade(state, ws)
+async fn websocket(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    upgrade(state, ws, peer, &headers)
 }
 
 fn wants_websocket(request: &Request) -> bool {
@@ -159,8 +226,12 @@ fn wants_websocket(request: &Request) -> bool {
 async fn root(State(state): State<AppState>, request: Request) -> Response {
     if wants_websocket(&request) {
         let (mut parts, _body) = request.into_parts();
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>().copied()
+        else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
         return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-            Ok(ws) => upgrade(state, ws),
+            Ok(ws) => upgrade(state, ws, peer, &parts.headers),
             Err(rejection) => rejection.into_response(),
         };
     }
@@ -171,13 +242,13 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(ctx): State<Arc<ServerContext>>) -> Response {
     // Measured on demand: keeping a gauge current on every push would cost the hot path.
-    let queued = state.ctx.engine.queue_stats().queued_bytes;
-    state.ctx.metrics.queued_bytes.set(queued as f64);
-    let (tree_bytes, held) = state.ctx.engine.tree_gauges();
-    state.ctx.metrics.tree_value_bytes.set(tree_bytes as f64);
-    state.ctx.metrics.view_held_results.set(held as f64);
+    let queued = ctx.engine.queue_stats().queued_bytes;
+    ctx.metrics.queued_bytes.set(queued as f64);
+    let (tree_bytes, held) = ctx.engine.tree_gauges();
+    ctx.metrics.tree_value_bytes.set(tree_bytes as f64);
+    ctx.metrics.view_held_results.set(held as f64);
     let mut response = crate::metrics::render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -42,6 +42,7 @@ mod liveness;
 mod metrics;
 mod outbound;
 mod resumable;
+mod security;
 mod session;
 mod stats;
 mod subscriptions;
@@ -85,6 +86,10 @@ pub(crate) struct ServerContext {
     sessions: resumable::SessionRegistry,
     /// Distinguishes this server's session names from an earlier run's, in logs.
     instance: u32,
+    /// The security store and authentication.
+    security: security::Security,
+    /// Browser origins allowed to open sessions besides the server's own pages (`None`: any).
+    allowed_origins: Option<service_kit::origins::AllowedOrigins>,
 }
 
 impl ServerContext {
@@ -102,6 +107,9 @@ impl ServerContext {
 pub struct TopicServer {
     listener: TcpListener,
     local_addr: SocketAddr,
+    metrics_listener: TcpListener,
+    metrics_addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     ctx: Arc<ServerContext>,
     connections: ConnectionCount,
 }
@@ -112,6 +120,35 @@ pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let local_addr = listener.local_addr().context("reading the bound address")?;
+    let metrics_listener = TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("binding the metrics address {}", config.metrics_listen))?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .context("reading the bound metrics address")?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(service_kit::tls::acceptor(cert, key)?),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    };
+    let security = security::Security::load(config.security.as_deref())?;
+    match (security.file(), config.insecure_open) {
+        (Some(file), _) => {
+            tracing::info!(file = %file.display(), "security store loaded");
+        }
+        (None, false) => tracing::warn!(
+            "no security file (--security): every session may do everything, so only clients on loopback are accepted; --insecure-open accepts everyone"
+        ),
+        (None, true) => tracing::warn!(
+            "no security file and --insecure-open: anyone who can reach this port may do everything"
+        ),
+    }
+    let allowed_origins = match config.allowed_origins.iter().any(|o| o.trim() == "*") {
+        true => None,
+        false => Some(service_kit::origins::AllowedOrigins::only(
+            &config.allowed_origins,
+        )),
+    };
     if !config.web_dir.is_dir() {
         tracing::warn!(
             web_dir = %config.web_dir.display(),
@@ -137,11 +174,16 @@ pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
             config.heartbeat_timeout,
         )),
         instance,
+        security,
+        allowed_origins,
         config,
     });
     Ok(TopicServer {
         listener,
         local_addr,
+        metrics_listener,
+        metrics_addr,
+        tls,
         ctx,
         connections: ConnectionCount::default(),
     })
@@ -156,7 +198,7 @@ fn load_views(engine: &Engine, file: &std::path::Path) -> anyhow::Result<()> {
     let count = views.len();
     for (view, spec) in views {
         engine
-            .install_view(&view, Arc::new(spec))
+            .install_view(&view, Arc::new(spec), security::Access::open())
             .map_err(|e| anyhow::anyhow!("{name}: view '{view}': {}", e.message))?;
     }
     tracing::info!(file = %name, count, "views loaded");
@@ -176,6 +218,11 @@ impl TopicServer {
         self.local_addr
     }
 
+    /// The address of the `/metrics` listener.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
     /// A handle onto the server's queue statistics, usable while it runs and after.
     pub fn stats(&self) -> ServerStats {
         ServerStats::new(Arc::clone(&self.ctx), self.connections.clone())
@@ -193,15 +240,26 @@ impl TopicServer {
         };
         let app = http::router(state);
         tokio::spawn(Arc::clone(&self.ctx.liveness).run(shutdown.clone()));
-        http_server::serve_counted(
+        tokio::spawn(reload_on_hangup(Arc::clone(&self.ctx), shutdown.clone()));
+        let metrics = tokio::spawn(http_server::serve(
+            self.metrics_listener,
+            http::metrics_router(Arc::clone(&self.ctx)),
+            http_server::ServeLimits::default(),
+            shutdown.clone(),
+        ));
+        http_server::serve_counted_tls(
             self.listener,
             app,
             self.ctx.config.serve_limits(),
             shutdown,
             self.connections.clone(),
+            self.tls,
         )
         .await
         .context("serving HTTP")?;
+        if let Ok(Err(error)) = metrics.await {
+            tracing::warn!(%error, "the metrics listener failed");
+        }
         // Every session holds a sender; `recv` returns `None` once the last one is gone.
         if tokio::time::timeout(SESSION_DRAIN_TIMEOUT, all_sessions_done.recv())
             .await
@@ -214,6 +272,66 @@ impl TopicServer {
     }
 }
 
+/// Reloads the security file on every SIGHUP until shutdown: a bad file is refused (logged)
+/// and the store in force stays; after a good one every session and view is re-checked.
+async fn reload_on_hangup(ctx: Arc<ServerContext>, shutdown: CancellationToken) {
+    let Some(file) = ctx.security.file().map(|f| f.display().to_string()) else {
+        return;
+    };
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP: the security file will not be reloaded");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = hangups.recv() => if got.is_none() { return },
+        }
+        reload_security(&ctx, &file).await;
+    }
+}
+
+/// One reload: the file is read and checked on the blocking pool, sessions re-checked after.
+async fn reload_security(ctx: &Arc<ServerContext>, file: &str) {
+    let reloading = Arc::clone(ctx);
+    let outcome = tokio::task::spawn_blocking(move || {
+        reloading.security.reload()?;
+        let security = &reloading.security;
+        Ok::<_, anyhow::Error>(
+            reloading
+                .engine
+                .reauthorise(&|identity| security.grant(identity)),
+        )
+    })
+    .await;
+    match outcome {
+        Ok(Ok((ended, added))) => {
+            ctx.metrics.security_reloaded("ok");
+            tracing::info!(
+                file,
+                ended,
+                added,
+                "security store reloaded; sessions re-checked"
+            );
+        }
+        Ok(Err(error)) => {
+            ctx.metrics.security_reloaded("refused");
+            tracing::error!(
+                file,
+                error = format!("{error:#}"),
+                "security file refused on reload; the previous store stays in force"
+            );
+        }
+        Err(error) => {
+            ctx.metrics.security_reloaded("refused");
+            tracing::error!(file, %error, "security reload failed; the previous store stays in force");
+        }
+    }
+}
+
 #[cfg(test)]
 mod demo_views {
     /// The demo's views file must always load.
@@ -223,6 +341,19 @@ mod demo_views {
         let views = diffusion_core::view::parse_views_file("deploy/views.txt", text).unwrap();
         let names: Vec<&str> = views.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["currencies", "usd"]);
+    }
+
+    /// The demo's security file must always load.
+    #[test]
+    fn deploy_security_file_parses() {
+        let text = include_str!("../../../deploy/security.toml");
+        let store =
+            diffusion_core::security::SecurityStore::parse("deploy/security.toml", text).unwrap();
+        assert!(
+            store.anonymous_roles().is_some(),
+            "the dashboard is anonymous"
+        );
+        assert!(store.principal("backend").is_some());
     }
 }
 

@@ -88,6 +88,14 @@ fn handle() -> &'static PrometheusHandle {
             "Requests refused with RATE_LIMITED."
         );
         describe_counter!(
+            "topic_server_authentication_failures_total",
+            "Refused `connect`s, by code (AUTHENTICATION_FAILED, or RATE_LIMITED after repeated failures)."
+        );
+        describe_counter!(
+            "topic_server_security_reloads_total",
+            "Reloads of the security file, by outcome (ok, refused)."
+        );
+        describe_counter!(
             "topic_server_view_evaluation_failures_total",
             "Source updates whose view evaluation passed a limit (the source derived nothing)."
         );
@@ -177,6 +185,20 @@ impl Metrics {
     /// `bad_sequence`); rare enough for a registry look-up.
     pub fn session_resumed(&self, outcome: &'static str) {
         counter!("topic_server_session_resumes_total", "outcome" => outcome).increment(1);
+    }
+
+    /// Counts a refused `connect`; rare enough for a registry look-up.
+    pub fn authentication_failed(&self, code: diffusion_core::protocol::ErrorCode) {
+        let code = match code {
+            diffusion_core::protocol::ErrorCode::RateLimited => "RATE_LIMITED",
+            _ => "AUTHENTICATION_FAILED",
+        };
+        counter!("topic_server_authentication_failures_total", "code" => code).increment(1);
+    }
+
+    /// Counts a reload of the security file by outcome (`ok`, `refused`).
+    pub fn security_reloaded(&self, outcome: &'static str) {
+        counter!("topic_server_security_reloads_total", "outcome" => outcome).increment(1);
     }
 
     /// Counts a closed session; rare enough for a registry look-up.

@@ -63,6 +63,12 @@ pub(crate) enum CloseReason {
     InvalidPayload,
     /// A request failed inside the server; the session cannot be trusted to go on.
     InternalError,
+    /// The `connect` was refused by the security store (or too many failed lately).
+    AuthenticationFailed,
+    /// The token the session authenticated with has expired.
+    TokenExpired,
+    /// The principal already has as many sessions as its roles allow.
+    SessionLimit,
 }
 
 impl CloseReason {
@@ -82,6 +88,9 @@ impl CloseReason {
             Self::Handover => "resumed",
             Self::InvalidPayload => "invalid_payload",
             Self::InternalError => "internal_error",
+            Self::AuthenticationFailed => "authentication_failed",
+            Self::TokenExpired => "token_expired",
+            Self::SessionLimit => "session_limit",
         }
     }
 
@@ -100,6 +109,9 @@ impl CloseReason {
             Self::Replaced => Some((4002, "session resumed by another connection")),
             Self::InvalidPayload => Some((1007, "text frame is not valid UTF-8")),
             Self::InternalError => Some((1011, "internal error")),
+            Self::AuthenticationFailed => Some((4003, "authentication failed")),
+            Self::TokenExpired => Some((4004, "token expired")),
+            Self::SessionLimit => Some((1008, "session limit reached")),
         }
     }
 

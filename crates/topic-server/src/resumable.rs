@@ -23,6 +23,8 @@ pub(crate) struct ResumableSession {
     pub id: SessionId,
     /// Its queue and recovery buffer.
     pub outbound: Arc<SessionOutbound>,
+    /// Who it is: a resumed session keeps the identity it authenticated with.
+    pub identity: Arc<crate::security::Identity>,
 }
 
 /// Version-2 sessions by token.

@@ -17,10 +17,11 @@
 //! losing its connection (see [`crate::resumable`]); a `connect` with `resume` takes it over,
 //! and this connection's writer then moves to it.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::CloseFrame;
 use axum::extract::ws::{Message, WebSocket};
@@ -40,10 +41,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::ServerContext;
-use crate::engine::OpError;
+use crate::engine::{Caller, OpError};
 use crate::metrics::Metrics;
 use crate::outbound::{CloseReason, RecoveryRefusal, SessionOutbound, run_writer};
 use crate::resumable::{self, ResumableSession};
+use crate::security::{Access, AuthError, Identity, Presented};
 use crate::subscriptions::SessionId;
 
 /// How long a closing session may take to get its last bytes and close frame out (a client
@@ -59,8 +61,8 @@ const SHUTDOWN_CLOSE_REPLY_WAIT: Duration = Duration::from_millis(250);
 enum Phase {
     /// Waiting for `connect`.
     Handshake,
-    /// Connected as this principal (`None`: anonymous).
-    Connected { principal: Option<String> },
+    /// Connected as this identity.
+    Connected { identity: Arc<Identity> },
 }
 
 /// Whether the reader loop goes on.
@@ -69,6 +71,15 @@ enum Flow {
     Close,
     /// `connect` resumed another session: hand the socket's writer over to it.
     Resume(ResumableSession, u64),
+    /// `connect` (its version agreed) waits for its credentials to be checked.
+    Authenticate(Box<PendingConnect>),
+}
+
+/// A `connect` whose version is agreed, waiting for authentication.
+struct PendingConnect {
+    version: u32,
+    resume: Option<Resume>,
+    presented: Presented,
 }
 
 /// A successful request's answer.
@@ -96,6 +107,13 @@ struct Session {
     /// Which connection of the session this is (bumped by every resume).
     generation: u64,
     ctx: Arc<ServerContext>,
+    /// The client's address (failed authentications are counted per address).
+    peer: IpAddr,
+    /// Requests per second this session may make (0: unlimited), and its limiter.
+    per_second: u32,
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// When the session's token expires, for a session authenticated by one.
+    expires_at: Option<Instant>,
 }
 
 /// Counts the session in the connections gauge for exactly as long as it lives, however it
@@ -221,12 +239,18 @@ impl Session {
                     version,
                     versions,
                     principal,
+                    credentials,
+                    token,
                     resume,
-                    ..
                 },
             ) => {
                 let offered = versions.unwrap_or_else(|| version.into_iter().collect());
-                self.connect(&offered, principal, resume)
+                let presented = Presented {
+                    principal,
+                    password: credentials,
+                    token,
+                };
+                self.negotiate(&offered, presented, resume)
             }
             (Phase::Handshake, other) => {
                 self.send_error(
@@ -255,12 +279,8 @@ impl Session {
         }
     }
 
-    fn connect(
-        &mut self,
-        offered: &[u32],
-        principal: Option<String>,
-        resume: Option<Resume>,
-    ) -> Flow {
+    /// Agrees the protocol version of a `connect`; its credentials are checked next.
+    fn negotiate(&mut self, offered: &[u32], presented: Presented, resume: Option<Resume>) -> Flow {
         let Some(version) = negotiate_version(None, Some(offered), SUPPORTED_VERSIONS) else {
             self.send_error(
                 None,
@@ -272,18 +292,39 @@ impl Session {
             self.outbound.close(CloseReason::UnsupportedVersion);
             return Flow::Close;
         };
-        // Credentials are not checked yet: every session is accepted, and the principal it
-        // claims is recorded for logs (authentication arrives with the security work).
-        tracing::debug!(
-            principal = principal.as_deref().unwrap_or("ANONYMOUS"),
+        Flow::Authenticate(Box::new(PendingConnect {
             version,
-            "session connected"
-        );
+            resume,
+            presented,
+        }))
+    }
+
+    /// Completes a `connect` once its credentials are checked: refuses it (4003), resumes the
+    /// session it names, or starts a new session.
+    fn connect(&mut self, pending: PendingConnect, auth: Result<Identity, AuthError>) -> Flow {
+        let PendingConnect {
+            version, resume, ..
+        } = pending;
+        let identity = match auth {
+            Ok(identity) => Arc::new(identity),
+            Err(error) => {
+                let code = match error {
+                    AuthError::Refused(_) => ErrorCode::AuthenticationFailed,
+                    AuthError::RateLimited(_) => ErrorCode::RateLimited,
+                };
+                self.ctx.metrics.authentication_failed(code);
+                tracing::info!(peer = %self.peer, %error, "authentication refused");
+                self.send_error(None, code, error.to_string());
+                self.outbound.close(CloseReason::AuthenticationFailed);
+                return Flow::Close;
+            }
+        };
+        tracing::debug!(principal = identity.name(), version, "session connected");
         let mut refusal = None;
         if version >= PROTOCOL_VERSION
             && let Some(resume) = resume
         {
-            match self.take_over(&resume) {
+            match self.take_over(&resume, &identity) {
                 Ok(flow) => {
                     self.ctx.metrics.session_resumed("recovered");
                     return flow;
@@ -295,10 +336,21 @@ impl Session {
             }
         }
         self.version = version;
-        self.ctx
-            .engine
-            .register_session(self.id, Arc::clone(&self.outbound));
-        self.phase = Phase::Connected { principal };
+        let access = Access {
+            grant: self.ctx.security.grant(&identity),
+            identity: Arc::clone(&identity),
+        };
+        let grant = Arc::clone(&access.grant);
+        if let Err(error) =
+            self.ctx
+                .engine
+                .register_session(self.id, Arc::clone(&self.outbound), access)
+        {
+            self.send_error(None, error.code, error.message);
+            self.outbound.close(CloseReason::SessionLimit);
+            return Flow::Close;
+        }
+        self.become_connected(&identity, grant.limits().requests_per_second);
         if version < PROTOCOL_VERSION {
             self.send(&ServerMessage::Connected {
                 version,
@@ -319,6 +371,7 @@ impl Session {
             token,
             id: self.id,
             outbound: Arc::clone(&self.outbound),
+            identity,
         });
         self.token = Some(token);
         self.outbound
@@ -355,12 +408,31 @@ impl Session {
         })
     }
 
-    /// Takes over the session `resume` names, if it can still be resumed from there.
-    fn take_over(&self, resume: &Resume) -> Result<Flow, RecoveryRefusal> {
+    /// Connected as `identity`: the phase, the request rate its roles allow, and when its
+    /// token expires.
+    fn become_connected(&mut self, identity: &Arc<Identity>, per_second: Option<u32>) {
+        let per_second = per_second.unwrap_or(self.ctx.config.max_requests_per_second);
+        if per_second != self.per_second {
+            self.per_second = per_second;
+            self.limiter = rate_limiter(per_second);
+        }
+        self.expires_at = identity.expires_at.map(|at| {
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            Instant::now() + left
+        });
+        self.phase = Phase::Connected {
+            identity: Arc::clone(identity),
+        };
+    }
+
+    /// Takes over the session `resume` names, if it can still be resumed from there: only by
+    /// the principal it belongs to.
+    fn take_over(&self, resume: &Resume, identity: &Identity) -> Result<Flow, RecoveryRefusal> {
         let session = self
             .ctx
             .sessions
             .get(&resume.token)
+            .filter(|s| s.identity.principal == identity.principal)
             .ok_or(RecoveryRefusal::UnknownSession)?;
         let name = self.ctx.session_name(session.id);
         let connected = self.connected_v2(&name, session.token, Some(Ok(())));
@@ -385,6 +457,7 @@ impl Session {
 
     fn handle_request(&self, request: ClientMessage) {
         let engine = &self.ctx.engine;
+        let caller = Caller::Session(self.id);
         let ok = |r: Result<(), OpError>| r.map(|()| Reply::Ok);
         let (cid, result): (u64, Result<Reply, OpError>) = match request {
             // Answered by `handle_message`.
@@ -395,8 +468,11 @@ impl Session {
                 topic_type,
                 properties,
                 value,
-            } => (cid, ok(engine.add(&path, topic_type, &properties, value))),
-            ClientMessage::Set { cid, path, value } => (cid, ok(engine.set(&path, value))),
+            } => (
+                cid,
+                ok(engine.add(caller, &path, topic_type, &properties, value)),
+            ),
+            ClientMessage::Set { cid, path, value } => (cid, ok(engine.set(caller, &path, value))),
             ClientMessage::Subscribe { cid, selector } => {
                 (cid, ok(engine.subscribe(self.id, &selector)))
             }
@@ -411,22 +487,21 @@ impl Session {
             } => (
                 cid,
                 engine
-                    .fetch(&selector, after.as_deref(), limit)
+                    .fetch(caller, &selector, after.as_deref(), limit)
                     .map(|page| Reply::Encoded(encode_fetched(cid, &page.topics, page.more))),
             ),
             ClientMessage::Remove { cid, selector } => {
-                (cid, engine.remove(&selector).map(|_| Reply::Ok))
+                (cid, engine.remove(caller, &selector).map(|_| Reply::Ok))
             }
             ClientMessage::CreateView { cid, name, spec } => {
-                (cid, ok(engine.create_view(&name, &spec)))
+                (cid, ok(engine.create_view(caller, &name, &spec)))
             }
-            ClientMessage::RemoveView { cid, name } => (cid, ok(engine.remove_view(&name))),
+            ClientMessage::RemoveView { cid, name } => (cid, ok(engine.remove_view(caller, &name))),
             ClientMessage::ListViews { cid } => (
                 cid,
-                Ok(Reply::Message(ServerMessage::Views {
-                    cid,
-                    views: engine.list_views(),
-                })),
+                engine
+                    .list_views(caller)
+                    .map(|views| Reply::Message(ServerMessage::Views { cid, views })),
             ),
             ClientMessage::Ping { cid } => (cid, Ok(Reply::Message(ServerMessage::Pong { cid }))),
         };
@@ -461,8 +536,7 @@ impl Session {
 
     fn principal(&self) -> &str {
         match &self.phase {
-            Phase::Connected { principal: Some(p) } => p,
-            Phase::Connected { principal: None } => "ANONYMOUS",
+            Phase::Connected { identity } => identity.name(),
             Phase::Handshake => "-",
         }
     }
@@ -475,6 +549,14 @@ fn read_error_close(error: axum::Error) -> Option<CloseReason> {
         Some(tungstenite::Error::Capacity(_)) => Some(CloseReason::MessageTooLarge),
         Some(tungstenite::Error::Utf8(_)) => Some(CloseReason::InvalidPayload),
         _ => None,
+    }
+}
+
+/// Sleeps until `at`, or forever when there is none.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -510,11 +592,12 @@ pub(crate) async fn run(
     ctx: Arc<ServerContext>,
     shutdown: CancellationToken,
     _done: mpsc::Sender<()>,
+    peer: IpAddr,
 ) {
     let id = ctx.next_session_id();
     let name = ctx.session_name(id);
     let span = tracing::info_span!("session", session = %name);
-    run_session(socket, ctx, shutdown, id, name)
+    run_session(socket, ctx, shutdown, id, name, peer)
         .instrument(span)
         .await;
 }
@@ -545,6 +628,7 @@ async fn run_session(
     shutdown: CancellationToken,
     id: SessionId,
     name: String,
+    peer: IpAddr,
 ) {
     let metrics = ctx.metrics.clone();
     let _counted = Counted::new(metrics.clone());
@@ -561,9 +645,11 @@ async fn run_session(
         outbound,
         generation: 0,
         ctx: Arc::clone(&ctx),
+        peer,
+        per_second: ctx.config.max_requests_per_second,
+        limiter: rate_limiter(ctx.config.max_requests_per_second),
+        expires_at: None,
     };
-    let per_second = ctx.config.max_requests_per_second;
-    let limiter = rate_limiter(per_second);
     let handshake_deadline = tokio::time::sleep(ctx.config.handshake_timeout);
     tokio::pin!(handshake_deadline);
     // While set, the client is over its rate: nothing is read until then.
@@ -583,6 +669,12 @@ async fn run_session(
                 outbound.close(CloseReason::HandshakeTimeout);
                 break;
             }
+            () = sleep_until_some(session.expires_at), if session.expires_at.is_some() => {
+                tracing::info!(principal = session.principal(), "token expired; closing session");
+                session.send_error(None, ErrorCode::AuthenticationFailed, "the session's token has expired");
+                outbound.close(CloseReason::TokenExpired);
+                break;
+            }
             () = async {
                 if let Some(until) = paused_until {
                     tokio::time::sleep_until(until).await;
@@ -594,17 +686,25 @@ async fn run_session(
                 Some(Ok(frame)) => {
                     outbound.heard(ctx.liveness.now_ms());
                     let counted = !matches!(frame, Message::Close(_) | Message::Pong(_));
-                    if counted && let Some(wait) = rate_wait(limiter.as_ref()) {
+                    if counted && let Some(wait) = rate_wait(session.limiter.as_ref()) {
                         // Over the rate: a request is refused; a ping is simply answered
                         // later. Either way nothing more is read until the rate allows.
-                        session.refuse_rate(&frame, per_second);
+                        session.refuse_rate(&frame, session.per_second);
                         paused_until = Some(Instant::now() + wait);
                         if !matches!(frame, Message::Ping(_)) {
                             continue;
                         }
                     }
-                    match session.handle_frame_contained(frame) {
-                        Flow::Continue => {}
+                    let mut flow = session.handle_frame_contained(frame);
+                    if let Flow::Authenticate(pending) = flow {
+                        let checked = ctx
+                            .security
+                            .authenticate(pending.presented.clone(), session.peer)
+                            .await;
+                        flow = session.connect(*pending, checked);
+                    }
+                    match flow {
+                        Flow::Continue | Flow::Authenticate(_) => {}
                         Flow::Close => break,
                         Flow::Resume(resumed, generation) => {
                             // This connection's own queue holds at most replies sent during
@@ -660,7 +760,8 @@ impl Session {
         self.outbound = resumed.outbound;
         self.generation = generation;
         self.version = PROTOCOL_VERSION;
-        self.phase = Phase::Connected { principal: None };
+        let per_second = self.ctx.engine.limits_of(resumed.id).requests_per_second;
+        self.become_connected(&resumed.identity, per_second);
         self.token = Some(resumed.token);
     }
 
@@ -723,10 +824,14 @@ impl Session {
             self.ctx.engine.close_session(self.id);
             return;
         };
+        let Phase::Connected { identity } = &self.phase else {
+            return;
+        };
         let session = ResumableSession {
             token: *token,
             id: self.id,
             outbound: Arc::clone(&self.outbound),
+            identity: Arc::clone(identity),
         };
         if self.outbound.detach(self.generation) {
             resumable::watch_detached(

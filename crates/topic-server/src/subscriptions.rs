@@ -13,15 +13,19 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use diffusion_core::Selector;
+use diffusion_core::security::PathPermission;
 use diffusion_core::selector_index::SelectorIndex;
 
 use crate::outbound::SessionOutbound;
+use crate::security::Access;
 
 /// A session's server-wide id.
 pub(crate) type SessionId = u64;
 
 struct SessionEntry {
     outbound: Arc<SessionOutbound>,
+    /// Who the session is and what it may do.
+    access: Access,
     /// The selectors this session retains (also in the index), by text.
     selectors: HashMap<Arc<str>, Selector>,
     /// Estimated memory of those selectors.
@@ -67,11 +71,12 @@ pub(crate) struct Subscriptions {
 
 impl Subscriptions {
     /// Starts tracking a session that has completed the handshake.
-    pub fn register(&mut self, session: SessionId, outbound: Arc<SessionOutbound>) {
+    pub fn register(&mut self, session: SessionId, outbound: Arc<SessionOutbound>, access: Access) {
         self.sessions.insert(
             session,
             SessionEntry {
                 outbound,
+                access,
                 selectors: HashMap::new(),
                 selector_bytes: 0,
                 topics: HashSet::new(),
@@ -94,6 +99,32 @@ impl Subscriptions {
     /// The registered sessions with their queues.
     pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &Arc<SessionOutbound>)> {
         self.sessions.iter().map(|(id, e)| (*id, &e.outbound))
+    }
+
+    /// The session's access, when it is registered.
+    pub fn access(&self, session: SessionId) -> Option<&Access> {
+        self.sessions.get(&session).map(|e| &e.access)
+    }
+
+    /// Every registered session's access, to be replaced after a reload.
+    pub fn accesses_mut(&mut self) -> impl Iterator<Item = (SessionId, &mut Access)> {
+        self.sessions.iter_mut().map(|(id, e)| (*id, &mut e.access))
+    }
+
+    /// The session's retained selectors.
+    pub fn selectors_of(&self, session: SessionId) -> Vec<Selector> {
+        self.sessions
+            .get(&session)
+            .map(|e| e.selectors.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The topics the session is subscribed to.
+    pub fn topics_of(&self, session: SessionId) -> Vec<u64> {
+        self.sessions
+            .get(&session)
+            .map(|e| e.topics.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The session's outbound queue, when it is registered.
@@ -163,8 +194,8 @@ impl Subscriptions {
         self.index.owner_selects(&session, path, except)
     }
 
-    /// The sessions whose retained selectors select `path` (a new topic), each once, with
-    /// their queues.
+    /// The sessions whose retained selectors select `path` (a new topic) and that may read
+    /// it, each once, with their queues.
     pub fn sessions_selecting(&self, path: &str) -> Vec<(SessionId, Arc<SessionOutbound>)> {
         let mut seen = HashSet::new();
         let mut found = Vec::new();
@@ -172,6 +203,7 @@ impl Subscriptions {
         self.index.for_each_match(path, |session, _| {
             if seen.insert(*session)
                 && let Some(entry) = self.sessions.get(session)
+                && entry.access.grant.allows(PathPermission::ReadTopic, path)
             {
                 found.push((*session, Arc::clone(&entry.outbound)));
             }
@@ -226,8 +258,8 @@ mod tests {
     #[test]
     fn selectors_are_retained_once_and_matched() {
         let mut subs = Subscriptions::default();
-        subs.register(1, Arc::new(SessionOutbound::new(100)));
-        subs.register(2, Arc::new(SessionOutbound::new(100)));
+        subs.register(1, Arc::new(SessionOutbound::new(100)), Access::open());
+        subs.register(2, Arc::new(SessionOutbound::new(100)), Access::open());
         assert!(subs.add_selector(1, sel("?a/.*")));
         assert!(!subs.add_selector(1, sel("?a/.*")));
         assert!(subs.add_selector(1, sel("*.*b")));
@@ -247,8 +279,8 @@ mod tests {
     #[test]
     fn deregister_returns_topics_and_empties_the_index() {
         let mut subs = Subscriptions::default();
-        subs.register(1, Arc::new(SessionOutbound::new(100)));
-        subs.register(2, Arc::new(SessionOutbound::new(100)));
+        subs.register(1, Arc::new(SessionOutbound::new(100)), Access::open());
+        subs.register(2, Arc::new(SessionOutbound::new(100)), Access::open());
         subs.add_selector(1, sel("?a/.*"));
         subs.add_selector(1, sel(">a/b"));
         subs.add_selector(2, sel(">a/b"));
@@ -265,7 +297,7 @@ mod tests {
     #[test]
     fn quotas_count_selectors_and_their_memory() {
         let mut subs = Subscriptions::default();
-        subs.register(1, Arc::new(SessionOutbound::new(100)));
+        subs.register(1, Arc::new(SessionOutbound::new(100)), Access::open());
         let by_count = SelectorQuota {
             max_count: 2,
             max_bytes: 1 << 30,
@@ -297,8 +329,8 @@ mod tests {
     #[test]
     fn a_session_with_many_selectors_is_forgotten_quickly() {
         let mut subs = Subscriptions::default();
-        subs.register(1, Arc::new(SessionOutbound::new(100)));
-        subs.register(2, Arc::new(SessionOutbound::new(100)));
+        subs.register(1, Arc::new(SessionOutbound::new(100)), Access::open());
+        subs.register(2, Arc::new(SessionOutbound::new(100)), Access::open());
         subs.add_selector(2, sel(">x/keep"));
         for i in 0..30_000 {
             subs.add_selector(1, sel(&format!("#>x/{i}////>y/{i}")));

@@ -47,6 +47,9 @@ pub(crate) struct Topic {
     /// For a reference topic, the precedence order of the view that owns it; `None` for a
     /// normal topic. Reference topics cannot be set or removed by clients.
     pub reference: Option<u64>,
+    /// The principal that added it (a normal topic added by a session), for per-principal
+    /// topic limits.
+    pub owner: Option<Arc<str>>,
 }
 
 impl Topic {
@@ -74,6 +77,7 @@ impl Topic {
             back_pressure_message,
             subscribers: HashMap::new(),
             reference: None,
+            owner: None,
         }
     }
 

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use diffusion_core::selector_index::SelectorIndex;
 use diffusion_core::view::{ReferenceValue, ViewSpec};
 
+use crate::security::Access;
+
 /// One named view.
 #[derive(Debug)]
 pub(crate) struct View {
@@ -21,6 +23,9 @@ pub(crate) struct View {
     pub name: String,
     /// The parsed specification.
     pub spec: Arc<ViewSpec>,
+    /// Its creator's identity and grant: it reads sources and writes reference paths only
+    /// where its creator may.
+    pub access: Access,
 }
 
 /// Who claims a reference path: (view order, source path).
@@ -45,7 +50,12 @@ impl ViewRegistry {
     /// Creates the view `name`, or replaces its specification keeping its precedence. Returns
     /// the view's order and the paths its old claims covered (now dropped); the caller then
     /// evaluates every source the new specification selects.
-    pub fn create(&mut self, name: &str, spec: Arc<ViewSpec>) -> (u64, Vec<PathChange>) {
+    pub fn create(
+        &mut self,
+        name: &str,
+        spec: Arc<ViewSpec>,
+        access: Access,
+    ) -> (u64, Vec<PathChange>) {
         let (order, changes) = match self.order_by_name.get(name) {
             Some(&order) => {
                 let changes = self.drop_view_claims(order);
@@ -66,6 +76,7 @@ impl ViewRegistry {
             View {
                 name: name.to_owned(),
                 spec,
+                access,
             },
         );
         (order, changes)
@@ -108,6 +119,11 @@ impl ViewRegistry {
     /// How many views there are.
     pub fn len(&self) -> usize {
         self.views.len()
+    }
+
+    /// Every view's access, to be replaced after a reload.
+    pub fn accesses_mut(&mut self) -> impl Iterator<Item = &mut Access> {
+        self.views.values_mut().map(|v| &mut v.access)
     }
 
     /// The views, in precedence order.
@@ -221,14 +237,14 @@ mod tests {
     #[test]
     fn earliest_view_wins_and_replacement_keeps_precedence() {
         let mut reg = ViewRegistry::default();
-        let (first, _) = reg.create("first", spec("map ?a// to r/<path(1)>"));
-        let (second, _) = reg.create("second", spec("map ?b// to r/<path(1)>"));
+        let (first, _) = reg.create("first", spec("map ?a// to r/<path(1)>"), Access::open());
+        let (second, _) = reg.create("second", spec("map ?b// to r/<path(1)>"), Access::open());
         reg.set_claims(second, "b/x", vec![("r/x".into(), rv(json!(2)))], false);
         assert_eq!(reg.effective("r/x").unwrap().0, second);
         reg.set_claims(first, "a/x", vec![("r/x".into(), rv(json!(1)))], false);
         assert_eq!(reg.effective("r/x"), Some((first, &rv(json!(1)))));
         // Replacing `first` drops its claims but keeps its order.
-        let (again, changes) = reg.create("first", spec("map ?c// to r/<path(1)>"));
+        let (again, changes) = reg.create("first", spec("map ?c// to r/<path(1)>"), Access::open());
         assert_eq!(again, first);
         assert_eq!(changes, vec!["r/x".to_owned()]);
         assert_eq!(reg.effective("r/x").unwrap().0, second);
@@ -243,7 +259,11 @@ mod tests {
     #[test]
     fn derived_paths_move_unless_preserved() {
         let mut reg = ViewRegistry::default();
-        let (o, _) = reg.create("v", spec("map ?cars/ to <scalar(/owner)>/<path(1)>"));
+        let (o, _) = reg.create(
+            "v",
+            spec("map ?cars/ to <scalar(/owner)>/<path(1)>"),
+            Access::open(),
+        );
         reg.set_claims(o, "cars/1", vec![("ann/1".into(), rv(json!(1)))], false);
         let changes = reg.set_claims(o, "cars/1", vec![("bob/1".into(), rv(json!(1)))], false);
         assert_eq!(changes, vec!["bob/1".to_owned(), "ann/1".to_owned()]);
@@ -259,7 +279,7 @@ mod tests {
     #[test]
     fn removing_a_view_releases_all_its_paths() {
         let mut reg = ViewRegistry::default();
-        let (o, _) = reg.create("v", spec("map ?a// to r/<path(1)>"));
+        let (o, _) = reg.create("v", spec("map ?a// to r/<path(1)>"), Access::open());
         reg.set_claims(o, "a/1", vec![("r/1".into(), rv(json!(1)))], false);
         reg.set_claims(o, "a/2", vec![("r/2".into(), rv(json!(2)))], false);
         let mut changes = reg.remove("v").unwrap();
@@ -272,7 +292,7 @@ mod tests {
     #[test]
     fn unchanged_claims_report_no_change() {
         let mut reg = ViewRegistry::default();
-        let (o, _) = reg.create("v", spec("map ?a// to r/<path(1)>"));
+        let (o, _) = reg.create("v", spec("map ?a// to r/<path(1)>"), Access::open());
         assert_eq!(
             reg.set_claims(o, "a/1", vec![("r/1".into(), rv(json!(1)))], false)
                 .len(),

@@ -74,8 +74,10 @@ async fn metrics_are_exposed_in_prometheus_format() {
     c.next().await;
     c.ok(json!({"type":"set","path":"m","value":2})).await;
     c.next().await;
-    let (status, body) = get(server.addr, "/metrics").await;
+    let (status, body) = get(server.metrics_addr, "/metrics").await;
     assert_eq!(status, 200);
+    // Only on the metrics listener, never on the public port.
+    assert_eq!(get(server.addr, "/metrics").await.0, 404);
     for name in [
         "topic_server_connections",
         "topic_server_topics",
@@ -100,7 +102,11 @@ async fn metrics_are_exposed_in_prometheus_format() {
 
     // A closed session is counted by reason.
     drop(c);
-    common::wait_for_metric(server.addr, "topic_server_sessions_closed_total{reason=").await;
+    common::wait_for_metric(
+        server.metrics_addr,
+        "topic_server_sessions_closed_total{reason=",
+    )
+    .await;
     server.stop().await;
 }
 

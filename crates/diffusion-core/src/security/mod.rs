@@ -9,4 +9,4 @@ mod store;
 
 pub use grant::{Grant, RoleLimits, RoleRules};
 pub use permissions::{GlobalPermission, GlobalPermissions, PathPermission, PathPermissions};
-pub use store::{JwtSettings, Principal, SecurityFileError, SecurityStore};
+pub use store::{ANONYMOUS, JwtSettings, Principal, SecurityFileError, SecurityStore};

@@ -19,6 +19,10 @@ use crate::TopicPath;
 /// operator input, but a bound keeps a mistake from eating the server).
 const MAX_ENTRIES: usize = 100_000;
 
+/// The name anonymous sessions go by in logs and per-principal limits; no principal may
+/// take it.
+pub const ANONYMOUS: &str = "ANONYMOUS";
+
 /// A security file that cannot be used: where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}: {message}")]
@@ -228,8 +232,14 @@ impl SecurityStore {
         }
         check_no_cycles(&at, &raw.roles)?;
 
-        for (name, principal) in &raw.principals {
-            let principal = principal.get_ref();
+        for (name, entry) in &raw.principals {
+            if name.is_empty() || name == ANONYMOUS {
+                return Err(at.error(
+                    entry.span(),
+                    format!("'{name}' cannot be a principal's name (anonymous sessions go by {ANONYMOUS})"),
+                ));
+            }
+            let principal = entry.get_ref();
             check_password_hash(&at, name, &principal.password)?;
             let roles = principal
                 .roles
@@ -554,6 +564,11 @@ audience = ["topics"]
                 "at most 300",
             ),
             ("[jwt]\nhs256_secret = \"inline\"\n", 2, "unknown field"),
+            (
+                "[principals.ANONYMOUS]\npassword = \"x\"\n",
+                1,
+                "cannot be a principal",
+            ),
         ];
         for (text, line, needle) in cases {
             let error = parse(text)

@@ -31,7 +31,10 @@ use diffusion_core::{TopicPath, TopicProperties, TopicValue};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Dropped, Engine, OpError, Tree};
+use diffusion_core::security::{GlobalPermission, PathPermission};
+
+use super::{Caller, Dropped, Engine, OpError, Tree, require_global};
+use crate::security::Access;
 
 /// How many views one change may pass through (the source's own views are the first): deep
 /// enough for real chains, small enough that a cycle of views stops quickly.
@@ -167,7 +170,9 @@ impl Engine {
     /// `createview`: creates the named view, or replaces its specification keeping its
     /// precedence, and derives its reference topics from every current source. Specifications
     /// longer than the configured limit are refused before they are parsed.
-    pub fn create_view(&self, name: &str, spec: &str) -> Result<(), OpError> {
+    pub fn create_view(&self, caller: Caller, name: &str, spec: &str) -> Result<(), OpError> {
+        let access = self.lock().access(caller, &self.open_access);
+        require_global(&access, GlobalPermission::ModifyTopicViews)?;
         if spec.len() > self.limits.max_view_spec_bytes {
             self.metrics.limit_refused("view_spec_bytes");
             return Err(OpError::limit(format!(
@@ -182,12 +187,17 @@ impl Engine {
                 format!("invalid view specification\n{e}"),
             )
         })?;
-        self.install_view(name, Arc::new(spec))
+        self.install_view(name, Arc::new(spec), access)
     }
 
     /// Creates or replaces the named view from an already parsed specification (the views
-    /// file is parsed, with line numbers, before the server starts).
-    pub fn install_view(&self, name: &str, spec: Arc<ViewSpec>) -> Result<(), OpError> {
+    /// file is parsed, with line numbers, before the server starts), running with `access`.
+    pub fn install_view(
+        &self,
+        name: &str,
+        spec: Arc<ViewSpec>,
+        access: Access,
+    ) -> Result<(), OpError> {
         check_view_name(name)?;
         let mut tree = self.lock();
         if !tree.views.contains(name) && tree.views.len() >= self.limits.max_views {
@@ -197,8 +207,22 @@ impl Engine {
                 self.limits.max_views
             )));
         }
+        if let Some(limit) = access.grant.limits().views {
+            let creator = access.identity.name();
+            let held = tree
+                .views
+                .views()
+                .filter(|v| v.access.identity.name() == creator && v.name != name)
+                .count();
+            if held >= limit {
+                self.metrics.limit_refused("principal_views");
+                return Err(OpError::limit(format!(
+                    "principal '{creator}' already has its maximum of {limit} views"
+                )));
+            }
+        }
         let mut dropped = Dropped::new();
-        let (order, released) = tree.views.create(name, Arc::clone(&spec));
+        let (order, released) = tree.views.create(name, Arc::clone(&spec), access);
         tree.timers.drop_view(order);
         for path in released {
             self.apply_reference(&mut tree, &path, 0, &mut dropped);
@@ -213,8 +237,12 @@ impl Engine {
 
     /// `removeview`: removes the named view, every reference topic it owns and every result it
     /// holds back.
-    pub fn remove_view(&self, name: &str) -> Result<(), OpError> {
+    pub fn remove_view(&self, caller: Caller, name: &str) -> Result<(), OpError> {
         let mut tree = self.lock();
+        require_global(
+            &tree.access(caller, &self.open_access),
+            GlobalPermission::ModifyTopicViews,
+        )?;
         let order = tree.views.order(name);
         let released = tree.views.remove(name).ok_or_else(|| {
             OpError::new(ErrorCode::NoSuchView, format!("no view named '{name}'"))
@@ -232,15 +260,45 @@ impl Engine {
     }
 
     /// `listviews`: the views in precedence order.
-    pub fn list_views(&self) -> Vec<ViewInfo> {
-        self.lock()
+    pub fn list_views(&self, caller: Caller) -> Result<Vec<ViewInfo>, OpError> {
+        let tree = self.lock();
+        require_global(
+            &tree.access(caller, &self.open_access),
+            GlobalPermission::ReadTopicViews,
+        )?;
+        Ok(tree
             .views
             .views()
             .map(|v| ViewInfo {
                 name: v.name.clone(),
                 spec: v.spec.as_str().to_owned(),
             })
-            .collect()
+            .collect())
+    }
+
+    /// After a reload: gives every view its creator's new grant and derives it again from
+    /// every source, so what its creator may no longer read or write goes away.
+    pub(super) fn reauthorise_views(
+        &self,
+        tree: &mut Tree,
+        grant_of: &dyn Fn(&crate::security::Identity) -> Arc<diffusion_core::security::Grant>,
+        dropped: &mut Dropped,
+    ) {
+        for access in tree.views.accesses_mut() {
+            if !access.grant.is_everything() {
+                access.grant = grant_of(&access.identity);
+            }
+        }
+        let views: Vec<(u64, Arc<ViewSpec>)> = tree
+            .views
+            .views()
+            .filter_map(|v| tree.views.order(&v.name).map(|o| (o, Arc::clone(&v.spec))))
+            .collect();
+        for (order, spec) in views {
+            for source in tree.topics.select_paths(&spec.source) {
+                self.evaluate_source(tree, order, &source, 0, dropped);
+            }
+        }
     }
 
     /// The topic at `path` was added, changed value or was removed: every view selecting it
@@ -283,12 +341,19 @@ impl Engine {
             return;
         };
         let spec = Arc::clone(&view.spec);
+        // The view reads and writes only where its creator may: an unreadable source derives
+        // nothing, joins see no unreadable topic, and no reference path is claimed where its
+        // creator may not modify topics.
+        let grant = Arc::clone(&view.access.grant);
+        let readable = grant.allows(PathPermission::ReadTopic, source);
         let results = tree.topics.get(source).map(|topic| match topic.value() {
+            Some(_) if !readable => Vec::new(),
             Some(value) => {
                 let topics = &tree.topics;
                 let lookup = |path: &str| {
                     topics
                         .get(path)
+                        .filter(|_| grant.allows(PathPermission::ReadTopic, path))
                         .and_then(|t| t.value())
                         .map(|v| Value::clone(&v.json()))
                 };
@@ -305,6 +370,10 @@ impl Engine {
                     })
             }
             None => Vec::new(),
+        });
+        let results = results.map(|mut claimed| {
+            claimed.retain(|(path, _)| grant.allows(PathPermission::ModifyTopic, path));
+            claimed
         });
         match spec.options.delay {
             Some(delay) => self.delay_claims(tree, order, spec, source, results, delay, depth),
@@ -630,7 +699,9 @@ mod tests {
     fn engine_with_watcher(selector: &str) -> (Arc<Engine>, impl Fn() -> Vec<Value>) {
         let engine = Engine::new(Metrics::new(), crate::engine::EngineLimits::default());
         let outbound = Arc::new(SessionOutbound::new(1 << 20));
-        engine.register_session(1, Arc::clone(&outbound));
+        engine
+            .register_session(1, Arc::clone(&outbound), Access::open())
+            .unwrap();
         engine.subscribe(1, selector).unwrap();
         let drain = move || {
             outbound
@@ -647,7 +718,9 @@ mod tests {
     }
 
     fn set(engine: &Engine, n: i64) {
-        engine.set("src", json!({ "n": n })).unwrap();
+        engine
+            .set(Caller::Server, "src", json!({ "n": n }))
+            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -655,6 +728,7 @@ mod tests {
         let (engine, drain) = engine_with_watcher("?ref//");
         engine
             .add(
+                Caller::Server,
                 "src",
                 TopicType::Json,
                 &BTreeMap::new(),
@@ -663,6 +737,7 @@ mod tests {
             .unwrap();
         engine
             .create_view(
+                Caller::Server,
                 "t",
                 "map src to ref as <value(/n)> throttle to 2 updates every 10 seconds",
             )
@@ -698,10 +773,15 @@ mod tests {
     async fn delay_holds_additions_updates_and_removals() {
         let (engine, drain) = engine_with_watcher("?ref//");
         engine
-            .create_view("d", "map src to ref as <value(/n)> delay by 5 seconds")
+            .create_view(
+                Caller::Server,
+                "d",
+                "map src to ref as <value(/n)> delay by 5 seconds",
+            )
             .unwrap();
         engine
             .add(
+                Caller::Server,
                 "src",
                 TopicType::Json,
                 &BTreeMap::new(),
@@ -709,7 +789,11 @@ mod tests {
             )
             .unwrap();
         assert!(
-            engine.fetch("ref", None, None).unwrap().topics.is_empty(),
+            engine
+                .fetch(Caller::Server, "ref", None, None)
+                .unwrap()
+                .topics
+                .is_empty(),
             "unpublished until due"
         );
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -718,29 +802,51 @@ mod tests {
         assert_eq!(drain(), [json!(1)], "the addition, 5 s after the source's");
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(drain(), [json!(2)], "the update, 5 s after the source's");
-        engine.remove("src").unwrap();
+        engine.remove(Caller::Server, "src").unwrap();
         assert_eq!(
-            engine.fetch("ref", None, None).unwrap().topics.len(),
+            engine
+                .fetch(Caller::Server, "ref", None, None)
+                .unwrap()
+                .topics
+                .len(),
             1,
             "removal is delayed too"
         );
         tokio::time::sleep(Duration::from_millis(5_100)).await;
-        assert!(engine.fetch("ref", None, None).unwrap().topics.is_empty());
+        assert!(
+            engine
+                .fetch(Caller::Server, "ref", None, None)
+                .unwrap()
+                .topics
+                .is_empty()
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_removed_view_drops_its_delayed_results() {
         let (engine, drain) = engine_with_watcher("?ref//");
         engine
-            .create_view("d", "map src to ref delay by 1 second")
+            .create_view(Caller::Server, "d", "map src to ref delay by 1 second")
             .unwrap();
         engine
-            .add("src", TopicType::Json, &BTreeMap::new(), Some(json!(1)))
+            .add(
+                Caller::Server,
+                "src",
+                TopicType::Json,
+                &BTreeMap::new(),
+                Some(json!(1)),
+            )
             .unwrap();
-        engine.remove_view("d").unwrap();
+        engine.remove_view(Caller::Server, "d").unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(drain().is_empty());
-        assert!(engine.fetch("ref", None, None).unwrap().topics.is_empty());
+        assert!(
+            engine
+                .fetch(Caller::Server, "ref", None, None)
+                .unwrap()
+                .topics
+                .is_empty()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -749,15 +855,25 @@ mod tests {
         // c/0 → c/1 → … → c/9: nine views in a chain.
         for i in 0..9 {
             engine
-                .create_view(&format!("v{i}"), &format!("map c/{i} to c/{}", i + 1))
+                .create_view(
+                    Caller::Server,
+                    &format!("v{i}"),
+                    &format!("map c/{i} to c/{}", i + 1),
+                )
                 .unwrap();
         }
         engine
-            .add("c/0", TopicType::Json, &BTreeMap::new(), Some(json!(1)))
+            .add(
+                Caller::Server,
+                "c/0",
+                TopicType::Json,
+                &BTreeMap::new(),
+                Some(json!(1)),
+            )
             .unwrap();
         let exists = |i: usize| {
             !engine
-                .fetch(&format!("c/{i}"), None, None)
+                .fetch(Caller::Server, &format!("c/{i}"), None, None)
                 .unwrap()
                 .topics
                 .is_empty()
@@ -770,14 +886,21 @@ mod tests {
     async fn a_cycle_through_a_delayed_view_stops() {
         let (engine, drain) = engine_with_watcher("?x//");
         engine
-            .create_view("ab", "map x/a to x/b delay by 1 second")
+            .create_view(Caller::Server, "ab", "map x/a to x/b delay by 1 second")
             .unwrap();
         engine
-            .create_view("ba", "map x/b to x/a process {set(/n, calc \"/n + 1\")}")
+            .create_view(
+                Caller::Server,
+                "ba",
+                "map x/b to x/a process {set(/n, calc \"/n + 1\")}",
+            )
             .unwrap();
-        engine.create_view("seed", "map x/src to x/a").unwrap();
+        engine
+            .create_view(Caller::Server, "seed", "map x/src to x/a")
+            .unwrap();
         engine
             .add(
+                Caller::Server,
                 "x/src",
                 TopicType::Json,
                 &BTreeMap::new(),
@@ -802,14 +925,25 @@ mod tests {
     async fn a_cycle_through_a_throttled_view_stops() {
         let (engine, _drain) = engine_with_watcher("?y//");
         engine
-            .create_view("ab", "map y/a to y/b throttle to 1 update every 1 second")
+            .create_view(
+                Caller::Server,
+                "ab",
+                "map y/a to y/b throttle to 1 update every 1 second",
+            )
             .unwrap();
         engine
-            .create_view("ba", "map y/b to y/a process {set(/n, calc \"/n + 1\")}")
+            .create_view(
+                Caller::Server,
+                "ba",
+                "map y/b to y/a process {set(/n, calc \"/n + 1\")}",
+            )
             .unwrap();
-        engine.create_view("seed", "map y/src to y/a").unwrap();
+        engine
+            .create_view(Caller::Server, "seed", "map y/src to y/a")
+            .unwrap();
         engine
             .add(
+                Caller::Server,
                 "y/src",
                 TopicType::Json,
                 &BTreeMap::new(),
@@ -825,7 +959,7 @@ mod tests {
             "no throttle flush still pending after the ripple stopped"
         );
         let n = |path: &str| {
-            let page = engine.fetch(path, None, None).unwrap();
+            let page = engine.fetch(Caller::Server, path, None, None).unwrap();
             let value = page.topics[0].wire_value.clone().unwrap();
             serde_json::from_slice::<Value>(&value).unwrap()["n"]
                 .as_i64()
@@ -842,17 +976,27 @@ mod tests {
     async fn removing_a_view_drops_what_it_holds_back() {
         let (engine, _drain) = engine_with_watcher("?ref//");
         engine
-            .create_view("d", "map ?src/ to ref/<path(1)> delay by 1 hour")
+            .create_view(
+                Caller::Server,
+                "d",
+                "map ?src/ to ref/<path(1)> delay by 1 hour",
+            )
             .unwrap();
         engine
-            .add("src/a", TopicType::Json, &BTreeMap::new(), Some(json!(0)))
+            .add(
+                Caller::Server,
+                "src/a",
+                TopicType::Json,
+                &BTreeMap::new(),
+                Some(json!(0)),
+            )
             .unwrap();
         for n in 1..100 {
-            engine.set("src/a", json!(n)).unwrap();
+            engine.set(Caller::Server, "src/a", json!(n)).unwrap();
         }
         assert_eq!(engine.lock().timers.held(), 100);
-        engine.remove_view("d").unwrap();
-        engine.remove("?src//").unwrap();
+        engine.remove_view(Caller::Server, "d").unwrap();
+        engine.remove(Caller::Server, "?src//").unwrap();
         assert_eq!(
             engine.lock().timers.held(),
             0,
@@ -870,11 +1014,16 @@ mod tests {
             },
         );
         engine
-            .create_view("d", "map ?src/ to ref/<path(1)> delay by 5 seconds")
+            .create_view(
+                Caller::Server,
+                "d",
+                "map ?src/ to ref/<path(1)> delay by 5 seconds",
+            )
             .unwrap();
         for s in 0..3 {
             engine
                 .add(
+                    Caller::Server,
                     &format!("src/{s}"),
                     TopicType::Json,
                     &BTreeMap::new(),
@@ -883,7 +1032,7 @@ mod tests {
                 .unwrap();
         }
         for n in 1..1000 {
-            engine.set("src/0", json!(n)).unwrap();
+            engine.set(Caller::Server, "src/0", json!(n)).unwrap();
         }
         assert_eq!(
             engine.lock().timers.held(),
@@ -892,11 +1041,17 @@ mod tests {
         );
         // A source with nothing held still gets its result held.
         engine
-            .add("src/new", TopicType::Json, &BTreeMap::new(), Some(json!(7)))
+            .add(
+                Caller::Server,
+                "src/new",
+                TopicType::Json,
+                &BTreeMap::new(),
+                Some(json!(7)),
+            )
             .unwrap();
         assert_eq!(engine.lock().timers.held(), 11);
         tokio::time::sleep(Duration::from_secs(6)).await;
-        let page = engine.fetch("ref/0", None, None).unwrap();
+        let page = engine.fetch(Caller::Server, "ref/0", None, None).unwrap();
         assert_eq!(
             page.topics[0].wire_value.as_deref(),
             Some(&b"999"[..]),

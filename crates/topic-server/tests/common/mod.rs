@@ -60,6 +60,8 @@ pub fn make_web_dir() -> PathBuf {
 /// A running server.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The `/metrics` listener.
+    pub metrics_addr: SocketAddr,
     pub stats: ServerStats,
     pub web_dir: PathBuf,
     shutdown: CancellationToken,
@@ -82,11 +84,13 @@ impl TestServer {
         tweak(&mut config);
         let server = topic_server::bind(config).await.unwrap();
         let addr = server.local_addr();
+        let metrics_addr = server.metrics_addr();
         let stats = server.stats();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         Self {
             addr,
+            metrics_addr,
             stats,
             web_dir,
             shutdown,
