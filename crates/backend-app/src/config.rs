@@ -1,8 +1,10 @@
 //! Command-line and environment configuration.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::Args;
+use topic_client::cli::IdentityArgs;
 
 /// Where the channel's messages come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +41,8 @@ impl std::fmt::Display for SourceUrl {
 /// Settings of the relay.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Where to read the channel: redis://HOST:PORT (subscribe directly) or ws://HOST:3000
-    /// (through redis-ws-bridge, as in the tutorial).
+    /// Where to read the channel: redis://HOST:PORT or rediss:// (subscribe directly), or
+    /// ws://HOST:3000 or wss:// (through redis-ws-bridge, as in the tutorial).
     #[arg(long, env = "BACKEND_FROM", default_value = "redis://127.0.0.1:6379/")]
     pub from: SourceUrl,
 
@@ -48,7 +50,7 @@ pub struct Config {
     #[arg(long, env = "BACKEND_CHANNEL", default_value = "app:notifications")]
     pub channel: String,
 
-    /// Topic server WebSocket URL.
+    /// Topic server WebSocket URL (ws:// or wss://).
     #[arg(long, env = "TOPIC_SERVER_URL", default_value = "ws://127.0.0.1:8080")]
     pub topic_server: String,
 
@@ -56,13 +58,16 @@ pub struct Config {
     #[arg(long, env = "BACKEND_TOPIC", default_value = "redis/bitcoin")]
     pub topic: String,
 
-    /// Principal to authenticate to the topic server as (anonymous when absent).
-    #[arg(long, env = "TOPIC_PRINCIPAL")]
-    pub principal: Option<String>,
+    /// Who to be on the topic server (--principal with --credentials, or --token; anonymous
+    /// otherwise) and the CA file trusted for wss:// — the topic server's and the bridge's.
+    /// A refused identity stops backend-app with an error instead of retrying.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 
-    /// Credentials for the principal.
-    #[arg(long, env = "TOPIC_CREDENTIALS", hide_env_values = true)]
-    pub credentials: Option<String>,
+    /// PEM CA file for a rediss:// source whose certificate a private CA signed (the server
+    /// must then chain to it).
+    #[arg(long, env = "BACKEND_REDIS_CA_FILE", value_name = "PEM")]
+    pub redis_ca_file: Option<PathBuf>,
 
     /// Largest channel message relayed, in bytes; a larger one is skipped (counted and logged)
     /// before it is parsed.

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::inbox::Inbox;
-use crate::source;
+use crate::source::{self, Source};
 use crate::topic_side::TopicSide;
 
 /// Counters describing what the relay has done; shared so tests and logs can read them.
@@ -56,24 +56,39 @@ impl Relay {
         Arc::clone(&self.stats)
     }
 
-    /// Relays until shutdown. Connection failures on either side are retried, never fatal.
+    /// Relays until shutdown. Connection failures on either side are retried. Errors: flags
+    /// that name no single identity, an unusable CA file (both before anything starts), and
+    /// the topic server refusing backend-app for good — its authentication refused, its token
+    /// expired, or no permission to create its topic.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let (events, source_task) = source::spawn(
+        let options = self.config.identity.connect_options()?;
+        // For the bridge; it also checks the CA file (which the topic-server side reads at every
+        // connection) once, so a bad one stops backend-app at start.
+        let tls = service_kit::tls::client_config(options.ca_file.as_deref())?;
+        let source = Source::prepare(
             self.config.from.clone(),
-            self.config.channel.clone(),
-            shutdown.clone(),
-        );
+            self.config.redis_ca_file.as_deref(),
+            tls,
+        )?;
+        let (events, source_task) =
+            source::spawn(source, self.config.channel.clone(), shutdown.clone());
         let inbox = Inbox::new(
             events,
             Arc::clone(&self.stats),
             self.config.max_message_bytes,
         );
         let peer = format!("topic server {}", self.config.topic_server);
-        let mut topic_side = TopicSide::new(self.config, self.stats, inbox);
+        let mut topic_side = TopicSide::new(self.config, options, self.stats, inbox);
         Reconnect::new(peer).run(&mut topic_side, &shutdown).await;
+        let refused = topic_side.refused().map(str::to_owned);
         // Dropping the inbox lets the source's task end even if shutdown has not begun.
         drop(topic_side);
         let _ = source_task.await;
-        Ok(())
+        match refused {
+            Some(reason) => Err(anyhow::anyhow!(
+                "the topic server refused backend-app: {reason}"
+            )),
+            None => Ok(()),
+        }
     }
 }

@@ -1,8 +1,14 @@
 //! The topic-server side of the relay, as a [`Connector`] of the shared reconnect loop:
 //! connect and make sure the topic exists, then set every message as its value until the
 //! connection ends; meanwhile, and during back-offs, the [`Inbox`] keeps taking messages in.
+//!
+//! Lost connections and refused values are retried or skipped, but a refusal of backend-app
+//! itself is final: its authentication refused (close code 4003), its token expired (4004), or
+//! no permission to create its topic. Retrying cannot fix those — the operator must — so the
+//! loop stops and [`crate::Relay::run`] returns the error (backend-app exits non-zero).
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,7 +19,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use service_kit::{Connector, SessionEnd};
 use tokio_util::sync::CancellationToken;
-use topic_client::{ConnectOptions, TopicClient, TopicEvent};
+use topic_client::{ClientError, ConnectOptions, TopicClient, TopicEvent};
 
 use crate::config::Config;
 use crate::inbox::Inbox;
@@ -23,18 +29,41 @@ use crate::relay::RelayStats;
 #[derive(Debug)]
 pub(crate) struct TopicSide {
     config: Config,
+    /// Who to be, and whom to trust, on the topic server.
+    options: ConnectOptions,
     stats: Arc<RelayStats>,
     inbox: Inbox,
+    /// Why the topic server will not have backend-app, once it has said so: the loop stops.
+    refused: Option<String>,
 }
 
 impl TopicSide {
-    /// Sets messages from `inbox` on the topic of `config`, counting in `stats`.
-    pub fn new(config: Config, stats: Arc<RelayStats>, inbox: Inbox) -> Self {
+    /// Sets messages from `inbox` on the topic of `config`, connecting with `options`,
+    /// counting in `stats`.
+    pub fn new(
+        config: Config,
+        options: ConnectOptions,
+        stats: Arc<RelayStats>,
+        inbox: Inbox,
+    ) -> Self {
         Self {
             config,
+            options,
             stats,
             inbox,
+            refused: None,
         }
+    }
+
+    /// Why the topic server refused backend-app for good, if it did.
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+
+    /// Records a final refusal and logs it once, clearly.
+    fn refuse(&mut self, reason: String) {
+        tracing::error!(url = %self.config.topic_server, %reason, "the topic server refused backend-app; stopping (retrying cannot help: fix its credentials or permissions)");
+        self.refused = Some(reason);
     }
 
     /// Sets every message as the topic value until the connection or the source ends, putting
@@ -106,6 +135,26 @@ impl TopicSide {
     }
 }
 
+/// Whether a failure to connect is one that retrying cannot fix: the server refused
+/// backend-app's identity, denied it its topic, or the CA file is unusable.
+fn is_final(error: &ClientError) -> bool {
+    matches!(error, ClientError::Refused(_) | ClientError::Tls(_))
+        || error.code() == Some(ErrorCode::PermissionDenied)
+}
+
+/// Subscribes to the topic, to notice when someone removes it. Without the permission to
+/// (`PERMISSION_DENIED`) the relay still works — it then restores the topic only when a set
+/// finds it missing — so that is a warning, not a failure.
+async fn watch(config: &Config, client: &TopicClient) -> Result<(), ClientError> {
+    match client.subscribe(format!(">{}", config.topic)).await {
+        Err(error) if error.code() == Some(ErrorCode::PermissionDenied) => {
+            tracing::warn!(topic = %config.topic, %error, "cannot watch the topic for removal; it is restored only when a set finds it missing");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Creates the topic (with `value` when there is one): the relay owns it, so it puts it back
 /// whenever someone removes it.
 async fn ensure_topic(
@@ -133,25 +182,28 @@ async fn ensure_topic(
 
 impl Connector for TopicSide {
     type Connection = TopicClient;
-    type Error = anyhow::Error;
+    type Error = ClientError;
 
     /// Connects, makes sure the topic exists and watches it (to notice its removal), taking
     /// source messages in meanwhile.
-    async fn connect(&mut self) -> anyhow::Result<TopicClient> {
+    async fn connect(&mut self) -> Result<TopicClient, ClientError> {
         let config = &self.config;
-        let options = ConnectOptions {
-            principal: config.principal.clone(),
-            credentials: config.credentials.clone(),
-        };
+        let options = self.options.clone();
         let connecting = async move {
             let client = TopicClient::connect(&config.topic_server, options).await?;
             ensure_topic(config, &client, None).await?;
-            client.subscribe(format!(">{}", config.topic)).await?;
+            watch(config, &client).await?;
             // Operators and the hostile-input suite wait for this line.
             tracing::info!(topic = %config.topic, url = %config.topic_server, "topic server ready");
-            anyhow::Ok(client)
+            Ok(client)
         };
-        self.inbox.receive_during(connecting).await
+        let connected = self.inbox.receive_during(connecting).await;
+        if let Err(error) = &connected
+            && is_final(error)
+        {
+            self.refuse(error.to_string());
+        }
+        connected
     }
 
     async fn serve(&mut self, client: TopicClient, shutdown: &CancellationToken) -> SessionEnd {
@@ -163,7 +215,21 @@ impl Connector for TopicSide {
             .topic_server_connected
             .store(false, Ordering::Relaxed);
         client.close().await;
-        end
+        match client.refusal() {
+            Some(refusal) => {
+                self.refuse(refusal.to_string());
+                SessionEnd::Finished
+            }
+            None => end,
+        }
+    }
+
+    async fn interrupted(&mut self) -> ControlFlow<()> {
+        if self.refused.is_some() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     }
 
     async fn pause(&mut self, delay: Duration) {

@@ -36,8 +36,8 @@ async fn only_the_latest_message_waits_for_an_absent_topic_server() {
         channel: CHANNEL.to_owned(),
         topic_server: format!("ws://127.0.0.1:{port}"),
         topic: TOPIC.to_owned(),
-        principal: None,
-        credentials: None,
+        identity: Default::default(),
+        redis_ca_file: None,
         max_message_bytes: 1024,
     });
     let stats = relay.stats();

@@ -102,6 +102,10 @@ impl Pipeline {
 
         let mut bridge_config = redis_ws_bridge::Config::new(redis.url());
         bridge_config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        // The bridge publishes only for clients holding its publish token: the feeder.
+        let publish_token =
+            service_kit::secret::Secret::new("pipeline-publish-token-0123", "pipeline test")?;
+        bridge_config.publish_token = Some(publish_token.clone());
         let bridge = redis_ws_bridge::bind(bridge_config).await?;
         let bridge_addr = bridge.local_addr();
         tiers.push(("redis-ws-bridge", Tier::spawn(|s| bridge.run(s))));
@@ -115,8 +119,8 @@ impl Pipeline {
             channel: CHANNEL.to_owned(),
             topic_server: format!("ws://{topic_server_addr}"),
             topic: TOPIC.to_owned(),
-            principal: None,
-            credentials: None,
+            identity: Default::default(),
+            redis_ca_file: None,
             max_message_bytes: MAX_RELAYED_BYTES,
         });
         let relay_stats = relay.stats();
@@ -130,6 +134,7 @@ impl Pipeline {
                 control_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 seed: Some(7),
                 synthetic_change_probability: 1.0,
+                publish_token: Some(publish_token),
                 ..data_feeder::Config::default()
             })
             .await?;

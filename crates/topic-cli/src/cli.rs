@@ -4,7 +4,9 @@
 //! Output contract: results go to stdout, one line per topic, `PATH<TAB>VALUE` with the value as
 //! compact JSON (topic paths cannot contain control characters, so the tab is unambiguous, and
 //! compact JSON never contains a raw newline). Diagnostics go to stderr. Exit codes: 0 success,
-//! 1 runtime or server error, 2 invalid input, 130 interrupted while reading stdin.
+//! 1 runtime or server error, 2 invalid input, 130 interrupted while reading stdin. A server
+//! error — a refused operation (`PERMISSION_DENIED`) or a refused authentication
+//! (`AUTHENTICATION_FAILED`, `RATE_LIMITED`) — is printed with its wire code.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -18,15 +20,23 @@ use serde_json::Value;
 use service_kit::LogArgs;
 use tokio_util::sync::CancellationToken;
 
-use topic_client::{ClientConfig, ClientError, ConnectOptions, TopicClient, TopicEvent};
+use topic_client::cli::IdentityArgs;
+use topic_client::{ClientConfig, ClientError, TopicClient, TopicEvent};
+
+use crate::security::SecurityCommand;
 
 const AFTER_HELP: &str = "\
 Output: fetch and subscribe print one line per topic value, PATH<TAB>VALUE, where VALUE is the
 value as compact JSON in the topic type's wire form (STRING topics print a JSON string, BINARY a
 base64 JSON string). A topic without a value prints null.
 
-Exit status: 0 success, 1 runtime or server error (message on stderr), 2 invalid input
-(bad selector, path, topic type, property or JSON), 130 interrupted while reading stdin.";
+Authentication: --principal NAME with --credentials (better: TOPIC_CREDENTIALS in the
+environment), or --token JWT (better: TOPIC_TOKEN); anonymous otherwise. wss:// URLs trust the
+public web roots and the CA certificates of --ca-file.
+
+Exit status: 0 success, 1 runtime or server error (message on stderr, with the server's error
+code such as PERMISSION_DENIED or AUTHENTICATION_FAILED), 2 invalid input (bad selector, path,
+topic type, property or JSON), 130 interrupted while reading stdin.";
 
 /// Command-line interface of `topic-cli`, a client for the topic server.
 #[derive(Debug, Parser)]
@@ -59,13 +69,9 @@ pub struct ConnectionArgs {
         global = true
     )]
     pub url: String,
-    /// Principal (user name) to authenticate as; anonymous when absent.
-    #[arg(long, env = "TOPIC_PRINCIPAL", global = true)]
-    pub principal: Option<String>,
-    /// Credentials (password) for the principal. Prefer the environment variable: command-line
-    /// arguments are visible to other local users.
-    #[arg(long, env = "TOPIC_CREDENTIALS", hide_env_values = true, global = true)]
-    pub credentials: Option<String>,
+    /// Who to authenticate as (--principal/--credentials or --token) and the CA to trust.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// Seconds to wait for the connection and for each reply.
     #[arg(long, env = "TOPIC_TIMEOUT", value_name = "SECONDS", default_value = "10", value_parser = parse_seconds, global = true)]
     pub timeout: Duration,
@@ -133,6 +139,10 @@ pub enum Command {
     /// Topic views: try a view specification offline.
     #[command(subcommand)]
     View(ViewCommand),
+    /// Security tools for the server's operator (no server needed): hash a password, issue a
+    /// token.
+    #[command(subcommand)]
+    Security(SecurityCommand),
 }
 
 /// Topic view tools.
@@ -298,6 +308,7 @@ pub async fn execute(
             match_lines(&selector, lines, out)
         }
         Command::View(ViewCommand::Eval { spec, topics }) => view_eval(&spec, &topics, out),
+        Command::Security(command) => crate::security::run(command, io::stdin(), out),
         Command::View(ViewCommand::Create { spec, .. }) if ViewSpec::parse(&spec).is_err() => {
             // Check locally first: the same error, without needing a server.
             let error = ViewSpec::parse(&spec)
@@ -426,6 +437,7 @@ async fn request(
         }
         Command::Subscribe { .. }
         | Command::Selector(_)
+        | Command::Security(_)
         | Command::View(ViewCommand::Eval { .. }) => {
             return Err(CliError::Runtime("not a request-reply command".to_owned()));
         }
@@ -434,16 +446,22 @@ async fn request(
 }
 
 async fn connect(args: &ConnectionArgs) -> Result<TopicClient, CliError> {
-    let options = ConnectOptions {
-        principal: args.principal.clone(),
-        credentials: args.credentials.clone(),
-    };
+    let options = args
+        .identity
+        .connect_options()
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
     let config = ClientConfig {
         request_timeout: args.timeout,
         connect_timeout: args.timeout,
         ..ClientConfig::default()
     };
-    Ok(TopicClient::connect_with(&args.url, options, config).await?)
+    TopicClient::connect_with(&args.url, options, config)
+        .await
+        .map_err(|e| match e {
+            // An unreadable --ca-file is bad input, like a bad selector.
+            ClientError::Tls(_) => CliError::Invalid(e.to_string()),
+            e => CliError::Client(e),
+        })
 }
 
 /// Prints values until shutdown (success) or until the client gives up (error). Events are
@@ -492,9 +510,13 @@ async fn subscribe(
                     tracing::info!(%path, %reason, "topic unsubscribed");
                 }
                 None => {
-                    return Err(CliError::Runtime(
-                        "connection to the topic server was lost".to_owned(),
-                    ));
+                    // Refused (4003) or expired (4004): say why, with the code, not "lost".
+                    return Err(match client.refusal() {
+                        Some(refusal) => CliError::Client(ClientError::Refused(refusal)),
+                        None => CliError::Runtime(
+                            "connection to the topic server was lost".to_owned(),
+                        ),
+                    });
                 }
             }
         }

@@ -1,10 +1,12 @@
-//! `topic-cli`: fetch, subscribe to, set, add and remove topics on the topic server, and test
-//! selectors offline. See `topic-cli --help`.
+//! `topic-cli`: fetch, subscribe to, set, add and remove topics on the topic server, test
+//! selectors and views offline, and hash passwords and issue tokens for the server's security
+//! file. See `topic-cli --help`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 mod cli;
+mod security;
 
 use cli::Cli;
 

@@ -22,6 +22,8 @@ fn cli(args: &[&str], stdin: Option<&str>) -> Output {
         .env("TOPIC_SERVER_URL", "ws://127.0.0.1:9/")
         .env_remove("TOPIC_PRINCIPAL")
         .env_remove("TOPIC_CREDENTIALS")
+        .env_remove("TOPIC_TOKEN")
+        .env_remove("TOPIC_CA_FILE")
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -163,6 +165,14 @@ fn help_documents_the_output_format() {
 async fn run_against(url: &str, args: &[&str]) -> Output {
     let mut command = tokio::process::Command::new(BIN);
     command.arg("--url").arg(url).args(args);
+    for var in [
+        "TOPIC_PRINCIPAL",
+        "TOPIC_CREDENTIALS",
+        "TOPIC_TOKEN",
+        "TOPIC_CA_FILE",
+    ] {
+        command.env_remove(var);
+    }
     tokio::time::timeout(PATIENCE, command.output())
         .await
         .unwrap()
@@ -174,7 +184,7 @@ async fn fetch_prints_path_tab_compact_json() {
     let server = FakeServer::start(|mut peer| async move {
         let hello = peer.handshake().await;
         assert!(
-            matches!(hello, ClientMessage::Connect { principal: Some(ref p), .. } if p == "ops")
+            matches!(hello, ClientMessage::Connect { principal: Some(ref p), credentials: Some(ref c), .. } if p == "ops" && c == "pw")
         );
         let fetch = peer.recv().await;
         assert!(matches!(&fetch, ClientMessage::Fetch { selector, .. } if selector == "?t//"));
@@ -200,7 +210,11 @@ async fn fetch_prints_path_tab_compact_json() {
         let _ = peer.next().await;
     })
     .await;
-    let out = run_against(&server.url, &["--principal", "ops", "fetch", "?t//"]).await;
+    let out = run_against(
+        &server.url,
+        &["--principal", "ops", "--credentials", "pw", "fetch", "?t//"],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),

@@ -3,28 +3,79 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diffusion_core::TopicType;
 use diffusion_core::protocol::{
-    ClientMessage, FetchedTopic, ServerMessage, ViewInfo, encode_set_raw,
+    ClientMessage, Credentials, FetchedTopic, ServerMessage, ViewInfo, encode_set_raw,
 };
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::connection::{self, Shared, Supervisor, message_kind, wait_closed};
-use crate::error::ClientError;
+use crate::error::{ClientError, Refusal};
 use crate::events::TopicEvent;
 
-/// Who the session is. Both absent: an anonymous session.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Who the session is and whom to trust: identity and trust travel together because both are
+/// about the deployment (which server, which principal), while [`ClientConfig`] holds mechanics.
+///
+/// The default is an anonymous session over `ws://`, or over `wss://` trusting the public web
+/// roots. `Debug` never prints a password or a token.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ConnectOptions {
-    /// The principal (user name) to authenticate as.
-    pub principal: Option<String>,
-    /// The secret proving the principal.
-    pub credentials: Option<String>,
+    /// How the session authenticates: anonymously, with a principal and password, or with a
+    /// signed token (JWT). Sent in every `connect`, including those that resume the session.
+    pub credentials: Credentials,
+    /// A PEM file of CA certificates to trust for `wss://` besides the public web roots (for a
+    /// server whose certificate a private CA signed). Read once, when connecting.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ConnectOptions {
+    /// Authenticates as `principal` with `password`.
+    pub fn password(principal: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            credentials: Credentials::Password {
+                principal: principal.into(),
+                password: password.into(),
+            },
+            ca_file: None,
+        }
+    }
+
+    /// Authenticates with a signed token (JWT).
+    pub fn token(token: impl Into<String>) -> Self {
+        Self {
+            credentials: Credentials::Token(token.into()),
+            ca_file: None,
+        }
+    }
+
+    /// The same identity, also trusting the CA certificates in `ca_file` for `wss://`.
+    pub fn with_ca_file(mut self, ca_file: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(ca_file.into());
+        self
+    }
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    // Options end up in logs and panic messages: show who, never the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let identity = match &self.credentials {
+            Credentials::Anonymous => "anonymous".to_owned(),
+            Credentials::Password { principal, .. } => {
+                format!("principal {principal:?} (password)")
+            }
+            Credentials::Token(_) => "token".to_owned(),
+        };
+        f.debug_struct("ConnectOptions")
+            .field("credentials", &format_args!("{identity}"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 /// Tuning knobs with sensible defaults; separate from [`ConnectOptions`] so identity and
@@ -104,8 +155,9 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl TopicClient {
-    /// Connects to `url` (`ws://host:port/` or `/ws`) and performs the handshake, with the
-    /// default [`ClientConfig`].
+    /// Connects to `url` (`ws://host:port/`, `wss://host:port/`, or either with `/ws`) and
+    /// performs the handshake, with the default [`ClientConfig`]. A refused authentication is
+    /// [`ClientError::Refused`].
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self, ClientError> {
         Self::connect_with(url, options, ClientConfig::default()).await
     }
@@ -116,9 +168,11 @@ impl TopicClient {
         options: ConnectOptions,
         config: ClientConfig,
     ) -> Result<Self, ClientError> {
+        let tls = connection::tls_for(url, &options)?;
         let established = connection::establish(
             url,
             connection::hello(&options, None),
+            tls.clone(),
             config.connect_timeout,
             config.max_message_size,
         )
@@ -131,6 +185,7 @@ impl TopicClient {
         let supervisor = Supervisor {
             url: url.to_owned(),
             options,
+            tls,
             config: config.clone(),
             shared: Arc::clone(&shared),
             events: event_tx,
@@ -360,6 +415,14 @@ impl TopicClient {
         self.inner.shared.is_closed()
     }
 
+    /// Why the server ended this client for good, once it has: its authentication was refused
+    /// (close code 4003) or its token expired (4004). `None` while it runs, and after any other
+    /// end. An application whose event stream ended reads this to tell "log in again" from
+    /// "connection lost".
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.inner.shared.refusal()
+    }
+
     /// A future that completes when the connection is gone, whoever closed it. It does not
     /// borrow the client, so it can be selected on next to other work (e.g. to reconnect).
     pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
@@ -404,11 +467,11 @@ impl TopicClient {
                 .outgoing
                 .send(Message::text(text))
                 .await
-                .map_err(|_| ClientError::Closed)?;
+                .map_err(|_| inner.shared.closed_error())?;
             // A dropped waiter: the client closed, or the connection was lost in flight.
             reply.await.map_err(|_| {
                 if inner.shared.is_closed() {
-                    ClientError::Closed
+                    inner.shared.closed_error()
                 } else {
                     ClientError::Disconnected
                 }

@@ -11,6 +11,12 @@
 //! wait (within their timeout) and go out on the next connection. When the server cannot
 //! resume the session (window passed, server restarted) the client subscribes again with every
 //! selector it holds and reports [`TopicEvent::Reconnected`] with `recovered: false`.
+//!
+//! Some ends are final, and the client then closes instead of reconnecting: the server does not
+//! speak our protocol (1002), another connection took the session over (4002), or the server
+//! refused who we are — authentication failed (4003, or an `AUTHENTICATION_FAILED` /
+//! `RATE_LIMITED` answer to `connect`) or the session's token expired (4004). A refusal is kept
+//! and becomes the error of every later request ([`ClientError::Refused`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,8 +24,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use diffusion_core::protocol::{
-    ClientMessage, Credentials, PROTOCOL_VERSION, Resume, SUPPORTED_VERSIONS, ServerMessage, SessionLimits,
-    decode_sequenced_message, split_frame,
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, Resume, SUPPORTED_VERSIONS, ServerMessage,
+    SessionLimits, decode_sequenced_message, split_frame,
 };
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -30,11 +36,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{ClientConfig, ConnectOptions};
-use crate::error::ClientError;
+use crate::error::{CLOSE_AUTHENTICATION_FAILED, CLOSE_TOKEN_EXPIRED, ClientError, Refusal};
 use crate::events::{TopicEvent, TopicTable};
 
 /// The socket type this client uses.
@@ -75,6 +81,8 @@ pub(crate) struct Shared {
     selectors: Mutex<Vec<String>>,
     /// Correlation ids, shared by requests and the supervisor's own resubscriptions.
     next_cid: AtomicU64,
+    /// Why the server ended the client for good, when it refused its identity.
+    refusal: Mutex<Option<Refusal>>,
 }
 
 impl Shared {
@@ -86,6 +94,7 @@ impl Shared {
             closing: AtomicBool::new(false),
             selectors: Mutex::new(Vec::new()),
             next_cid: AtomicU64::new(1),
+            refusal: Mutex::new(None),
         }
     }
 
@@ -124,7 +133,9 @@ impl Shared {
         cid: u64,
     ) -> Result<oneshot::Receiver<ServerMessage>, ClientError> {
         let mut guard = self.pending();
-        let map = guard.as_mut().ok_or(ClientError::Closed)?;
+        let Some(map) = guard.as_mut() else {
+            return Err(self.closed_error());
+        };
         let (tx, rx) = oneshot::channel();
         map.insert(cid, tx);
         Ok(rx)
@@ -155,12 +166,33 @@ impl Shared {
         }
     }
 
-    /// Marks the client closed for good and fails every waiting request.
+    /// Marks the client closed for good and fails every waiting request (after the flag is
+    /// set, so each of them reports why the client closed, not a lost connection).
     pub(crate) fn shut_down(&self) {
         let waiters = self.pending().take();
-        drop(waiters);
         self.stopping.cancel();
         self.closed.send_replace(true);
+        drop(waiters);
+    }
+
+    /// Records that the server refused the client's identity (before shutting it down).
+    fn refuse(&self, refusal: Refusal) {
+        tracing::warn!(%refusal, "the topic server refused this client; not reconnecting");
+        *self.refusal.lock().unwrap_or_else(PoisonError::into_inner) = Some(refusal);
+    }
+
+    /// The refusal that ended the client, if one did.
+    pub(crate) fn refusal(&self) -> Option<Refusal> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The error for a request on a closed client: the refusal that ended it, or `Closed`.
+    pub(crate) fn closed_error(&self) -> ClientError {
+        self.refusal()
+            .map_or(ClientError::Closed, ClientError::Refused)
     }
 
     /// The application is done with the client: stop reconnecting.
@@ -208,27 +240,66 @@ pub(crate) struct Established {
 
 /// The `connect` message for these options, resuming `resume` if given.
 pub(crate) fn hello(options: &ConnectOptions, resume: Option<Resume>) -> ClientMessage {
-    let credentials = match (&options.principal, &options.credentials) {
-        (Some(principal), password) => Credentials::Password {
-            principal: principal.clone(),
-            password: password.clone().unwrap_or_default(),
-        },
-        (None, _) => Credentials::Anonymous,
-    };
-    ClientMessage::connect_v2(&credentials, resume)
+    ClientMessage::connect_v2(&options.credentials, resume)
 }
 
-/// Dials `url` and performs the `connect` / `connected` handshake, each step bounded by `timeout`.
+/// The TLS configuration to dial `url` with: built (and the CA file read) once per client, for
+/// `wss://` URLs and whenever a CA file is given (so a bad file is reported even before a
+/// `wss://` URL is used); `None` for plain `ws://`.
+pub(crate) fn tls_for(
+    url: &str,
+    options: &ConnectOptions,
+) -> Result<Option<Arc<rustls::ClientConfig>>, ClientError> {
+    let secure = url
+        .get(..6)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://"));
+    if secure || options.ca_file.is_some() {
+        Ok(Some(service_kit::tls::client_config(
+            options.ca_file.as_deref(),
+        )?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The refusal a close code means, if it is one.
+fn refusal_for_close(
+    code: u16,
+    reason: &str,
+    notice: Option<(ErrorCode, String)>,
+) -> Option<Refusal> {
+    match code {
+        CLOSE_AUTHENTICATION_FAILED => {
+            let (code, message) = match notice {
+                Some((
+                    code @ (ErrorCode::AuthenticationFailed | ErrorCode::RateLimited),
+                    message,
+                )) => (code, message),
+                _ => (ErrorCode::AuthenticationFailed, reason.to_owned()),
+            };
+            Some(Refusal::Authentication { code, message })
+        }
+        CLOSE_TOKEN_EXPIRED => Some(Refusal::TokenExpired {
+            reason: reason.to_owned(),
+        }),
+        _ => None,
+    }
+}
+
+/// Dials `url` (over TLS with `tls` for `wss://`) and performs the `connect` / `connected`
+/// handshake, each step bounded by `timeout`.
 pub(crate) async fn establish(
     url: &str,
     connect: ClientMessage,
+    tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
     max_message_size: usize,
 ) -> Result<Established, ClientError> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message_size))
         .max_frame_size(Some(max_message_size));
-    let dial = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    let connector = tls.map(Connector::Rustls);
+    let dial = tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, connector);
     let (mut socket, _response) = tokio::time::timeout(timeout, dial)
         .await
         .map_err(|_| ClientError::Timeout(timeout))?
@@ -258,6 +329,13 @@ pub(crate) async fn establish(
         } = first
         else {
             return Err(match first {
+                // Before a session exists, RATE_LIMITED can only mean too many failed
+                // authentications from this address: the server closes with 4003 next.
+                ServerMessage::Error {
+                    code: code @ (ErrorCode::AuthenticationFailed | ErrorCode::RateLimited),
+                    message,
+                    ..
+                } => ClientError::Refused(Refusal::Authentication { code, message }),
                 ServerMessage::Error { code, message, .. } => ClientError::Server { code, message },
                 other => ClientError::Handshake(format!(
                     "expected 'connected', got {}",
@@ -298,7 +376,17 @@ async fn first_text_frame(socket: &mut Socket) -> Result<String, ClientError> {
                     "server sent a binary frame".to_owned(),
                 ));
             }
-            Some(Ok(Message::Close(_))) | None => {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                let code = u16::from(frame.code);
+                return Err(match refusal_for_close(code, &frame.reason, None) {
+                    Some(refusal) => ClientError::Refused(refusal),
+                    None => ClientError::Handshake(format!(
+                        "server closed the connection during the handshake (code {code}: {})",
+                        frame.reason
+                    )),
+                });
+            }
+            Some(Ok(Message::Close(None))) | None => {
                 return Err(ClientError::Handshake(
                     "server closed the connection during the handshake".to_owned(),
                 ));
@@ -333,12 +421,16 @@ enum LinkEnd {
     Stopped,
     /// The connection was lost (or the server closed it with this code); try again.
     Lost(Option<u16>),
+    /// The server refused the client's identity: do not try again.
+    Refused(Refusal),
 }
 
 /// Keeps the client connected: everything the supervisor owns across connections.
 pub(crate) struct Supervisor {
     pub(crate) url: String,
     pub(crate) options: ConnectOptions,
+    /// The TLS configuration for `wss://`, built once.
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     pub(crate) config: ClientConfig,
     pub(crate) shared: Arc<Shared>,
     pub(crate) events: mpsc::Sender<TopicEvent>,
@@ -370,6 +462,10 @@ impl Supervisor {
             let end = self.serve(link, &mut session).await;
             let code = match end {
                 LinkEnd::Stopped => break,
+                LinkEnd::Refused(refusal) => {
+                    self.shared.refuse(refusal);
+                    break;
+                }
                 LinkEnd::Lost(code) => code,
             };
             if !self.config.reconnect
@@ -404,6 +500,7 @@ impl Supervisor {
             let attempt = establish(
                 &self.url,
                 hello(&self.options, resume),
+                self.tls.clone(),
                 self.config.connect_timeout,
                 self.config.max_message_size,
             );
@@ -434,6 +531,10 @@ impl Supervisor {
                         return None;
                     }
                     return Some(established);
+                }
+                Err(ClientError::Refused(refusal)) => {
+                    self.shared.refuse(refusal);
+                    return None;
                 }
                 Err(error) => tracing::debug!(%error, "reconnection attempt failed"),
             }
@@ -475,6 +576,8 @@ impl Supervisor {
             acks,
             done: done.clone(),
             close_code: None,
+            notice: None,
+            refusal: None,
         };
         let (read_end, write_end) = tokio::join!(
             async {
@@ -490,8 +593,12 @@ impl Supervisor {
                 end
             }
         );
+        if let Some(refusal) = reader.refusal.take() {
+            return LinkEnd::Refused(refusal);
+        }
         match (read_end, write_end) {
             (_, LinkEnd::Stopped) | (LinkEnd::Stopped, _) => LinkEnd::Stopped,
+            (LinkEnd::Refused(refusal), _) => LinkEnd::Refused(refusal),
             (LinkEnd::Lost(code), _) => LinkEnd::Lost(code.or(reader.close_code)),
         }
     }
@@ -525,6 +632,10 @@ struct Reader<'a> {
     acks: watch::Sender<u64>,
     done: CancellationToken,
     close_code: Option<u16>,
+    /// The last error the server sent without a cid: it explains a close that follows.
+    notice: Option<(ErrorCode, String)>,
+    /// Set when the server's close frame refused the client's identity.
+    refusal: Option<Refusal>,
 }
 
 impl Reader<'_> {
@@ -580,7 +691,11 @@ impl Reader<'_> {
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    self.close_code = frame.map(|f| u16::from(f.code));
+                    if let Some(frame) = frame {
+                        let code = u16::from(frame.code);
+                        self.close_code = Some(code);
+                        self.refusal = refusal_for_close(code, &frame.reason, self.notice.take());
+                    }
                 }
                 Some(Ok(Message::Binary(_))) => tracing::warn!("ignoring unexpected binary frame"),
                 // Pings are answered by the WebSocket layer.
@@ -628,6 +743,7 @@ impl Reader<'_> {
                 message,
             } => {
                 tracing::warn!(?code, %message, "server reported an error for an unidentified request");
+                self.notice = Some((code, message));
             }
             ServerMessage::Heartbeat => {
                 // Notifies the writer even when the value is unchanged.

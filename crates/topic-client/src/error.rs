@@ -4,10 +4,16 @@ use std::time::Duration;
 
 use diffusion_core::protocol::ErrorCode;
 
+/// Close code with which the server ends a connection whose authentication it refused.
+pub const CLOSE_AUTHENTICATION_FAILED: u16 = 4003;
+
+/// Close code with which the server ends a session whose token (JWT) expired.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4004;
+
 /// Every failure a [`crate::TopicClient`] reports. Applications match on the variant to decide
-/// whether to retry (`Connect`, `Closed`, `Disconnected`, `Timeout`), give up (`Handshake`), or
-/// fix the request
-/// (`Server` with its [`ErrorCode`]).
+/// whether to retry (`Connect`, `Closed`, `Disconnected`, `Timeout`), give up (`Handshake`,
+/// `Tls`), get new credentials (`Refused`), or fix the request (`Server` with its
+/// [`ErrorCode`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The WebSocket connection could not be opened (bad URL, nothing listening, HTTP refusal).
@@ -44,13 +50,51 @@ pub enum ClientError {
     /// The server sent something this client does not understand in this place.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The server refused who this client is, for good: at connect, when resuming, or during
+    /// the session. The client does not reconnect (the same identity would be refused again);
+    /// every later request fails with this error too.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// TLS for `wss://` could not be set up: the CA file cannot be read or holds no usable
+    /// certificate (the error names it). Reported before dialling. (A server certificate that
+    /// is not trusted is a `Connect` error.)
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] service_kit::tls::TlsError),
+}
+
+/// Why the server will not let this client go on with its identity: reconnecting cannot help,
+/// new credentials can. Kept by the client (it is `Clone`) so every request made after the end,
+/// and [`crate::TopicClient::refusal`], report the same cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Authentication was refused (close code 4003): a wrong password, an unknown principal,
+    /// an invalid token (`AUTHENTICATION_FAILED`), or too many failed attempts from this
+    /// address (`RATE_LIMITED`).
+    #[error("authentication refused ({}): {message}", code_name(*code))]
+    Authentication {
+        /// `AUTHENTICATION_FAILED` or `RATE_LIMITED`.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The session's token expired and the server closed it (close code 4004); connect again
+    /// with a fresh token.
+    #[error("the session's token expired (close code 4004): {reason}")]
+    TokenExpired {
+        /// The close frame's reason text.
+        reason: String,
+    },
 }
 
 impl ClientError {
     /// The server's error code, when the server refused the request.
+    /// An authentication refusal carries its code too, so `AUTHENTICATION_FAILED` is found here
+    /// whether it came at connect or later.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Server { code, .. } => Some(*code),
+            Self::Server { code, .. } | Self::Refused(Refusal::Authentication { code, .. }) => {
+                Some(*code)
+            }
             _ => None,
         }
     }

@@ -14,12 +14,20 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Authenticate with [`ConnectOptions::password`] or [`ConnectOptions::token`]; `wss://` URLs
+//! use rustls, trusting the public web roots and, with [`ConnectOptions::with_ca_file`], a
+//! private CA. A refused authentication (close code 4003) or an expired token (4004) ends the
+//! client for good with [`ClientError::Refused`]: it never reconnects with an identity the
+//! server refused.
+//!
 //! The connection runs two background tasks: a reader that routes replies to waiting requests by
 //! correlation id and turns subscription messages into [`TopicEvent`]s (through a bounded
 //! channel, so a slow application slows the socket instead of growing memory), and a writer that
 //! batches outgoing frames. This project is independent of, and not affiliated with, the
 //! commercial Diffusion product whose documented behaviour the topic server reproduces.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod client;
 mod connection;
 pub mod error;
@@ -29,6 +37,6 @@ pub mod testing;
 
 pub use client::{ClientConfig, ConnectOptions, TopicClient};
 pub use diffusion_core::TopicType;
-pub use diffusion_core::protocol::{ErrorCode, FetchedTopic, ViewInfo};
-pub use error::ClientError;
+pub use diffusion_core::protocol::{Credentials, ErrorCode, FetchedTopic, ViewInfo};
+pub use error::{ClientError, Refusal};
 pub use events::TopicEvent;

@@ -1,30 +1,41 @@
 //! Test helpers for clients of the topic server, only with the `testing` feature:
-//! - a scripted, single-connection fake topic server (for this crate and `topic-cli`): it speaks
-//!   the wire protocol from `diffusion_core::protocol` so clients can be tested without the real
-//!   server, including against a server that misbehaves;
+//! - a scripted, single-connection fake topic server (for this crate and `topic-cli`), over
+//!   `ws://` or `wss://`: it speaks the wire protocol from `diffusion_core::protocol` so clients
+//!   can be tested without the real server, including against a server that misbehaves or
+//!   refuses them (and can tell whether a refused client dials again);
 //! - [`CutProxy`], a TCP proxy that cuts or black-holes connections on command, to test
 //!   reconnection and session recovery against the real server.
 
 #![allow(clippy::unwrap_used)] // test code: a failure should stop the test
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use diffusion_core::protocol::{
     ClientMessage, SUPPORTED_VERSIONS, ServerMessage, decode_client_message, negotiate_version,
 };
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long the fake server waits for anything before failing the test.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
+/// A byte stream the fake server speaks WebSocket over: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// The server side of one accepted connection.
 pub struct Peer {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Box<dyn Io>>,
+    /// The fake server's listener, still open while the script runs: a client that dials again
+    /// is seen here.
+    listener: TcpListener,
 }
 
 /// What the next client frame was.
@@ -117,13 +128,29 @@ impl Peer {
 
     /// Closes the connection with a close frame carrying `code`.
     pub async fn close_with(mut self, code: u16) {
+        self.send_close(code, "closed by the test").await;
+    }
+
+    /// Sends a close frame carrying `code` and `reason`, waits for the client's answer (so the
+    /// frame is not lost in a reset) and then ends the TCP connection as a server does after
+    /// the closing handshake (the client waits for that), keeping the peer for further checks.
+    pub async fn send_close(&mut self, code: u16, reason: &str) {
         let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
             code: code.into(),
-            reason: "closed by the test".into(),
+            reason: reason.to_owned().into(),
         };
         let _ = self.ws.send(Message::Close(Some(frame))).await;
-        // Let the client answer, so the close frame is not lost in a reset.
         let _ = tokio::time::timeout(PATIENCE, self.ws.next()).await;
+        let _ = tokio::time::timeout(PATIENCE, self.ws.get_mut().shutdown()).await;
+    }
+
+    /// Whether the client opens another connection within `wait`: how a test shows that a
+    /// refused client does not reconnect (and, with a client that should, that it does).
+    pub async fn dials_again_within(&mut self, wait: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(wait, self.listener.accept()).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Drops the connection abruptly (no close frame).
@@ -134,7 +161,7 @@ impl Peer {
 
 /// A fake server that accepts one connection and runs a script on it.
 pub struct FakeServer {
-    /// `ws://127.0.0.1:PORT/`.
+    /// `ws://127.0.0.1:PORT/` (`wss://` for [`FakeServer::start_tls`]).
     pub url: String,
     task: JoinHandle<()>,
 }
@@ -146,15 +173,39 @@ impl FakeServer {
         F: FnOnce(Peer) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        Self::listen(None, script).await
+    }
+
+    /// The same over TLS with `tls` (whose certificate should name 127.0.0.1, as
+    /// `service_kit::testing::TestPki`'s does): the URL is `wss://127.0.0.1:PORT/`. A client that refuses the certificate never reaches the script;
+    /// [`FakeServer::finish`] then fails, so tests of refusals do not call it.
+    pub async fn start_tls<F, Fut>(tls: Arc<rustls::ServerConfig>, script: F) -> Self
+    where
+        F: FnOnce(Peer) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self::listen(Some(TlsAcceptor::from(tls)), script).await
+    }
+
+    async fn listen<F, Fut>(tls: Option<TlsAcceptor>, script: F) -> Self
+    where
+        F: FnOnce(Peer) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}/", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
             let (tcp, _) = tokio::time::timeout(PATIENCE, listener.accept())
                 .await
                 .expect("no client connected")
                 .unwrap();
-            let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-            script(Peer { ws }).await;
+            let io: Box<dyn Io> = match tls {
+                Some(acceptor) => Box::new(acceptor.accept(tcp).await.unwrap()),
+                None => Box::new(tcp),
+            };
+            let ws = tokio_tungstenite::accept_async(io).await.unwrap();
+            script(Peer { ws, listener }).await;
         });
         Self { url, task }
     }

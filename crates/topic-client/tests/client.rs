@@ -38,10 +38,7 @@ async fn handshake_sends_identity_and_reads_session() {
         assert!(peer.closed_by_client().await, "close() sends a close frame");
     })
     .await;
-    let options = ConnectOptions {
-        principal: Some("alice".to_owned()),
-        credentials: Some("secret".to_owned()),
-    };
+    let options = ConnectOptions::password("alice", "secret");
     let client = TopicClient::connect(&server.url, options).await.unwrap();
     assert_eq!(client.session(), "session-1");
     assert!(!client.is_closed());
@@ -52,7 +49,7 @@ async fn handshake_sends_identity_and_reads_session() {
 }
 
 #[tokio::test]
-async fn refused_handshake_is_a_server_error() {
+async fn refused_handshake_is_an_error_with_its_code() {
     let server = FakeServer::start(|mut peer| async move {
         let _hello = peer.recv().await;
         peer.send(&[ServerMessage::Error {
@@ -67,9 +64,10 @@ async fn refused_handshake_is_a_server_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ClientError::Server { code: ErrorCode::AuthenticationFailed, message } if message == "bad credentials"),
+        matches!(&err, ClientError::Refused(topic_client::Refusal::Authentication { code: ErrorCode::AuthenticationFailed, message }) if message == "bad credentials"),
         "{err:?}"
     );
+    assert_eq!(err.code(), Some(ErrorCode::AuthenticationFailed));
     server.finish().await;
 }
 
