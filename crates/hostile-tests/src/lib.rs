@@ -81,6 +81,8 @@ pub struct Service {
     pub pid: u32,
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The fields of the log line that said it was ready (other addresses it names).
+    ready_fields: Value,
     log: Arc<Mutex<VecDeque<String>>>,
 }
 
@@ -141,12 +143,11 @@ impl Service {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if addr_tx.is_some()
-                        && let Some(addr) = serde_json::from_str::<Value>(&line)
-                            .ok()
-                            .and_then(|v| ready(&v))
+                        && let Some(parsed) = serde_json::from_str::<Value>(&line).ok()
+                        && let Some(addr) = ready(&parsed)
                         && let Some(tx) = addr_tx.take()
                     {
-                        let _ = tx.send(addr);
+                        let _ = tx.send((addr, parsed["fields"].clone()));
                     }
                     let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
                     if log.len() >= 200 {
@@ -156,7 +157,7 @@ impl Service {
                 }
             });
         }
-        let addr = tokio::time::timeout(Duration::from_secs(30), addr_rx)
+        let (addr, ready_fields) = tokio::time::timeout(Duration::from_secs(30), addr_rx)
             .await
             .with_context(|| format!("{name} did not become ready in time"))?
             .with_context(|| format!("{name} exited before it was ready"))?;
@@ -165,8 +166,15 @@ impl Service {
             child,
             pid,
             addr,
+            ready_fields,
             log,
         })
+    }
+
+    /// An address named in field `field` of the line that said the service was ready (the
+    /// topic server's `metrics` listener, say).
+    pub fn ready_addr(&self, field: &str) -> Option<SocketAddr> {
+        self.ready_fields[field].as_str()?.parse().ok()
     }
 
     /// Whether the process is still running (not exited, not a zombie).

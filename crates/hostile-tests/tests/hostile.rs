@@ -74,6 +74,8 @@ async fn start() -> anyhow::Result<Ctx> {
         &[
             "--listen".into(),
             "127.0.0.1:0".into(),
+            "--metrics-listen".into(),
+            "127.0.0.1:0".into(),
             "--web-dir".into(),
             web.display().to_string(),
             "--max-topics".into(),

@@ -75,6 +75,7 @@ pub(crate) enum Caller {
     /// A connected session.
     Session(SessionId),
     /// The server.
+    #[cfg_attr(not(any(test, feature = "bench")), allow(dead_code))]
     Server,
 }
 

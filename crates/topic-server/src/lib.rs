@@ -208,7 +208,11 @@ fn load_views(engine: &Engine, file: &std::path::Path) -> anyhow::Result<()> {
 /// Binds and runs a server until `shutdown` fires: what `main` calls.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let server = bind(config).await?;
-    tracing::info!(addr = %server.local_addr(), "topic server listening");
+    tracing::info!(
+        addr = %server.local_addr(),
+        metrics = %server.metrics_addr(),
+        "topic server listening"
+    );
     server.run(shutdown).await
 }
 

@@ -119,7 +119,11 @@ pub async fn still_open(peer: &mut Peer) -> anyhow::Result<()> {
 
 /// The topic server's `/metrics` body.
 pub async fn metrics(ctx: &Ctx) -> anyhow::Result<String> {
-    let (status, _, body) = http_get(ctx.topic_server.addr, attacker(250), "/metrics").await?;
+    let addr = ctx
+        .topic_server
+        .ready_addr("metrics")
+        .context("the topic server did not say where /metrics listens")?;
+    let (status, _, body) = http_get(addr, attacker(250), "/metrics").await?;
     if status != 200 {
         bail!("/metrics answered {status}");
     }
