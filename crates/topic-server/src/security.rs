@@ -140,7 +140,9 @@ pub(crate) struct Security {
     current: ArcSwap<Loaded>,
     failures: FailedAttempts,
     password_checks: Semaphore,
-    /// Checked when the principal does not exist, so the answer takes as long.
+    /// Checked when the principal does not exist, so the answer takes as long. Made only
+    /// with a security file (without one no password is ever checked): a hash costs tens of
+    /// milliseconds, far more in a debug build's tests.
     dummy_hash: String,
 }
 
@@ -148,10 +150,13 @@ impl Security {
     /// Loads the security file, if any; an unusable file stops the start-up with its reason.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let loaded = load_file(file)?;
-        let dummy_hash = Argon2::default()
-            .hash_password(b"not a password anyone has")
-            .map_err(|e| anyhow::anyhow!("preparing the password checker: {e}"))?
-            .to_string();
+        let dummy_hash = match file {
+            Some(_) => Argon2::default()
+                .hash_password(b"not a password anyone has")
+                .map_err(|e| anyhow::anyhow!("preparing the password checker: {e}"))?
+                .to_string(),
+            None => String::new(),
+        };
         Ok(Self {
             file: file.map(Path::to_path_buf),
             current: ArcSwap::from_pointee(loaded),
@@ -429,15 +434,20 @@ impl TokenKeys {
         validation.algorithms = vec![header.alg];
         validation.leeway = self.settings.leeway_seconds;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // `aud` and `iss` are checked only when present unless required: a server that names
+        // an audience or an issuer must refuse tokens that leave them out.
+        let mut required = vec!["exp", "sub"];
         if self.settings.audience.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&self.settings.audience);
+            required.push("aud");
         }
         if let Some(issuer) = &self.settings.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
             key,
@@ -479,6 +489,11 @@ impl TokenKeys {
                 exp.saturating_add(self.settings.leeway_seconds),
             ))
             .ok_or("exp is out of range")?;
+        // The library accepts a token through the whole second of its `exp`; a session opened
+        // then would be closed at once, so it is refused like any expired token.
+        if expires_at <= SystemTime::now() {
+            return Err("ExpiredSignature".to_owned());
+        }
         Ok(TokenClaims {
             subject,
             roles,
