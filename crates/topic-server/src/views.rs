@@ -197,6 +197,49 @@ impl ViewRegistry {
         changes
     }
 
+    /// After a reload: releases the claims of view `order` that its creator may no longer
+    /// make — every path derived from a source `readable` refuses, and every path `writable`
+    /// refuses — also under `preserve topics`. Returns the paths whose claims changed.
+    pub fn release_unauthorised(
+        &mut self,
+        order: u64,
+        readable: &dyn Fn(&str) -> bool,
+        writable: &dyn Fn(&str) -> bool,
+    ) -> Vec<PathChange> {
+        let keys: Vec<(u64, String)> = self
+            .produced
+            .keys()
+            .filter(|(o, _)| *o == order)
+            .cloned()
+            .collect();
+        let mut changes = Vec::new();
+        for key in keys {
+            let source_readable = readable(&key.1);
+            let Some(paths) = self.produced.get_mut(&key) else {
+                continue;
+            };
+            let refused: Vec<String> = paths
+                .iter()
+                .filter(|path| !source_readable || !writable(path))
+                .cloned()
+                .collect();
+            for path in refused {
+                paths.remove(&path);
+                if let Some(entry) = self.claims.get_mut(&path) {
+                    entry.remove(&key);
+                    if entry.is_empty() {
+                        self.claims.remove(&path);
+                    }
+                }
+                changes.push(path);
+            }
+            if paths.is_empty() {
+                self.produced.remove(&key);
+            }
+        }
+        changes
+    }
+
     /// Releases everything derived from `source` (the source topic was removed).
     pub fn source_removed(&mut self, order: u64, source: &str) -> Vec<PathChange> {
         self.set_claims(order, source, Vec::new(), false)

@@ -121,6 +121,29 @@ impl Timers {
         Some(claims)
     }
 
+    /// After a reload: drops from the results held for view `order` what its creator may no
+    /// longer derive (from a source `readable` refuses) or write (a path `writable` refuses).
+    /// A held source removal stays.
+    fn filter_view(
+        &mut self,
+        order: u64,
+        readable: &dyn Fn(&str) -> bool,
+        writable: &dyn Fn(&str) -> bool,
+    ) {
+        for claims in self.delayed.values_mut() {
+            if claims.order != order {
+                continue;
+            }
+            if let Some(results) = &mut claims.results {
+                if readable(&claims.source) {
+                    results.retain(|(path, _)| writable(path));
+                } else {
+                    results.clear();
+                }
+            }
+        }
+    }
+
     /// Forgets every result held for view `order` (removed or replaced).
     fn drop_view(&mut self, order: u64) {
         self.delayed.retain(|_, claims| claims.order != order);
@@ -287,6 +310,26 @@ impl Engine {
         for access in tree.views.accesses_mut() {
             if !access.grant.is_everything() {
                 access.grant = grant_of(&access.identity);
+            }
+        }
+        // What a view derived or holds back under the old grant and may no longer have goes
+        // at once, `preserve topics` and `delay by` notwithstanding; evaluating again below
+        // only derives what the new grant allows.
+        let grants: Vec<(u64, Arc<diffusion_core::security::Grant>)> = tree
+            .views
+            .views()
+            .filter_map(|v| {
+                tree.views
+                    .order(&v.name)
+                    .map(|o| (o, Arc::clone(&v.access.grant)))
+            })
+            .collect();
+        for (order, grant) in grants {
+            let readable = |path: &str| grant.allows(PathPermission::ReadTopic, path);
+            let writable = |path: &str| grant.allows(PathPermission::ModifyTopic, path);
+            tree.timers.filter_view(order, &readable, &writable);
+            for path in tree.views.release_unauthorised(order, &readable, &writable) {
+                self.apply_reference(tree, &path, 0, dropped);
             }
         }
         let views: Vec<(u64, Arc<ViewSpec>)> = tree
