@@ -472,3 +472,55 @@ impl Held {
 pub fn canonical_json(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).unwrap()
 }
+
+impl TestServer {
+    /// A WebSocket opened to the server and a version-1 `connect` sent with `extra` fields
+    /// merged in (`principal`, `credentials`, `token`); returns the client and the server's
+    /// reply (`connected`, or the `error` of a refused authentication).
+    pub async fn client_with(&self, extra: Value) -> (Client, ServerMessage) {
+        let mut client = Client::open(&self.ws_url()).await;
+        let reply = client.handshake_with(extra).await;
+        (client, reply)
+    }
+}
+
+impl Client {
+    /// Sends a version-1 `connect` with `extra` fields merged in and returns the reply
+    /// (`connected` or `error`), whatever it is.
+    pub async fn handshake_with(&mut self, extra: Value) -> ServerMessage {
+        let mut hello = json!({"type":"connect","version":1});
+        if let (Some(fields), Some(more)) = (hello.as_object_mut(), extra.as_object()) {
+            fields.extend(more.clone());
+        }
+        self.send_json(&hello).await;
+        self.next().await
+    }
+
+    /// Like [`Client::request`], but any reply carrying the request's `cid` ends the wait,
+    /// `views` (the reply to `listviews`) included.
+    pub async fn request_any(&mut self, mut request: Value) -> ServerMessage {
+        self.next_cid += 1;
+        let cid = self.next_cid;
+        request["cid"] = json!(cid);
+        self.send_json(&request).await;
+        let mut skipped = VecDeque::new();
+        let reply = loop {
+            let m = self.next().await;
+            let reply_cid = match &m {
+                ServerMessage::Ok { cid }
+                | ServerMessage::Fetched { cid, .. }
+                | ServerMessage::Views { cid, .. }
+                | ServerMessage::Pong { cid } => Some(*cid),
+                ServerMessage::Error { cid, .. } => *cid,
+                _ => None,
+            };
+            if reply_cid == Some(cid) {
+                break m;
+            }
+            skipped.push_back(m);
+        };
+        skipped.extend(self.pending.drain(..));
+        self.pending = skipped;
+        reply
+    }
+}
