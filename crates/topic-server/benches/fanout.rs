@@ -3,6 +3,9 @@
 //! CoinDesk sample. One `set` with a changed price is measured per iteration; the queues are
 //! drained between iterations, as the writers would.
 //!
+//! `json_delta_secured` repeats `json_delta` with a security store in force (the cost of
+//! permission checks on fan-out).
+//!
 //! Run with `cargo bench -p topic-server --features bench --bench fanout -- --warm-up-time 1 --measurement-time 3`.
 
 #![allow(missing_docs)]
@@ -129,8 +132,32 @@ fn fanout(c: &mut Criterion) {
         let bench = engine_with(sessions, &path, &[]);
         measure_sets(&mut group, name, &bench, &path, Some(64 * 1024));
     }
+    // The same fan-out with a security store: every subscriber is a session whose roles
+    // (with inclusion, path assignments and an isolated path) allow reading `redis`. Compare
+    // with `json_delta`: READ_TOPIC is checked when a session subscribes, never per delivery.
+    let secured = match BenchEngine::new_secured(1024 * 1024, SECURITY, &["CLIENT"]) {
+        Ok(bench) => bench,
+        Err(e) => panic!("security store refused: {e}"),
+    };
+    let path = "redis/json_delta_secured";
+    let bench = engine_with(secured, path, &[]);
+    measure_sets(&mut group, "json_delta_secured", &bench, path, None);
     group.finish();
 }
+
+/// The security store of the `json_delta_secured` variant.
+const SECURITY: &str = r#"
+anonymous = ["CLIENT"]
+
+[roles.READER]
+paths = { "redis" = ["SELECT_TOPIC", "READ_TOPIC"], "redis/private" = [] }
+isolated = ["internal"]
+
+[roles.CLIENT]
+includes = ["READER"]
+default_path = ["SELECT_TOPIC"]
+paths = { "market" = ["READ_TOPIC"], "market/fx" = ["READ_TOPIC", "SELECT_TOPIC"] }
+"#;
 
 /// One bitcoin tick set on `redis/bitcoin` with the demo's two views (deploy/views.txt): the
 /// value's way through the engine, views included, with one subscriber on every view topic.

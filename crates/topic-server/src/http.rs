@@ -78,7 +78,12 @@ fn refusal(ctx: &ServerContext, peer: SocketAddr, headers: &HeaderMap) -> Option
         (Ok(origin), Some(Ok(host))) => {
             let origin = service_kit::origins::normalize(origin);
             let host = host.to_ascii_lowercase();
-            origin == format!("http://{host}") || origin == format!("https://{host}")
+            (origin == format!("http://{host}") || origin == format!("https://{host}"))
+                // In protected mode (no security store, not --insecure-open) a page must also
+                // be on a loopback name: otherwise a site whose name an attacker points at
+                // 127.0.0.1 (DNS rebinding) would be "this server's own page" and could drive
+                // a server where everyone may do everything.
+                && (!ctx.security.is_open() || ctx.config.insecure_open || is_loopback_host(&host))
         }
         _ => false,
     };
@@ -90,6 +95,19 @@ fn refusal(ctx: &ServerContext, peer: SocketAddr, headers: &HeaderMap) -> Option
     (!allowed).then_some(
         "WebSocket sessions from this page's origin are not allowed (--allowed-origins)\n",
     )
+}
+
+/// Whether a `Host` value (`name[:port]`, `[v6]:port`) names this machine's loopback.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Initial read buffer per WebSocket connection.
@@ -295,6 +313,27 @@ mod tests {
                 is_dashboard_file(file),
                 "the page loads {file}, which is not served"
             );
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for yes in [
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "127.3.4.5",
+            "[::1]:8080",
+            "app.localhost:1",
+        ] {
+            assert!(is_loopback_host(yes), "{yes}");
+        }
+        for no in [
+            "evil.example:8080",
+            "192.0.2.1:8080",
+            "[2001:db8::1]:80",
+            "localhost.evil.example:80",
+        ] {
+            assert!(!is_loopback_host(no), "{no}");
         }
     }
 

@@ -197,6 +197,45 @@ async fn a_foreign_origin_is_refused_the_servers_own_and_none_are_not() {
     server.stop().await;
 }
 
+/// DNS rebinding: a page on a name the attacker points at 127.0.0.1 sends Origin = Host =
+/// that name. Without a security store (everyone may do everything) only loopback names count
+/// as the server's own pages; with one, the name does not matter.
+#[tokio::test]
+async fn a_rebound_name_is_not_the_servers_own_page_in_protected_mode() {
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    let rebound = format!("evil.example:{}", addr.port());
+    let url = format!("ws://{rebound}/ws");
+    assert_eq!(
+        upgrade(addr, &url, Some(&format!("http://{rebound}")))
+            .await
+            .err(),
+        Some(403)
+    );
+    let local = format!("ws://localhost:{}/ws", addr.port());
+    let mut ws = upgrade(
+        addr,
+        &local,
+        Some(&format!("http://localhost:{}", addr.port())),
+    )
+    .await
+    .unwrap();
+    protocol_handshake(&mut ws).await;
+    server.stop().await;
+
+    let server = TestServer::start_with(|c| c.insecure_open = true).await;
+    let rebound = format!("evil.example:{}", server.addr.port());
+    let mut ws = upgrade(
+        server.addr,
+        &format!("ws://{rebound}/ws"),
+        Some(&format!("http://{rebound}")),
+    )
+    .await
+    .unwrap();
+    protocol_handshake(&mut ws).await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn allowed_origins_lets_those_pages_in() {
     let server = TestServer::start_with(|c| {
