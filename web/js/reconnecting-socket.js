@@ -39,6 +39,8 @@ export class ReconnectingSocket {
    * @param {() => void} [options.onOpen] the socket is open; send greetings here
    * @param {(frame: {data: string | ArrayBuffer, bytes: number}) => void} [options.onFrame]
    * @param {() => void} [options.onClose] the socket closed (a retry follows unless stopped)
+   * @param {Iterable<number>} [options.finalCloseCodes] close codes after which retrying cannot
+   *   help (the server refused this client): the socket stops instead, keeping the reason
    */
   constructor({
     url,
@@ -51,6 +53,7 @@ export class ReconnectingSocket {
     onOpen = () => {},
     onFrame = () => {},
     onClose = () => {},
+    finalCloseCodes = [],
   }) {
     if (typeof WebSocketImpl !== 'function') throw new TypeError('no WebSocket implementation');
     this.url = url;
@@ -60,6 +63,7 @@ export class ReconnectingSocket {
     this.now = now;
     this.stableAfterMs = stableAfterMs;
     this.handlers = { onStatus, onOpen, onFrame, onClose };
+    this.finalCloseCodes = new Set(finalCloseCodes);
     /** @type {WebSocket | null} */
     this.ws = null;
     this.retryTimer = null;
@@ -146,12 +150,13 @@ export class ReconnectingSocket {
       const why = event.reason
         ? `closed (${event.code}: ${event.reason})`
         : `closed (code ${event.code})`;
-      this.lost(ws, this.openedAt === null ? `connection failed, ${why}` : why);
+      const final = this.finalCloseCodes.has(event.code);
+      this.lost(ws, this.openedAt === null ? `connection failed, ${why}` : why, final);
     };
   }
 
   /** @private */
-  lost(ws, reason) {
+  lost(ws, reason, final = false) {
     if (this.ws !== ws) return;
     this.ws = null;
     ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
@@ -161,6 +166,10 @@ export class ReconnectingSocket {
     }
     this.openedAt = null;
     this.handlers.onClose();
+    if (final) {
+      this.setStatus({ state: 'stopped', retryInMs: null, lastError: `${reason}; not retrying` });
+      return;
+    }
     this.scheduleRetry(reason);
   }
 

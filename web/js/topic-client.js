@@ -28,6 +28,12 @@ import {
 } from './topic-values.js';
 import { frameText, splitFrame } from './wire.js';
 
+
+/** Close codes of a server that refused this client (docs/protocol.md §6, close codes): no retry. */
+export const REFUSAL_CLOSE_CODES = [1002, 4003, 4004];
+/** Handshake errors that the server follows with one of those closes. */
+const REFUSAL_ERROR_CODES = new Set(['AUTHENTICATION_FAILED', 'RATE_LIMITED', 'UNSUPPORTED_VERSION']);
+
 /** The newest protocol version this client speaks (it offers every one in PROTOCOL_VERSIONS). */
 export const PROTOCOL_VERSION = PROTOCOL_VERSIONS[0];
 
@@ -374,6 +380,9 @@ export class TopicClient {
       onOpen: () => this.opened(),
       onFrame: (f) => this.frame(f),
       onClose: () => this.closed(),
+      // The server refused this client (unsupported version, authentication failed, token
+      // expired): reconnecting would only be refused again.
+      finalCloseCodes: REFUSAL_CLOSE_CODES,
     });
   }
 
@@ -494,6 +503,12 @@ export class TopicClient {
         if (event.cid === null || this.subscribeCids.has(event.cid)) {
           // Before the handshake completes (no cid), an error means the session is unusable.
           if (this.phase === 'handshaking') {
+            // A refusal is followed by the server's close (4003, 1002), which stops retrying;
+            // any other error means this attempt is unusable, so try again.
+            if (REFUSAL_ERROR_CODES.has(event.code)) {
+              this.report('error', `${event.code}: ${event.message}`);
+              return false;
+            }
             this.socket.fail(`${event.code}: ${event.message}`);
             return false;
           }

@@ -152,3 +152,29 @@ test('a URL the WebSocket constructor refuses is reported and retried', () => {
   assert.equal(s.status.state, 'retrying');
   assert.equal(s.status.retryInMs, 200);
 });
+
+test('a final close code stops retrying and keeps the reason', () => {
+  const s = new ReconnectingSocket({
+    url: 'ws://topics.test:8080/ws',
+    WebSocketImpl: FakeWebSocket,
+    backoff,
+    timers: clock,
+    now: clock.now,
+    onStatus: (status) => statuses.push(status),
+    finalCloseCodes: [4003],
+  });
+  s.start();
+  const ws = FakeWebSocket.latest();
+  ws.serverOpen();
+  ws.serverClose(4003, 'authentication failed');
+  clock.advance(60_000);
+  assert.equal(FakeWebSocket.instances.length, 1, 'no new attempt');
+  assert.equal(s.status.state, 'stopped');
+  assert.match(s.status.lastError, /4003: authentication failed.*not retrying/);
+  // Any other close still retries.
+  s.start();
+  FakeWebSocket.latest().serverOpen();
+  FakeWebSocket.latest().serverClose(1011, 'internal error');
+  clock.advance(60_000);
+  assert.equal(FakeWebSocket.instances.length, 3);
+});

@@ -170,7 +170,7 @@ test('client resubscribes after the server comes back, with fresh topic ids', ()
   assert.equal(updates[1].value.bpi.USD.rate_float, 56200.5);
 });
 
-test('a refused subscription is shown as an error; a refused handshake reconnects', () => {
+test('a refused subscription is shown as an error; a failed handshake reconnects', () => {
   const client = makeClient('bad//selector');
   client.start();
   let ws = FakeWebSocket.latest();
@@ -189,10 +189,31 @@ test('a refused subscription is shown as an error; a refused handshake reconnect
   client.start();
   ws = FakeWebSocket.latest();
   ws.serverOpen();
-  ws.serverSend('{"type":"error","code":"UNSUPPORTED_VERSION","message":"need 2"}');
+  ws.serverSend('{"type":"error","code":"INTERNAL","message":"internal error"}');
   assert.equal(ws.closedWith.code, 4000);
   assert.equal(statuses.at(-1).state, 'retrying');
-  assert.equal(statuses.at(-1).detail, 'UNSUPPORTED_VERSION: need 2');
+  assert.equal(statuses.at(-1).detail, 'INTERNAL: internal error');
+});
+
+test('a refused handshake (authentication, version) stops instead of reconnecting', () => {
+  for (const [code, close] of [
+    ['AUTHENTICATION_FAILED', 4003],
+    ['UNSUPPORTED_VERSION', 1002],
+  ]) {
+    FakeWebSocket.reset();
+    const client = makeClient('redis/bitcoin');
+    client.start();
+    const ws = FakeWebSocket.latest();
+    ws.serverOpen();
+    ws.serverSend(`{"type":"error","code":"${code}","message":"refused"}`);
+    assert.equal(ws.closedWith, null, `${code}: the client waits for the server's close`);
+    assert.equal(statuses.at(-1).detail, `${code}: refused`);
+    ws.serverClose(close, 'refused');
+    clock.advance(600_000);
+    assert.equal(FakeWebSocket.instances.length, 1, `${code}: no new attempt`);
+    assert.equal(statuses.at(-1).state, 'stopped');
+    client.stop();
+  }
 });
 
 test('a binary frame that is not UTF-8 is counted and reported, not thrown', () => {
