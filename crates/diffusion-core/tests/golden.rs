@@ -640,6 +640,11 @@ fn errors_v2() -> Fixture {
             "no topic at 'golden/missing'",
         ),
         (
+            set(9, "golden/locked", "1"),
+            ErrorCode::PermissionDenied,
+            "UPDATE_TOPIC is needed at 'golden/locked'",
+        ),
+        (
             set(10, "golden/int64", r#""x""#),
             ErrorCode::InvalidValue,
             "a INT64 topic cannot hold a string",
@@ -714,6 +719,26 @@ fn handshake_refused() -> Fixture {
         None,
         ErrorCode::UnsupportedVersion,
         "no protocol version offered is supported; this server speaks versions 2 and 1",
+    )]);
+    t.finish()
+}
+
+fn authentication_refused() -> Fixture {
+    let mut t = Transcript::new(
+        "authentication-refused",
+        "A connect with a signed token (`token`; a password goes in `principal` + \
+         `credentials`) that the security store refuses: AUTHENTICATION_FAILED (no `s`: there \
+         is no session), then the server closes with 4003 and the client must not retry.",
+        2,
+    );
+    t.client(&ClientMessage::connect_v2(
+        &Credentials::Token("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl".to_owned()),
+        None,
+    ));
+    t.server(vec![error(
+        None,
+        ErrorCode::AuthenticationFailed,
+        "token refused: ExpiredSignature",
     )]);
     t.finish()
 }
@@ -804,6 +829,7 @@ fn fixtures() -> Vec<Fixture> {
         heartbeat_ack(),
         errors_v2(),
         handshake_refused(),
+        authentication_refused(),
         v1_session(),
         unknown_fields(),
     ]
