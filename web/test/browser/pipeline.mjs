@@ -1,10 +1,13 @@
 // Starts the real pipeline for the browser test, as scripts/demo.sh does but on free ports and
-// with a fast synthetic feed: a private redis-server, topic-server (serving the dashboard),
-// redis-ws-bridge, backend-app and data-feeder. Every process is a child of this one and is
+// with a fast synthetic feed: a private redis-server, topic-server (serving the dashboard, with
+// the demo's security file: the page is an anonymous, read-only session and backend-app
+// authenticates as its principal), redis-ws-bridge (publishing only for the feeder, which holds
+// its publish token), backend-app and data-feeder. Every process is a child of this one and is
 // stopped by stop(), which the test calls however it ends.
 
 import { spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +37,16 @@ export function findBinaries(root, binDir) {
     found[name] = present[0];
   }
   return found;
+}
+
+/** The KEY=VALUE lines of an environment file (`#` comments), as scripts/demo.sh reads it. */
+function envFile(path) {
+  const env = {};
+  for (const line of readFileSync(path, 'utf8').split('\n')) {
+    const match = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(line.trim());
+    if (match) env[match[1]] = match[2];
+  }
+  return env;
 }
 
 /** A TCP port free on 127.0.0.1 right now. */
@@ -92,9 +105,12 @@ export class Pipeline {
   }
 
   /** @private */
-  spawn(name, command, args) {
+  spawn(name, command, args, env = {}) {
     const out = createWriteStream(join(this.runDir, `${name}.log`));
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' } });
+    const child = spawn(command, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', ...env },
+    });
     child.stdout.pipe(out);
     child.stderr.pipe(out);
     child.exitedEarly = null;
@@ -124,22 +140,32 @@ export class Pipeline {
       '--dir', this.runDir, '--save', '', '--appendonly', 'no',
     ]);
     await waitFor('redis-server to accept connections', () => this.alive() && canConnect(redis), { timeoutMs: 15000 });
+    const page = `http://127.0.0.1:${topics}`;
     this.spawn('topic-server', b['topic-server'], [
       '--listen', `127.0.0.1:${topics}`, '--web-dir', join(this.root, 'web'), '--views', join(this.root, 'deploy/views.txt'),
+      '--security', join(this.root, 'deploy/security.toml'), '--metrics-listen', '127.0.0.1:0',
+      // The page reaches the server through the test's proxy (another port), so its origin is
+      // not the server's own Host.
+      '--allowed-origins', page,
       // Fast heartbeats: a page that failed to ack would be closed (4001) within the test.
       '--heartbeat-interval', `${HEARTBEAT_INTERVAL_MS}ms`, '--heartbeat-timeout', `${HEARTBEAT_TIMEOUT_MS}ms`,
     ]);
-    this.spawn('redis-ws-bridge', b['redis-ws-bridge'], ['--listen', `127.0.0.1:${bridge}`, '--redis-url', `redis://127.0.0.1:${redis}/`]);
+    const publishToken = { BROWSER_TEST_PUBLISH_TOKEN: randomBytes(24).toString('hex') };
+    this.spawn('redis-ws-bridge', b['redis-ws-bridge'], [
+      '--listen', `127.0.0.1:${bridge}`, '--redis-url', `redis://127.0.0.1:${redis}/`,
+      '--publish-token-env', 'BROWSER_TEST_PUBLISH_TOKEN',
+    ], publishToken);
     await waitFor('topic-server /healthz', () => this.alive() && httpOk(`http://127.0.0.1:${topics}/healthz`), { timeoutMs: 30000 });
     await waitFor('redis-ws-bridge /healthz', () => this.alive() && httpOk(`http://127.0.0.1:${bridge}/healthz`), { timeoutMs: 30000 });
     this.spawn('backend-app', b['backend-app'], [
       '--from', `ws://127.0.0.1:${bridge}/`, '--topic-server', `ws://127.0.0.1:${topics}`, '--topic', 'redis/bitcoin',
-    ]);
+    ], envFile(join(this.root, 'deploy/demo-credentials/backend.env')));
     // A new price on every poll, so every published document changes the view topic too.
     this.spawn('data-feeder', b['data-feeder'], [
       '--source', 'synthetic', '--interval', this.interval, '--synthetic-change-probability', '1', '--seed', '42',
       '--sink', `ws://127.0.0.1:${bridge}/`, '--control-listen', `127.0.0.1:${feeder}`,
-    ]);
+      '--publish-token-env', 'BROWSER_TEST_PUBLISH_TOKEN', '--allowed-origins', page,
+    ], publishToken);
     await waitFor('data-feeder /healthz', () => this.alive() && httpOk(`http://127.0.0.1:${feeder}/healthz`), { timeoutMs: 30000 });
   }
 
