@@ -170,7 +170,7 @@ start_system() { # name
   port="$(free_port)"
   case "$1" in
     topic-server)
-      launch topic-server "$bin/topic-server" --listen "127.0.0.1:$port" --web-dir "$root/web" \
+      launch topic-server "$bin/topic-server" --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 --web-dir "$root/web" \
         "${topic_server_unlimited[@]}"
       server_pids="$last_pid"; url="ws://127.0.0.1:$port/ws"; publish_url="" ;;
     redis-ws-bridge)
@@ -291,7 +291,7 @@ if [ "$skip_max" = 0 ] && [[ ",$systems," == *",topic-server,"* ]]; then
   wait_quiet
   step "largest connection count: topic-server (fd limit $fd_limit per process)"
   port="$(free_port)"
-  launch topic-server-max "$bin/topic-server" --listen "127.0.0.1:$port" --web-dir "$root/web" \
+  launch topic-server-max "$bin/topic-server" --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 --web-dir "$root/web" \
     "${topic_server_unlimited[@]}"
   server_pids="$last_pid"; url="ws://127.0.0.1:$port/ws"
   wait_port "$port" 20 || die "topic-server did not start"
@@ -334,10 +334,13 @@ if [ "$skip_bitcoin" = 0 ] && [ "$pipeline_built" = 1 ]; then
   step "bitcoin feed through the pipeline"
   start_redis
   topic_port="$(free_port)" bridge_port="$(free_port)" feeder_port="$(free_port)"
-  launch topic-server "$bin/topic-server" --listen "127.0.0.1:$topic_port" --web-dir "$root/web" \
+  launch topic-server "$bin/topic-server" --listen "127.0.0.1:$topic_port" --metrics-listen 127.0.0.1:0 --web-dir "$root/web" \
     "${topic_server_unlimited[@]}"
+  # The bridge publishes only for holders of its publish token: the feeder.
+  BENCH_PUBLISH_TOKEN="$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"
+  export BENCH_PUBLISH_TOKEN
   launch redis-ws-bridge "$bin/redis-ws-bridge" --listen "127.0.0.1:$bridge_port" \
-    --redis-url "redis://127.0.0.1:$redis_port/"
+    --redis-url "redis://127.0.0.1:$redis_port/" --publish-token-env BENCH_PUBLISH_TOKEN
   wait_port "$topic_port" 20 && wait_port "$bridge_port" 20 || die "pipeline did not start"
   launch backend-app "$bin/backend-app" --from "ws://127.0.0.1:$bridge_port/" \
     --topic-server "ws://127.0.0.1:$topic_port" --topic redis/bitcoin
@@ -356,7 +359,7 @@ if [ "$skip_bitcoin" = 0 ] && [ "$pipeline_built" = 1 ]; then
   # Paused at first, so the observers are subscribed before the first update.
   launch data-feeder "$bin/data-feeder" --source synthetic --interval 50ms --seed 7 \
     --synthetic-change-probability 1 --sink "ws://127.0.0.1:$bridge_port/" \
-    --control-listen "127.0.0.1:$feeder_port" --start-paused
+    --publish-token-env BENCH_PUBLISH_TOKEN --control-listen "127.0.0.1:$feeder_port" --start-paused
   wait_port "$feeder_port" 20 || warn "data-feeder did not start"
   observers=()
   next_source
