@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::engine::{Caller, Engine};
 use crate::metrics::Metrics;
 use crate::outbound::SessionOutbound;
-use crate::security::{Access, Identity, RoleSource};
+use crate::security::{Identity, RoleSource};
 
 /// A failed engine operation, as the `error` reply would state it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,8 +35,8 @@ pub struct BenchEngine {
     sessions: Vec<Arc<SessionOutbound>>,
     queue_limit_bytes: usize,
     numbered: bool,
-    /// What every session may do.
-    access: Access,
+    /// Who every session is (what it may do comes from the engine's grants).
+    identity: Arc<Identity>,
 }
 
 impl BenchEngine {
@@ -48,7 +48,7 @@ impl BenchEngine {
             sessions: Vec::new(),
             queue_limit_bytes,
             numbered: true,
-            access: Access::open(),
+            identity: Arc::new(Identity::open(None)),
         }
     }
 
@@ -64,14 +64,16 @@ impl BenchEngine {
         let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
         let grant = Arc::new(store.grant(&roles));
         Ok(Self {
-            access: Access {
-                identity: Arc::new(Identity {
-                    principal: Some("bench".to_owned()),
-                    roles: RoleSource::Token(roles),
-                    expires_at: None,
-                }),
-                grant,
-            },
+            engine: Engine::with_grants(
+                Metrics::new(),
+                crate::engine::EngineLimits::default(),
+                Box::new(move |_| Arc::clone(&grant)),
+            ),
+            identity: Arc::new(Identity {
+                principal: Some("bench".to_owned()),
+                roles: RoleSource::Token(roles),
+                expires_at: None,
+            }),
             ..Self::new(queue_limit_bytes)
         })
     }
@@ -97,7 +99,7 @@ impl BenchEngine {
         // The bench's sessions share one principal, which the store sets no session limit for.
         let _ = self
             .engine
-            .register_session(id, outbound, self.access.clone());
+            .register_session(id, outbound, Arc::clone(&self.identity));
         id
     }
 

@@ -177,7 +177,8 @@ pub struct Config {
     /// sessions; `*` allows every origin. Default: only pages served by this server (the
     /// Origin names the Host the request was sent to). Clients that send no Origin (not
     /// browsers) are not affected.
-    #[arg(long, env = "TOPIC_SERVER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(long, env = "TOPIC_SERVER_ALLOWED_ORIGINS", value_delimiter = ',',
+          value_parser = origin_or_any)]
     pub allowed_origins: Vec<String>,
 
     /// Address of the Prometheus `/metrics` listener (its own port, loopback by default;
@@ -240,6 +241,15 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
         }
+    }
+}
+
+/// One `--allowed-origins` entry: `*`, or an origin that a browser could send (anything else
+/// could never match and is refused at start-up rather than silently refusing every page).
+fn origin_or_any(input: &str) -> Result<String, String> {
+    match input.trim() {
+        "*" => Ok("*".to_owned()),
+        _ => service_kit::origins::parse_origin(input),
     }
 }
 
@@ -330,6 +340,26 @@ mod tests {
             default.max_selector_bytes_per_session
         );
         assert_eq!(parsed.max_fetch_reply_bytes, default.max_fetch_reply_bytes);
+    }
+
+    #[test]
+    fn allowed_origins_are_checked_at_start() {
+        let parsed = Cli::try_parse_from([
+            "topic-server",
+            "--allowed-origins",
+            "https://App.example/,*,http://localhost:5173",
+        ])
+        .unwrap();
+        assert_eq!(
+            parsed.config.allowed_origins,
+            ["https://app.example", "*", "http://localhost:5173"]
+        );
+        for bad in ["app.example", "ftp://x", "http://x/path"] {
+            assert!(
+                Cli::try_parse_from(["topic-server", "--allowed-origins", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ use diffusion_core::view::EvalLimits;
 use diffusion_core::{Selector, TopicPath, TopicProperties, TopicType, TopicValue};
 use serde_json::Value;
 
-use diffusion_core::security::{GlobalPermission, PathPermission};
+use diffusion_core::security::{GlobalPermission, Grant, PathPermission, RoleLimits};
 
 use crate::metrics::Metrics;
 use crate::outbound::{PushError, SessionOutbound};
@@ -262,7 +262,14 @@ pub(crate) struct Engine {
     closed_peak_bytes: AtomicUsize,
     /// The access of the server itself.
     open_access: Access,
+    /// What an identity may do under the security store in force now. Called under the lock
+    /// whenever a session or view gets its grant, so a reload (which swaps the store, then
+    /// calls [`Engine::reauthorise`]) can never be missed by one being set up meanwhile.
+    grant_of: GrantFn,
 }
+
+/// Computes an identity's grant under the security store in force.
+pub(crate) type GrantFn = Box<dyn Fn(&Identity) -> Arc<Grant> + Send + Sync>;
 
 fn parse_selector(text: &str) -> Result<Selector, OpError> {
     Selector::parse(text).map_err(|e| OpError::new(ErrorCode::InvalidSelector, e.to_string()))
@@ -301,6 +308,11 @@ fn unsubscribed_message(topic: &Topic, reason: &str) -> Bytes {
 impl Engine {
     /// An empty topic tree.
     pub fn new(metrics: Metrics, limits: EngineLimits) -> Arc<Self> {
+        Self::with_grants(metrics, limits, Box::new(|_| Arc::new(Grant::everything())))
+    }
+
+    /// An empty topic tree whose sessions and views get their grants from `grant_of`.
+    pub fn with_grants(metrics: Metrics, limits: EngineLimits, grant_of: GrantFn) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             tree: Mutex::new(Tree::default()),
             me: me.clone(),
@@ -312,7 +324,16 @@ impl Engine {
             back_pressure_unsubscriptions: AtomicU64::new(0),
             closed_peak_bytes: AtomicUsize::new(0),
             open_access: Access::open(),
+            grant_of,
         })
+    }
+
+    /// The access of `identity` under the store in force (call with the lock held).
+    fn access_for(&self, identity: Arc<Identity>) -> Access {
+        Access {
+            grant: (self.grant_of)(&identity),
+            identity,
+        }
     }
 
     fn lock(&self) -> TreeGuard<'_> {
@@ -454,9 +475,11 @@ impl Engine {
         &self,
         session: SessionId,
         outbound: Arc<SessionOutbound>,
-        access: Access,
-    ) -> Result<(), OpError> {
+        identity: Arc<Identity>,
+    ) -> Result<RoleLimits, OpError> {
         let mut tree = self.lock();
+        let access = self.access_for(identity);
+        let limits = access.grant.limits();
         let name = access.identity.name().to_owned();
         if let Some(limit) = access.grant.limits().connections {
             let open = tree
@@ -473,7 +496,25 @@ impl Engine {
         }
         count_for(&mut tree.sessions_by_principal, &name, true);
         tree.subscriptions.register(session, outbound, access);
-        Ok(())
+        Ok(limits)
+    }
+
+    /// A session resumed by a connection that authenticated anew (a fresh token, say): it
+    /// takes that identity, with its grant, and is re-checked as after a reload. Returns the
+    /// limits its roles set.
+    pub fn reidentify(&self, session: SessionId, identity: Arc<Identity>) -> RoleLimits {
+        let mut tree = self.lock();
+        let access = self.access_for(identity);
+        let limits = access.grant.limits();
+        if let Some((_, held)) = tree
+            .subscriptions
+            .accesses_mut()
+            .find(|(id, _)| *id == session)
+        {
+            *held = access;
+        }
+        self.recheck_session(&mut tree, session);
+        limits
     }
 
     /// The limits the session's roles set (none for an unknown session).
@@ -951,73 +992,79 @@ impl Engine {
         Ok(paths.len())
     }
 
-    /// After the security store changed: gives every session and view the grant `grant_of`
-    /// computes for its identity. A session's subscriptions to topics it may no longer read
-    /// end (reason `authorisation`); topics its selectors select that it may now read are
-    /// subscribed (as a new `subscribe` would, this also restores topics back pressure had
-    /// unsubscribed); every view derives again. The lock is taken once per session, so a
-    /// reload with many sessions never stalls the others for long. Returns the subscriptions
-    /// (ended, added).
-    pub fn reauthorise(
-        &self,
-        grant_of: &dyn Fn(&Identity) -> Arc<diffusion_core::security::Grant>,
-    ) -> (usize, usize) {
+    /// After the security store changed: gives every session and view the grant its
+    /// identity has now. A session's subscriptions to topics it may no longer read end (reason
+    /// `authorisation`); topics its selectors select that it may now read are subscribed (as
+    /// a new `subscribe` would, this also restores topics back pressure had unsubscribed);
+    /// every view derives again. The lock is taken once per session, so a reload with many
+    /// sessions never stalls the others for long. Returns the subscriptions (ended, added).
+    pub fn reauthorise(&self) -> (usize, usize) {
         let sessions: Vec<SessionId> = {
             let mut tree = self.lock();
             for (_, access) in tree.subscriptions.accesses_mut() {
-                access.grant = grant_of(&access.identity);
+                access.grant = (self.grant_of)(&access.identity);
             }
             tree.subscriptions.sessions().map(|(id, _)| id).collect()
         };
         let (mut ended, mut added) = (0, 0);
         for session in sessions {
             let mut tree = self.lock();
-            let mut dropped = Dropped::new();
-            let Tree {
-                topics,
-                subscriptions,
-                ..
-            } = &mut *tree;
-            let (Some(access), Some(outbound)) = (
-                subscriptions.access(session).cloned(),
-                subscriptions.outbound(session).cloned(),
-            ) else {
-                continue;
-            };
-            for id in subscriptions.topics_of(session) {
-                let Some(topic) = topics.get_by_id_mut(id) else {
-                    continue;
-                };
-                if access
-                    .grant
-                    .allows(PathPermission::ReadTopic, topic.path.as_str())
-                {
-                    continue;
-                }
-                if let Some(outbound) = topic.subscribers.remove(&session) {
-                    subscriptions.note_unsubscribed(session, id);
-                    let notice = unsubscribed_message(topic, "authorisation");
-                    self.end_subscription(topic, session, &outbound, &notice, &mut dropped);
-                    ended += 1;
-                }
-            }
-            for selector in subscriptions.selectors_of(session) {
-                for path in topics.select_paths(&selector) {
-                    if let Some(topic) = topics.get_mut(&path)
-                        && !topic.subscribers.contains_key(&session)
-                        && access.grant.allows(PathPermission::ReadTopic, &path)
-                    {
-                        self.subscribe_one(topic, subscriptions, session, &outbound, &mut dropped);
-                        added += 1;
-                    }
-                }
-            }
-            self.settle_dropped(topics, subscriptions, dropped);
+            let (e, a) = self.recheck_session(&mut tree, session);
+            ended += e;
+            added += a;
         }
         let mut tree = self.lock();
         let mut dropped = Dropped::new();
-        self.reauthorise_views(&mut tree, grant_of, &mut dropped);
+        self.reauthorise_views(&mut tree, &mut dropped);
         self.settle_tree(&mut tree, dropped);
+        (ended, added)
+    }
+
+    /// Brings one session's subscriptions in line with its grant: ends those it may no longer
+    /// read, adds what its selectors select that it may now read. Returns (ended, added).
+    fn recheck_session(&self, tree: &mut Tree, session: SessionId) -> (usize, usize) {
+        let (mut ended, mut added) = (0, 0);
+        let mut dropped = Dropped::new();
+        let Tree {
+            topics,
+            subscriptions,
+            ..
+        } = tree;
+        let (Some(access), Some(outbound)) = (
+            subscriptions.access(session).cloned(),
+            subscriptions.outbound(session).cloned(),
+        ) else {
+            return (0, 0);
+        };
+        for id in subscriptions.topics_of(session) {
+            let Some(topic) = topics.get_by_id_mut(id) else {
+                continue;
+            };
+            if access
+                .grant
+                .allows(PathPermission::ReadTopic, topic.path.as_str())
+            {
+                continue;
+            }
+            if let Some(outbound) = topic.subscribers.remove(&session) {
+                subscriptions.note_unsubscribed(session, id);
+                let notice = unsubscribed_message(topic, "authorisation");
+                self.end_subscription(topic, session, &outbound, &notice, &mut dropped);
+                ended += 1;
+            }
+        }
+        for selector in subscriptions.selectors_of(session) {
+            for path in topics.select_paths(&selector) {
+                if let Some(topic) = topics.get_mut(&path)
+                    && !topic.subscribers.contains_key(&session)
+                    && access.grant.allows(PathPermission::ReadTopic, &path)
+                {
+                    self.subscribe_one(topic, subscriptions, session, &outbound, &mut dropped);
+                    added += 1;
+                }
+            }
+        }
+        self.settle_dropped(topics, subscriptions, dropped);
         (ended, added)
     }
 
@@ -1208,8 +1255,12 @@ mod tests {
             ..EngineLimits::default()
         });
         let outbound = Arc::new(SessionOutbound::new(1 << 20));
-        e.register_session(1, Arc::clone(&outbound), Access::open())
-            .unwrap();
+        e.register_session(
+            1,
+            Arc::clone(&outbound),
+            Arc::new(crate::security::Identity::open(None)),
+        )
+        .unwrap();
         e.subscribe(1, ">a").unwrap();
         e.subscribe(1, ">b").unwrap();
         e.subscribe(1, ">a").unwrap();
@@ -1235,5 +1286,91 @@ mod tests {
             got.iter()
                 .any(|m| matches!(m, ServerMessage::Subscribed { path, .. } if path == "c"))
         );
+    }
+
+    /// The grants of a small store: role `ALL` reads everything, role `SOME` reads `open/`.
+    fn store_engine() -> Arc<Engine> {
+        let store = diffusion_core::security::SecurityStore::parse(
+            "test",
+            "[roles.ALL]\ndefault_path = [\"SELECT_TOPIC\", \"READ_TOPIC\"]\n\
+             [roles.SOME]\ndefault_path = [\"SELECT_TOPIC\"]\npaths = { \"open\" = [\"READ_TOPIC\"] }\n",
+        )
+        .unwrap();
+        Engine::with_grants(
+            Metrics::new(),
+            EngineLimits::default(),
+            Box::new(move |identity| match &identity.roles {
+                crate::security::RoleSource::Token(roles) => Arc::new(store.grant(roles)),
+                _ => Arc::new(Grant::default()),
+            }),
+        )
+    }
+
+    fn holding(roles: &[&str]) -> Arc<Identity> {
+        Arc::new(Identity {
+            principal: Some("alice".to_owned()),
+            roles: crate::security::RoleSource::Token(
+                roles.iter().map(|r| (*r).to_owned()).collect(),
+            ),
+            expires_at: None,
+        })
+    }
+
+    fn messages(outbound: &SessionOutbound) -> Vec<ServerMessage> {
+        outbound
+            .drain_now()
+            .iter()
+            .flat_map(|m| decode_server_frame(std::str::from_utf8(m).unwrap()).unwrap())
+            .collect()
+    }
+
+    /// A session resumed under a new identity (a fresh token with fewer roles) takes its
+    /// grant at once: what it may no longer read ends with reason `authorisation`.
+    #[test]
+    fn a_session_takes_a_new_identity_at_once() {
+        let e = store_engine();
+        for path in ["open/a", "closed/b"] {
+            e.add(
+                Caller::Server,
+                path,
+                TopicType::Json,
+                &no_props(),
+                Some(json!(1)),
+            )
+            .unwrap();
+        }
+        let outbound = Arc::new(SessionOutbound::new(1 << 20));
+        e.register_session(1, Arc::clone(&outbound), holding(&["ALL"]))
+            .unwrap();
+        e.subscribe(1, "?.*//").unwrap();
+        let subscribed = messages(&outbound)
+            .into_iter()
+            .filter(|m| matches!(m, ServerMessage::Subscribed { .. }))
+            .count();
+        assert_eq!(subscribed, 2);
+        e.reidentify(1, holding(&["SOME"]));
+        let got = messages(&outbound);
+        assert!(
+            got.iter().any(
+                |m| matches!(m, ServerMessage::Unsubscribed { path, reason, .. }
+                if path == "closed/b" && reason == "authorisation")
+            ),
+            "{got:?}"
+        );
+        assert!(
+            !got.iter()
+                .any(|m| matches!(m, ServerMessage::Unsubscribed { path, .. } if path == "open/a")),
+            "{got:?}"
+        );
+        // And the old grant is gone for good: a new topic it may not read is not delivered.
+        e.add(
+            Caller::Server,
+            "closed/c",
+            TopicType::Json,
+            &no_props(),
+            Some(json!(2)),
+        )
+        .unwrap();
+        assert!(messages(&outbound).is_empty());
     }
 }

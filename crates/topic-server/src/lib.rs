@@ -87,7 +87,7 @@ pub(crate) struct ServerContext {
     /// Distinguishes this server's session names from an earlier run's, in logs.
     instance: u32,
     /// The security store and authentication.
-    security: security::Security,
+    security: Arc<security::Security>,
     /// Browser origins allowed to open sessions besides the server's own pages (`None`: any).
     allowed_origins: Option<service_kit::origins::AllowedOrigins>,
 }
@@ -131,7 +131,7 @@ pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
         (None, None) => None,
         _ => anyhow::bail!("--tls-cert and --tls-key go together"),
     };
-    let security = security::Security::load(config.security.as_deref())?;
+    let security = Arc::new(security::Security::load(config.security.as_deref())?);
     match (security.file(), config.insecure_open) {
         (Some(file), _) => {
             tracing::info!(file = %file.display(), "security store loaded");
@@ -160,7 +160,12 @@ pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
         .unwrap_or_default();
-    let engine = Engine::new(metrics.clone(), EngineLimits::from_config(&config));
+    let authority = Arc::clone(&security);
+    let engine = Engine::with_grants(
+        metrics.clone(),
+        EngineLimits::from_config(&config),
+        Box::new(move |identity| authority.grant(identity)),
+    );
     if let Some(file) = &config.views {
         load_views(&engine, file)?;
     }
@@ -198,7 +203,7 @@ fn load_views(engine: &Engine, file: &std::path::Path) -> anyhow::Result<()> {
     let count = views.len();
     for (view, spec) in views {
         engine
-            .install_view(&view, Arc::new(spec), security::Access::open())
+            .install_view(engine::Caller::Server, &view, Arc::new(spec))
             .map_err(|e| anyhow::anyhow!("{name}: view '{view}': {}", e.message))?;
     }
     tracing::info!(file = %name, count, "views loaded");
@@ -303,12 +308,7 @@ async fn reload_security(ctx: &Arc<ServerContext>, file: &str) {
     let reloading = Arc::clone(ctx);
     let outcome = tokio::task::spawn_blocking(move || {
         reloading.security.reload()?;
-        let security = &reloading.security;
-        Ok::<_, anyhow::Error>(
-            reloading
-                .engine
-                .reauthorise(&|identity| security.grant(identity)),
-        )
+        Ok::<_, anyhow::Error>(reloading.engine.reauthorise())
     })
     .await;
     match outcome {

@@ -230,9 +230,12 @@ impl Security {
                 )),
             };
         }
-        if let Some(wait) = self.failures.blocked(peer, Instant::now()) {
-            return Err(AuthError::RateLimited(wait));
-        }
+        // Every attempt counts as a failure until it succeeds, so attempts made at the same time
+        // are braked as well as attempts made one after another.
+        let attempt = self
+            .failures
+            .begin(peer, Instant::now())
+            .map_err(AuthError::RateLimited)?;
         let result = match presented {
             Presented {
                 token: Some(token),
@@ -248,8 +251,8 @@ impl Security {
                 "connect with either a principal and its credentials, or a token".to_owned(),
             )),
         };
-        if let Err(AuthError::Refused(_)) = &result {
-            self.failures.record(peer, Instant::now());
+        if result.is_ok() {
+            self.failures.forgive(peer, attempt);
         }
         result
     }
@@ -509,7 +512,45 @@ struct FailedAttempts {
 }
 
 impl FailedAttempts {
-    /// How long until `peer` may try again, when it has failed too often lately.
+    /// Starts an attempt from `peer`, counted as a failure until [`Self::forgive`]n; refused
+    /// with the time left in the window when `peer` has failed (or is trying) too often.
+    /// Returns the window the attempt was counted in.
+    fn begin(&self, peer: IpAddr, now: Instant) -> Result<Instant, Duration> {
+        let mut map = self
+            .by_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_TRACKED_ADDRESSES && !map.contains_key(&peer) {
+            map.retain(|_, (_, since)| now < *since + FAILURE_WINDOW);
+            if map.len() >= MAX_TRACKED_ADDRESSES {
+                map.clear();
+            }
+        }
+        let entry = map.entry(peer).or_insert((0, now));
+        if now >= entry.1 + FAILURE_WINDOW {
+            *entry = (0, now);
+        }
+        if entry.0 >= MAX_FAILURES_PER_WINDOW {
+            return Err(entry.1 + FAILURE_WINDOW - now);
+        }
+        entry.0 += 1;
+        Ok(entry.1)
+    }
+
+    /// The attempt begun in `window` succeeded: it is not a failure.
+    fn forgive(&self, peer: IpAddr, window: Instant) {
+        let mut map = self
+            .by_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = map.get_mut(&peer)
+            && entry.1 == window
+        {
+            entry.0 = entry.0.saturating_sub(1);
+        }
+    }
+
+    #[cfg(test)]
     fn blocked(&self, peer: IpAddr, now: Instant) -> Option<Duration> {
         let map = self
             .by_address
@@ -520,6 +561,7 @@ impl FailedAttempts {
         (*failures >= MAX_FAILURES_PER_WINDOW && now < ends).then(|| ends - now)
     }
 
+    #[cfg(test)]
     fn record(&self, peer: IpAddr, now: Instant) {
         let mut map = self
             .by_address
@@ -562,5 +604,31 @@ mod tests {
             None,
             "a new window"
         );
+    }
+
+    /// Attempts in flight count until they succeed: ten at once from one address leave no
+    /// room for an eleventh, and only successes give room back.
+    #[test]
+    fn attempts_in_flight_count_until_forgiven() {
+        let attempts = FailedAttempts::default();
+        let peer: IpAddr = [10, 0, 0, 3].into();
+        let now = Instant::now();
+        let started: Vec<Instant> = (0..MAX_FAILURES_PER_WINDOW)
+            .map(|_| attempts.begin(peer, now).unwrap())
+            .collect();
+        assert!(attempts.begin(peer, now).is_err(), "the eleventh waits");
+        attempts.forgive(peer, started[0]);
+        assert!(
+            attempts.begin(peer, now).is_ok(),
+            "a success gave its place back"
+        );
+        assert!(attempts.begin(peer, now).is_err());
+        // A success from an earlier window does not give room in the new one.
+        let later = now + FAILURE_WINDOW;
+        for _ in 0..MAX_FAILURES_PER_WINDOW {
+            attempts.begin(peer, later).unwrap();
+        }
+        attempts.forgive(peer, started[1]);
+        assert!(attempts.begin(peer, later).is_err());
     }
 }

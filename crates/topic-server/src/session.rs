@@ -45,7 +45,7 @@ use crate::engine::{Caller, OpError};
 use crate::metrics::Metrics;
 use crate::outbound::{CloseReason, RecoveryRefusal, SessionOutbound, run_writer};
 use crate::resumable::{self, ResumableSession};
-use crate::security::{Access, AuthError, Identity, Presented};
+use crate::security::{AuthError, Identity, Presented};
 use crate::subscriptions::SessionId;
 
 /// How long a closing session may take to get its last bytes and close frame out (a client
@@ -336,21 +336,19 @@ impl Session {
             }
         }
         self.version = version;
-        let access = Access {
-            grant: self.ctx.security.grant(&identity),
-            identity: Arc::clone(&identity),
+        let limits = match self.ctx.engine.register_session(
+            self.id,
+            Arc::clone(&self.outbound),
+            Arc::clone(&identity),
+        ) {
+            Ok(limits) => limits,
+            Err(error) => {
+                self.send_error(None, error.code, error.message);
+                self.outbound.close(CloseReason::SessionLimit);
+                return Flow::Close;
+            }
         };
-        let grant = Arc::clone(&access.grant);
-        if let Err(error) =
-            self.ctx
-                .engine
-                .register_session(self.id, Arc::clone(&self.outbound), access)
-        {
-            self.send_error(None, error.code, error.message);
-            self.outbound.close(CloseReason::SessionLimit);
-            return Flow::Close;
-        }
-        self.become_connected(&identity, grant.limits().requests_per_second);
+        self.become_connected(&identity, limits.requests_per_second);
         if version < PROTOCOL_VERSION {
             self.send(&ServerMessage::Connected {
                 version,
@@ -426,9 +424,14 @@ impl Session {
     }
 
     /// Takes over the session `resume` names, if it can still be resumed from there: only by
-    /// the principal it belongs to.
-    fn take_over(&self, resume: &Resume, identity: &Identity) -> Result<Flow, RecoveryRefusal> {
-        let session = self
+    /// the principal it belongs to. The session takes the identity this connection
+    /// authenticated with (a fresh token's roles and expiry), and is re-checked under it.
+    fn take_over(
+        &self,
+        resume: &Resume,
+        identity: &Arc<Identity>,
+    ) -> Result<Flow, RecoveryRefusal> {
+        let mut session = self
             .ctx
             .sessions
             .get(&resume.token)
@@ -437,6 +440,11 @@ impl Session {
         let name = self.ctx.session_name(session.id);
         let connected = self.connected_v2(&name, session.token, Some(Ok(())));
         let generation = session.outbound.take_over(resume.s, connected)?;
+        if session.identity != *identity {
+            session.identity = Arc::clone(identity);
+            self.ctx.engine.reidentify(session.id, Arc::clone(identity));
+            self.ctx.sessions.insert(session.clone());
+        }
         tracing::debug!(session = %name, from = resume.s, "session resumed");
         Ok(Flow::Resume(session, generation))
     }

@@ -714,6 +714,104 @@ async fn ten_failures_from_an_address_brake_even_the_right_password() {
     server.stop().await;
 }
 
+/// Attempts made at the same time count as failures until they succeed, so a burst of
+/// parallel guesses is braked like guesses made one after another: of 20 wrong passwords sent
+/// at once, 10 are checked and 10 refused unchecked.
+#[tokio::test]
+async fn guesses_made_at_once_are_braked_too() {
+    let dir = TempDir::new();
+    let server = secured(
+        &dir,
+        &format!(
+            "{TOKEN_ROLES}\n[principals.bob]\npassword = \"{}\"\nroles = [\"READER\"]\n",
+            cheap_hash("right")
+        ),
+    )
+    .await;
+    let attempts = (0..20).map(|_| connect(&server, password("bob", "wrong")));
+    let mut failed = 0;
+    let mut braked = 0;
+    for outcome in futures_util::future::join_all(attempts).await {
+        let (code, message, close) = outcome.refused();
+        assert_eq!(close, 4003, "{message}");
+        match code {
+            ErrorCode::AuthenticationFailed => failed += 1,
+            ErrorCode::RateLimited => braked += 1,
+            other => panic!("unexpected {other:?}: {message}"),
+        }
+    }
+    assert_eq!((failed, braked), (10, 10));
+    let (code, message, _) = connect(&server, password("bob", "right")).await.refused();
+    assert_eq!(code, ErrorCode::RateLimited, "{message}");
+    server.stop().await;
+}
+
+const OWNING_ROLES: &str = r#"
+[roles.MAKER]
+global = ["MODIFY_TOPIC_VIEWS"]
+default_path = ["SELECT_TOPIC", "READ_TOPIC", "MODIFY_TOPIC"]
+[roles.MAKER.limits]
+topics = 2
+views = 1
+
+[roles.BIG_MAKER]
+includes = ["MAKER"]
+[roles.BIG_MAKER.limits]
+topics = 10
+views = 5
+
+[jwt]
+es256_public_key_file = "es256.pem"
+"#;
+
+/// Topics and views count per principal: one principal at its limit is refused while another
+/// with a higher limit goes on; removing gives room back; replacing a view is not a new one.
+#[tokio::test]
+async fn a_roles_topic_and_view_limits_bind_per_principal() {
+    let dir = TempDir::new();
+    let key = Es256::generate();
+    dir.write("es256.pem", &key.public_pem);
+    let server = secured(&dir, OWNING_ROLES).await;
+    let mut alice = connect(&server, token(&key.sign(&claims("alice", &["MAKER"]))))
+        .await
+        .connected();
+    let mut alice_too = connect(&server, token(&key.sign(&claims("alice", &["MAKER"]))))
+        .await
+        .connected();
+    let mut bob = connect(&server, token(&key.sign(&claims("bob", &["BIG_MAKER"]))))
+        .await
+        .connected();
+    let add = |path: &str| json!({"type":"add","path":path,"topicType":"INT64","value":1});
+    alice.ok(add("a/1")).await;
+    alice_too.ok(add("a/2")).await;
+    // The limit is the principal's, across its sessions.
+    assert_error(&alice.request(add("a/3")).await, ErrorCode::LimitExceeded);
+    assert_error(
+        &alice_too.request(add("a/3")).await,
+        ErrorCode::LimitExceeded,
+    );
+    // Adding an existing topic again is not a new topic.
+    alice.ok(add("a/1")).await;
+    for n in 0..5 {
+        bob.ok(add(&format!("b/{n}"))).await;
+    }
+    alice.ok(json!({"type":"remove","selector":"a/1"})).await;
+    alice.ok(add("a/3")).await;
+
+    let view = |name: &str, to: &str| json!({"type":"createview","name":name,"spec":format!("map ?a// to {to}/<path(1)>")});
+    alice.ok(view("v1", "copy1")).await;
+    assert_error(
+        &alice.request(view("v2", "copy2")).await,
+        ErrorCode::LimitExceeded,
+    );
+    alice.ok(view("v1", "copy3")).await;
+    bob.ok(view("w1", "bob1")).await;
+    bob.ok(view("w2", "bob2")).await;
+    alice.ok(json!({"type":"removeview","name":"v1"})).await;
+    alice.ok(view("v2", "copy2")).await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn anonymous_sessions_are_refused_without_anonymous_roles() {
     let dir = TempDir::new();

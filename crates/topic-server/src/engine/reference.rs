@@ -34,7 +34,6 @@ use tokio::time::Instant;
 use diffusion_core::security::{GlobalPermission, PathPermission};
 
 use super::{Caller, Dropped, Engine, OpError, Tree, require_global};
-use crate::security::Access;
 
 /// How many views one change may pass through (the source's own views are the first): deep
 /// enough for real chains, small enough that a cycle of views stops quickly.
@@ -194,8 +193,12 @@ impl Engine {
     /// precedence, and derives its reference topics from every current source. Specifications
     /// longer than the configured limit are refused before they are parsed.
     pub fn create_view(&self, caller: Caller, name: &str, spec: &str) -> Result<(), OpError> {
-        let access = self.lock().access(caller, &self.open_access);
-        require_global(&access, GlobalPermission::ModifyTopicViews)?;
+        // Checked before the specification is parsed, and again under the lock that installs
+        // the view (a reload may come in between).
+        require_global(
+            &self.lock().access(caller, &self.open_access),
+            GlobalPermission::ModifyTopicViews,
+        )?;
         if spec.len() > self.limits.max_view_spec_bytes {
             self.metrics.limit_refused("view_spec_bytes");
             return Err(OpError::limit(format!(
@@ -210,19 +213,22 @@ impl Engine {
                 format!("invalid view specification\n{e}"),
             )
         })?;
-        self.install_view(name, Arc::new(spec), access)
+        self.install_view(caller, name, Arc::new(spec))
     }
 
     /// Creates or replaces the named view from an already parsed specification (the views
-    /// file is parsed, with line numbers, before the server starts), running with `access`.
+    /// file is parsed, with line numbers, before the server starts), running with the access
+    /// `caller` has at this moment (the server's own views: every permission).
     pub fn install_view(
         &self,
+        caller: Caller,
         name: &str,
         spec: Arc<ViewSpec>,
-        access: Access,
     ) -> Result<(), OpError> {
         check_view_name(name)?;
         let mut tree = self.lock();
+        let access = tree.access(caller, &self.open_access);
+        require_global(&access, GlobalPermission::ModifyTopicViews)?;
         if !tree.views.contains(name) && tree.views.len() >= self.limits.max_views {
             self.metrics.limit_refused("views");
             return Err(OpError::limit(format!(
@@ -301,15 +307,10 @@ impl Engine {
 
     /// After a reload: gives every view its creator's new grant and derives it again from
     /// every source, so what its creator may no longer read or write goes away.
-    pub(super) fn reauthorise_views(
-        &self,
-        tree: &mut Tree,
-        grant_of: &dyn Fn(&crate::security::Identity) -> Arc<diffusion_core::security::Grant>,
-        dropped: &mut Dropped,
-    ) {
+    pub(super) fn reauthorise_views(&self, tree: &mut Tree, dropped: &mut Dropped) {
         for access in tree.views.accesses_mut() {
             if !access.grant.is_everything() {
-                access.grant = grant_of(&access.identity);
+                access.grant = (self.grant_of)(&access.identity);
             }
         }
         // What a view derived or holds back under the old grant and may no longer have goes
@@ -743,7 +744,11 @@ mod tests {
         let engine = Engine::new(Metrics::new(), crate::engine::EngineLimits::default());
         let outbound = Arc::new(SessionOutbound::new(1 << 20));
         engine
-            .register_session(1, Arc::clone(&outbound), Access::open())
+            .register_session(
+                1,
+                Arc::clone(&outbound),
+                Arc::new(crate::security::Identity::open(None)),
+            )
             .unwrap();
         engine.subscribe(1, selector).unwrap();
         let drain = move || {
