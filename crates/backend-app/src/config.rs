@@ -50,7 +50,8 @@ pub struct Config {
     #[arg(long, env = "BACKEND_CHANNEL", default_value = "app:notifications")]
     pub channel: String,
 
-    /// Topic server WebSocket URL (ws:// or wss://).
+    /// Topic server WebSocket URL (ws:// or wss://); several, comma-separated, for the nodes of
+    /// one deployment (the relay moves on to the next when its server goes away).
     #[arg(long, env = "TOPIC_SERVER_URL", default_value = "ws://127.0.0.1:8080")]
     pub topic_server: String,
 

@@ -61,7 +61,9 @@ pub struct Cli {
 /// Connection flags shared by every command that talks to the server.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionArgs {
-    /// WebSocket URL of the topic server.
+    /// WebSocket URL of the topic server; several, comma-separated, for the nodes of one
+    /// deployment (the first that answers is used; `subscribe` moves on to the next when its
+    /// server goes away).
     #[arg(
         long,
         env = "TOPIC_SERVER_URL",

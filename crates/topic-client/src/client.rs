@@ -158,6 +158,11 @@ impl TopicClient {
     /// Connects to `url` (`ws://host:port/`, `wss://host:port/`, or either with `/ws`) and
     /// performs the handshake, with the default [`ClientConfig`]. A refused authentication is
     /// [`ClientError::Refused`].
+    ///
+    /// `url` may name several servers, separated by commas (the nodes of one deployment): the
+    /// first that answers is used, and when its connection is lost the client tries it once
+    /// more (to resume its session there), then moves on to the next, subscribing again
+    /// where its session cannot be resumed.
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self, ClientError> {
         Self::connect_with(url, options, ClientConfig::default()).await
     }
@@ -168,22 +173,37 @@ impl TopicClient {
         options: ConnectOptions,
         config: ClientConfig,
     ) -> Result<Self, ClientError> {
-        let tls = connection::tls_for(url, &options)?;
-        let established = connection::establish(
-            url,
-            connection::hello(&options, None),
-            tls.clone(),
-            config.connect_timeout,
-            config.max_message_size,
-        )
-        .await?;
-        tracing::debug!(url, session = %established.session, version = established.version, "connected to the topic server");
+        let urls = connection::server_urls(url)?;
+        let tls = connection::tls_for(&urls, &options)?;
+        let mut current = 0;
+        let established = loop {
+            let attempt = connection::establish(
+                &urls[current],
+                connection::hello(&options, None),
+                tls.clone(),
+                config.connect_timeout,
+                config.max_message_size,
+            )
+            .await;
+            match attempt {
+                Ok(established) => break established,
+                // Another node would refuse the same identity.
+                Err(error @ ClientError::Refused(_)) => return Err(error),
+                Err(error) if current + 1 == urls.len() => return Err(error),
+                Err(error) => {
+                    tracing::debug!(url = %urls[current], %error, "server not available; trying the next");
+                    current += 1;
+                }
+            }
+        };
+        tracing::debug!(url = %urls[current], session = %established.session, version = established.version, "connected to the topic server");
         let shared = Arc::new(Shared::new());
         let (out_tx, out_rx) = mpsc::channel(OUTGOING_CAPACITY);
         let (event_tx, event_rx) = mpsc::channel(config.event_capacity.max(1));
         let session = established.session.clone();
         let supervisor = Supervisor {
-            url: url.to_owned(),
+            urls,
+            current,
             options,
             tls,
             config: config.clone(),

@@ -247,12 +247,13 @@ pub(crate) fn hello(options: &ConnectOptions, resume: Option<Resume>) -> ClientM
 /// `wss://` URLs and whenever a CA file is given (so a bad file is reported even before a
 /// `wss://` URL is used); `None` for plain `ws://`.
 pub(crate) fn tls_for(
-    url: &str,
+    urls: &[String],
     options: &ConnectOptions,
 ) -> Result<Option<Arc<rustls::ClientConfig>>, ClientError> {
-    let secure = url
-        .get(..6)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://"));
+    let secure = urls.iter().any(|url| {
+        url.get(..6)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://"))
+    });
     if secure || options.ca_file.is_some() {
         Ok(Some(service_kit::tls::client_config(
             options.ca_file.as_deref(),
@@ -260,6 +261,20 @@ pub(crate) fn tls_for(
     } else {
         Ok(None)
     }
+}
+
+/// The servers a client may use: `url` split at commas, blanks dropped.
+pub(crate) fn server_urls(url: &str) -> Result<Vec<String>, ClientError> {
+    let urls: Vec<String> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if urls.is_empty() {
+        return Err(ClientError::InvalidUrl(url.to_owned()));
+    }
+    Ok(urls)
 }
 
 /// The refusal a close code means, if it is one.
@@ -427,7 +442,10 @@ enum LinkEnd {
 
 /// Keeps the client connected: everything the supervisor owns across connections.
 pub(crate) struct Supervisor {
-    pub(crate) url: String,
+    /// The servers it may use, in order of preference.
+    pub(crate) urls: Vec<String>,
+    /// The one it is (or was last) connected to.
+    pub(crate) current: usize,
     pub(crate) options: ConnectOptions,
     /// The TLS configuration for `wss://`, built once.
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
@@ -497,8 +515,9 @@ impl Supervisor {
                 token,
                 s: session.last_seq,
             });
+            let url = self.urls[self.current].clone();
             let attempt = establish(
-                &self.url,
+                &url,
                 hello(&self.options, resume),
                 self.tls.clone(),
                 self.config.connect_timeout,
@@ -536,7 +555,11 @@ impl Supervisor {
                     self.shared.refuse(refusal);
                     return None;
                 }
-                Err(error) => tracing::debug!(%error, "reconnection attempt failed"),
+                Err(error) => {
+                    // Its own server first (where the session can be resumed), then the next.
+                    tracing::debug!(%url, %error, "reconnection attempt failed");
+                    self.current = (self.current + 1) % self.urls.len();
+                }
             }
         }
     }

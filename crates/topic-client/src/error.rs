@@ -25,6 +25,9 @@ pub enum ClientError {
         #[source]
         source: Box<tokio_tungstenite::tungstenite::Error>,
     },
+    /// The URL names no server (it is empty, or only commas and blanks).
+    #[error("no topic server URL in {0:?}")]
+    InvalidUrl(String),
     /// The socket opened but the `connect` handshake did not end in `connected`.
     #[error("handshake failed: {0}")]
     Handshake(String),
