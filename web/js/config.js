@@ -1,6 +1,7 @@
 // Where the page's three endpoints are, from the page's own address plus query parameters:
 //   ?bridge=ws://host:3000/   the Redis WebSocket bridge
-//   ?topics=ws://host:8080/ws the topic server's WebSocket endpoint
+//   ?topics=ws://host:8080/ws the topic server's WebSocket endpoint; several, comma-separated,
+//                             for the nodes of one deployment (the next when one goes away)
 //   ?feeder=http://host:3100  the data-feeder control API
 //   ?topic=redis/views/usd    the topic selector the topic-server client subscribes to (default:
 //                             the demo's view topic carrying just the USD rate)
@@ -32,8 +33,9 @@ function urlWithScheme(text, schemes) {
  *
  * @param {{protocol: string, hostname: string, host: string, search: string}} location the
  *   page's location (window.location in the browser)
- * @returns {{bridgeUrl: string, topicsUrl: string, feederUrl: string, topic: string,
- *   debug: boolean, warnings: string[]}} warnings name each parameter that was ignored and why
+ * @returns {{bridgeUrl: string, topicsUrl: string, topicsUrls: string[], feederUrl: string,
+ *   topic: string, debug: boolean, warnings: string[]}} warnings name each parameter that was
+ *   ignored and why; `topicsUrls` lists every topic server (`topicsUrl` joins them for display)
  */
 export function resolveConfig(location) {
   // A page opened from disk has no host; assume the services run locally on their defaults.
@@ -58,6 +60,18 @@ export function resolveConfig(location) {
   for (const [param, key, schemes] of urlParams) {
     const given = params.get(param);
     if (given === null || given.trim() === '') continue;
+    if (key === 'topicsUrl' && given.includes(',')) {
+      const urls = given.split(',').map((u) => u.trim()).filter((u) => u !== '');
+      const parsed = urls.map((u) => urlWithScheme(u, schemes));
+      if (parsed.length > 0 && parsed.every((u) => u !== null)) {
+        config.topicsUrl = parsed.join(',');
+      } else {
+        config.warnings.push(
+          `?${param}=${given} ignored: expected ${schemes.join(' or ')}// URLs; using ${defaults[key]}`,
+        );
+      }
+      continue;
+    }
     const url = urlWithScheme(given.trim(), schemes);
     if (url === null) {
       config.warnings.push(
@@ -68,6 +82,7 @@ export function resolveConfig(location) {
     }
   }
 
+  config.topicsUrls = config.topicsUrl.split(',');
   config.debug = params.get('debug') === '1';
 
   const topic = params.get('topic');

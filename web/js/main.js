@@ -231,7 +231,7 @@ const bridge = new BridgeClient({
 });
 
 const topicClient = new TopicClient({
-  url: config.topicsUrl,
+  url: config.topicsUrls,
   selector: config.topic,
   onStatus: (s) => {
     debug?.record('topic-status', { state: s.state, detail: s.detail, at: Date.now() });

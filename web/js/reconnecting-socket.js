@@ -29,7 +29,9 @@ export const STABLE_AFTER_MS = 5000;
 export class ReconnectingSocket {
   /**
    * @param {object} options
-   * @param {string} options.url
+   * @param {string | string[]} options.url the server, or several (the nodes of one
+   *   deployment): after a lost connection the same server is tried once more, and each attempt
+   *   that fails to open moves on to the next
    * @param {typeof WebSocket} [options.WebSocketImpl]
    * @param {Backoff} [options.backoff]
    * @param {{setTimeout: Function, clearTimeout: Function}} [options.timers]
@@ -56,7 +58,10 @@ export class ReconnectingSocket {
     finalCloseCodes = [],
   }) {
     if (typeof WebSocketImpl !== 'function') throw new TypeError('no WebSocket implementation');
-    this.url = url;
+    /** @type {string[]} */
+    this.urls = Array.isArray(url) ? [...url] : [url];
+    if (this.urls.length === 0) throw new TypeError('no URL to connect to');
+    this.urlIndex = 0;
     this.WebSocketImpl = WebSocketImpl;
     this.backoff = backoff;
     this.timers = timers;
@@ -69,6 +74,16 @@ export class ReconnectingSocket {
     this.retryTimer = null;
     this.openedAt = null;
     this.status = { state: 'idle', attempt: 0, retryInMs: null, lastError: null };
+  }
+
+  /** The server the socket uses (or will try next). */
+  get url() {
+    return this.urls[this.urlIndex];
+  }
+
+  /** @private Moves on to the next server, after an attempt that did not open. */
+  nextUrl() {
+    this.urlIndex = (this.urlIndex + 1) % this.urls.length;
   }
 
   /** Starts connecting (no-op when already running). */
@@ -127,7 +142,9 @@ export class ReconnectingSocket {
       ws = new this.WebSocketImpl(this.url);
     } catch (err) {
       // A URL the browser refuses outright; keep retrying so the status stays visible.
-      this.scheduleRetry(`cannot open ${this.url}: ${err.message}`);
+      const reason = `cannot open ${this.url}: ${err.message}`;
+      this.nextUrl();
+      this.scheduleRetry(reason);
       return;
     }
     ws.binaryType = 'arraybuffer';
@@ -158,6 +175,7 @@ export class ReconnectingSocket {
   /** @private */
   lost(ws, reason, final = false) {
     if (this.ws !== ws) return;
+    if (this.openedAt === null) this.nextUrl();
     this.ws = null;
     ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
     if (this.openedAt !== null && this.now() - this.openedAt >= this.stableAfterMs) {

@@ -322,7 +322,8 @@ export class TopicDecoder {
 export class TopicClient {
   /**
    * @param {object} options
-   * @param {string} options.url the topic server's WebSocket URL
+   * @param {string | string[]} options.url the topic server's WebSocket URL, or several (the
+   *   nodes of one deployment; see ReconnectingSocket)
    * @param {string} options.selector the topic selector to subscribe to
    * @param {object} [options.socketOptions] passed to ReconnectingSocket (tests inject fakes;
    *   its `timers` and `now` also drive the dead-connection watchdog)

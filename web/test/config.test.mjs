@@ -57,3 +57,13 @@ test('a page opened from disk assumes localhost', () => {
   assert.equal(c.bridgeUrl, 'ws://localhost:3000/');
   assert.equal(c.topicsUrl, 'ws://localhost:8080/ws');
 });
+
+test('?topics= may list several servers; a list with a bad entry is ignored as a whole', () => {
+  const c = resolveConfig(page('?topics=ws://a.example:8081/ws,%20ws://b.example:8082/ws'));
+  assert.deepEqual(c.topicsUrls, ['ws://a.example:8081/ws', 'ws://b.example:8082/ws']);
+  assert.deepEqual(c.warnings, []);
+  const bad = resolveConfig(page('?topics=ws://a.example:8081/ws,http://b.example/'));
+  assert.deepEqual(bad.topicsUrls, ['ws://dash.example:8080/ws']);
+  assert.equal(bad.warnings.length, 1);
+  assert.deepEqual(resolveConfig(page('')).topicsUrls, ['ws://dash.example:8080/ws']);
+});

@@ -178,3 +178,27 @@ test('a final close code stops retrying and keeps the reason', () => {
   clock.advance(60_000);
   assert.equal(FakeWebSocket.instances.length, 3);
 });
+
+test('with several servers, a lost connection retries its own once, then moves on', () => {
+  const s = new ReconnectingSocket({
+    url: ['ws://a.test/ws', 'ws://b.test/ws'],
+    WebSocketImpl: FakeWebSocket,
+    backoff,
+    timers: clock,
+    now: clock.now,
+    onStatus: (status) => statuses.push(status),
+  });
+  s.start();
+  assert.equal(FakeWebSocket.latest().url, 'ws://a.test/ws');
+  FakeWebSocket.latest().serverOpen();
+  FakeWebSocket.latest().serverClose(1001, 'going away');
+  clock.advance(10_000);
+  assert.equal(FakeWebSocket.latest().url, 'ws://a.test/ws', 'its own server first (to resume there)');
+  FakeWebSocket.latest().serverClose(1006); // never opened: a is down
+  clock.advance(10_000);
+  assert.equal(FakeWebSocket.latest().url, 'ws://b.test/ws');
+  FakeWebSocket.latest().serverOpen();
+  assert.equal(s.status.state, 'open');
+  assert.equal(s.url, 'ws://b.test/ws');
+  assert.throws(() => new ReconnectingSocket({ url: [], WebSocketImpl: FakeWebSocket }), /no URL/);
+});
