@@ -337,7 +337,7 @@ if [ "$skip_bitcoin" = 0 ] && [ "$pipeline_built" = 1 ]; then
   launch topic-server "$bin/topic-server" --listen "127.0.0.1:$topic_port" --metrics-listen 127.0.0.1:0 --web-dir "$root/web" \
     "${topic_server_unlimited[@]}"
   # The bridge publishes only for holders of its publish token: the feeder.
-  BENCH_PUBLISH_TOKEN="$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"
+  BENCH_PUBLISH_TOKEN="$(random_token)"
   export BENCH_PUBLISH_TOKEN
   launch redis-ws-bridge "$bin/redis-ws-bridge" --listen "127.0.0.1:$bridge_port" \
     --redis-url "redis://127.0.0.1:$redis_port/" --publish-token-env BENCH_PUBLISH_TOKEN

@@ -68,7 +68,7 @@ start topic-server "$bin/topic-server" --listen "$host:$topic_port" --web-dir "$
   --security "$root/deploy/security.toml" --metrics-listen "127.0.0.1:$metrics_port"
 # The bridge publishes only for clients presenting this token (the feeder); everyone else,
 # the dashboard included, reads. A fresh one per run, handed over in the environment.
-publish_token="$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"
+publish_token="$(random_token)"
 start redis-ws-bridge env DEMO_PUBLISH_TOKEN="$publish_token" "$bin/redis-ws-bridge" \
   --listen "$host:$bridge_port" --redis-url "redis://127.0.0.1:$redis_port/" --publish-token-env DEMO_PUBLISH_TOKEN
 wait_http "http://$host:$topic_port/healthz" 30 || die "topic-server did not come up (see $run_dir/topic-server.log)"

@@ -52,6 +52,9 @@ free_port() {
 # True when something listens on 127.0.0.1:PORT.
 port_busy() { (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
 
+# A fresh random token (48 hex digits), e.g. the bridge's publish token for one run.
+random_token() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
+
 # Waits up to $2 seconds for an HTTP URL to answer 2xx.
 wait_http() {
   local url="$1" seconds="${2:-30}" i

@@ -161,17 +161,6 @@ impl Config {
             self.publish_token_env.as_deref(),
         )
     }
-
-    /// The certificate and key files when TLS is configured. Half a configuration is an error
-    /// (clap enforces this for the command line; this catches configurations built in code).
-    pub(crate) fn tls_files(&self) -> Result<Option<(&PathBuf, &PathBuf)>, &'static str> {
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Ok(Some((cert, key))),
-            (None, None) => Ok(None),
-            (Some(_), None) => Err("--tls-cert needs --tls-key (the certificate's private key)"),
-            (None, Some(_)) => Err("--tls-key needs --tls-cert (the certificate chain)"),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -222,9 +211,14 @@ mod tests {
         }
         let mut config = Config::new("redis://x/");
         config.tls_key = Some("k.pem".into());
-        assert!(config.tls_files().unwrap_err().contains("--tls-cert"));
+        let files = |c: &Config| {
+            service_kit::tls::tls_files(c.tls_cert.as_deref(), c.tls_key.as_deref())
+                .map(|f| f.is_some())
+                .map_err(|e| e.to_string())
+        };
+        assert!(files(&config).unwrap_err().contains("--tls-cert"));
         config.tls_cert = Some("c.pem".into());
-        assert!(config.tls_files().unwrap().is_some());
+        assert!(files(&config).unwrap());
     }
 
     #[test]

@@ -92,10 +92,8 @@ pub async fn bind(config: Config) -> anyhow::Result<Bridge> {
     let publish_token = config
         .resolve_publish_token()
         .context("--publish-token-env")?;
-    let tls = match config.tls_files().map_err(anyhow::Error::msg)? {
-        Some((cert, key)) => Some(service_kit::tls::acceptor(cert, key)?),
-        None => None,
-    };
+    let tls =
+        service_kit::tls::optional_acceptor(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
     let redis =
         service_kit::redis_client::client(&config.redis_url, config.redis_ca_file.as_deref())?;
     let publisher = Publisher::new(redis.clone(), &config.channel)

@@ -40,6 +40,9 @@ pub enum TlsError {
         /// The PEM item that was looked for (e.g. "CERTIFICATE").
         expected: &'static str,
     },
+    /// A certificate without its key, or a key without its certificate.
+    #[error("{0}")]
+    HalfConfigured(&'static str),
     /// A CA certificate that rustls cannot use as a trust anchor.
     #[error("CA file {path}: certificate {index} is not a usable trust anchor: {source}")]
     BadCa {
@@ -147,6 +150,35 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
 /// `--tls-cert` and `--tls-key`.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(server_config(cert, key)?))
+}
+
+/// The certificate and key files of `--tls-cert` and `--tls-key`, when TLS is configured; half
+/// a configuration is refused (clap enforces this for a command line; this catches
+/// configurations built in code).
+pub fn tls_files<'a>(
+    cert: Option<&'a Path>,
+    key: Option<&'a Path>,
+) -> Result<Option<(&'a Path, &'a Path)>, TlsError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(TlsError::HalfConfigured(
+            "--tls-cert needs --tls-key (the certificate's private key)",
+        )),
+        (None, Some(_)) => Err(TlsError::HalfConfigured(
+            "--tls-key needs --tls-cert (the certificate chain)",
+        )),
+    }
+}
+
+/// The acceptor of a server's `--tls-cert` and `--tls-key`: `None` without TLS.
+pub fn optional_acceptor(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<TlsAcceptor>, TlsError> {
+    tls_files(cert, key)?
+        .map(|(cert, key)| acceptor(cert, key))
+        .transpose()
 }
 
 /// The trust anchors of a client: the public web roots (webpki-roots, so no system CA bundle is

@@ -126,11 +126,8 @@ pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
     let metrics_addr = metrics_listener
         .local_addr()
         .context("reading the bound metrics address")?;
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(service_kit::tls::acceptor(cert, key)?),
-        (None, None) => None,
-        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
-    };
+    let tls =
+        service_kit::tls::optional_acceptor(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
     let security = Arc::new(security::Security::load(config.security.as_deref())?);
     match (security.file(), config.insecure_open) {
         (Some(file), _) => {

@@ -96,7 +96,7 @@ impl Access {
 }
 
 /// What a client presented in `connect`.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub(crate) struct Presented {
     /// `principal`.
     pub principal: Option<String>,
@@ -549,36 +549,6 @@ impl FailedAttempts {
             entry.0 = entry.0.saturating_sub(1);
         }
     }
-
-    #[cfg(test)]
-    fn blocked(&self, peer: IpAddr, now: Instant) -> Option<Duration> {
-        let map = self
-            .by_address
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (failures, since) = map.get(&peer)?;
-        let ends = *since + FAILURE_WINDOW;
-        (*failures >= MAX_FAILURES_PER_WINDOW && now < ends).then(|| ends - now)
-    }
-
-    #[cfg(test)]
-    fn record(&self, peer: IpAddr, now: Instant) {
-        let mut map = self
-            .by_address
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= MAX_TRACKED_ADDRESSES && !map.contains_key(&peer) {
-            map.retain(|_, (_, since)| now < *since + FAILURE_WINDOW);
-            if map.len() >= MAX_TRACKED_ADDRESSES {
-                map.clear();
-            }
-        }
-        let entry = map.entry(peer).or_insert((0, now));
-        if now >= entry.1 + FAILURE_WINDOW {
-            *entry = (0, now);
-        }
-        entry.0 = entry.0.saturating_add(1);
-    }
 }
 
 #[cfg(test)]
@@ -592,16 +562,12 @@ mod tests {
         let other: IpAddr = [10, 0, 0, 2].into();
         let start = Instant::now();
         for _ in 0..MAX_FAILURES_PER_WINDOW {
-            assert_eq!(failures.blocked(peer, start), None);
-            failures.record(peer, start);
+            assert!(failures.begin(peer, start).is_ok());
         }
-        assert!(failures.blocked(peer, start).is_some());
-        assert_eq!(failures.blocked(other, start), None, "per address");
-        assert_eq!(failures.blocked(peer, start + FAILURE_WINDOW), None);
-        failures.record(peer, start + FAILURE_WINDOW);
-        assert_eq!(
-            failures.blocked(peer, start + FAILURE_WINDOW),
-            None,
+        assert!(failures.begin(peer, start).is_err());
+        assert!(failures.begin(other, start).is_ok(), "per address");
+        assert!(
+            failures.begin(peer, start + FAILURE_WINDOW).is_ok(),
             "a new window"
         );
     }

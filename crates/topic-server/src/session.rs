@@ -216,7 +216,7 @@ impl Session {
     }
 
     /// Answers a request that came faster than the session's rate, without carrying it out.
-    fn refuse_rate(&self, frame: &Message, per_second: u32) {
+    fn refuse_rate(&self, frame: &Message) {
         self.ctx.metrics.rate_limited.increment(1);
         let Message::Text(text) = frame else {
             return;
@@ -227,7 +227,10 @@ impl Session {
         self.send_error(
             cid,
             ErrorCode::RateLimited,
-            format!("more than {per_second} requests per second: this request was not carried out"),
+            format!(
+                "more than {} requests per second: this request was not carried out",
+                self.per_second
+            ),
         );
     }
 
@@ -301,10 +304,12 @@ impl Session {
 
     /// Completes a `connect` once its credentials are checked: refuses it (4003), resumes the
     /// session it names, or starts a new session.
-    fn connect(&mut self, pending: PendingConnect, auth: Result<Identity, AuthError>) -> Flow {
-        let PendingConnect {
-            version, resume, ..
-        } = pending;
+    fn connect(
+        &mut self,
+        version: u32,
+        resume: Option<Resume>,
+        auth: Result<Identity, AuthError>,
+    ) -> Flow {
         let identity = match auth {
             Ok(identity) => Arc::new(identity),
             Err(error) => {
@@ -697,7 +702,7 @@ async fn run_session(
                     if counted && let Some(wait) = rate_wait(session.limiter.as_ref()) {
                         // Over the rate: a request is refused; a ping is simply answered
                         // later. Either way nothing more is read until the rate allows.
-                        session.refuse_rate(&frame, session.per_second);
+                        session.refuse_rate(&frame);
                         paused_until = Some(Instant::now() + wait);
                         if !matches!(frame, Message::Ping(_)) {
                             continue;
@@ -705,11 +710,9 @@ async fn run_session(
                     }
                     let mut flow = session.handle_frame_contained(frame);
                     if let Flow::Authenticate(pending) = flow {
-                        let checked = ctx
-                            .security
-                            .authenticate(pending.presented.clone(), session.peer)
-                            .await;
-                        flow = session.connect(*pending, checked);
+                        let PendingConnect { version, resume, presented } = *pending;
+                        let checked = ctx.security.authenticate(presented, session.peer).await;
+                        flow = session.connect(version, resume, checked);
                     }
                     match flow {
                         Flow::Continue | Flow::Authenticate(_) => {}

@@ -126,6 +126,11 @@ impl ViewRegistry {
         self.views.values_mut().map(|v| &mut v.access)
     }
 
+    /// The views with their orders, in precedence order.
+    pub fn by_order(&self) -> impl Iterator<Item = (u64, &View)> {
+        self.views.iter().map(|(order, view)| (*order, view))
+    }
+
     /// The views, in precedence order.
     pub fn views(&self) -> impl Iterator<Item = &View> {
         self.views.values()

@@ -227,9 +227,16 @@ fn token(token: &str) -> Value {
     json!({ "token": token })
 }
 
-/// A WRITER session adds `pub/t` (not `other/t`); a READER session receives it, may not set
-/// it and may not subscribe outside `pub`.
-async fn roles_apply(writer: &mut Client, reader: &mut Client) {
+/// Connects a WRITER and a READER with tokens `sign` makes, and checks their roles apply: the
+/// writer adds `pub/t` (not `other/t`); the reader receives it, may not set it and may not
+/// subscribe outside `pub`.
+async fn roles_apply(server: &TestServer, sign: impl Fn(&Value) -> String) {
+    let mut writer = connect(server, token(&sign(&claims("wendy", &["WRITER"]))))
+        .await
+        .connected();
+    let mut reader = connect(server, token(&sign(&claims("rita", &["READER"]))))
+        .await
+        .connected();
     writer
         .ok(json!({"type":"add","path":"pub/t","topicType":"STRING","value":"v1"}))
         .await;
@@ -263,13 +270,7 @@ async fn an_es256_token_connects_with_the_roles_it_names() {
     )
     .await;
 
-    let mut writer = connect(&server, token(&key.sign(&claims("wendy", &["WRITER"]))))
-        .await
-        .connected();
-    let mut reader = connect(&server, token(&key.sign(&claims("rita", &["READER"]))))
-        .await
-        .connected();
-    roles_apply(&mut writer, &mut reader).await;
+    roles_apply(&server, |c| key.sign(c)).await;
 
     // A role the file does not define gives nothing; no roles claim at all, neither.
     for claims in [
@@ -418,19 +419,7 @@ async fn rs256_tokens_connect_and_hs_rs_confusion_is_refused() {
     )
     .await;
     let rsa = rs256_signing_key();
-    let mut writer = connect(
-        &server,
-        token(&sign(Algorithm::RS256, &rsa, &claims("wes", &["WRITER"]))),
-    )
-    .await
-    .connected();
-    let mut reader = connect(
-        &server,
-        token(&sign(Algorithm::RS256, &rsa, &claims("ray", &["READER"]))),
-    )
-    .await
-    .connected();
-    roles_apply(&mut writer, &mut reader).await;
+    roles_apply(&server, |c| sign(Algorithm::RS256, &rsa, c)).await;
 
     // The classic confusion: HMAC with the public key (which anyone has) as the secret.
     let public_pem = std::fs::read(&public_key).unwrap();
@@ -546,19 +535,7 @@ async fn hs256_tokens_are_checked_with_the_shared_secret() {
     )
     .await;
     let hs = EncodingKey::from_secret(secret.as_bytes()).unwrap();
-    let mut writer = connect(
-        &server,
-        token(&sign(Algorithm::HS256, &hs, &claims("hw", &["WRITER"]))),
-    )
-    .await
-    .connected();
-    let mut reader = connect(
-        &server,
-        token(&sign(Algorithm::HS256, &hs, &claims("hr", &["READER"]))),
-    )
-    .await
-    .connected();
-    roles_apply(&mut writer, &mut reader).await;
+    roles_apply(&server, |c| sign(Algorithm::HS256, &hs, c)).await;
 
     let wrong =
         EncodingKey::from_secret(b"another secret of at least 32 bytes, not the server's").unwrap();

@@ -254,7 +254,7 @@ fn allowed(what: &str, reply: &ServerMessage) -> bool {
 /// One page of `fetch` (the tests' trees are small).
 async fn fetch(client: &mut Client, selector: &str) -> Vec<FetchedTopic> {
     match client
-        .request_any(json!({"type":"fetch","selector":selector}))
+        .request(json!({"type":"fetch","selector":selector}))
         .await
     {
         ServerMessage::Fetched { topics, more, .. } => {
@@ -283,7 +283,7 @@ async fn value_at(client: &mut Client, path: &str) -> Option<Value> {
 
 async fn add(client: &mut Client, path: &str, value: Value) -> ServerMessage {
     client
-        .request_any(json!({"type":"add","path":path,"topicType":"JSON","value":value}))
+        .request(json!({"type":"add","path":path,"topicType":"JSON","value":value}))
         .await
 }
 
@@ -519,7 +519,7 @@ async fn permission_matrix_follows_the_model() {
             // arrives only when readable, with its current value.
             let selector = format!(">{path}");
             let reply = client
-                .request_any(json!({"type":"subscribe","selector":selector}))
+                .request(json!({"type":"subscribe","selector":selector}))
                 .await;
             let ok = allowed("subscribe", &reply);
             matrix.check(
@@ -564,7 +564,7 @@ async fn permission_matrix_follows_the_model() {
             // set: UPDATE at the path; the observer sees the value change only when allowed.
             let value = json!({"at": path, "by": who, "n": pi * 100 + ti + 1});
             let reply = client
-                .request_any(json!({"type":"set","path":path,"value":value}))
+                .request(json!({"type":"set","path":path,"value":value}))
                 .await;
             let ok = allowed("set", &reply);
             matrix.check("set", format!("{who} set {path}"), model.may(U, path), ok);
@@ -601,7 +601,7 @@ async fn permission_matrix_follows_the_model() {
                 ServerMessage::Ok { .. }
             ));
             let reply = client
-                .request_any(json!({"type":"remove","selector":format!(">{victim}")}))
+                .request(json!({"type":"remove","selector":format!(">{victim}")}))
                 .await;
             let ok = allowed("remove", &reply);
             matrix.check(
@@ -626,7 +626,7 @@ async fn permission_matrix_follows_the_model() {
             let name = format!("v-{who}-{ti}");
             let mirror = format!("mirror/{who}/{path}");
             let reply = client
-                .request_any(json!({"type":"createview","name":name,"spec":format!("map >{path} to {mirror}")}))
+                .request(json!({"type":"createview","name":name,"spec":format!("map >{path} to {mirror}")}))
                 .await;
             let ok = allowed("createview", &reply);
             matrix.check(
@@ -651,7 +651,7 @@ async fn permission_matrix_follows_the_model() {
         }
 
         // list views: READ_TOPIC_VIEWS.
-        let reply = client.request_any(json!({"type":"listviews"})).await;
+        let reply = client.request(json!({"type":"listviews"})).await;
         let ok = allowed("listviews", &reply);
         matrix.check(
             "listviews",
@@ -718,7 +718,7 @@ async fn subscriptions_deliver_only_readable_topics_also_when_added_later() {
         let mut known = BTreeMap::new();
         for (selector, prefix, selects) in selectors {
             let reply = client
-                .request_any(json!({"type":"subscribe","selector":selector}))
+                .request(json!({"type":"subscribe","selector":selector}))
                 .await;
             let ok = allowed("subscribe", &reply);
             cells += 1;
@@ -944,7 +944,7 @@ async fn views_cannot_copy_what_their_creator_may_not_read_or_write_where_it_may
     let mut spectator = session(&server, None).await;
     for selector in ["?public//", "?private//", "*.*"] {
         let reply = sneak
-            .request_any(json!({"type":"subscribe","selector":selector}))
+            .request(json!({"type":"subscribe","selector":selector}))
             .await;
         // "*.*" needs SELECT at the root, which sneak does not have.
         assert_eq!(allowed(selector, &reply), selector != "*.*", "{selector}");

@@ -322,23 +322,64 @@ impl SecurityStore {
     }
 }
 
+/// A permission kind as the file names it, for one parser of both kinds.
+trait PermissionName: Copy + 'static {
+    /// "global" or "path".
+    const KIND: &'static str;
+    /// Where the file takes permissions of this kind.
+    const KEYS: &'static str;
+    /// Every permission of the kind.
+    const EVERY: &'static [Self];
+    fn name(self) -> &'static str;
+}
+
+impl PermissionName for GlobalPermission {
+    const KIND: &'static str = "global";
+    const KEYS: &'static str = "global";
+    const EVERY: &'static [Self] = &GlobalPermission::ALL;
+    fn name(self) -> &'static str {
+        GlobalPermission::name(self)
+    }
+}
+
+impl PermissionName for PathPermission {
+    const KIND: &'static str = "path";
+    const KEYS: &'static str = "default_path or paths";
+    const EVERY: &'static [Self] = &PathPermission::ALL;
+    fn name(self) -> &'static str {
+        PathPermission::name(self)
+    }
+}
+
+/// A permission of kind `P`; a name of the other kind `O` gets a hint where it belongs.
+fn permission<P: PermissionName, O: PermissionName>(
+    at: &Locator<'_>,
+    name: &Spanned<String>,
+) -> Result<P, SecurityFileError> {
+    let text = name.get_ref();
+    P::EVERY
+        .iter()
+        .copied()
+        .find(|p| p.name() == text)
+        .ok_or_else(|| {
+            let hint = if O::EVERY.iter().any(|o| o.name() == text) {
+                format!(" (a {} permission: put it in {})", O::KIND, O::KEYS)
+            } else {
+                let names: Vec<&str> = P::EVERY.iter().map(|p| p.name()).collect();
+                format!("; {} permissions are {}", P::KIND, names.join(", "))
+            };
+            at.error(
+                name.span(),
+                format!("unknown {} permission '{text}'{hint}", P::KIND),
+            )
+        })
+}
+
 fn global_permission(
     at: &Locator<'_>,
     name: &Spanned<String>,
 ) -> Result<GlobalPermission, SecurityFileError> {
-    GlobalPermission::from_name(name.get_ref()).ok_or_else(|| {
-        let hint = match PathPermission::from_name(name.get_ref()) {
-            Some(_) => " (a path permission: put it in default_path or paths)".to_owned(),
-            None => format!(
-                "; global permissions are {}",
-                GlobalPermission::ALL.map(GlobalPermission::name).join(", ")
-            ),
-        };
-        at.error(
-            name.span(),
-            format!("unknown global permission '{}'{hint}", name.get_ref()),
-        )
-    })
+    permission::<GlobalPermission, PathPermission>(at, name)
 }
 
 fn path_permissions(
@@ -347,21 +388,7 @@ fn path_permissions(
 ) -> Result<PathPermissions, SecurityFileError> {
     names
         .iter()
-        .map(|name| {
-            PathPermission::from_name(name.get_ref()).ok_or_else(|| {
-                let hint = match GlobalPermission::from_name(name.get_ref()) {
-                    Some(_) => " (a global permission: put it in global)".to_owned(),
-                    None => format!(
-                        "; path permissions are {}",
-                        PathPermission::ALL.map(PathPermission::name).join(", ")
-                    ),
-                };
-                at.error(
-                    name.span(),
-                    format!("unknown path permission '{}'{hint}", name.get_ref()),
-                )
-            })
-        })
+        .map(|name| permission::<PathPermission, GlobalPermission>(at, name))
         .collect()
 }
 

@@ -316,29 +316,23 @@ impl Engine {
         // What a view derived or holds back under the old grant and may no longer have goes
         // at once, `preserve topics` and `delay by` notwithstanding; evaluating again below
         // only derives what the new grant allows.
-        let grants: Vec<(u64, Arc<diffusion_core::security::Grant>)> = tree
+        let views: Vec<(u64, Arc<diffusion_core::security::Grant>, Arc<ViewSpec>)> = tree
             .views
-            .views()
-            .filter_map(|v| {
-                tree.views
-                    .order(&v.name)
-                    .map(|o| (o, Arc::clone(&v.access.grant)))
-            })
+            .by_order()
+            .map(|(order, v)| (order, Arc::clone(&v.access.grant), Arc::clone(&v.spec)))
             .collect();
-        for (order, grant) in grants {
+        for (order, grant, _) in &views {
             let readable = |path: &str| grant.allows(PathPermission::ReadTopic, path);
             let writable = |path: &str| grant.allows(PathPermission::ModifyTopic, path);
-            tree.timers.filter_view(order, &readable, &writable);
-            for path in tree.views.release_unauthorised(order, &readable, &writable) {
+            tree.timers.filter_view(*order, &readable, &writable);
+            for path in tree
+                .views
+                .release_unauthorised(*order, &readable, &writable)
+            {
                 self.apply_reference(tree, &path, 0, dropped);
             }
         }
-        let views: Vec<(u64, Arc<ViewSpec>)> = tree
-            .views
-            .views()
-            .filter_map(|v| tree.views.order(&v.name).map(|o| (o, Arc::clone(&v.spec))))
-            .collect();
-        for (order, spec) in views {
+        for (order, _, spec) in views {
             for source in tree.topics.select_paths(&spec.source) {
                 self.evaluate_source(tree, order, &source, 0, dropped);
             }

@@ -274,7 +274,8 @@ impl Client {
         }
     }
 
-    /// Sends `request` with a fresh cid and returns its reply (ok, error, fetched or pong).
+    /// Sends `request` with a fresh cid and returns its reply (ok, error, fetched, views or
+    /// pong).
     /// Other messages that arrive first stay queued for `next`, in order.
     pub async fn request(&mut self, mut request: Value) -> ServerMessage {
         self.next_cid += 1;
@@ -287,6 +288,7 @@ impl Client {
             let reply_cid = match &m {
                 ServerMessage::Ok { cid }
                 | ServerMessage::Fetched { cid, .. }
+                | ServerMessage::Views { cid, .. }
                 | ServerMessage::Pong { cid } => Some(*cid),
                 ServerMessage::Error { cid, .. } => *cid,
                 _ => None,
@@ -494,33 +496,5 @@ impl Client {
         }
         self.send_json(&hello).await;
         self.next().await
-    }
-
-    /// Like [`Client::request`], but any reply carrying the request's `cid` ends the wait,
-    /// `views` (the reply to `listviews`) included.
-    pub async fn request_any(&mut self, mut request: Value) -> ServerMessage {
-        self.next_cid += 1;
-        let cid = self.next_cid;
-        request["cid"] = json!(cid);
-        self.send_json(&request).await;
-        let mut skipped = VecDeque::new();
-        let reply = loop {
-            let m = self.next().await;
-            let reply_cid = match &m {
-                ServerMessage::Ok { cid }
-                | ServerMessage::Fetched { cid, .. }
-                | ServerMessage::Views { cid, .. }
-                | ServerMessage::Pong { cid } => Some(*cid),
-                ServerMessage::Error { cid, .. } => *cid,
-                _ => None,
-            };
-            if reply_cid == Some(cid) {
-                break m;
-            }
-            skipped.push_back(m);
-        };
-        skipped.extend(self.pending.drain(..));
-        self.pending = skipped;
-        reply
     }
 }
