@@ -507,11 +507,7 @@ impl Engine {
         let mut tree = self.lock();
         let access = self.access_for(identity);
         let limits = access.grant.limits();
-        if let Some((_, held)) = tree
-            .subscriptions
-            .accesses_mut()
-            .find(|(id, _)| *id == session)
-        {
+        if let Some(held) = tree.subscriptions.access_mut(session) {
             *held = access;
         }
         self.recheck_session(&mut tree, session);
@@ -1002,7 +998,7 @@ impl Engine {
     pub fn reauthorise(&self) -> (usize, usize) {
         let sessions: Vec<SessionId> = {
             let mut tree = self.lock();
-            for (_, access) in tree.subscriptions.accesses_mut() {
+            for access in tree.subscriptions.accesses_mut() {
                 access.grant = (self.grant_of)(&access.identity);
             }
             tree.subscriptions.sessions().map(|(id, _)| id).collect()

@@ -106,9 +106,14 @@ impl Subscriptions {
         self.sessions.get(&session).map(|e| &e.access)
     }
 
+    /// The session's access, to be replaced when it proves a new identity.
+    pub fn access_mut(&mut self, session: SessionId) -> Option<&mut Access> {
+        self.sessions.get_mut(&session).map(|e| &mut e.access)
+    }
+
     /// Every registered session's access, to be replaced after a reload.
-    pub fn accesses_mut(&mut self) -> impl Iterator<Item = (SessionId, &mut Access)> {
-        self.sessions.iter_mut().map(|(id, e)| (*id, &mut e.access))
+    pub fn accesses_mut(&mut self) -> impl Iterator<Item = &mut Access> {
+        self.sessions.values_mut().map(|e| &mut e.access)
     }
 
     /// The session's retained selectors.
