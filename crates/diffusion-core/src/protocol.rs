@@ -259,6 +259,19 @@ impl ClientMessage {
             Self::Ack { .. } => None,
         }
     }
+
+    /// Whether this request changes the topic tree or its views (`add`, `set`, `remove`,
+    /// `createview`, `removeview`): what a cluster of servers must agree on.
+    pub fn changes_tree(&self) -> bool {
+        matches!(
+            self,
+            Self::Add { .. }
+                | Self::Set { .. }
+                | Self::Remove { .. }
+                | Self::CreateView { .. }
+                | Self::RemoveView { .. }
+        )
+    }
 }
 
 /// Error codes carried by `error` messages; stable strings that clients can match on.
@@ -312,6 +325,9 @@ pub enum ErrorCode {
     /// The session sent requests faster than the server's per-session rate; the request was
     /// not carried out. Retry after a pause.
     RateLimited,
+    /// A change could not be carried out because what the server shares it through (a
+    /// cluster's Redis) did not answer in time; nothing is known to have changed. Retry later.
+    Unavailable,
     /// Something failed inside the server; the details are in its log, never in the message.
     Internal,
 }

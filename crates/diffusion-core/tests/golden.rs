@@ -699,6 +699,15 @@ fn errors_v2() -> Fixture {
             ErrorCode::Internal,
             "internal error",
         ),
+        (
+            ClientMessage::Set {
+                cid: 19,
+                path: "golden/json".to_owned(),
+                value: serde_json::json!(1),
+            },
+            ErrorCode::Unavailable,
+            "the cluster's Redis did not answer: the change was not made",
+        ),
     ];
     for (request, code, message) in requests {
         t.client(&request);

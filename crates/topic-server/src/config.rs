@@ -203,6 +203,61 @@ pub struct Config {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+
+    /// Cluster mode (docs/cluster.md): keep the topic tree in this Redis and share it with
+    /// every node given the same one — `redis://HOST:PORT` (or `rediss://`) for one Redis
+    /// server, or several comma-separated seed nodes of a Redis Cluster. Also how a single
+    /// node keeps its topics and views across restarts.
+    #[arg(
+        long,
+        env = "TOPIC_SERVER_CLUSTER",
+        value_delimiter = ',',
+        value_name = "URLS"
+    )]
+    pub cluster: Vec<String>,
+
+    /// This node's name in a cluster's logs and messages (default: generated).
+    #[arg(long, env = "TOPIC_SERVER_NODE_ID", requires = "cluster")]
+    pub node_id: Option<String>,
+
+    /// CA file (PEM) for a `rediss://` cluster Redis with a private CA.
+    #[arg(
+        long,
+        env = "TOPIC_SERVER_CLUSTER_CA_FILE",
+        value_name = "PEM",
+        requires = "cluster"
+    )]
+    pub cluster_ca_file: Option<PathBuf>,
+
+    /// Changes each partition's log keeps in Redis for nodes catching up (approximately);
+    /// a node away for longer reloads the latest values instead.
+    #[arg(long, env = "TOPIC_SERVER_CLUSTER_LOG_LENGTH", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=10_000_000))]
+    pub cluster_log_length: u64,
+}
+
+impl Config {
+    /// How this node joins a cluster, when `--cluster` is given.
+    pub(crate) fn cluster_config(&self) -> Option<crate::cluster::ClusterConfig> {
+        let urls: Vec<String> = self
+            .cluster
+            .iter()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return None;
+        }
+        Some(crate::cluster::ClusterConfig {
+            urls,
+            node_id: self
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>())),
+            ca_file: self.cluster_ca_file.clone(),
+            log_length: usize::try_from(self.cluster_log_length).unwrap_or(usize::MAX),
+        })
+    }
 }
 
 impl Default for Config {
@@ -238,6 +293,10 @@ impl Default for Config {
             // Port 0 (unlike the command line's 9464) so that servers built in one process,
             // as tests do, never collide.
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cluster: Vec::new(),
+            node_id: None,
+            cluster_ca_file: None,
+            cluster_log_length: 10_000,
             tls_cert: None,
             tls_key: None,
         }

@@ -54,7 +54,7 @@ pub(crate) struct OpError {
 }
 
 impl OpError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -67,6 +67,9 @@ impl OpError {
 }
 
 mod reference;
+mod replica;
+
+pub(crate) use replica::{Proposal, Replicated, WireValue, value_from_wire};
 
 /// Who asks for an operation: a session (checked against its grant) or the server itself
 /// (its views file, benchmarks), which may do everything.
@@ -214,9 +217,25 @@ fn count_for(map: &mut std::collections::HashMap<Arc<str>, usize>, who: &str, up
     }
 }
 
-/// Subscriptions that back pressure ended during one operation, as (session, topic id); the
-/// engine settles them before it releases the lock.
-type Dropped = Vec<(SessionId, u64)>;
+/// What one operation gathers while it changes the tree, settled by [`Engine::finish`] before
+/// the lock is released: the subscriptions back pressure ended, as (session, topic id), and
+/// the topics whose views must evaluate them again. Views are fed from this queue, never by
+/// recursion, so a chain of views costs queue entries, not stack.
+#[derive(Default)]
+struct Op {
+    dropped: Vec<(SessionId, u64)>,
+    /// Changed topics, with how many views the change has passed through.
+    changes: std::collections::VecDeque<(String, usize)>,
+}
+
+impl Op {
+    /// The topic at `path` was added, changed value or was removed: every view selecting it
+    /// evaluates it again when the operation finishes. `depth` is how many views the change
+    /// has already passed through.
+    fn source_changed(&mut self, path: &str, depth: usize) {
+        self.changes.push_back((path.to_owned(), depth));
+    }
+}
 
 /// The locked tree; records how long the lock was held when it is released.
 struct TreeGuard<'a> {
@@ -290,6 +309,67 @@ fn to_value(
     })
 }
 
+fn topic_exists(path: &str, existing: TopicType) -> OpError {
+    OpError::new(
+        ErrorCode::TopicExists,
+        format!(
+            "topic '{path}' already exists as a {existing} topic with different type or properties"
+        ),
+    )
+}
+
+/// Parses an `add` request's path, properties and value (no lock needed).
+fn parse_add(
+    path: &str,
+    topic_type: TopicType,
+    properties: &BTreeMap<String, String>,
+    value: Option<Value>,
+) -> Result<(TopicPath, TopicProperties, Option<Option<TopicValue>>), OpError> {
+    let path = TopicPath::parse_user(path)
+        .map_err(|e| OpError::new(ErrorCode::InvalidPath, e.to_string()))?;
+    let properties = TopicProperties::from_map(properties)
+        .map_err(|e| OpError::new(ErrorCode::InvalidProperties, e.to_string()))?;
+    let value = match value {
+        Some(v) => Some(to_value(topic_type, properties.validate_values, v)?),
+        None => None,
+    };
+    Ok((path, properties, value))
+}
+
+/// Which of the engine's limits a change is held to. A local request is checked against all
+/// of them; a change the cluster's Redis has already accepted is applied whatever they say
+/// (it was checked by the node that proposed it, and every node must hold the same tree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limits {
+    /// Refuse what goes past a limit.
+    Enforce,
+    /// Apply regardless.
+    Ignore,
+}
+
+/// A `set` that passed its checks: the topic (and its id then) and the converted value.
+pub(crate) struct CheckedSet {
+    pub path: TopicPath,
+    pub id: u64,
+    pub value: Option<TopicValue>,
+}
+
+fn no_such_topic(path: &str) -> OpError {
+    OpError::new(ErrorCode::NoSuchTopic, format!("no topic at path '{path}'"))
+}
+
+/// An `add`, parsed: what [`Engine::apply_add`] applies.
+#[derive(Debug)]
+pub(crate) struct AddTopic {
+    pub path: TopicPath,
+    pub topic_type: TopicType,
+    pub properties: TopicProperties,
+    /// `None`: no value given; `Some(None)`: the value "none".
+    pub value: Option<Option<TopicValue>>,
+    /// The principal that added it (counted against its topic quota).
+    pub owner: Option<Arc<str>>,
+}
+
 fn read_only(path: &str) -> OpError {
     OpError::new(
         ErrorCode::ReadOnlyTopic,
@@ -350,19 +430,15 @@ impl Engine {
 
     /// Accounts for one push: counts conflation, logs a session closed by its queue limit, and
     /// collects the subscriptions back pressure ended.
-    fn settle(
-        &self,
-        session: SessionId,
-        result: Result<PushOutcome, PushError>,
-        dropped: &mut Dropped,
-    ) {
+    fn settle(&self, session: SessionId, result: Result<PushOutcome, PushError>, op: &mut Op) {
         match result {
             Ok(outcome) => {
                 if outcome.conflated {
                     self.conflations.fetch_add(1, Ordering::Relaxed);
                     self.metrics.conflations.increment(1);
                 }
-                dropped.extend(outcome.unsubscribed.into_iter().map(|id| (session, id)));
+                op.dropped
+                    .extend(outcome.unsubscribed.into_iter().map(|id| (session, id)));
             }
             Err(PushError::LimitReached(limit)) => {
                 tracing::info!(session, %limit, "closing session: message queue limit reached");
@@ -372,9 +448,9 @@ impl Engine {
     }
 
     /// Delivers an update to every subscriber of `topic`: the same shared update to each.
-    fn fan_out(&self, topic: &Topic, update: &Arc<TopicUpdate>, dropped: &mut Dropped) {
+    fn fan_out(&self, topic: &Topic, update: &Arc<TopicUpdate>, op: &mut Op) {
         for (session, outbound) in &topic.subscribers {
-            self.settle(*session, outbound.push_update(update), dropped);
+            self.settle(*session, outbound.push_update(update), op);
         }
     }
 
@@ -385,20 +461,25 @@ impl Engine {
         tree: &mut Tree,
         id: u64,
         value: Option<TopicValue>,
-        dropped: &mut Dropped,
+        limits: Limits,
+        op: &mut Op,
     ) -> Result<bool, OpError> {
         self.metrics.updates_in.increment(1);
         let keep_tree = self.read_by_views(tree, id);
+        let max_bytes = match limits {
+            Limits::Enforce => self.limits.max_tree_bytes,
+            Limits::Ignore => usize::MAX,
+        };
         let update = tree
             .topics
-            .update(id, value, self.limits.max_tree_bytes, keep_tree)
+            .update(id, value, max_bytes, keep_tree)
             .map_err(|e| {
                 self.metrics.limit_refused("tree_bytes");
                 OpError::limit(e.to_string())
             })?;
         match (update, tree.topics.get_by_id(id)) {
             (Some(update), Some(topic)) => {
-                self.fan_out(topic, &update, dropped);
+                self.fan_out(topic, &update, op);
                 Ok(true)
             }
             _ => Ok(false),
@@ -419,14 +500,14 @@ impl Engine {
         subscriptions: &mut Subscriptions,
         session: SessionId,
         outbound: &Arc<SessionOutbound>,
-        dropped: &mut Dropped,
+        op: &mut Op,
     ) {
         topic.subscribers.insert(session, Arc::clone(outbound));
         subscriptions.note_subscribed(session, topic.id);
         let notice = outbound.push_control(topic.subscribed_message().clone());
-        self.settle(session, notice, dropped);
+        self.settle(session, notice, op);
         let initial = outbound.push_initial(topic.id, topic.current());
-        self.settle(session, initial, dropped);
+        self.settle(session, initial, op);
     }
 
     /// Ends one subscription (not for back pressure): forgets what the queue tracks for the
@@ -438,10 +519,10 @@ impl Engine {
         session: SessionId,
         outbound: &SessionOutbound,
         notice: &Bytes,
-        dropped: &mut Dropped,
+        op: &mut Op,
     ) {
         outbound.remove_topic(topic.id, topic.properties.tidy_on_unsubscribe);
-        self.settle(session, outbound.push_control(notice.clone()), dropped);
+        self.settle(session, outbound.push_control(notice.clone()), op);
     }
 
     /// Ends the subscriptions back pressure dropped and tells each session, with reason
@@ -451,9 +532,9 @@ impl Engine {
         &self,
         topics: &mut TopicStore,
         subscriptions: &mut Subscriptions,
-        mut dropped: Dropped,
+        op: &mut Op,
     ) {
-        while let Some((session, id)) = dropped.pop() {
+        while let Some((session, id)) = op.dropped.pop() {
             let Some(topic) = topics.get_by_id_mut(id) else {
                 continue;
             };
@@ -466,7 +547,7 @@ impl Engine {
             self.metrics.back_pressure_unsubscriptions.increment(1);
             tracing::debug!(session, topic = %topic.path, "unsubscribed by back pressure");
             let notice = outbound.push_control(topic.back_pressure_message().clone());
-            self.settle(session, notice, &mut dropped);
+            self.settle(session, notice, op);
         }
     }
 
@@ -526,13 +607,13 @@ impl Engine {
     /// Accounts for a push the session made itself (a reply): when it made the queue drop
     /// subscriptions, ends them and tells the session.
     pub fn settle_push(&self, session: SessionId, result: Result<PushOutcome, PushError>) {
-        let mut dropped = Dropped::new();
-        self.settle(session, result, &mut dropped);
-        if dropped.is_empty() {
+        let mut op = Op::default();
+        self.settle(session, result, &mut op);
+        if op.dropped.is_empty() {
             return;
         }
         let mut tree = self.lock();
-        self.settle_tree(&mut tree, dropped);
+        self.finish(&mut tree, op);
     }
 
     /// Forgets a session, its selectors and its subscriptions; costs in proportion to what
@@ -571,92 +652,125 @@ impl Engine {
         properties: &BTreeMap<String, String>,
         value: Option<Value>,
     ) -> Result<(), OpError> {
-        let path = TopicPath::parse_user(path)
-            .map_err(|e| OpError::new(ErrorCode::InvalidPath, e.to_string()))?;
-        let properties = TopicProperties::from_map(properties)
-            .map_err(|e| OpError::new(ErrorCode::InvalidProperties, e.to_string()))?;
-        let value = match value {
-            Some(v) => Some(to_value(topic_type, properties.validate_values, v)?),
-            None => None,
-        };
-
+        let (path, properties, value) = parse_add(path, topic_type, properties, value)?;
         let mut tree = self.lock();
+        let owner = self.check_add(
+            &tree,
+            caller,
+            &path,
+            topic_type,
+            &properties,
+            value.as_ref(),
+        )?;
+        let mut op = Op::default();
+        let result = self.apply_add(
+            &mut tree,
+            AddTopic {
+                path,
+                topic_type,
+                properties,
+                value,
+                owner,
+            },
+            Limits::Enforce,
+            &mut op,
+        );
+        self.finish(&mut tree, op);
+        result
+    }
+
+    /// Everything that may refuse an `add` (permission, an existing topic of another type or
+    /// properties, the caller's topic quota, the tree's limits), checked without changing
+    /// anything. Returns the owner the new topic would have.
+    fn check_add(
+        &self,
+        tree: &Tree,
+        caller: Caller,
+        path: &TopicPath,
+        topic_type: TopicType,
+        properties: &TopicProperties,
+        value: Option<&Option<TopicValue>>,
+    ) -> Result<Option<Arc<str>>, OpError> {
         let access = tree.access(caller, &self.open_access);
         require(&access, PathPermission::ModifyTopic, path.as_str())?;
         let owner = match caller {
             Caller::Session(_) => Some(Arc::<str>::from(access.identity.name())),
             Caller::Server => None,
         };
-        let mut dropped = Dropped::new();
-        let existing = tree.topics.get(path.as_str()).map(|t| (t.id, t.reference));
-        if !matches!(existing, Some((_, None))) {
-            self.check_owner_quota(&tree, &access, owner.as_deref())?;
+        match tree.topics.get(path.as_str()) {
+            Some(existing) if existing.reference.is_none() => {
+                if existing.topic_type != topic_type || existing.properties != *properties {
+                    return Err(topic_exists(path.as_str(), existing.topic_type));
+                }
+            }
+            existing => {
+                self.check_owner_quota(tree, &access, owner.as_deref())?;
+                self.check_new_topic(tree, usize::from(existing.is_some()), value)?;
+            }
         }
-        let result = match existing {
-            Some((id, None)) => {
-                let Some(existing) = tree.topics.get(path.as_str()) else {
-                    return Err(OpError::new(ErrorCode::Internal, "internal error"));
-                };
-                if existing.topic_type != topic_type || existing.properties != properties {
-                    return Err(OpError::new(
-                        ErrorCode::TopicExists,
-                        format!(
-                            "topic '{path}' already exists as a {} topic with different type or properties",
-                            existing.topic_type
-                        ),
-                    ));
+        Ok(owner)
+    }
+
+    /// Applies an `add` in order: sets the value of an identical topic, replaces a reference
+    /// topic (or, from the cluster, a topic of another type) or creates the topic, subscribing
+    /// every session whose selectors select it.
+    fn apply_add(
+        &self,
+        tree: &mut Tree,
+        add: AddTopic,
+        limits: Limits,
+        op: &mut Op,
+    ) -> Result<(), OpError> {
+        let AddTopic {
+            path,
+            topic_type,
+            properties,
+            value,
+            owner,
+        } = add;
+        let existing = tree
+            .topics
+            .get(path.as_str())
+            .map(|t| (t.id, t.reference, t.topic_type, t.properties));
+        match existing {
+            Some((id, None, t, p)) if t == topic_type && p == properties => {
+                if let Some(value) = value
+                    && self.apply_value(tree, id, value, limits, op)?
+                {
+                    op.source_changed(path.as_str(), 0);
                 }
-                match value {
-                    Some(value) => {
-                        self.apply_value(&mut tree, id, value, &mut dropped)
-                            .map(|changed| {
-                                if changed {
-                                    self.source_changed(&mut tree, path.as_str(), 0, &mut dropped);
-                                }
-                            })
-                    }
-                    None => Ok(()),
+                return Ok(());
+            }
+            Some((_, None, t, _)) if limits == Limits::Enforce => {
+                return Err(topic_exists(path.as_str(), t));
+            }
+            Some(_) => {
+                // Checked before the topic goes, so a refusal changes nothing.
+                if limits == Limits::Enforce {
+                    self.check_new_topic(tree, 1, value.as_ref())?;
                 }
+                self.remove_topic_at(tree, path.as_str(), "replaced", op);
             }
-            Some((_, Some(_))) => {
-                // Checked before the reference topic goes, so a refusal changes nothing.
-                self.check_new_topic(&tree, 1, value.as_ref())
-                    .and_then(|()| {
-                        self.remove_topic_at(&mut tree, path.as_str(), "replaced", &mut dropped);
-                        self.create_topic(
-                            &mut tree,
-                            path.clone(),
-                            topic_type,
-                            properties,
-                            value,
-                            None,
-                            &mut dropped,
-                        )
-                    })
-                    .map(|()| self.source_changed(&mut tree, path.as_str(), 0, &mut dropped))
-            }
-            None => self
-                .create_topic(
-                    &mut tree,
-                    path.clone(),
-                    topic_type,
-                    properties,
-                    value,
-                    None,
-                    &mut dropped,
-                )
-                .map(|()| self.source_changed(&mut tree, path.as_str(), 0, &mut dropped)),
-        };
-        if result.is_ok()
-            && !matches!(existing, Some((_, None)))
-            && let Some(owner) = owner
+            None => {}
+        }
+        self.create_topic(
+            tree,
+            path.clone(),
+            topic_type,
+            properties,
+            value,
+            None,
+            limits,
+            op,
+        )?;
+        op.source_changed(path.as_str(), 0);
+        if let Some(owner) = owner
             && let Some(topic) = tree.topics.get_mut(path.as_str())
         {
             topic.owner = Some(Arc::clone(&owner));
             count_for(&mut tree.topics_by_owner, &owner, true);
         }
-        self.settle_tree(&mut tree, dropped);
-        result
+        Ok(())
     }
 
     /// Refuses a new topic when its owner already has as many as its roles allow.
@@ -713,9 +827,12 @@ impl Engine {
         properties: TopicProperties,
         value: Option<Option<TopicValue>>,
         reference: Option<u64>,
-        dropped: &mut Dropped,
+        limits: Limits,
+        op: &mut Op,
     ) -> Result<(), OpError> {
-        self.check_new_topic(tree, 0, value.as_ref())?;
+        if limits == Limits::Enforce {
+            self.check_new_topic(tree, 0, value.as_ref())?;
+        }
         let selecting = tree.subscriptions.sessions_selecting(path.as_str());
         let topic = tree.topics.insert(path, topic_type, properties);
         topic.reference = reference;
@@ -744,24 +861,18 @@ impl Engine {
             return Ok(());
         };
         for (session, outbound) in &selecting {
-            self.subscribe_one(topic, subscriptions, *session, outbound, dropped);
+            self.subscribe_one(topic, subscriptions, *session, outbound, op);
         }
         if topic.properties.dont_retain_value
             && let Some(update) = transient
         {
-            self.fan_out(topic, &update, dropped);
+            self.fan_out(topic, &update, op);
         }
         Ok(())
     }
 
     /// Removes the topic at `path`, telling its subscribers why. Returns whether it existed.
-    fn remove_topic_at(
-        &self,
-        tree: &mut Tree,
-        path: &str,
-        reason: &str,
-        dropped: &mut Dropped,
-    ) -> bool {
+    fn remove_topic_at(&self, tree: &mut Tree, path: &str, reason: &str, op: &mut Op) -> bool {
         let Some(topic) = tree.topics.remove(path) else {
             return false;
         };
@@ -775,30 +886,56 @@ impl Engine {
         let notice = unsubscribed_message(&topic, reason);
         for (session, outbound) in &topic.subscribers {
             tree.subscriptions.note_unsubscribed(*session, topic.id);
-            self.end_subscription(&topic, *session, outbound, &notice, dropped);
+            self.end_subscription(&topic, *session, outbound, &notice, op);
         }
         true
     }
 
-    /// Settles back-pressure drops with the whole tree borrowed.
-    fn settle_tree(&self, tree: &mut Tree, dropped: Dropped) {
+    /// Ends an operation: the views follow every change it queued (and the changes they make
+    /// in turn), then the subscriptions back pressure dropped are ended.
+    fn finish(&self, tree: &mut Tree, mut op: Op) {
+        while let Some((path, depth)) = op.changes.pop_front() {
+            self.views_follow(tree, &path, depth, &mut op);
+        }
         let Tree {
             topics,
             subscriptions,
             ..
         } = tree;
-        self.settle_dropped(topics, subscriptions, dropped);
+        self.settle_dropped(topics, subscriptions, &mut op);
     }
 
     /// `set`: changes a topic's value and delivers it to the subscribers, unless it equals the
     /// current value. Reference topics are read-only.
     pub fn set(&self, caller: Caller, path: &str, value: Value) -> Result<(), OpError> {
+        let checked = self.check_set(caller, path, value)?;
+        let mut tree = self.lock();
+        // Fault injection for the panic-containment test: a panic while holding the lock.
+        #[cfg(test)]
+        if checked.path.as_str() == PANIC_PATH {
+            panic!("fault injected by a test");
+        }
+        // The topic may have gone (or been replaced) while the value was converted.
+        if tree.topics.get_by_id(checked.id).is_none() {
+            return Err(no_such_topic(checked.path.as_str()));
+        }
+        let mut op = Op::default();
+        let result = self.apply_set(
+            &mut tree,
+            &checked.path,
+            checked.value,
+            Limits::Enforce,
+            &mut op,
+        );
+        self.finish(&mut tree, op);
+        result
+    }
+
+    /// Everything that may refuse a `set` (path, permission, no such topic, a reference topic,
+    /// a value the topic cannot hold); the value is converted outside the lock.
+    fn check_set(&self, caller: Caller, path: &str, value: Value) -> Result<CheckedSet, OpError> {
         let path = TopicPath::parse(path)
             .map_err(|e| OpError::new(ErrorCode::InvalidPath, e.to_string()))?;
-        let no_such_topic =
-            || OpError::new(ErrorCode::NoSuchTopic, format!("no topic at path '{path}'"));
-        // Convert the value outside the lock; only the topic's id, type and validation switch
-        // are needed first.
         let (id, topic_type, validate_values) = {
             let tree = self.lock();
             require(
@@ -806,30 +943,38 @@ impl Engine {
                 PathPermission::UpdateTopic,
                 path.as_str(),
             )?;
-            let topic = tree.topics.get(path.as_str()).ok_or_else(no_such_topic)?;
+            let topic = tree
+                .topics
+                .get(path.as_str())
+                .ok_or_else(|| no_such_topic(path.as_str()))?;
             if topic.reference.is_some() {
                 return Err(read_only(path.as_str()));
             }
             (topic.id, topic.topic_type, topic.properties.validate_values)
         };
         let value = to_value(topic_type, validate_values, value)?;
+        Ok(CheckedSet { path, id, value })
+    }
 
-        let mut tree = self.lock();
-        // Fault injection for the panic-containment test: a panic while holding the lock.
-        #[cfg(test)]
-        if path.as_str() == PANIC_PATH {
-            panic!("fault injected by a test");
+    /// Applies a `set` in order: the topic at `path` takes `value`, delivered to its
+    /// subscribers and followed by its views unless it equals the current value.
+    fn apply_set(
+        &self,
+        tree: &mut Tree,
+        path: &TopicPath,
+        value: Option<TopicValue>,
+        limits: Limits,
+        op: &mut Op,
+    ) -> Result<(), OpError> {
+        let id = tree
+            .topics
+            .get(path.as_str())
+            .map(|t| t.id)
+            .ok_or_else(|| no_such_topic(path.as_str()))?;
+        if self.apply_value(tree, id, value, limits, op)? {
+            op.source_changed(path.as_str(), 0);
         }
-        if tree.topics.get_by_id(id).is_none() {
-            return Err(no_such_topic());
-        }
-        let mut dropped = Dropped::new();
-        let result = self.apply_value(&mut tree, id, value, &mut dropped);
-        if let Ok(true) = result {
-            self.source_changed(&mut tree, path.as_str(), 0, &mut dropped);
-        }
-        self.settle_tree(&mut tree, dropped);
-        result.map(|_| ())
+        Ok(())
     }
 
     /// `subscribe`: retains the selector and subscribes the session to every selected topic it
@@ -859,17 +1004,17 @@ impl Engine {
                 self.metrics.limit_refused("selectors");
                 OpError::limit(e.to_string())
             })?;
-        let mut dropped = Dropped::new();
+        let mut op = Op::default();
         for path in topics.select_paths(&selector) {
             if let Some(topic) = topics.get_mut(&path)
                 && !topic.subscribers.contains_key(&session)
                 && access.grant.allows(PathPermission::ReadTopic, &path)
             {
-                self.subscribe_one(topic, subscriptions, session, &outbound, &mut dropped);
+                self.subscribe_one(topic, subscriptions, session, &outbound, &mut op);
             }
         }
         subscriptions.add_selector(session, selector);
-        self.settle_dropped(topics, subscriptions, dropped);
+        self.settle_dropped(topics, subscriptions, &mut op);
         Ok(())
     }
 
@@ -891,17 +1036,17 @@ impl Engine {
             .into_iter()
             .filter(|path| !subscriptions.selects(session, path, None))
             .collect();
-        let mut dropped = Dropped::new();
+        let mut op = Op::default();
         for path in leaving {
             if let Some(topic) = topics.get_mut(&path)
                 && let Some(outbound) = topic.subscribers.remove(&session)
             {
                 subscriptions.note_unsubscribed(session, topic.id);
                 let notice = unsubscribed_message(topic, "unsubscribed");
-                self.end_subscription(topic, session, &outbound, &notice, &mut dropped);
+                self.end_subscription(topic, session, &outbound, &notice, &mut op);
             }
         }
-        self.settle_dropped(topics, subscriptions, dropped);
+        self.settle_dropped(topics, subscriptions, &mut op);
         Ok(())
     }
 
@@ -957,6 +1102,23 @@ impl Engine {
     pub fn remove(&self, caller: Caller, selector: &str) -> Result<usize, OpError> {
         let selector = parse_selector(selector)?;
         let mut tree = self.lock();
+        let paths = self.check_remove(&tree, caller, &selector)?;
+        let mut op = Op::default();
+        for path in &paths {
+            self.apply_remove(&mut tree, path, &mut op);
+        }
+        self.finish(&mut tree, op);
+        Ok(paths.len())
+    }
+
+    /// The normal topics a `remove` would remove (those the caller may modify), or why it is
+    /// refused.
+    fn check_remove(
+        &self,
+        tree: &Tree,
+        caller: Caller,
+        selector: &Selector,
+    ) -> Result<Vec<String>, OpError> {
         let access = tree.access(caller, &self.open_access);
         require(&access, PathPermission::ModifyTopic, selector.path_prefix())?;
         if let Some(path) = selector.exact_path()
@@ -967,9 +1129,9 @@ impl Engine {
         {
             return Err(read_only(path.as_str()));
         }
-        let paths: Vec<String> = tree
+        Ok(tree
             .topics
-            .select(&selector)
+            .select(selector)
             .filter(|t| t.reference.is_none())
             .filter(|t| {
                 access
@@ -977,16 +1139,20 @@ impl Engine {
                     .allows(PathPermission::ModifyTopic, t.path.as_str())
             })
             .map(|t| t.path.as_str().to_owned())
-            .collect();
-        let mut dropped = Dropped::new();
-        for path in &paths {
-            self.remove_topic_at(&mut tree, path, "removed", &mut dropped);
-            // Views derived from it let go; a view claiming this very path may now take it.
-            self.source_changed(&mut tree, path, 0, &mut dropped);
-            self.apply_reference(&mut tree, path, 0, &mut dropped);
+            .collect())
+    }
+
+    /// Applies the removal of the normal topic at `path` in order, telling its subscribers.
+    /// Returns whether it existed.
+    fn apply_remove(&self, tree: &mut Tree, path: &str, op: &mut Op) -> bool {
+        if tree.topics.get(path).is_none_or(|t| t.reference.is_some()) {
+            return false;
         }
-        self.settle_tree(&mut tree, dropped);
-        Ok(paths.len())
+        self.remove_topic_at(tree, path, "removed", op);
+        // Views derived from it let go; a view claiming this very path may now take it.
+        op.source_changed(path, 0);
+        self.apply_reference(tree, path, 0, op);
+        true
     }
 
     /// After the security store changed: gives every session and view the grant its
@@ -1011,9 +1177,9 @@ impl Engine {
             added += a;
         }
         let mut tree = self.lock();
-        let mut dropped = Dropped::new();
-        self.reauthorise_views(&mut tree, &mut dropped);
-        self.settle_tree(&mut tree, dropped);
+        let mut op = Op::default();
+        self.reauthorise_views(&mut tree, &mut op);
+        self.finish(&mut tree, op);
         (ended, added)
     }
 
@@ -1021,7 +1187,7 @@ impl Engine {
     /// read, adds what its selectors select that it may now read. Returns (ended, added).
     fn recheck_session(&self, tree: &mut Tree, session: SessionId) -> (usize, usize) {
         let (mut ended, mut added) = (0, 0);
-        let mut dropped = Dropped::new();
+        let mut op = Op::default();
         let Tree {
             topics,
             subscriptions,
@@ -1046,7 +1212,7 @@ impl Engine {
             if let Some(outbound) = topic.subscribers.remove(&session) {
                 subscriptions.note_unsubscribed(session, id);
                 let notice = unsubscribed_message(topic, "authorisation");
-                self.end_subscription(topic, session, &outbound, &notice, &mut dropped);
+                self.end_subscription(topic, session, &outbound, &notice, &mut op);
                 ended += 1;
             }
         }
@@ -1056,12 +1222,12 @@ impl Engine {
                     && !topic.subscribers.contains_key(&session)
                     && access.grant.allows(PathPermission::ReadTopic, &path)
                 {
-                    self.subscribe_one(topic, subscriptions, session, &outbound, &mut dropped);
+                    self.subscribe_one(topic, subscriptions, session, &outbound, &mut op);
                     added += 1;
                 }
             }
         }
-        self.settle_dropped(topics, subscriptions, dropped);
+        self.settle_dropped(topics, subscriptions, &mut op);
         (ended, added)
     }
 

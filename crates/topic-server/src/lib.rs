@@ -35,6 +35,7 @@
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench_support;
+mod cluster;
 mod config;
 mod engine;
 mod http;
@@ -90,6 +91,8 @@ pub(crate) struct ServerContext {
     security: Arc<security::Security>,
     /// Browser origins allowed to open sessions besides the server's own pages (`None`: any).
     allowed_origins: Option<service_kit::origins::AllowedOrigins>,
+    /// This node's cluster, in cluster mode: changes to the tree go through it.
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl ServerContext {
@@ -114,8 +117,14 @@ pub struct TopicServer {
     connections: ConnectionCount,
 }
 
-/// Binds the listening socket and prepares an empty topic tree.
+/// Binds the listening socket and prepares the topic tree: empty, or in cluster mode the
+/// shared tree loaded from Redis (waiting for Redis as long as it takes).
 pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
+    bind_until(config, &CancellationToken::new()).await
+}
+
+/// [`bind`], giving up on waiting for a cluster's Redis when `shutdown` fires.
+async fn bind_until(config: Config, shutdown: &CancellationToken) -> anyhow::Result<TopicServer> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -163,10 +172,23 @@ pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
         EngineLimits::from_config(&config),
         Box::new(move |identity| authority.grant(identity)),
     );
+    let cluster = match config.cluster_config() {
+        Some(cluster_config) => Some(
+            cluster::Cluster::join(
+                &cluster_config,
+                Arc::clone(&engine),
+                metrics.clone(),
+                shutdown,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     if let Some(file) = &config.views {
-        load_views(&engine, file)?;
+        load_views(&engine, cluster.as_deref(), file).await?;
     }
     let ctx = Arc::new(ServerContext {
+        cluster,
         engine,
         metrics,
         next_session: AtomicU64::new(0),
@@ -191,17 +213,32 @@ pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
     })
 }
 
-/// Creates the views of a `--views` file, in file order; any error stops the start-up.
-fn load_views(engine: &Engine, file: &std::path::Path) -> anyhow::Result<()> {
+/// Creates the views of a `--views` file, in file order; any error stops the start-up. In
+/// a cluster they go into the shared store (a view already there with the same specification
+/// stays as it is).
+async fn load_views(
+    engine: &Engine,
+    cluster: Option<&cluster::Cluster>,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
     let name = file.display().to_string();
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading views file {name}"))?;
     let views = diffusion_core::view::parse_views_file(&name, &text)?;
     let count = views.len();
     for (view, spec) in views {
-        engine
-            .install_view(engine::Caller::Server, &view, Arc::new(spec))
-            .map_err(|e| anyhow::anyhow!("{name}: view '{view}': {}", e.message))?;
+        let created = match cluster {
+            Some(cluster) => {
+                let proposal = engine::Proposal::CreateView {
+                    name: view.clone(),
+                    spec: spec.as_str().to_owned(),
+                    creator: None,
+                };
+                cluster.submit(&proposal).await
+            }
+            None => engine.install_view(engine::Caller::Server, &view, Arc::new(spec)),
+        };
+        created.map_err(|e| anyhow::anyhow!("{name}: view '{view}': {}", e.message))?;
     }
     tracing::info!(file = %name, count, "views loaded");
     Ok(())
@@ -209,10 +246,11 @@ fn load_views(engine: &Engine, file: &std::path::Path) -> anyhow::Result<()> {
 
 /// Binds and runs a server until `shutdown` fires: what `main` calls.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let server = bind(config).await?;
+    let server = bind_until(config, &shutdown).await?;
     tracing::info!(
         addr = %server.local_addr(),
         metrics = %server.metrics_addr(),
+        node = server.ctx.cluster.as_ref().map(|c| c.node_id()),
         "topic server listening"
     );
     server.run(shutdown).await

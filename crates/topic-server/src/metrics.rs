@@ -107,6 +107,26 @@ fn handle() -> &'static PrometheusHandle {
             "topic_server_internal_errors_total",
             "Requests that failed inside the server (the session was closed with 1011)."
         );
+        describe_counter!(
+            "topic_server_cluster_applied_total",
+            "Cluster mode: changes accepted by Redis and applied by this node."
+        );
+        describe_counter!(
+            "topic_server_cluster_caught_up_total",
+            "Cluster mode: changes this node read from a partition log because the feed skipped them."
+        );
+        describe_counter!(
+            "topic_server_cluster_reloads_total",
+            "Cluster mode: partitions reloaded from Redis's state, by reason (trimmed: the log no longer reached back far enough; lost: Redis's counter went backwards)."
+        );
+        describe_counter!(
+            "topic_server_cluster_bad_messages_total",
+            "Cluster mode: accepted changes or stored topics that could not be decoded (skipped)."
+        );
+        describe_counter!(
+            "topic_server_cluster_redis_errors_total",
+            "Cluster mode: failed Redis requests while applying changes (retried)."
+        );
         handle
     })
 }
@@ -149,6 +169,14 @@ pub(crate) struct Metrics {
     pub view_chain_stops: Counter,
     /// Requests that panicked inside the server.
     pub internal_errors: Counter,
+    /// Cluster changes applied.
+    pub cluster_applied: Counter,
+    /// Cluster changes read from a log.
+    pub cluster_caught_up: Counter,
+    /// Cluster changes that could not be decoded.
+    pub cluster_bad_messages: Counter,
+    /// Failed Redis requests of the cluster applier.
+    pub cluster_redis_errors: Counter,
 }
 
 impl Metrics {
@@ -173,12 +201,21 @@ impl Metrics {
             view_evaluation_failures: counter!("topic_server_view_evaluation_failures_total"),
             view_chain_stops: counter!("topic_server_view_chain_stops_total"),
             internal_errors: counter!("topic_server_internal_errors_total"),
+            cluster_applied: counter!("topic_server_cluster_applied_total"),
+            cluster_caught_up: counter!("topic_server_cluster_caught_up_total"),
+            cluster_bad_messages: counter!("topic_server_cluster_bad_messages_total"),
+            cluster_redis_errors: counter!("topic_server_cluster_redis_errors_total"),
         }
     }
 
     /// Counts a request refused by a limit; rare enough for a registry look-up.
     pub fn limit_refused(&self, limit: &'static str) {
         counter!("topic_server_limit_refusals_total", "limit" => limit).increment(1);
+    }
+
+    /// Counts a partition reload by reason (`trimmed`, `lost`); rare.
+    pub fn cluster_reloaded(&self, reason: &'static str) {
+        counter!("topic_server_cluster_reloads_total", "reason" => reason).increment(1);
     }
 
     /// Counts a resume attempt by outcome (`recovered`, `unknown_session`, `gap`,

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::ServerContext;
-use crate::engine::{Caller, OpError};
+use crate::engine::{Caller, OpError, Proposal};
 use crate::metrics::Metrics;
 use crate::outbound::{CloseReason, RecoveryRefusal, SessionOutbound, run_writer};
 use crate::resumable::{self, ResumableSession};
@@ -73,6 +73,9 @@ enum Flow {
     Resume(ResumableSession, u64),
     /// `connect` (its version agreed) waits for its credentials to be checked.
     Authenticate(Box<PendingConnect>),
+    /// A checked change waits for the cluster to accept and apply it; then request `cid` is
+    /// answered. The session reads nothing meanwhile, so its requests stay in order.
+    Propose(u64, Box<Proposal>),
 }
 
 /// A `connect` whose version is agreed, waiting for authentication.
@@ -275,10 +278,7 @@ impl Session {
                 self.ack(s);
                 Flow::Continue
             }
-            (Phase::Connected { .. }, request) => {
-                self.handle_request(request);
-                Flow::Continue
-            }
+            (Phase::Connected { .. }, request) => self.handle_request(request),
         }
     }
 
@@ -468,7 +468,33 @@ impl Session {
         }
     }
 
-    fn handle_request(&self, request: ClientMessage) {
+    /// In cluster mode a change to the shared tree is checked here and proposed to the
+    /// cluster (answered once it is applied); everything else, and every request of a
+    /// server on its own, is answered at once.
+    fn handle_request(&self, request: ClientMessage) -> Flow {
+        if self.ctx.cluster.is_some() && request.changes_tree() {
+            let cid = request.cid().unwrap_or_default();
+            match self.ctx.engine.propose(Caller::Session(self.id), &request) {
+                Ok(Some(proposal)) => return Flow::Propose(cid, Box::new(proposal)),
+                Ok(None) => self.send(&ServerMessage::Ok { cid }),
+                Err(error) => self.send_error(Some(cid), error.code, error.message),
+            }
+            return Flow::Continue;
+        }
+        self.answer(request);
+        Flow::Continue
+    }
+
+    /// Answers a proposed change once the cluster has accepted and applied it (or refused).
+    fn answer_proposal(&self, cid: u64, result: Result<(), OpError>) {
+        match result {
+            Ok(()) => self.send(&ServerMessage::Ok { cid }),
+            Err(error) => self.send_error(Some(cid), error.code, error.message),
+        }
+    }
+
+    /// Carries out a request on this server's tree and answers it.
+    fn answer(&self, request: ClientMessage) {
         let engine = &self.ctx.engine;
         let caller = Caller::Session(self.id);
         let ok = |r: Result<(), OpError>| r.map(|()| Reply::Ok);
@@ -714,8 +740,16 @@ async fn run_session(
                         let checked = ctx.security.authenticate(presented, session.peer).await;
                         flow = session.connect(version, resume, checked);
                     }
+                    if let Flow::Propose(cid, proposal) = flow {
+                        let result = match &ctx.cluster {
+                            Some(cluster) => cluster.submit(&proposal).await,
+                            None => Ok(()),
+                        };
+                        session.answer_proposal(cid, result);
+                        flow = Flow::Continue;
+                    }
                     match flow {
-                        Flow::Continue | Flow::Authenticate(_) => {}
+                        Flow::Continue | Flow::Authenticate(_) | Flow::Propose(..) => {}
                         Flow::Close => break,
                         Flow::Resume(resumed, generation) => {
                             // This connection's own queue holds at most replies sent during

@@ -205,6 +205,11 @@ impl TopicStore {
         self.by_path.len()
     }
 
+    /// Every topic, in path order.
+    pub fn iter(&self) -> impl Iterator<Item = &Topic> {
+        self.by_path.values()
+    }
+
     /// The topic at `path`.
     pub fn get(&self, path: &str) -> Option<&Topic> {
         self.by_path.get(path)

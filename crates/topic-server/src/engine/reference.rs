@@ -33,7 +33,8 @@ use tokio::time::Instant;
 
 use diffusion_core::security::{GlobalPermission, PathPermission};
 
-use super::{Caller, Dropped, Engine, OpError, Tree, require_global};
+use super::{Caller, Engine, Limits, Op, OpError, Tree, require_global};
+use crate::security::Access;
 
 /// How many views one change may pass through (the source's own views are the first): deep
 /// enough for real chains, small enough that a cycle of views stops quickly.
@@ -188,13 +189,27 @@ fn check_view_name(name: &str) -> Result<(), OpError> {
     Ok(())
 }
 
+fn no_such_view(name: &str) -> OpError {
+    OpError::new(ErrorCode::NoSuchView, format!("no view named '{name}'"))
+}
+
 impl Engine {
     /// `createview`: creates the named view, or replaces its specification keeping its
     /// precedence, and derives its reference topics from every current source. Specifications
     /// longer than the configured limit are refused before they are parsed.
     pub fn create_view(&self, caller: Caller, name: &str, spec: &str) -> Result<(), OpError> {
-        // Checked before the specification is parsed, and again under the lock that installs
-        // the view (a reload may come in between).
+        let spec = self.parse_view_spec(caller, spec)?;
+        self.install_view(caller, name, spec)
+    }
+
+    /// Parses a `createview` specification once `caller` is known to be allowed views (it is
+    /// checked again under the lock that installs the view: a reload may come in between).
+    /// Specifications longer than the configured limit are refused before they are parsed.
+    pub(super) fn parse_view_spec(
+        &self,
+        caller: Caller,
+        spec: &str,
+    ) -> Result<Arc<ViewSpec>, OpError> {
         require_global(
             &self.lock().access(caller, &self.open_access),
             GlobalPermission::ModifyTopicViews,
@@ -207,13 +222,12 @@ impl Engine {
                 spec.len()
             )));
         }
-        let spec = ViewSpec::parse(spec).map_err(|e| {
+        ViewSpec::parse(spec).map(Arc::new).map_err(|e| {
             OpError::new(
                 ErrorCode::InvalidView,
                 format!("invalid view specification\n{e}"),
             )
-        })?;
-        self.install_view(caller, name, Arc::new(spec))
+        })
     }
 
     /// Creates or replaces the named view from an already parsed specification (the views
@@ -225,8 +239,21 @@ impl Engine {
         name: &str,
         spec: Arc<ViewSpec>,
     ) -> Result<(), OpError> {
-        check_view_name(name)?;
         let mut tree = self.lock();
+        let access = self.check_view(&tree, caller, name)?;
+        self.apply_view(&mut tree, name, spec, access);
+        Ok(())
+    }
+
+    /// Everything that may refuse creating the view `name` besides its specification
+    /// (its name, the permission, the view limits); returns the access it would run with.
+    pub(super) fn check_view(
+        &self,
+        tree: &Tree,
+        caller: Caller,
+        name: &str,
+    ) -> Result<Access, OpError> {
+        check_view_name(name)?;
         let access = tree.access(caller, &self.open_access);
         require_global(&access, GlobalPermission::ModifyTopicViews)?;
         if !tree.views.contains(name) && tree.views.len() >= self.limits.max_views {
@@ -250,42 +277,73 @@ impl Engine {
                 )));
             }
         }
-        let mut dropped = Dropped::new();
+        Ok(access)
+    }
+
+    /// Creates or replaces the named view (a replacement keeps its precedence) and derives
+    /// its reference topics from every current source.
+    pub(super) fn apply_view(
+        &self,
+        tree: &mut Tree,
+        name: &str,
+        spec: Arc<ViewSpec>,
+        access: Access,
+    ) {
+        let mut op = Op::default();
         let (order, released) = tree.views.create(name, Arc::clone(&spec), access);
         tree.timers.drop_view(order);
         for path in released {
-            self.apply_reference(&mut tree, &path, 0, &mut dropped);
+            self.apply_reference(tree, &path, 0, &mut op);
         }
         for source in tree.topics.select_paths(&spec.source) {
-            self.evaluate_source(&mut tree, order, &source, 0, &mut dropped);
+            self.evaluate_source(tree, order, &source, 0, &mut op);
         }
-        self.settle_tree(&mut tree, dropped);
+        self.finish(tree, op);
         tracing::info!(view = name, spec = spec.as_str(), "view created");
-        Ok(())
     }
 
     /// `removeview`: removes the named view, every reference topic it owns and every result it
     /// holds back.
     pub fn remove_view(&self, caller: Caller, name: &str) -> Result<(), OpError> {
         let mut tree = self.lock();
+        self.check_remove_view(&tree, caller, name)?;
+        self.apply_remove_view(&mut tree, name);
+        Ok(())
+    }
+
+    /// Whether `caller` may remove the view `name`, and whether it exists.
+    pub(super) fn check_remove_view(
+        &self,
+        tree: &Tree,
+        caller: Caller,
+        name: &str,
+    ) -> Result<(), OpError> {
         require_global(
             &tree.access(caller, &self.open_access),
             GlobalPermission::ModifyTopicViews,
         )?;
+        if !tree.views.contains(name) {
+            return Err(no_such_view(name));
+        }
+        Ok(())
+    }
+
+    /// Removes the named view with what it derived and holds back; whether it existed.
+    pub(super) fn apply_remove_view(&self, tree: &mut Tree, name: &str) -> bool {
         let order = tree.views.order(name);
-        let released = tree.views.remove(name).ok_or_else(|| {
-            OpError::new(ErrorCode::NoSuchView, format!("no view named '{name}'"))
-        })?;
+        let Some(released) = tree.views.remove(name) else {
+            return false;
+        };
         if let Some(order) = order {
             tree.timers.drop_view(order);
         }
-        let mut dropped = Dropped::new();
+        let mut op = Op::default();
         for path in released {
-            self.apply_reference(&mut tree, &path, 0, &mut dropped);
+            self.apply_reference(tree, &path, 0, &mut op);
         }
-        self.settle_tree(&mut tree, dropped);
+        self.finish(tree, op);
         tracing::info!(view = name, "view removed");
-        Ok(())
+        true
     }
 
     /// `listviews`: the views in precedence order.
@@ -307,7 +365,7 @@ impl Engine {
 
     /// After a reload: gives every view its creator's new grant and derives it again from
     /// every source, so what its creator may no longer read or write goes away.
-    pub(super) fn reauthorise_views(&self, tree: &mut Tree, dropped: &mut Dropped) {
+    pub(super) fn reauthorise_views(&self, tree: &mut Tree, op: &mut Op) {
         for access in tree.views.accesses_mut() {
             if !access.grant.is_everything() {
                 access.grant = (self.grant_of)(&access.identity);
@@ -329,25 +387,20 @@ impl Engine {
                 .views
                 .release_unauthorised(*order, &readable, &writable)
             {
-                self.apply_reference(tree, &path, 0, dropped);
+                self.apply_reference(tree, &path, 0, op);
             }
         }
         for (order, _, spec) in views {
             for source in tree.topics.select_paths(&spec.source) {
-                self.evaluate_source(tree, order, &source, 0, dropped);
+                self.evaluate_source(tree, order, &source, 0, op);
             }
         }
     }
 
-    /// The topic at `path` was added, changed value or was removed: every view selecting it
-    /// re-evaluates it. `depth` is how many views the change has already passed through.
-    pub(super) fn source_changed(
-        &self,
-        tree: &mut Tree,
-        path: &str,
-        depth: usize,
-        dropped: &mut Dropped,
-    ) {
+    /// The topic at `path` was added, changed value or was removed (taken from the operation's
+    /// queue of changes): every view selecting it re-evaluates it. `depth` is how many views
+    /// the change has already passed through.
+    pub(super) fn views_follow(&self, tree: &mut Tree, path: &str, depth: usize, op: &mut Op) {
         let orders = tree.views.views_selecting(path);
         if orders.is_empty() {
             return;
@@ -361,7 +414,7 @@ impl Engine {
             return;
         }
         for order in orders {
-            self.evaluate_source(tree, order, path, depth, dropped);
+            self.evaluate_source(tree, order, path, depth, op);
         }
     }
 
@@ -373,7 +426,7 @@ impl Engine {
         order: u64,
         source: &str,
         depth: usize,
-        dropped: &mut Dropped,
+        op: &mut Op,
     ) {
         let Some(view) = tree.views.view(order) else {
             return;
@@ -415,7 +468,7 @@ impl Engine {
         });
         match spec.options.delay {
             Some(delay) => self.delay_claims(tree, order, spec, source, results, delay, depth),
-            None => self.record_claims(tree, order, &spec, source, results, depth, dropped),
+            None => self.record_claims(tree, order, &spec, source, results, depth, op),
         }
     }
 
@@ -428,7 +481,7 @@ impl Engine {
         source: &str,
         results: Option<Vec<(String, ReferenceValue)>>,
         depth: usize,
-        dropped: &mut Dropped,
+        op: &mut Op,
     ) {
         let changed = match results {
             Some(results) => {
@@ -438,7 +491,7 @@ impl Engine {
             None => tree.views.source_removed(order, source),
         };
         for path in changed {
-            self.apply_reference(tree, &path, depth, dropped);
+            self.apply_reference(tree, &path, depth, op);
         }
     }
 
@@ -473,7 +526,7 @@ impl Engine {
     /// throttle flushes.
     fn run_due_timers(&self) {
         let mut tree = self.lock();
-        let mut dropped = Dropped::new();
+        let mut op = Op::default();
         let now = Instant::now();
         while let Some(claims) = tree.timers.take_due_delayed(now) {
             // A view replaced or removed meanwhile has dropped these results already.
@@ -490,14 +543,14 @@ impl Engine {
                     &claims.source,
                     claims.results,
                     claims.depth,
-                    &mut dropped,
+                    &mut op,
                 );
             }
         }
         while let Some(path) = tree.timers.take_due_flush(now) {
-            self.flush_throttle(&mut tree, &path, &mut dropped);
+            self.flush_throttle(&mut tree, &path, &mut op);
         }
-        self.settle_tree(&mut tree, dropped);
+        self.finish(&mut tree, op);
     }
 
     /// The earliest deadline of any timer.
@@ -532,13 +585,7 @@ impl Engine {
 
     /// Makes the tree match the winning claim at `path`: create, update, replace or remove
     /// the reference topic there. A normal topic at `path` always stays.
-    pub(super) fn apply_reference(
-        &self,
-        tree: &mut Tree,
-        path: &str,
-        depth: usize,
-        dropped: &mut Dropped,
-    ) {
+    pub(super) fn apply_reference(&self, tree: &mut Tree, path: &str, depth: usize, op: &mut Op) {
         let existing = tree
             .topics
             .get(path)
@@ -552,8 +599,8 @@ impl Engine {
             .map(|(order, value)| (order, value.clone()));
         let Some((order, reference)) = winner else {
             if existing.is_some() {
-                self.remove_topic_at(tree, path, "removed", dropped);
-                self.source_changed(tree, path, depth + 1, dropped);
+                self.remove_topic_at(tree, path, "removed", op);
+                op.source_changed(path, depth + 1);
             }
             return;
         };
@@ -576,15 +623,13 @@ impl Engine {
                 if owner == order && topic_type == reference.topic_type && props == properties =>
             {
                 match &spec.options.throttle {
-                    Some(throttle) => {
-                        self.throttled_set(tree, path, throttle, value, depth, dropped)
-                    }
-                    None => self.set_reference(tree, path, value, depth, dropped),
+                    Some(throttle) => self.throttled_set(tree, path, throttle, value, depth, op),
+                    None => self.set_reference(tree, path, value, depth, op),
                 }
             }
             _ => {
                 if existing.is_some() {
-                    self.remove_topic_at(tree, path, "replaced", dropped);
+                    self.remove_topic_at(tree, path, "replaced", op);
                 }
                 let Ok(topic_path) = TopicPath::parse(path) else {
                     tracing::warn!(path, "view derived an invalid topic path");
@@ -597,7 +642,8 @@ impl Engine {
                     properties,
                     Some(value),
                     Some(order),
-                    dropped,
+                    Limits::Enforce,
+                    op,
                 );
                 if let Err(error) = created {
                     tracing::warn!(path, view = %view_name(tree, order), error = %error.message, "reference topic not created");
@@ -610,7 +656,7 @@ impl Engine {
                     tree.throttles
                         .insert(path.to_owned(), Throttled { state, flush: None });
                 }
-                self.source_changed(tree, path, depth + 1, dropped);
+                op.source_changed(path, depth + 1);
             }
         }
     }
@@ -622,13 +668,13 @@ impl Engine {
         path: &str,
         value: Option<TopicValue>,
         depth: usize,
-        dropped: &mut Dropped,
+        op: &mut Op,
     ) {
         let Some(id) = tree.topics.get(path).map(|t| t.id) else {
             return;
         };
-        match self.apply_value(tree, id, value, dropped) {
-            Ok(true) => self.source_changed(tree, path, depth + 1, dropped),
+        match self.apply_value(tree, id, value, Limits::Enforce, op) {
+            Ok(true) => op.source_changed(path, depth + 1),
             Ok(false) => {}
             Err(error) => {
                 tracing::warn!(path, error = %error.message, "reference topic not updated");
@@ -645,7 +691,7 @@ impl Engine {
         throttle: &Throttle,
         value: Option<TopicValue>,
         depth: usize,
-        dropped: &mut Dropped,
+        op: &mut Op,
     ) {
         let now = Instant::now();
         let Tree {
@@ -658,9 +704,7 @@ impl Engine {
                 flush: None,
             });
         match throttled.state.offer(now.into_std(), (value, depth)) {
-            Offer::PublishNow((value, depth)) => {
-                self.set_reference(tree, path, value, depth, dropped)
-            }
+            Offer::PublishNow((value, depth)) => self.set_reference(tree, path, value, depth, op),
             Offer::Held { flush_at, schedule } => {
                 if schedule {
                     throttled.flush =
@@ -672,7 +716,7 @@ impl Engine {
     }
 
     /// A throttle window ended: publish the value held for `path`, if any.
-    fn flush_throttle(&self, tree: &mut Tree, path: &str, dropped: &mut Dropped) {
+    fn flush_throttle(&self, tree: &mut Tree, path: &str, op: &mut Op) {
         let now = Instant::now().into_std();
         let held = tree.throttles.get_mut(path).and_then(|throttled| {
             throttled.flush = None;
@@ -681,7 +725,7 @@ impl Engine {
         if let Some((value, depth)) = held
             && tree.topics.get(path).is_some_and(|t| t.reference.is_some())
         {
-            self.set_reference(tree, path, value, depth, dropped);
+            self.set_reference(tree, path, value, depth, op);
         }
     }
 }

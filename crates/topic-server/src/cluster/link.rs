@@ -1,0 +1,212 @@
+//! The node's connections to the cluster's Redis — one Redis server, or a Redis Cluster — in
+//! one shape: [`Commands`] for scripts and reads, and a subscription that turns every change
+//! published on a partition's channel into a [`Push`] on a bounded channel.
+//!
+//! Both kinds speak RESP3 so that messages arrive as pushes on a connection the redis crate
+//! re-establishes by itself, resubscribing as it does (plain `SUBSCRIBE` on one server,
+//! sharded `SSUBSCRIBE` on a Redis Cluster, where each partition's channel lives on the shard
+//! that holds its keys). A push that finds the channel full is dropped and the overflow
+//! flag set: the applier then reads what it missed from the partition logs, so a burst costs
+//! memory up to the channel's bound and never more.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisFuture, Value};
+use tokio::sync::mpsc;
+
+use super::keys::{STREAMS, StreamKeys};
+
+/// How long a command may take before it counts as failed.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting may take.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the node could not reach the cluster's Redis.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    /// The URL (or its CA file) was refused.
+    #[error(transparent)]
+    Client(#[from] service_kit::redis_client::RedisClientError),
+    /// Redis answered with an error, or not at all.
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// No URL was given.
+    #[error("--cluster needs at least one redis:// URL")]
+    NoUrl,
+}
+
+/// What the subscription delivers.
+#[derive(Debug)]
+pub(crate) enum Push {
+    /// A change published on stream `stream`'s channel.
+    Change { stream: usize, message: Bytes },
+    /// The subscription to a stream's channel was (re)confirmed: whatever was published
+    /// while it was down is in the log.
+    Subscribed { stream: usize },
+}
+
+/// Commands to the cluster's Redis.
+#[derive(Clone)]
+pub(crate) enum Commands {
+    /// One Redis server (reconnects by itself).
+    Single(ConnectionManager),
+    /// A Redis Cluster (routes each command to the shard holding its key).
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The open link: commands, plus the subscription's connection (kept so it lives).
+pub(crate) struct Link {
+    /// For scripts and reads.
+    pub commands: Commands,
+    /// Whether this is a Redis Cluster (changes are published with `SPUBLISH`).
+    pub sharded: bool,
+    /// The subscription's connection: subscribed while it lives.
+    pub subscription: Commands,
+}
+
+/// Turns pushes into [`Push`]es on `feed`; sets `overflow` when one finds `feed` full.
+fn push_sender(
+    feed: mpsc::Sender<Push>,
+    overflow: Arc<AtomicBool>,
+) -> impl Fn(PushInfo) -> Result<(), std::convert::Infallible> + Send + Sync + 'static {
+    move |info: PushInfo| {
+        let stream_of = |data: &[Value]| match data.first() {
+            Some(Value::BulkString(channel)) => StreamKeys::index_of_channel(channel),
+            _ => None,
+        };
+        let push = match info.kind {
+            PushKind::Message | PushKind::SMessage => {
+                match (stream_of(&info.data), info.data.get(1)) {
+                    (Some(stream), Some(Value::BulkString(message))) => Some(Push::Change {
+                        stream,
+                        message: Bytes::copy_from_slice(message),
+                    }),
+                    _ => None,
+                }
+            }
+            PushKind::Subscribe | PushKind::SSubscribe => {
+                stream_of(&info.data).map(|stream| Push::Subscribed { stream })
+            }
+            _ => None,
+        };
+        if let Some(push) = push
+            && feed.try_send(push).is_err()
+        {
+            overflow.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+/// `url` asking for RESP3 (pushes on an ordinary connection).
+fn with_resp3(url: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}protocol=resp3")
+}
+
+/// Connects to the cluster's Redis and subscribes to every stream's channel. More than one
+/// URL, or a single server that says it runs in cluster mode, means a Redis Cluster.
+pub(crate) async fn connect(
+    urls: &[String],
+    ca_file: Option<&Path>,
+    feed: mpsc::Sender<Push>,
+    overflow: Arc<AtomicBool>,
+) -> Result<Link, LinkError> {
+    let first = urls.first().ok_or(LinkError::NoUrl)?;
+    let sharded = urls.len() > 1 || cluster_enabled(first, ca_file).await?;
+    let channels: Vec<String> = (0..STREAMS).map(|i| StreamKeys::of(i).channel).collect();
+    if sharded {
+        let builder = |nodes: &[String]| {
+            ClusterClientBuilder::new(nodes.iter().map(|u| with_resp3(u)))
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .connection_timeout(CONNECTION_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+        };
+        let commands = builder(urls).build()?.get_async_connection().await?;
+        let mut subscription = builder(urls)
+            .push_sender(push_sender(feed, overflow))
+            .build()?
+            .get_async_connection()
+            .await?;
+        // One channel at a time: each lives on its own shard.
+        for channel in &channels {
+            subscription.ssubscribe(channel).await?;
+        }
+        return Ok(Link {
+            commands: Commands::Cluster(commands),
+            sharded,
+            subscription: Commands::Cluster(subscription),
+        });
+    }
+    let client = service_kit::redis_client::client(&with_resp3(first), ca_file)?;
+    let config = || {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+    };
+    let commands = client.get_connection_manager_with_config(config()).await?;
+    let mut subscription = client
+        .get_connection_manager_with_config(
+            config()
+                .set_push_sender(push_sender(feed, overflow))
+                .set_automatic_resubscription(),
+        )
+        .await?;
+    subscription.subscribe(&channels).await?;
+    Ok(Link {
+        commands: Commands::Single(commands),
+        sharded,
+        subscription: Commands::Single(subscription),
+    })
+}
+
+/// Whether the Redis server at `url` runs in cluster mode.
+async fn cluster_enabled(url: &str, ca_file: Option<&Path>) -> Result<bool, LinkError> {
+    let client = service_kit::redis_client::client(url, ca_file)?;
+    let mut connection = tokio::time::timeout(
+        CONNECTION_TIMEOUT,
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connecting timed out")))??;
+    let info: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(&mut connection)
+        .await?;
+    Ok(info.lines().any(|line| line.trim() == "cluster_enabled:1"))
+}
