@@ -91,13 +91,14 @@ pub struct Config {
     pub system: System,
 
     /// Where subscribers connect: a ws:// URL (topic server: ws://127.0.0.1:PORT/ws), or for
-    /// `--system redis` a redis:// URL.
-    #[arg(long, env = "LOADGEN_URL")]
-    pub url: String,
+    /// `--system redis` a redis:// URL. Several, comma-separated (the nodes of a cluster):
+    /// subscriber i connects to URL number i mod their count, round-robin.
+    #[arg(long, env = "LOADGEN_URL", value_delimiter = ',', required = true)]
+    pub url: Vec<String>,
 
     /// Where the publisher connects, when that differs from --url: redis://… for the bridges,
     /// nats://127.0.0.1:4222 (TCP) for NATS. The topic server and the limit server default to
-    /// --url (the limit server's publisher uses the path /publish).
+    /// the first --url (the limit server's publisher uses the path /publish).
     #[arg(long, env = "LOADGEN_PUBLISH_URL")]
     pub publish_url: Option<String>,
 
@@ -185,6 +186,19 @@ pub struct Config {
     #[arg(long, env = "LOADGEN_SERVER_PID", value_delimiter = ',')]
     pub server_pid: Vec<u32>,
 
+    /// Published sequence numbers start just above this (default: the current Unix time in
+    /// milliseconds, so a value retained from an earlier run is never counted). When several
+    /// loadgen processes measure one publisher (one publishes, the others `observe`), give them
+    /// all the same base so that the observers count and time what it publishes.
+    #[arg(long, env = "LOADGEN_SEQ_BASE")]
+    pub seq_base: Option<u64>,
+
+    /// Once every connection is subscribed (and --settle has passed), write the set-up figures
+    /// here as JSON, before the first phase starts: a script running several loadgen processes
+    /// waits for these files before it starts publishing.
+    #[arg(long, env = "LOADGEN_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+
     /// Scenario label copied into the results.
     #[arg(long, env = "LOADGEN_SCENARIO", default_value = "fanout-100B")]
     pub scenario: String,
@@ -203,7 +217,7 @@ impl Config {
     pub fn new(system: System, url: impl Into<String>) -> Self {
         Self {
             system,
-            url: url.into(),
+            url: vec![url.into()],
             publish_url: None,
             connections: 1000,
             modes: vec![Mode::FixedRate],
@@ -223,10 +237,20 @@ impl Config {
             connect_timeout: 15.0,
             max_failures: 100,
             server_pid: Vec::new(),
+            seq_base: None,
+            ready_file: None,
             scenario: "fanout-100B".to_owned(),
             out: None,
             no_progress: false,
         }
+    }
+
+    /// Where the publisher connects: --publish-url, else the first --url.
+    pub fn publish_target(&self) -> &str {
+        self.publish_url
+            .as_deref()
+            .or_else(|| self.url.first().map(String::as_str))
+            .unwrap_or_default()
     }
 
     /// The source address for subscriber `index`.
@@ -257,6 +281,26 @@ mod tests {
         assert_eq!(parsed.source_base, built.source_base);
         assert_eq!(parsed.per_source, built.per_source);
         assert_eq!(parsed.topic, built.topic);
+        assert_eq!(parsed.url, built.url);
+        assert_eq!(parsed.seq_base, None);
+    }
+
+    #[test]
+    fn several_urls_and_the_publisher_default() {
+        let parsed = Cli::parse_from([
+            "loadgen",
+            "--system",
+            "topic-server",
+            "--url",
+            "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws",
+        ])
+        .config;
+        assert_eq!(parsed.url.len(), 2);
+        assert_eq!(parsed.publish_target(), "ws://127.0.0.1:1/ws");
+        let mut config = parsed;
+        config.publish_url = Some("ws://127.0.0.1:3/ws".into());
+        assert_eq!(config.publish_target(), "ws://127.0.0.1:3/ws");
+        assert!(Cli::try_parse_from(["loadgen", "--system", "limit"]).is_err());
     }
 
     #[test]

@@ -7,11 +7,14 @@
 //! publishing as fast as the subscribers keep up, or publishing nothing (idle memory, or an
 //! outside feed). It reports deliveries per second, publish→receive latency percentiles, wire
 //! bytes per delivery, connection set-up rate, and the server's RSS and CPU from /proc, as JSON.
+//! Subscribers may be spread over several servers (the nodes of a cluster), and the results of
+//! several loadgen processes measuring one run can be merged ([`merge`], `loadgen-merge`).
 //! See docs/performance.md for the method and the results.
 
 pub mod config;
 pub mod decode;
 pub mod limit;
+pub mod merge;
 pub mod payload;
 pub mod procfs;
 pub mod publisher;

@@ -51,19 +51,29 @@ fn read(dir: &str, pid: u32) -> Result<ProcSample, ProcError> {
     })
 }
 
-/// Sums the readings of several processes (a bridge and its Redis, say); `None` when `pids`
-/// is empty or one of them cannot be read.
-pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
+/// Reads several processes (a bridge and its Redis, the nodes of a cluster), in the order
+/// given; `None` when `pids` is empty or one of them cannot be read.
+pub fn sample_each(pids: &[u32]) -> Option<Vec<ProcSample>> {
     if pids.is_empty() {
         return None;
     }
-    let mut total = ProcSample::default();
-    for pid in pids {
-        let one = sample(*pid).ok()?;
-        total.rss_bytes += one.rss_bytes;
-        total.cpu_ticks += one.cpu_ticks;
-    }
-    Some(total)
+    pids.iter().map(|&pid| sample(pid).ok()).collect()
+}
+
+/// The sum of several readings.
+pub fn total(samples: &[ProcSample]) -> ProcSample {
+    samples
+        .iter()
+        .fold(ProcSample::default(), |sum, one| ProcSample {
+            rss_bytes: sum.rss_bytes + one.rss_bytes,
+            cpu_ticks: sum.cpu_ticks + one.cpu_ticks,
+        })
+}
+
+/// Sums the readings of several processes; `None` when `pids` is empty or one of them cannot
+/// be read.
+pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
+    sample_each(pids).map(|each| total(&each))
 }
 
 /// CPU use between two samples, in percent of one core.
@@ -151,5 +161,13 @@ mod tests {
         assert!(me.rss_bytes > 0);
         assert!(sample(u32::MAX).is_err());
         assert!(sample_all(&[]).is_none());
+        let pid = std::process::id();
+        let each = sample_each(&[pid, pid]).unwrap();
+        assert_eq!(each.len(), 2);
+        assert_eq!(
+            total(&each).rss_bytes,
+            each[0].rss_bytes + each[1].rss_bytes
+        );
+        assert!(sample_each(&[pid, u32::MAX]).is_none());
     }
 }

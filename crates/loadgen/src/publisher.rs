@@ -140,10 +140,7 @@ impl Publisher {
     /// Connects the publisher for `config.system` and prepares it (creates the topic, …).
     pub async fn connect(config: &Config) -> Result<Self, PublishError> {
         let rejections = Arc::new(Rejections::default());
-        let target = config
-            .publish_url
-            .clone()
-            .unwrap_or_else(|| config.url.clone());
+        let target = config.publish_target().to_owned();
         let (kind, reader) = match config.system {
             System::TopicServer => {
                 let mut ws = websocket(&target).await?;

@@ -1,20 +1,23 @@
-//! The JSON results of one loadgen run.
+//! The JSON results of one loadgen run (or of several merged, [`crate::merge`]).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything one run measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// Version of the loadgen that measured.
-    pub loadgen_version: &'static str,
+    pub loadgen_version: String,
     /// Unix time (seconds) the run started.
     pub started_at_unix_s: u64,
     /// The system under test (`topic-server`, `nats`, …).
-    pub system: &'static str,
+    pub system: String,
     /// The scenario label.
     pub scenario: String,
-    /// Where subscribers connected.
+    /// Where subscribers connected (several URLs comma-separated).
     pub url: String,
+    /// loadgen processes behind these figures: 1, or how many reports were merged.
+    #[serde(default = "one")]
+    pub processes: usize,
     /// The topic selector (topic server), subject (NATS) or channel (Redis) subscribed to.
     pub topic: String,
     /// Payload size in bytes.
@@ -27,8 +30,12 @@ pub struct Report {
     pub runs: Vec<RunReport>,
 }
 
+fn one() -> usize {
+    1
+}
+
 /// How setting up the subscribers went, and what it cost the server.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ConnectReport {
     /// Connections asked for.
     pub requested: usize,
@@ -55,14 +62,14 @@ pub struct ConnectReport {
 }
 
 /// One phase (fixed-rate, saturate, idle or observe) on the subscribed connections.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunReport {
     /// The system under test.
-    pub system: &'static str,
+    pub system: String,
     /// The scenario label.
     pub scenario: String,
     /// `fixed-rate`, `saturate`, `idle` or `observe`.
-    pub mode: &'static str,
+    pub mode: String,
     /// Subscribed connections when the phase started.
     pub subscribers: u64,
     /// Phase length, seconds.
@@ -91,6 +98,10 @@ pub struct RunReport {
     pub max_ms: f64,
     /// Latency samples behind the percentiles.
     pub latency_samples: u64,
+    /// The latency histogram itself (µs; base64 of HdrHistogram's V2 compressed encoding,
+    /// [`crate::stats::encode_histogram`]), so that several processes' phases merge exactly.
+    #[serde(default)]
+    pub latency_histogram: Option<String>,
     /// WebSocket frame payload bytes received per delivery.
     pub bytes_per_delivery: f64,
     /// Frames received during the phase.
@@ -101,6 +112,12 @@ pub struct RunReport {
     pub server_rss_bytes: u64,
     /// Server CPU during the phase, percent of one core (200 = both cores of this machine).
     pub server_cpu_percent: f64,
+    /// Server CPU time per delivery, microseconds (all --server-pid processes together).
+    #[serde(default)]
+    pub server_cpu_us_per_delivery: f64,
+    /// Each --server-pid process on its own, in the order given.
+    #[serde(default)]
+    pub server_processes: Vec<ServerProcess>,
     /// loadgen's own CPU during the phase, percent of one core: it shares the machine.
     pub loadgen_cpu_percent: f64,
     /// The whole machine's CPU during the phase, percent of one core (200 = all of it).
@@ -118,4 +135,15 @@ pub struct RunReport {
     pub publish_rejections: u64,
     /// The first problem seen, if any.
     pub first_problem: Option<String>,
+}
+
+/// One server process during a phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerProcess {
+    /// The process id.
+    pub pid: u32,
+    /// RSS at the end of the phase (bytes).
+    pub rss_bytes: u64,
+    /// CPU during the phase, percent of one core.
+    pub cpu_percent: f64,
 }

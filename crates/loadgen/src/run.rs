@@ -1,6 +1,7 @@
 //! One loadgen run: open and subscribe the connections, then run each phase on them and
 //! collect the results.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -15,8 +16,8 @@ use crate::config::{Config, Mode, System};
 use crate::payload::{PayloadBuilder, now_ns};
 use crate::procfs::{self, ProcSample};
 use crate::publisher::Publisher;
-use crate::report::{ConnectReport, Report, RunReport};
-use crate::stats::{Counters, Stats};
+use crate::report::{ConnectReport, Report, RunReport, ServerProcess};
+use crate::stats::{Counters, Stats, encode_histogram};
 use crate::subscriber::{Subscriber, SubscriberSpec};
 
 /// Latency histogram shards (each guarded by its own mutex).
@@ -39,12 +40,26 @@ fn server_sample(config: &Config) -> Option<ProcSample> {
     procfs::sample_all(&config.server_pid)
 }
 
+/// The set-up figures, written to --ready-file before the first phase.
+fn write_ready_file(path: &Path, connect: &ConnectReport) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(connect)?;
+    // Written whole under another name, then renamed: a script polling for the file never
+    // reads half of it.
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, json + "\n")
+        .and_then(|()| std::fs::rename(&partial, path))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 fn to_ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
 /// Runs `config` to completion (or until `shutdown`) and returns the results.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Report> {
+    if config.url.is_empty() {
+        bail!("--url needs at least one URL");
+    }
     if config.per_source == 0 || config.connect_concurrency == 0 {
         bail!("--per-source and --connect-concurrency must be at least 1");
     }
@@ -68,7 +83,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let stats = Arc::new(Stats::new(HISTOGRAM_SHARDS)?);
     // Sequence numbers start at the current time in milliseconds, so they grow across runs
     // against the same server and a value retained from an earlier run is never counted.
-    let seq_base = now_ns() / 1_000_000;
+    let seq_base = config.seq_base.unwrap_or_else(|| now_ns() / 1_000_000);
     stats.set_seq_base(seq_base);
     let mut publisher = if config.modes.iter().any(|m| m.publishes()) {
         Some(
@@ -103,6 +118,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     }
     connect.loadgen_rss_bytes = procfs::sample_self().map(|s| s.rss_bytes).unwrap_or(0);
+    if let Some(path) = &config.ready_file {
+        write_ready_file(path, &connect)?;
+    }
 
     let mut payloads = PayloadBuilder::new(config.payload_bytes, config.random_pad);
     let mut seq = seq_base;
@@ -129,11 +147,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
     }
     Ok(Report {
-        loadgen_version: env!("CARGO_PKG_VERSION"),
+        loadgen_version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at_unix_s,
-        system: config.system.name(),
+        system: config.system.name().to_owned(),
         scenario: config.scenario.clone(),
-        url: config.url.clone(),
+        url: config.url.join(","),
+        processes: 1,
         topic: match config.system {
             System::TopicServer => config.topic.clone(),
             System::Nats => config.subject.clone(),
@@ -297,7 +316,7 @@ async fn run_phase(
     let base = stats.seq_base();
     let _ = stats.take_histogram();
     stats.set_recording(true);
-    let server_before = server_sample(config);
+    let server_before = procfs::sample_each(&config.server_pid);
     let self_before = procfs::sample_self().ok();
     let machine_before = procfs::sample_machine();
     let before = stats.snapshot();
@@ -358,7 +377,7 @@ async fn run_phase(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let after = stats.snapshot();
-    let server_after = server_sample(config);
+    let server_after = procfs::sample_each(&config.server_pid);
     let self_after = procfs::sample_self().ok();
     let machine_after = procfs::sample_machine();
     bar.finish_and_clear();
@@ -411,7 +430,8 @@ struct PhaseFigures<'a> {
     elapsed: f64,
     published: u64,
     histogram: &'a hdrhistogram::Histogram<u64>,
-    server: Option<(ProcSample, ProcSample)>,
+    /// Each server process at the start and the end of the phase.
+    server: Option<(Vec<ProcSample>, Vec<ProcSample>)>,
     own: Option<(ProcSample, ProcSample)>,
     machine: Option<(procfs::MachineSample, procfs::MachineSample)>,
     drained: bool,
@@ -433,10 +453,25 @@ fn summarise(f: PhaseFigures<'_>) -> RunReport {
     let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
     let h = f.histogram;
     let has_latency = !h.is_empty();
-    let server_cpu_percent = f
+    let latency_histogram = if has_latency {
+        encode_histogram(h)
+            .inspect_err(|error| tracing::warn!(%error, "latency histogram left out"))
+            .ok()
+    } else {
+        None
+    };
+    let server_processes: Vec<ServerProcess> = f
         .server
-        .map(|(b, a)| procfs::cpu_percent(b, a, f.elapsed))
-        .unwrap_or(0.0);
+        .iter()
+        .flat_map(|(before, after)| before.iter().zip(after))
+        .zip(&f.config.server_pid)
+        .map(|((&b, &a), &pid)| ServerProcess {
+            pid,
+            rss_bytes: a.rss_bytes,
+            cpu_percent: procfs::cpu_percent(b, a, f.elapsed),
+        })
+        .collect();
+    let server_cpu_percent: f64 = server_processes.iter().map(|p| p.cpu_percent).sum();
     let loadgen_cpu_percent = f
         .own
         .map(|(b, a)| procfs::cpu_percent(b, a, f.elapsed))
@@ -453,9 +488,9 @@ fn summarise(f: PhaseFigures<'_>) -> RunReport {
         }
     };
     RunReport {
-        system: f.config.system.name(),
+        system: f.config.system.name().to_owned(),
         scenario: f.config.scenario.clone(),
-        mode: f.mode.name(),
+        mode: f.mode.name().to_owned(),
         subscribers: f.before.alive,
         duration_s: f.elapsed,
         rate: (f.mode == Mode::FixedRate).then_some(f.config.rate),
@@ -470,11 +505,14 @@ fn summarise(f: PhaseFigures<'_>) -> RunReport {
         p999_ms: quantile(0.999),
         max_ms: if has_latency { to_ms(h.max()) } else { 0.0 },
         latency_samples: h.len(),
+        latency_histogram,
         bytes_per_delivery: ratio(bytes, deliveries),
         frames,
         messages_per_frame: ratio(deliveries, frames),
-        server_rss_bytes: f.server.map(|(_, a)| a.rss_bytes).unwrap_or(0),
+        server_rss_bytes: server_processes.iter().map(|p| p.rss_bytes).sum(),
         server_cpu_percent,
+        server_cpu_us_per_delivery: cpu_us_per_delivery(server_cpu_percent, f.elapsed, deliveries),
+        server_processes,
         loadgen_cpu_percent,
         machine_cpu_percent,
         other_cpu_percent: (machine_cpu_percent - server_cpu_percent - loadgen_cpu_percent)
@@ -485,4 +523,12 @@ fn summarise(f: PhaseFigures<'_>) -> RunReport {
         publish_rejections: f.rejections.0,
         first_problem: f.first_problem.or(f.rejections.1),
     }
+}
+
+/// CPU time per delivery in microseconds, from a CPU share (percent of one core) over `seconds`.
+pub fn cpu_us_per_delivery(cpu_percent: f64, seconds: f64, deliveries: u64) -> f64 {
+    if deliveries == 0 {
+        return 0.0;
+    }
+    cpu_percent / 100.0 * seconds * 1e6 / deliveries as f64
 }

@@ -2,11 +2,18 @@
 //!
 //! Subscribers update plain atomics once per frame and record latencies into one of a few
 //! mutex-guarded histograms (picked by connection index), so thousands of tasks on two cores do
-//! not fight over one lock.
+//! not fight over one lock. A phase's histogram travels in the JSON results in HdrHistogram's
+//! standard compressed form ([`encode_histogram`]), so that the results of several loadgen
+//! processes measuring one system can be merged exactly (see [`crate::merge`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hdrhistogram::serialization::{
+    DeserializeError, Deserializer, Serializer, V2DeflateSerializeError, V2DeflateSerializer,
+};
 use hdrhistogram::{CreationError, Histogram};
 
 /// Highest latency the histograms track, in microseconds (one minute).
@@ -49,9 +56,37 @@ pub struct Stats {
     first_problem: Mutex<Option<String>>,
 }
 
-fn new_histogram() -> Result<Histogram<u64>, CreationError> {
-    // Three significant figures over 1 µs..60 s.
+/// An empty latency histogram: microseconds, three significant figures over 1 µs..60 s.
+pub fn new_histogram() -> Result<Histogram<u64>, CreationError> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+}
+
+/// Why a serialised histogram could not be written or read back.
+#[derive(Debug, thiserror::Error)]
+pub enum HistogramCodecError {
+    /// Serialising failed.
+    #[error("serialising a histogram: {0}")]
+    Serialize(#[from] V2DeflateSerializeError),
+    /// The text is not base64.
+    #[error("histogram is not base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    /// The bytes are not a V2 (compressed or plain) HdrHistogram.
+    #[error("reading a histogram: {0}")]
+    Deserialize(#[from] DeserializeError),
+}
+
+/// A histogram as base64 text of HdrHistogram's V2 compressed encoding: the interchange format
+/// every HdrHistogram implementation reads (a few hundred bytes for a typical phase).
+pub fn encode_histogram(histogram: &Histogram<u64>) -> Result<String, HistogramCodecError> {
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new().serialize(histogram, &mut bytes)?;
+    Ok(BASE64.encode(bytes))
+}
+
+/// Reads back what [`encode_histogram`] wrote.
+pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, HistogramCodecError> {
+    let bytes = BASE64.decode(text.trim())?;
+    Ok(Deserializer::new().deserialize(&mut bytes.as_slice())?)
 }
 
 impl Stats {
@@ -201,6 +236,26 @@ mod tests {
         assert_eq!(merged.len(), 3);
         assert!(merged.value_at_quantile(1.0) >= 300);
         assert_eq!(stats.take_histogram().len(), 0);
+    }
+
+    #[test]
+    fn histograms_survive_encoding() {
+        let mut histogram = new_histogram().unwrap();
+        for us in [1, 250, 251, 9_999, 120_000, MAX_LATENCY_US] {
+            histogram.record(us).unwrap();
+        }
+        let text = encode_histogram(&histogram).unwrap();
+        let back = decode_histogram(&text).unwrap();
+        assert_eq!(back, histogram);
+        assert_eq!(
+            back.value_at_quantile(0.5),
+            histogram.value_at_quantile(0.5)
+        );
+        assert!(decode_histogram("not base64!").is_err());
+        assert!(matches!(
+            decode_histogram("AAAA"),
+            Err(HistogramCodecError::Deserialize(_))
+        ));
     }
 
     #[test]

@@ -43,15 +43,22 @@ pub enum ConnectError {
     Timeout,
 }
 
+/// One server subscribers connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// The ws:// (or redis://) URL.
+    pub url: String,
+    /// The server's socket address, parsed from `url` once.
+    pub addr: SocketAddr,
+}
+
 /// Where and how subscribers connect; shared by all of them.
 #[derive(Debug, Clone)]
 pub struct SubscriberSpec {
     /// The system under test.
     pub system: System,
-    /// The ws:// (or redis://) URL.
-    pub url: String,
-    /// The server's socket address, parsed from `url` once.
-    pub addr: SocketAddr,
+    /// The servers, taken in turn (never empty).
+    pub servers: Vec<Server>,
     /// Topic selector (topic server).
     pub topic: String,
     /// NATS subject.
@@ -63,25 +70,40 @@ pub struct SubscriberSpec {
 }
 
 impl SubscriberSpec {
-    /// Reads the server address out of `url`.
+    /// Reads the server addresses out of `urls` (at least one).
     pub fn new(
         system: System,
-        url: &str,
+        urls: &[String],
         topic: &str,
         subject: &str,
         channel: &str,
         timeout: Duration,
     ) -> Result<Self, ConnectError> {
-        let addr = socket_addr(url)?;
+        if urls.is_empty() {
+            return Err(ConnectError::Url(String::new(), "no URL".to_owned()));
+        }
+        let servers = urls
+            .iter()
+            .map(|url| {
+                Ok(Server {
+                    url: url.clone(),
+                    addr: socket_addr(url)?,
+                })
+            })
+            .collect::<Result<_, ConnectError>>()?;
         Ok(Self {
             system,
-            url: url.to_owned(),
-            addr,
+            servers,
             topic: topic.to_owned(),
             subject: subject.to_owned(),
             channel: channel.to_owned(),
             timeout,
         })
+    }
+
+    /// The server subscriber `index` connects to: the servers in turn (round-robin).
+    pub fn server(&self, index: usize) -> &Server {
+        &self.servers[index % self.servers.len()]
     }
 }
 
@@ -182,12 +204,13 @@ impl Subscriber {
         source: Ipv4Addr,
         stats: Arc<Stats>,
     ) -> Result<Self, ConnectError> {
-        let stream = connect_from(source, spec.addr).await?;
+        let server = spec.server(index);
+        let stream = connect_from(source, server.addr).await?;
         let transport = if spec.system == System::Redis {
             Transport::Tcp(stream, BytesMut::with_capacity(16 * 1024))
         } else {
             let (ws, _response) = tokio_tungstenite::client_async_with_config(
-                spec.url.as_str(),
+                server.url.as_str(),
                 stream,
                 Some(websocket_config()),
             )
@@ -404,5 +427,34 @@ mod tests {
             Err(ConnectError::Url(..))
         ));
         assert!(socket_addr("not a url").is_err());
+    }
+
+    #[test]
+    fn subscribers_take_the_servers_in_turn() {
+        let urls = [
+            "ws://127.0.0.1:1/ws",
+            "ws://127.0.0.1:2/ws",
+            "ws://127.0.0.1:3/ws",
+        ]
+        .map(String::from);
+        let spec = SubscriberSpec::new(
+            System::TopicServer,
+            &urls,
+            "t",
+            "s",
+            "c",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let ports: Vec<u16> = (0..7).map(|i| spec.server(i).addr.port()).collect();
+        assert_eq!(ports, [1, 2, 3, 1, 2, 3, 1]);
+        assert_eq!(spec.server(4).url, urls[1]);
+        let none = SubscriberSpec::new(System::Limit, &[], "t", "s", "c", Duration::ZERO);
+        assert!(matches!(none, Err(ConnectError::Url(..))));
+        let bad = [
+            "ws://127.0.0.1:1/".to_owned(),
+            "ws://host.invalid/".to_owned(),
+        ];
+        assert!(SubscriberSpec::new(System::Limit, &bad, "t", "s", "c", Duration::ZERO).is_err());
     }
 }
