@@ -76,6 +76,12 @@ pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
     sample_each(pids).map(|each| total(&each))
 }
 
+/// The command name of a process (`/proc/PID/comm`: `topic-server`, `redis-server`, …).
+pub fn process_name(pid: u32) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end().to_owned())
+}
+
 /// CPU use between two samples, in percent of one core.
 pub fn cpu_percent(before: ProcSample, after: ProcSample, seconds: f64) -> f64 {
     if seconds <= 0.0 {
@@ -169,5 +175,7 @@ mod tests {
             each[0].rss_bytes + each[1].rss_bytes
         );
         assert!(sample_each(&[pid, u32::MAX]).is_none());
+        assert!(process_name(pid).is_some_and(|name| !name.is_empty()));
+        assert_eq!(process_name(u32::MAX), None);
     }
 }

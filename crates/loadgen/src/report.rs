@@ -138,10 +138,13 @@ pub struct RunReport {
 }
 
 /// One server process during a phase.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServerProcess {
     /// The process id.
     pub pid: u32,
+    /// Its command name (`topic-server`, `redis-server`, …), to tell the parts of a system apart.
+    #[serde(default)]
+    pub name: String,
     /// RSS at the end of the phase (bytes).
     pub rss_bytes: u64,
     /// CPU during the phase, percent of one core.

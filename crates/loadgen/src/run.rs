@@ -467,6 +467,7 @@ fn summarise(f: PhaseFigures<'_>) -> RunReport {
         .zip(&f.config.server_pid)
         .map(|((&b, &a), &pid)| ServerProcess {
             pid,
+            name: procfs::process_name(pid).unwrap_or_default(),
             rss_bytes: a.rss_bytes,
             cpu_percent: procfs::cpu_percent(b, a, f.elapsed),
         })

@@ -141,6 +141,8 @@ async fn observers_count_what_another_run_publishes() {
         "{phase:?}"
     );
     assert_eq!(phase.server_processes.len(), 1, "{phase:?}");
+    assert_eq!(phase.server_processes[0].pid, std::process::id());
+    assert!(!phase.server_processes[0].name.is_empty(), "{phase:?}");
     assert!(phase.server_cpu_us_per_delivery > 0.0, "{phase:?}");
     // The merged result reads back as a report (what loadgen-merge writes).
     let json = serde_json::to_string(&merged).unwrap();
