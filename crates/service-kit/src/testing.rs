@@ -27,6 +27,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Certificate and key when the server speaks TLS only (`--tls-port`).
     tls: Option<(PathBuf, PathBuf)>,
+    /// Where an append-only file keeps the data across restarts, for a persistent server.
+    data: Option<TempDir>,
 }
 
 impl RedisServer {
@@ -36,6 +38,21 @@ impl RedisServer {
             port: free_port()?,
             child: None,
             tls: None,
+            data: None,
+        };
+        server.restart().await?;
+        Ok(server)
+    }
+
+    /// Starts redis-server with an append-only file synced on every write (in a temporary
+    /// directory removed on drop), so [`RedisServer::kill`] and [`RedisServer::restart`] lose
+    /// nothing it acknowledged.
+    pub async fn start_persistent() -> anyhow::Result<Self> {
+        let mut server = Self {
+            port: free_port()?,
+            child: None,
+            tls: None,
+            data: Some(TempDir::new("redis-data")?),
         };
         server.restart().await?;
         Ok(server)
@@ -49,6 +66,7 @@ impl RedisServer {
             port: free_port()?,
             child: None,
             tls: Some((pki.cert_file(), pki.key_file())),
+            data: None,
         };
         server.restart().await?;
         Ok(server)
@@ -97,17 +115,14 @@ impl RedisServer {
                 .arg("--tls-key-file")
                 .arg(key),
         };
+        match &self.data {
+            None => command.args(["--appendonly", "no"]),
+            Some(dir) => command
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir.path()),
+        };
         let child = command
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-            ])
+            .args(["--bind", "127.0.0.1", "--save", "", "--protected-mode", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -154,6 +169,129 @@ async fn ping(url: &str) -> bool {
         .is_ok()
 }
 
+/// A directory under the system's temporary directory, removed with what it holds on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory whose name starts with `prefix`.
+    pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "service-kit-{prefix}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A Redis Cluster of `redis-server --cluster-enabled yes` processes on free loopback ports,
+/// one master per process (no replicas), made with `redis-cli --cluster create`; killed when
+/// dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    ports: Vec<u16>,
+    _children: Vec<Child>,
+    _dir: TempDir,
+}
+
+impl RedisCluster {
+    /// Starts `masters` (at least 3, Redis's minimum) and waits until the cluster says `ok`.
+    pub async fn start(masters: usize) -> anyhow::Result<Self> {
+        let dir = TempDir::new("redis-cluster")?;
+        let mut ports = Vec::new();
+        let mut children = Vec::new();
+        for _ in 0..masters {
+            let port = free_port()?;
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .arg("--dir")
+                .arg(dir.path())
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--protected-mode", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting redis-server (is it installed? scripts/test.sh installs it)")?;
+            children.push(child);
+            ports.push(port);
+        }
+        for port in &ports {
+            let url = format!("redis://127.0.0.1:{port}/");
+            wait_until(Duration::from_secs(10), || {
+                let url = url.clone();
+                async move { ping(&url).await }
+            })
+            .await
+            .with_context(|| format!("cluster node {port} did not answer PING"))?;
+        }
+        let status = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .arg("--cluster-yes")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .context("running redis-cli --cluster create")?;
+        if !status.success() {
+            bail!("redis-cli --cluster create failed: {status}");
+        }
+        for port in &ports {
+            let url = format!("redis://127.0.0.1:{port}/");
+            wait_until(Duration::from_secs(20), || {
+                let url = url.clone();
+                async move { cluster_ok(&url).await }
+            })
+            .await
+            .with_context(|| format!("cluster node {port} did not reach cluster_state:ok"))?;
+        }
+        Ok(Self {
+            ports,
+            _children: children,
+            _dir: dir,
+        })
+    }
+
+    /// The nodes' URLs, `redis://127.0.0.1:PORT/`.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect()
+    }
+}
+
+async fn cluster_ok(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async::<String>(&mut conn)
+        .await
+        .is_ok_and(|info| info.contains("cluster_state:ok"))
+}
+
 /// Polls `condition` every 20 ms until it is true or `timeout` passes.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut condition: F) -> anyhow::Result<()>
 where
@@ -177,7 +315,7 @@ where
 /// trusts [`TestPki::ca_file`] accepts the server, one that does not refuses it.
 #[derive(Debug)]
 pub struct TestPki {
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl TestPki {
@@ -187,14 +325,9 @@ impl TestPki {
         use rcgen::{
             BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
         };
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "service-kit-pki-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let pki = Self { dir };
+        let pki = Self {
+            dir: TempDir::new("pki")?,
+        };
 
         let ca_key = KeyPair::generate()?;
         let mut ca = CertificateParams::new(Vec::<String>::new())?;
@@ -221,27 +354,22 @@ impl TestPki {
 
     /// The directory holding the files (tests may add their own, e.g. a broken one).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// The CA certificate (PEM): what a trusting client passes as its CA file.
     pub fn ca_file(&self) -> PathBuf {
-        self.dir.join("ca.pem")
+        self.dir().join("ca.pem")
     }
 
     /// The server certificate (PEM), valid for `localhost` and `127.0.0.1`.
     pub fn cert_file(&self) -> PathBuf {
-        self.dir.join("cert.pem")
+        self.dir().join("cert.pem")
     }
 
     /// The server certificate's private key (PEM, PKCS#8).
     pub fn key_file(&self) -> PathBuf {
-        self.dir.join("key.pem")
+        self.dir().join("key.pem")
     }
 }
 
-impl Drop for TestPki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}

@@ -44,6 +44,9 @@ const SNAPSHOT_SCRIPT: &str =
 pub(crate) struct Applier {
     engine: Arc<Engine>,
     commands: Commands,
+    /// The subscription's connection, pinged at every check: a connection that stayed down
+    /// after Redis came back is re-established (and resubscribed) by the next command.
+    subscription: Commands,
     metrics: Metrics,
     /// Per stream, the sequence number applied up to.
     applied: Vec<u64>,
@@ -60,6 +63,7 @@ impl Applier {
     pub fn new(
         engine: Arc<Engine>,
         commands: Commands,
+        subscription: Commands,
         metrics: Metrics,
     ) -> (Self, Vec<watch::Receiver<u64>>) {
         let (published, receivers) = (0..STREAMS).map(|_| watch::channel(0)).unzip();
@@ -67,6 +71,7 @@ impl Applier {
             Self {
                 engine,
                 commands,
+                subscription,
                 metrics,
                 applied: vec![0; STREAMS],
                 published,
@@ -168,6 +173,7 @@ impl Applier {
 
     /// Compares every stream's counter with what was applied.
     async fn check_all(&mut self) -> RedisResult<()> {
+        let _: RedisResult<String> = redis::cmd("PING").query_async(&mut self.subscription).await;
         for stream in 0..STREAMS {
             let current = self.counter(stream).await?;
             if current != self.applied[stream] {

@@ -113,20 +113,14 @@ impl Cluster {
             Arc::clone(&overflow),
         )
         .await?;
-        let (mut applier, applied) = applier::Applier::new(engine, link.commands.clone(), metrics);
+        let (mut applier, applied) =
+            applier::Applier::new(engine, link.commands.clone(), link.subscription, metrics);
         // Subscribed first, loaded second: whatever is published meanwhile waits in the feed
         // and is skipped if the load already holds it.
         applier.load().await?;
         let stop = CancellationToken::new();
         tokio::spawn(applier.run(feed_rx, overflow, stop.clone()));
         let sharded = link.sharded;
-        // The subscription lives as long as the applier's feed is read.
-        let subscription = link.subscription;
-        let stop_subscription = stop.clone();
-        tokio::spawn(async move {
-            stop_subscription.cancelled().await;
-            drop(subscription);
-        });
         tracing::info!(node = %config.node_id, sharded, "joined the cluster; shared tree loaded");
         Ok(Arc::new(Self {
             node_id: config.node_id.clone(),

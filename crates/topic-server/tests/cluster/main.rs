@@ -1,0 +1,409 @@
+//! Cluster mode with real processes: topic-server nodes started with `--cluster` on a real
+//! redis-server (or a real 3-master Redis Cluster), killed, paused and restarted; clients are
+//! the Rust client over real WebSockets.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns panic on purpose
+
+mod node;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use node::{Node, client_of};
+use serde_json::{Value, json};
+use service_kit::testing::{RedisCluster, RedisServer, wait_until};
+use topic_client::{TopicClient, TopicEvent, TopicType};
+
+/// How long a value may take to reach a subscriber on another node.
+const DELIVERY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Properties of a topic whose every update is delivered (no conflation).
+fn every_update() -> BTreeMap<String, String> {
+    BTreeMap::from([("CONFLATION".to_owned(), "off".to_owned())])
+}
+
+/// Subscribes `client` to `path` and waits for the subscription to be confirmed.
+async fn subscribed(client: &TopicClient, path: &str) {
+    client.subscribe(path).await.unwrap();
+    tokio::time::timeout(DELIVERY_LIMIT, async {
+        loop {
+            match client.next_event().await {
+                Some(TopicEvent::Subscribed { path: p, .. }) if p == path => return,
+                Some(_) => {}
+                None => panic!("the client closed"),
+            }
+        }
+    })
+    .await
+    .expect("subscribed in time");
+}
+
+/// The integer values `client` receives for `path` until one reaches `last`.
+async fn values_until(client: &TopicClient, path: &str, last: i64) -> Vec<i64> {
+    let mut seen = Vec::new();
+    let received = tokio::time::timeout(DELIVERY_LIMIT, async {
+        loop {
+            match client.next_event().await {
+                Some(TopicEvent::Value { path: p, value, .. }) if p == path => {
+                    let n = value.as_i64().unwrap();
+                    seen.push(n);
+                    if n >= last {
+                        return;
+                    }
+                }
+                Some(_) => {}
+                None => panic!("the client closed"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        received.is_ok(),
+        "only {} values, last {:?}",
+        seen.len(),
+        seen.last()
+    );
+    seen
+}
+
+/// The current value of `path` on a node.
+async fn fetched(client: &TopicClient, path: &str) -> Option<Value> {
+    client
+        .fetch(path)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.path == path)
+        .and_then(|t| t.value)
+}
+
+/// What every kind of Redis must give three nodes: updates made through one node reach the
+/// subscribers of another in order and exactly once; every node fetches the latest values;
+/// topics spread over every partition; a view created through one node derives on another.
+async fn one_tree_across(nodes: &[Node]) {
+    let [a, b, c] = nodes else {
+        panic!("three nodes")
+    };
+    let writer = a.client().await;
+    writer
+        .add_topic("seq/n", TopicType::Int64, every_update())
+        .await
+        .unwrap();
+    let reader = c.client().await;
+    subscribed(&reader, "seq/n").await;
+    for n in 1..=1000 {
+        writer.set("seq/n", json!(n)).await.unwrap();
+    }
+    let seen = values_until(&reader, "seq/n", 1000).await;
+    assert_eq!(
+        seen,
+        (1..=1000).collect::<Vec<_>>(),
+        "in order, exactly once"
+    );
+    let fetcher = b.client().await;
+    assert_eq!(fetched(&fetcher, "seq/n").await, Some(json!(1000)));
+
+    for i in 0..64 {
+        writer
+            .add_topic_with_value(
+                format!("spread/{i}"),
+                TopicType::Json,
+                BTreeMap::new(),
+                json!({ "i": i }),
+            )
+            .await
+            .unwrap();
+    }
+    let all = fetcher.fetch("?spread//").await.unwrap();
+    assert_eq!(all.len(), 64);
+
+    writer
+        .create_view("mirror", "map ?spread// to mirror/<path(1)>")
+        .await
+        .unwrap();
+    let mirrored = c.client().await;
+    wait_until(DELIVERY_LIMIT, || {
+        let mirrored = &mirrored;
+        async move { mirrored.fetch("?mirror//").await.unwrap().len() == 64 }
+    })
+    .await
+    .expect("the view's reference topics on another node");
+    assert_eq!(
+        fetched(&mirrored, "mirror/7").await,
+        Some(json!({ "i": 7 }))
+    );
+    for client in [writer, reader, fetcher, mirrored] {
+        client.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_one_redis_share_one_tree() {
+    let redis = RedisServer::start().await.unwrap();
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        nodes.push(Node::start(name, &redis.url(), &[]).await);
+    }
+    one_tree_across(&nodes).await;
+    // The 64 topics spread over every partition.
+    let mut connection = redis.connection().await.unwrap();
+    let partitions: Vec<String> = redis::cmd("KEYS")
+        .arg("topic-server:{p*}:topics")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(partitions.len(), 16, "{partitions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_a_redis_cluster_share_one_tree() {
+    let redis = RedisCluster::start(3).await.unwrap();
+    let urls = redis.urls().join(",");
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        nodes.push(Node::start(name, &urls, &[]).await);
+    }
+    assert!(
+        nodes[0].log().contains("sharded=true"),
+        "{}",
+        nodes[0].log()
+    );
+    one_tree_across(&nodes).await;
+    // Every shard holds some of the partitions.
+    let mut held = 0;
+    for url in redis.urls() {
+        let mut connection = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let partitions: Vec<String> = redis::cmd("KEYS")
+            .arg("topic-server:{p*}:topics")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(!partitions.is_empty(), "a shard without partitions");
+        held += partitions.len();
+    }
+    assert_eq!(held, 16);
+}
+
+/// Sets `path` to 1..=last through `writer`, a little apart, retrying a value until it is
+/// accepted (a node answers UNAVAILABLE while its Redis is away).
+async fn write_sequence(writer: &TopicClient, path: &str, last: i64, pause: Duration) {
+    for n in 1..=last {
+        let deadline = tokio::time::Instant::now() + DELIVERY_LIMIT;
+        while let Err(error) = writer.set(path, json!(n)).await {
+            assert!(tokio::time::Instant::now() < deadline, "set {n}: {error}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_killed_node_move_on_and_the_others_see_no_gap() {
+    let redis = RedisServer::start().await.unwrap();
+    let mut a = Node::start("a", &redis.url(), &[]).await;
+    let b = Node::start("b", &redis.url(), &[]).await;
+    let c = Node::start("c", &redis.url(), &[]).await;
+    let writer = c.client().await;
+    writer
+        .add_topic("live/n", TopicType::Int64, every_update())
+        .await
+        .unwrap();
+    let moving = client_of(&format!("{},{}", a.url(), b.url())).await;
+    subscribed(&moving, "live/n").await;
+    let on_b = b.client().await;
+    subscribed(&on_b, "live/n").await;
+    let on_c = c.client().await;
+    subscribed(&on_c, "live/n").await;
+
+    let last = 400;
+    let writing = tokio::spawn(async move {
+        write_sequence(&writer, "live/n", last, Duration::from_millis(5)).await;
+        writer
+    });
+    let before = values_until(&moving, "live/n", 100).await;
+    assert_eq!(before, (1..=100).collect::<Vec<_>>());
+    a.kill().await;
+    let after = values_until(&moving, "live/n", last).await;
+    assert!(
+        after.windows(2).all(|w| w[0] < w[1]),
+        "moved to b and kept receiving, in order"
+    );
+    for other in [&on_b, &on_c] {
+        assert_eq!(
+            values_until(other, "live/n", last).await,
+            (1..=last).collect::<Vec<_>>(),
+            "no gap on the nodes that stayed"
+        );
+    }
+    writing.await.unwrap().close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_catch_up_after_redis_is_killed_and_restarted() {
+    let mut redis = RedisServer::start_persistent().await.unwrap();
+    let a = Node::start("a", &redis.url(), &[]).await;
+    let b = Node::start("b", &redis.url(), &[]).await;
+    let writer = a.client().await;
+    writer
+        .add_topic("r/n", TopicType::Int64, every_update())
+        .await
+        .unwrap();
+    let on_a = a.client().await;
+    subscribed(&on_a, "r/n").await;
+    let on_b = b.client().await;
+    subscribed(&on_b, "r/n").await;
+
+    let last = 300;
+    let writing = tokio::spawn(async move {
+        write_sequence(&writer, "r/n", last, Duration::from_millis(5)).await;
+        writer
+    });
+    let first = values_until(&on_b, "r/n", 100).await;
+    redis.kill().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.restart().await.unwrap();
+    let rest = values_until(&on_b, "r/n", last).await;
+    let seen: Vec<i64> = first.into_iter().chain(rest).collect();
+    assert_eq!(
+        seen,
+        (1..=last).collect::<Vec<_>>(),
+        "b: once each, in order"
+    );
+    assert_eq!(
+        values_until(&on_a, "r/n", last).await,
+        (1..=last).collect::<Vec<_>>(),
+        "a: once each, in order"
+    );
+    let writer = writing.await.unwrap();
+    for node in [&a, &b] {
+        let client = node.client().await;
+        assert_eq!(fetched(&client, "r/n").await, Some(json!(last)));
+        client.close().await;
+    }
+    writer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_topic_value_and_view_survives_restarting_every_node() {
+    let redis = RedisServer::start_persistent().await.unwrap();
+    let mut a = Node::start("a", &redis.url(), &[]).await;
+    let mut b = Node::start("b", &redis.url(), &[]).await;
+    let writer = a.client().await;
+    for i in 0..20 {
+        writer
+            .add_topic_with_value(
+                format!("keep/{i}"),
+                TopicType::Json,
+                BTreeMap::new(),
+                json!({ "n": i, "big": 123_456_789_012_345_678_u64, "x": 0.1 + f64::from(i) }),
+            )
+            .await
+            .unwrap();
+    }
+    writer
+        .add_topic_with_value(
+            "keep/text",
+            TopicType::String,
+            BTreeMap::new(),
+            json!("héllo"),
+        )
+        .await
+        .unwrap();
+    writer.remove("keep/19").await.unwrap();
+    writer
+        .create_view("copy", "map ?keep/[0-9]+ to copy/<path(1)>")
+        .await
+        .unwrap();
+    let before = writer.fetch("?(keep|copy)//").await.unwrap();
+    assert_eq!(before.len(), 20 + 19);
+    writer.close().await;
+
+    a.stop().await;
+    b.stop().await;
+    b.restart().await;
+    a.restart().await;
+    for node in [&a, &b] {
+        let client = node.client().await;
+        let after = client.fetch("?(keep|copy)//").await.unwrap();
+        assert_eq!(after, before, "node {}", node.name);
+        let views = client.list_views().await.unwrap();
+        assert_eq!(views.len(), 1);
+        client.close().await;
+    }
+}
+
+/// Node c goes away while 1,000 updates are made through node a: paused, and its
+/// subscription cut, so what is published meanwhile is lost to it and only the partition's
+/// log and latest state remain. Returns what c's subscriber received after c came back, and
+/// c.
+async fn node_away_during_1000_updates(extra: &[&str]) -> (Vec<i64>, Node) {
+    let redis = RedisServer::start().await.unwrap();
+    let a = Node::start("a", &redis.url(), extra).await;
+    let mut c = Node::start("c", &redis.url(), extra).await;
+    let writer = a.client().await;
+    writer
+        .add_topic("away/n", TopicType::Int64, every_update())
+        .await
+        .unwrap();
+    let on_c = c.client().await;
+    subscribed(&on_c, "away/n").await;
+
+    c.pause(true);
+    let mut connection = redis.connection().await.unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    write_sequence(&writer, "away/n", 1000, Duration::ZERO).await;
+    c.pause(false);
+
+    let seen = values_until(&on_c, "away/n", 1000).await;
+    writer.close().await;
+    on_c.close().await;
+    (seen, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_updates_catches_up_from_the_log() {
+    let (seen, c) = node_away_during_1000_updates(&[]).await;
+    assert_eq!(
+        seen,
+        (1..=1000).collect::<Vec<_>>(),
+        "every update, once, in order"
+    );
+    assert!(c.metric("topic_server_cluster_caught_up_total").await >= 1.0);
+    assert_eq!(
+        c.metric("topic_server_cluster_reloads_total").await,
+        0.0,
+        "the log reached back far enough"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_log_was_trimmed_while_away_reloads_the_latest_values() {
+    let (seen, c) = node_away_during_1000_updates(&["--cluster-log-length", "100"]).await;
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
+    assert!(
+        seen.len() < 1000,
+        "the trimmed part was skipped, not replayed"
+    );
+    wait_until(DELIVERY_LIMIT, || async {
+        c.metric("topic_server_cluster_reloads_total{reason=\"trimmed\"}")
+            .await
+            >= 1.0
+    })
+    .await
+    .expect("the reload is counted");
+    assert!(
+        c.log().contains("reloaded the partition's latest state"),
+        "{}",
+        c.log()
+    );
+}
