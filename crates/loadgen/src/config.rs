@@ -102,6 +102,13 @@ pub struct Config {
     #[arg(long, env = "LOADGEN_PUBLISH_URL")]
     pub publish_url: Option<String>,
 
+    /// Publisher connections (all to the publish URL); messages go through them in turn. A
+    /// topic server in cluster mode answers a session's change once the cluster has applied it
+    /// and reads nothing from that session meanwhile, so one publisher has one change in
+    /// flight; several keep several in flight (their messages may then arrive out of order).
+    #[arg(long, env = "LOADGEN_PUBLISHERS", default_value_t = 1)]
+    pub publishers: usize,
+
     /// Subscriber connections to open.
     #[arg(long, env = "LOADGEN_CONNECTIONS", default_value_t = 1000)]
     pub connections: usize,
@@ -219,6 +226,7 @@ impl Config {
             system,
             url: vec![url.into()],
             publish_url: None,
+            publishers: 1,
             connections: 1000,
             modes: vec![Mode::FixedRate],
             rate: 100.0,
@@ -283,6 +291,7 @@ mod tests {
         assert_eq!(parsed.topic, built.topic);
         assert_eq!(parsed.url, built.url);
         assert_eq!(parsed.seq_base, None);
+        assert_eq!(parsed.publishers, built.publishers);
     }
 
     #[test]

@@ -267,3 +267,38 @@ impl Publisher {
         (self.rejections.count.load(Ordering::Relaxed), first)
     }
 }
+
+/// The publishers of a run (`--publishers`), used in turn.
+#[derive(Debug)]
+pub struct Publishers {
+    all: Vec<Publisher>,
+    next: usize,
+}
+
+impl Publishers {
+    /// Connects and prepares `config.publishers` publishers (at least one), one after another.
+    pub async fn connect(config: &Config) -> Result<Self, PublishError> {
+        let mut all = Vec::with_capacity(config.publishers.max(1));
+        for _ in 0..config.publishers.max(1) {
+            all.push(Publisher::connect(config).await?);
+        }
+        Ok(Self { all, next: 0 })
+    }
+
+    /// Publishes one payload through the next publisher.
+    pub async fn publish(&mut self, payload: &str) -> Result<(), PublishError> {
+        let index = self.next;
+        self.next = (index + 1) % self.all.len();
+        self.all[index].publish(payload).await
+    }
+
+    /// Requests refused so far over every publisher, and the first refusal seen.
+    pub fn rejections(&self) -> (u64, Option<String>) {
+        self.all
+            .iter()
+            .map(Publisher::rejections)
+            .fold((0, None), |(count, first), (n, one)| {
+                (count + n, first.or(one))
+            })
+    }
+}

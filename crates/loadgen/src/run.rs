@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Mode, System};
 use crate::payload::{PayloadBuilder, now_ns};
 use crate::procfs::{self, ProcSample};
-use crate::publisher::Publisher;
+use crate::publisher::Publishers;
 use crate::report::{ConnectReport, Report, RunReport, ServerProcess};
 use crate::stats::{Counters, Stats, encode_histogram};
 use crate::subscriber::{Subscriber, SubscriberSpec};
@@ -60,8 +60,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if config.url.is_empty() {
         bail!("--url needs at least one URL");
     }
-    if config.per_source == 0 || config.connect_concurrency == 0 {
-        bail!("--per-source and --connect-concurrency must be at least 1");
+    if config.per_source == 0 || config.connect_concurrency == 0 || config.publishers == 0 {
+        bail!("--per-source, --connect-concurrency and --publishers must be at least 1");
     }
     if config.modes.is_empty() {
         bail!("--modes needs at least one phase");
@@ -87,7 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     stats.set_seq_base(seq_base);
     let mut publisher = if config.modes.iter().any(|m| m.publishes()) {
         Some(
-            Publisher::connect(&config)
+            Publishers::connect(&config)
                 .await
                 .context("connecting the publisher")?,
         )
@@ -301,7 +301,7 @@ async fn run_phase(
     config: &Config,
     mode: Mode,
     stats: &Arc<Stats>,
-    mut publisher: Option<&mut Publisher>,
+    mut publisher: Option<&mut Publishers>,
     payloads: &mut PayloadBuilder,
     seq: &mut u64,
     shutdown: &CancellationToken,

@@ -152,3 +152,19 @@ async fn observers_count_what_another_run_publishes() {
     stop_server.cancel();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_publishers_take_turns() {
+    let (url, stop_server) = topic_server().await;
+    let mut config = config(&[&url]);
+    config.connections = 4;
+    config.publishers = 3;
+    config.drain = 2.0;
+    let report = run(config, CancellationToken::new()).await;
+    let phase = &report.runs[0];
+    assert!(phase.published >= 5, "{phase:?}");
+    assert_eq!(phase.publish_rejections, 0, "{phase:?}");
+    assert!(phase.drained, "{phase:?}");
+    assert_eq!(phase.latency_samples, phase.published * 4, "{phase:?}");
+    stop_server.cancel();
+}
