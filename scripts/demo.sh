@@ -84,16 +84,16 @@ fi
 pids=()
 cleanup() {
   trap - INT TERM EXIT
-  if [ "${#pids[@]}" -gt 1 ]; then
-    say "stopping"
-    # Everything but redis-server (started first) at once, then redis-server, which writes out
-    # its append-only file.
-    kill -TERM "${pids[@]:1}" 2>/dev/null || true
-    for pid in "${pids[@]:1}"; do wait "$pid" 2>/dev/null || true; done
-  fi
   if [ "${#pids[@]}" -gt 0 ]; then
-    kill -TERM "${pids[0]}" 2>/dev/null || true
-    wait "${pids[0]}" 2>/dev/null || true
+    say "stopping"
+    # In the reverse order of their start, each after the one before has gone: clients while
+    # their servers still answer (backend-app takes 10 s to stop while it is reconnecting),
+    # redis-server last (it writes out its append-only file).
+    local i
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+      kill -TERM "${pids[i]}" 2>/dev/null || true
+      wait "${pids[i]}" 2>/dev/null || true
+    done
   fi
   say "logs kept in $run_dir"
 }
