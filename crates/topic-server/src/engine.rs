@@ -447,10 +447,16 @@ impl Engine {
         }
     }
 
-    /// Delivers an update to every subscriber of `topic`: the same shared update to each.
-    fn fan_out(&self, topic: &Topic, update: &Arc<TopicUpdate>, op: &mut Op) {
-        for (session, outbound) in &topic.subscribers {
-            self.settle(*session, outbound.push_update(update), op);
+    /// Delivers an update to every subscriber of topic `id`: the same shared update to each.
+    fn fan_out(
+        &self,
+        subscriptions: &Subscriptions,
+        id: u64,
+        update: &Arc<TopicUpdate>,
+        op: &mut Op,
+    ) {
+        for (session, outbound) in subscriptions.subscribers(id) {
+            self.settle(session, outbound.push_update(update), op);
         }
     }
 
@@ -477,12 +483,12 @@ impl Engine {
                 self.metrics.limit_refused("tree_bytes");
                 OpError::limit(e.to_string())
             })?;
-        match (update, tree.topics.get_by_id(id)) {
-            (Some(update), Some(topic)) => {
-                self.fan_out(topic, &update, op);
+        match update {
+            Some(update) => {
+                self.fan_out(&tree.subscriptions, id, &update, op);
                 Ok(true)
             }
-            _ => Ok(false),
+            None => Ok(false),
         }
     }
 
@@ -496,14 +502,14 @@ impl Engine {
     /// Subscribes one session to one topic: notice, then current value if any.
     fn subscribe_one(
         &self,
-        topic: &mut Topic,
+        topic: &Topic,
         subscriptions: &mut Subscriptions,
         session: SessionId,
-        outbound: &Arc<SessionOutbound>,
         op: &mut Op,
     ) {
-        topic.subscribers.insert(session, Arc::clone(outbound));
-        subscriptions.note_subscribed(session, topic.id);
+        let Some(outbound) = subscriptions.subscribe(session, topic.id) else {
+            return;
+        };
         let notice = outbound.push_control(topic.subscribed_message().clone());
         self.settle(session, notice, op);
         let initial = outbound.push_initial(topic.id, topic.current());
@@ -535,13 +541,12 @@ impl Engine {
         op: &mut Op,
     ) {
         while let Some((session, id)) = op.dropped.pop() {
-            let Some(topic) = topics.get_by_id_mut(id) else {
+            let Some(topic) = topics.get_by_id(id) else {
                 continue;
             };
-            let Some(outbound) = topic.subscribers.remove(&session) else {
+            let Some(outbound) = subscriptions.unsubscribe(session, id) else {
                 continue;
             };
-            subscriptions.note_unsubscribed(session, id);
             self.back_pressure_unsubscriptions
                 .fetch_add(1, Ordering::Relaxed);
             self.metrics.back_pressure_unsubscriptions.increment(1);
@@ -628,16 +633,7 @@ impl Engine {
             let name = access.identity.name().to_owned();
             count_for(&mut tree.sessions_by_principal, &name, false);
         }
-        let Tree {
-            topics,
-            subscriptions,
-            ..
-        } = &mut *tree;
-        for id in subscriptions.deregister(session) {
-            if let Some(topic) = topics.get_by_id_mut(id) {
-                topic.subscribers.remove(&session);
-            }
-        }
+        tree.subscriptions.deregister(session);
     }
 
     /// `add`: creates a topic, subscribing every session whose selectors select it. Adding an
@@ -857,16 +853,16 @@ impl Engine {
             subscriptions,
             ..
         } = tree;
-        let Some(topic) = topics.get_by_id_mut(id) else {
+        let Some(topic) = topics.get_by_id(id) else {
             return Ok(());
         };
-        for (session, outbound) in &selecting {
-            self.subscribe_one(topic, subscriptions, *session, outbound, op);
+        for session in selecting {
+            self.subscribe_one(topic, subscriptions, session, op);
         }
         if topic.properties.dont_retain_value
             && let Some(update) = transient
         {
-            self.fan_out(topic, &update, op);
+            self.fan_out(subscriptions, id, &update, op);
         }
         Ok(())
     }
@@ -884,9 +880,8 @@ impl Engine {
         }
         self.metrics.topics.decrement(1.0);
         let notice = unsubscribed_message(&topic, reason);
-        for (session, outbound) in &topic.subscribers {
-            tree.subscriptions.note_unsubscribed(*session, topic.id);
-            self.end_subscription(&topic, *session, outbound, &notice, op);
+        for (session, outbound) in tree.subscriptions.remove_topic(topic.id) {
+            self.end_subscription(&topic, session, &outbound, &notice, op);
         }
         true
     }
@@ -994,10 +989,12 @@ impl Engine {
             subscriptions,
             ..
         } = &mut *tree;
-        let outbound = subscriptions
-            .outbound(session)
-            .cloned()
-            .ok_or_else(|| OpError::new(ErrorCode::Internal, "session is not registered"))?;
+        if subscriptions.outbound(session).is_none() {
+            return Err(OpError::new(
+                ErrorCode::Internal,
+                "session is not registered",
+            ));
+        }
         subscriptions
             .check_quota(session, &selector, quota)
             .map_err(|e| {
@@ -1006,11 +1003,10 @@ impl Engine {
             })?;
         let mut op = Op::default();
         for path in topics.select_paths(&selector) {
-            if let Some(topic) = topics.get_mut(&path)
-                && !topic.subscribers.contains_key(&session)
+            if let Some(topic) = topics.get(&path)
                 && access.grant.allows(PathPermission::ReadTopic, &path)
             {
-                self.subscribe_one(topic, subscriptions, session, &outbound, &mut op);
+                self.subscribe_one(topic, subscriptions, session, &mut op);
             }
         }
         subscriptions.add_selector(session, selector);
@@ -1038,10 +1034,9 @@ impl Engine {
             .collect();
         let mut op = Op::default();
         for path in leaving {
-            if let Some(topic) = topics.get_mut(&path)
-                && let Some(outbound) = topic.subscribers.remove(&session)
+            if let Some(topic) = topics.get(&path)
+                && let Some(outbound) = subscriptions.unsubscribe(session, topic.id)
             {
-                subscriptions.note_unsubscribed(session, topic.id);
                 let notice = unsubscribed_message(topic, "unsubscribed");
                 self.end_subscription(topic, session, &outbound, &notice, &mut op);
             }
@@ -1193,14 +1188,11 @@ impl Engine {
             subscriptions,
             ..
         } = tree;
-        let (Some(access), Some(outbound)) = (
-            subscriptions.access(session).cloned(),
-            subscriptions.outbound(session).cloned(),
-        ) else {
+        let Some(access) = subscriptions.access(session).cloned() else {
             return (0, 0);
         };
         for id in subscriptions.topics_of(session) {
-            let Some(topic) = topics.get_by_id_mut(id) else {
+            let Some(topic) = topics.get_by_id(id) else {
                 continue;
             };
             if access
@@ -1209,8 +1201,7 @@ impl Engine {
             {
                 continue;
             }
-            if let Some(outbound) = topic.subscribers.remove(&session) {
-                subscriptions.note_unsubscribed(session, id);
+            if let Some(outbound) = subscriptions.unsubscribe(session, id) {
                 let notice = unsubscribed_message(topic, "authorisation");
                 self.end_subscription(topic, session, &outbound, &notice, &mut op);
                 ended += 1;
@@ -1218,11 +1209,11 @@ impl Engine {
         }
         for selector in subscriptions.selectors_of(session) {
             for path in topics.select_paths(&selector) {
-                if let Some(topic) = topics.get_mut(&path)
-                    && !topic.subscribers.contains_key(&session)
+                if let Some(topic) = topics.get(&path)
+                    && !subscriptions.is_subscribed(session, topic.id)
                     && access.grant.allows(PathPermission::ReadTopic, &path)
                 {
-                    self.subscribe_one(topic, subscriptions, session, &outbound, &mut op);
+                    self.subscribe_one(topic, subscriptions, session, &mut op);
                     added += 1;
                 }
             }

@@ -1,5 +1,11 @@
-//! Which sessions want which topics: each session's retained selectors and the topics it is
-//! subscribed to.
+//! Which sessions want which topics: each session's retained selectors, and the subscriber
+//! relation — which sessions are subscribed to which topics.
+//!
+//! The relation is kept here and nowhere else, indexed both ways (by topic for fan-out, by
+//! session for closing and re-checking a session) and changed only through
+//! [`Subscriptions::subscribe`], [`Subscriptions::unsubscribe`],
+//! [`Subscriptions::remove_topic`] and [`Subscriptions::deregister`], which update both
+//! indexes together, so they cannot disagree.
 //!
 //! Retained selectors live in a [`SelectorIndex`] bucketed by selector path prefix, so finding
 //! the sessions that select a newly added topic `a/b/c` probes the buckets `""`, `a`, `a/b` and
@@ -30,6 +36,7 @@ struct SessionEntry {
     selectors: HashMap<Arc<str>, Selector>,
     /// Estimated memory of those selectors.
     selector_bytes: usize,
+    /// The topics it is subscribed to (the relation by session).
     topics: HashSet<u64>,
 }
 
@@ -67,6 +74,8 @@ pub(crate) enum QuotaError {
 pub(crate) struct Subscriptions {
     sessions: HashMap<SessionId, SessionEntry>,
     index: SelectorIndex<SessionId>,
+    /// The relation by topic id: each subscriber with its queue, for fan-out.
+    subscribers: HashMap<u64, HashMap<SessionId, Arc<SessionOutbound>>>,
 }
 
 impl Subscriptions {
@@ -84,16 +93,85 @@ impl Subscriptions {
         );
     }
 
-    /// Forgets a session and its selectors; returns the ids of the topics it was subscribed to.
-    /// Touches only this session's selectors.
-    pub fn deregister(&mut self, session: SessionId) -> HashSet<u64> {
+    /// Forgets a session, its selectors and its subscriptions. Touches only this session's
+    /// selectors and subscriptions.
+    pub fn deregister(&mut self, session: SessionId) {
         let Some(entry) = self.sessions.remove(&session) else {
-            return HashSet::new();
+            return;
         };
         for selector in entry.selectors.values() {
             self.index.remove(&session, selector);
         }
-        entry.topics
+        for topic in entry.topics {
+            self.forget_subscriber(topic, session);
+        }
+    }
+
+    /// Takes `session` out of `topic`'s subscribers; returns its queue if it was one.
+    fn forget_subscriber(
+        &mut self,
+        topic: u64,
+        session: SessionId,
+    ) -> Option<Arc<SessionOutbound>> {
+        let subscribers = self.subscribers.get_mut(&topic)?;
+        let outbound = subscribers.remove(&session);
+        if subscribers.is_empty() {
+            self.subscribers.remove(&topic);
+        }
+        outbound
+    }
+
+    /// Subscribes the session to `topic`; returns its queue, or `None` when it is not
+    /// registered or already subscribed.
+    pub fn subscribe(&mut self, session: SessionId, topic: u64) -> Option<Arc<SessionOutbound>> {
+        let entry = self.sessions.get_mut(&session)?;
+        if !entry.topics.insert(topic) {
+            return None;
+        }
+        let outbound = Arc::clone(&entry.outbound);
+        self.subscribers
+            .entry(topic)
+            .or_default()
+            .insert(session, Arc::clone(&outbound));
+        Some(outbound)
+    }
+
+    /// Ends the session's subscription to `topic`; returns its queue if it was subscribed.
+    pub fn unsubscribe(&mut self, session: SessionId, topic: u64) -> Option<Arc<SessionOutbound>> {
+        let entry = self.sessions.get_mut(&session)?;
+        if !entry.topics.remove(&topic) {
+            return None;
+        }
+        self.forget_subscriber(topic, session)
+    }
+
+    /// Whether the session is subscribed to `topic`.
+    pub fn is_subscribed(&self, session: SessionId, topic: u64) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|e| e.topics.contains(&topic))
+    }
+
+    /// The subscribers of `topic`, with their queues.
+    pub fn subscribers(
+        &self,
+        topic: u64,
+    ) -> impl Iterator<Item = (SessionId, &Arc<SessionOutbound>)> {
+        self.subscribers
+            .get(&topic)
+            .into_iter()
+            .flat_map(|s| s.iter().map(|(id, o)| (*id, o)))
+    }
+
+    /// Ends every subscription to `topic` (it is going away); returns the subscribers.
+    pub fn remove_topic(&mut self, topic: u64) -> Vec<(SessionId, Arc<SessionOutbound>)> {
+        let subscribers = self.subscribers.remove(&topic).unwrap_or_default();
+        for session in subscribers.keys() {
+            if let Some(entry) = self.sessions.get_mut(session) {
+                entry.topics.remove(&topic);
+            }
+        }
+        subscribers.into_iter().collect()
     }
 
     /// The registered sessions with their queues.
@@ -200,8 +278,8 @@ impl Subscriptions {
     }
 
     /// The sessions whose retained selectors select `path` (a new topic) and that may read
-    /// it, each once, with their queues.
-    pub fn sessions_selecting(&self, path: &str) -> Vec<(SessionId, Arc<SessionOutbound>)> {
+    /// it, each once.
+    pub fn sessions_selecting(&self, path: &str) -> Vec<SessionId> {
         let mut seen = HashSet::new();
         let mut found = Vec::new();
         // Dedup with a set: a popular prefix can hold thousands of sessions.
@@ -210,24 +288,10 @@ impl Subscriptions {
                 && let Some(entry) = self.sessions.get(session)
                 && entry.access.grant.allows(PathPermission::ReadTopic, path)
             {
-                found.push((*session, Arc::clone(&entry.outbound)));
+                found.push(*session);
             }
         });
         found
-    }
-
-    /// Records that the session is now subscribed to topic `topic`.
-    pub fn note_subscribed(&mut self, session: SessionId, topic: u64) {
-        if let Some(entry) = self.sessions.get_mut(&session) {
-            entry.topics.insert(topic);
-        }
-    }
-
-    /// Records that the session is no longer subscribed to topic `topic`.
-    pub fn note_unsubscribed(&mut self, session: SessionId, topic: u64) {
-        if let Some(entry) = self.sessions.get_mut(&session) {
-            entry.topics.remove(&topic);
-        }
     }
 
     /// Retained (session, selector) pairs, for tests of the index's upkeep.
@@ -246,13 +310,51 @@ mod tests {
     }
 
     fn ids(subs: &Subscriptions, path: &str) -> Vec<SessionId> {
-        let mut ids: Vec<_> = subs
-            .sessions_selecting(path)
+        let mut ids = subs.sessions_selecting(path);
+        ids.sort();
+        ids
+    }
+
+    /// The relation's two indexes agree after every kind of change.
+    #[test]
+    fn the_subscriber_relation_stays_one_relation() {
+        let mut subs = Subscriptions::default();
+        for session in 1..=3 {
+            subs.register(
+                session,
+                Arc::new(SessionOutbound::new(1 << 20)),
+                Access::open(),
+            );
+        }
+        let by_topic = |subs: &Subscriptions, topic: u64| {
+            let mut ids: Vec<SessionId> = subs.subscribers(topic).map(|(id, _)| id).collect();
+            ids.sort_unstable();
+            ids
+        };
+        assert!(subs.subscribe(1, 10).is_some());
+        assert!(subs.subscribe(1, 10).is_none(), "already subscribed");
+        assert!(subs.subscribe(2, 10).is_some());
+        assert!(subs.subscribe(2, 11).is_some());
+        assert!(subs.subscribe(9, 10).is_none(), "not registered");
+        assert_eq!(by_topic(&subs, 10), [1, 2]);
+        assert!(subs.is_subscribed(2, 11));
+
+        assert!(subs.unsubscribe(1, 10).is_some());
+        assert!(subs.unsubscribe(1, 10).is_none());
+        assert_eq!(by_topic(&subs, 10), [2]);
+        assert!(subs.topics_of(1).is_empty());
+
+        let gone: Vec<SessionId> = subs
+            .remove_topic(10)
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        ids.sort();
-        ids
+        assert_eq!(gone, [2]);
+        assert_eq!(subs.topics_of(2), [11]);
+
+        subs.deregister(2);
+        assert!(by_topic(&subs, 11).is_empty());
+        assert!(subs.subscribers.is_empty(), "no empty entries left behind");
     }
 
     const ROOMY: SelectorQuota = SelectorQuota {
@@ -282,18 +384,23 @@ mod tests {
     }
 
     #[test]
-    fn deregister_returns_topics_and_empties_the_index() {
+    fn deregister_ends_subscriptions_and_empties_the_index() {
         let mut subs = Subscriptions::default();
         subs.register(1, Arc::new(SessionOutbound::new(100)), Access::open());
         subs.register(2, Arc::new(SessionOutbound::new(100)), Access::open());
         subs.add_selector(1, sel("?a/.*"));
         subs.add_selector(1, sel(">a/b"));
         subs.add_selector(2, sel(">a/b"));
-        subs.note_subscribed(1, 7);
-        subs.note_subscribed(1, 8);
-        subs.note_unsubscribed(1, 7);
-        assert_eq!(subs.deregister(1), HashSet::from([8]));
-        assert!(subs.deregister(1).is_empty());
+        subs.subscribe(1, 7);
+        subs.subscribe(1, 8);
+        subs.subscribe(2, 8);
+        subs.unsubscribe(1, 7);
+        subs.deregister(1);
+        subs.deregister(1);
+        assert_eq!(
+            subs.subscribers(8).map(|(id, _)| id).collect::<Vec<_>>(),
+            [2]
+        );
         assert_eq!(subs.retained(), 1);
         assert_eq!(ids(&subs, "a/b"), [2]);
         assert_eq!(subs.sessions().count(), 1);

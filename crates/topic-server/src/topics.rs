@@ -1,4 +1,5 @@
-//! The topic store: every topic by path, with its current value and its subscribers.
+//! The topic store: every topic by path, with its current value (its subscribers are in
+//! [`crate::subscriptions`]).
 //!
 //! Plain data under the engine's lock. Each topic keeps its messages pre-encoded (the
 //! subscription notices and its current value as a [`TopicUpdate`]), and each update is encoded
@@ -17,9 +18,6 @@ use diffusion_core::protocol::{
     ServerMessage, encode_delta_message, encode_server_message, encode_value_message,
 };
 use diffusion_core::{Selector, TopicPath, TopicProperties, TopicType, TopicValue};
-
-use crate::outbound::SessionOutbound;
-use crate::subscriptions::SessionId;
 
 /// Reason of the `unsubscribed` notice sent when back pressure ends a subscription.
 pub(crate) const BACK_PRESSURE: &str = "back_pressure";
@@ -42,8 +40,6 @@ pub(crate) struct Topic {
     current: Option<Arc<TopicUpdate>>,
     subscribed_message: Bytes,
     back_pressure_message: Bytes,
-    /// Sessions subscribed to it, with their queues.
-    pub subscribers: HashMap<SessionId, Arc<SessionOutbound>>,
     /// For a reference topic, the precedence order of the view that owns it; `None` for a
     /// normal topic. Reference topics cannot be set or removed by clients.
     pub reference: Option<u64>,
@@ -75,7 +71,6 @@ impl Topic {
             current: None,
             subscribed_message,
             back_pressure_message,
-            subscribers: HashMap::new(),
             reference: None,
             owner: None,
         }
@@ -217,12 +212,6 @@ impl TopicStore {
 
     /// The topic at `path`, to change it.
     pub fn get_mut(&mut self, path: &str) -> Option<&mut Topic> {
-        self.by_path.get_mut(path)
-    }
-
-    /// The topic with id `id`, to change it.
-    pub fn get_by_id_mut(&mut self, id: u64) -> Option<&mut Topic> {
-        let path = self.paths_by_id.get(&id)?;
         self.by_path.get_mut(path)
     }
 
@@ -518,9 +507,9 @@ mod tests {
     fn ids_are_unique_and_removable() {
         let mut s = store(&["a", "b"]);
         assert_eq!(s.get("b").unwrap().id, 2);
-        assert!(s.get_by_id_mut(1).is_some());
+        assert!(s.get_by_id(1).is_some());
         s.remove("a").unwrap();
-        assert!(s.get_by_id_mut(1).is_none());
+        assert!(s.get_by_id(1).is_none());
         assert_eq!(s.len(), 1);
     }
 }

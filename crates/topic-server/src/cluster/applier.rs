@@ -8,9 +8,10 @@
 //! - a message numbered exactly one more is applied;
 //! - a message it has already applied (numbered no more) is skipped;
 //! - a message further ahead means a gap: the log fills it (`XRANGE`), then the message;
-//! - a log that starts past the gap (trimmed), or a counter below ours (Redis lost its data),
-//!   means the partition is *reloaded*: its topics' latest values are applied — subscribers
-//!   get them as they would after a conflation — and topics Redis no longer holds are removed.
+//! - a log that starts past the gap (trimmed), or a counter of another epoch (Redis lost its
+//!   data and started counting again), means the partition is *reloaded*: its topics' latest
+//!   values are applied — subscribers get them as they would after a conflation — and topics
+//!   Redis no longer holds are removed.
 //!
 //! Every second, and whenever a subscription is confirmed again (after Redis came back), it
 //! compares each counter with its own and catches up, so a change whose message was lost
@@ -36,9 +37,9 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Log entries read per request while catching up.
 const CATCH_UP_BATCH: usize = 1_000;
 
-/// Reads one stream's sequence number and state in one atomic step.
-const SNAPSHOT_SCRIPT: &str =
-    "return {redis.call('GET', KEYS[1]) or '0', redis.call('HGETALL', KEYS[2])}";
+/// Reads one stream's sequence number, epoch and state in one atomic step.
+const SNAPSHOT_SCRIPT: &str = "return {redis.call('GET', KEYS[1]) or '0', \
+     redis.call('GET', KEYS[2]) or '', redis.call('HGETALL', KEYS[3])}";
 
 /// The applier's state: what it applied, and where it says so.
 pub(crate) struct Applier {
@@ -50,6 +51,8 @@ pub(crate) struct Applier {
     metrics: Metrics,
     /// Per stream, the sequence number applied up to.
     applied: Vec<u64>,
+    /// Per stream, the epoch of those numbers (`None`: nothing numbered yet).
+    epochs: Vec<Option<String>>,
     /// Per stream, the same for those waiting for their own change to be applied.
     published: Vec<watch::Sender<u64>>,
     snapshot: redis::Script,
@@ -74,6 +77,7 @@ impl Applier {
                 subscription,
                 metrics,
                 applied: vec![0; STREAMS],
+                epochs: vec![None; STREAMS],
                 published,
                 snapshot: redis::Script::new(SNAPSHOT_SCRIPT),
             },
@@ -123,10 +127,13 @@ impl Applier {
 
     /// A message from the feed.
     async fn on_message(&mut self, stream: usize, message: &[u8]) -> RedisResult<()> {
-        let Some(seq) = peek_seq(message) else {
+        let Some((seq, epoch)) = peek_header(message) else {
             self.skip_bad(stream, message, "no sequence number");
             return Ok(());
         };
+        if !self.same_epoch(stream, epoch) {
+            return self.reload(stream, Some("lost")).await;
+        }
         if seq <= self.applied[stream] {
             return Ok(());
         }
@@ -166,6 +173,19 @@ impl Applier {
         );
     }
 
+    /// Whether `epoch` continues what the stream has applied (a stream that has applied
+    /// nothing numbered yet takes it on).
+    fn same_epoch(&mut self, stream: usize, epoch: &str) -> bool {
+        match &self.epochs[stream] {
+            Some(known) => known == epoch,
+            None if self.applied[stream] == 0 => {
+                self.epochs[stream] = Some(epoch.to_owned());
+                true
+            }
+            None => false,
+        }
+    }
+
     fn advance(&mut self, stream: usize, seq: u64) {
         self.applied[stream] = seq;
         self.published[stream].send_replace(seq);
@@ -175,8 +195,17 @@ impl Applier {
     async fn check_all(&mut self) -> RedisResult<()> {
         let _: RedisResult<String> = redis::cmd("PING").query_async(&mut self.subscription).await;
         for stream in 0..STREAMS {
-            let current = self.counter(stream).await?;
-            if current != self.applied[stream] {
+            let keys = StreamKeys::of(stream);
+            let (current, epoch): (Option<u64>, Option<String>) = redis::cmd("MGET")
+                .arg(&keys.seq)
+                .arg(&keys.epoch)
+                .query_async(&mut self.commands)
+                .await?;
+            if epoch != self.epochs[stream] {
+                if epoch.is_some() || self.applied[stream] > 0 {
+                    self.reload(stream, Some("lost")).await?;
+                }
+            } else if current.unwrap_or(0) != self.applied[stream] {
                 self.catch_up(stream).await?;
             }
         }
@@ -216,7 +245,13 @@ impl Applier {
                 let Some(redis::Value::BulkString(message)) = entry.map.get("m") else {
                     continue;
                 };
-                if peek_seq(message).is_some_and(|seq| seq == self.applied[stream] + 1) {
+                let Some((seq, epoch)) = peek_header(message) else {
+                    continue;
+                };
+                if !self.same_epoch(stream, epoch) {
+                    return self.reload(stream, Some("lost")).await;
+                }
+                if seq == self.applied[stream] + 1 {
                     self.metrics.cluster_caught_up.increment(1);
                     self.apply_message(stream, &message[..]);
                 }
@@ -231,9 +266,10 @@ impl Applier {
     /// at start-up, else why the log could not be used (counted and logged).
     async fn reload(&mut self, stream: usize, reason: Option<&'static str>) -> RedisResult<()> {
         let keys = StreamKeys::of(stream);
-        let (seq, fields): (u64, HashMap<String, Vec<u8>>) = self
+        let (seq, epoch, fields): (u64, String, HashMap<String, Vec<u8>>) = self
             .snapshot
             .key(&keys.seq)
+            .key(&keys.epoch)
             .key(&keys.state)
             .invoke_async(&mut self.commands)
             .await?;
@@ -255,6 +291,7 @@ impl Applier {
                 "cluster: the log could not fill a gap; reloaded the partition's latest state"
             );
         }
+        self.epochs[stream] = (!epoch.is_empty()).then_some(epoch);
         self.advance(stream, seq);
         Ok(())
     }
@@ -377,9 +414,18 @@ impl Applier {
 /// The sequence number at the start of an accepted message (`{"s":N,…`), without decoding
 /// the rest.
 fn peek_seq(message: &[u8]) -> Option<u64> {
+    peek_header(message).map(|(seq, _)| seq)
+}
+
+/// The sequence number and epoch at the start of an accepted message
+/// (`{"s":N,"e":"EPOCH",…`), without decoding the rest.
+fn peek_header(message: &[u8]) -> Option<(u64, &str)> {
     let rest = message.strip_prefix(b"{\"s\":")?;
     let end = rest.iter().position(|b| !b.is_ascii_digit())?;
-    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+    let seq = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    let rest = rest[end..].strip_prefix(b",\"e\":\"")?;
+    let end = rest.iter().position(|b| *b == b'"')?;
+    Some((seq, std::str::from_utf8(&rest[..end]).ok()?))
 }
 
 /// The sequence number of a log entry (id `SEQ-1`).
@@ -393,7 +439,11 @@ mod tests {
 
     #[test]
     fn sequence_numbers_are_read_without_decoding() {
-        assert_eq!(peek_seq(br#"{"s":42,"t":1,"op":"set"}"#), Some(42));
+        assert_eq!(
+            peek_header(br#"{"s":42,"e":"0a1b","t":1,"op":"set"}"#),
+            Some((42, "0a1b"))
+        );
+        assert_eq!(peek_seq(br#"{"s":42,"t":1}"#), None, "no epoch");
         assert_eq!(peek_seq(br#"{"t":1}"#), None);
         assert_eq!(peek_seq(br#"{"s":}"#), None);
         assert_eq!(entry_seq("17-1"), Some(17));

@@ -2,14 +2,15 @@
 //! update script) and what Redis accepted (published on a partition's channel and kept in its
 //! log), decoded back into changes for the engine.
 //!
-//! An accepted change is one JSON object: `s` (the partition's sequence number) and `t` (the
-//! topic's, 0 for removals and views) are put first by the script, then the proposer's body:
+//! An accepted change is one JSON object: `s` (the partition's sequence number), `e` (the
+//! epoch of its counter) and `t` (the topic's sequence number, 0 for removals and views) are
+//! put first by the script, then the proposer's body:
 //!
 //! ```text
-//! {"s":41,"t":7,"op":"set","node":"n1","path":"md/AAPL","value":{"price":191.2}}
-//! {"s":42,"t":1,"op":"add","node":"n1","path":"md/MSFT","type":"json","properties":{},"owner":"feed"}
-//! {"s":43,"t":0,"op":"remove","node":"n2","path":"md/MSFT"}
-//! {"s":9,"t":0,"op":"view","node":"n1","name":"v","spec":"map ?md// to view/<path(1)>","creator":{"principal":"ops","roles":{"token":["ADMIN"]}}}
+//! {"s":41,"e":"9f0c2a51d3b7e604","t":7,"op":"set","node":"n1","path":"md/AAPL","type":"json","value":{"price":191.2}}
+//! {"s":42,"e":"9f0c2a51d3b7e604","t":1,"op":"add","node":"n1","path":"md/MSFT","type":"json","properties":{},"owner":"feed"}
+//! {"s":43,"e":"9f0c2a51d3b7e604","t":0,"op":"remove","node":"n2","path":"md/MSFT"}
+//! {"s":9,"e":"51aa07c2e9d0f318","t":0,"op":"view","node":"n1","name":"v","spec":"map ?md// to view/<path(1)>","creator":{"principal":"ops","roles":{"token":["ADMIN"]}}}
 //! ```
 //!
 //! Values travel as the wire JSON clients receive (never re-encoded, so numbers keep their
@@ -56,7 +57,7 @@ pub(crate) struct ScriptCall {
     pub retained: bool,
     /// The principal that adds the topic.
     pub owner: String,
-    /// The message body after `{"s":…,"t":…,`.
+    /// The message body after `{"s":…,"e":"…","t":…,`.
     pub body: String,
 }
 
@@ -146,7 +147,8 @@ impl<'a> Body<'a> {
         }
     }
 
-    /// The JSON object without its opening brace (the script writes `{"s":…,"t":…,` first).
+    /// The JSON object without its opening brace (the script writes `{"s":…,"e":"…","t":…,`
+    /// first).
     fn finish(&self) -> Result<String, serde_json::Error> {
         let mut text = serde_json::to_string(self)?;
         text.remove(0);

@@ -164,6 +164,7 @@ impl Cluster {
             .key(&keys.state)
             .key(&keys.seq)
             .key(&keys.log)
+            .key(&keys.epoch)
             .arg(call.op)
             .arg(&keys.channel)
             .arg(self.log_length)
@@ -175,6 +176,7 @@ impl Cluster {
             .arg(if call.retained { "1" } else { "0" })
             .arg(&call.owner)
             .arg(&call.body)
+            .arg(format!("{:016x}", rand::random::<u64>()))
             .invoke_async(&mut commands)
             .await
             .map_err(|error| {

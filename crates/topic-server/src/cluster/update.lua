@@ -2,12 +2,13 @@
 -- the state, numbers the change, appends it to the partition's log and publishes it, all in
 -- one atomic step (see docs/cluster.md). Every key and the channel share one hash tag.
 --
--- KEYS: state hash, sequence counter, log stream
+-- KEYS: state hash, sequence counter, log stream, epoch
 -- ARGV: op, channel, log length, publish command (PUBLISH or SPUBLISH), name (topic path or
 --       view name), spec (add: type and properties; view: definition), value, value mode
---       (keep | set | clear), retained (1 | 0), owner, body (message after {"s":…,"t":…,)
+--       (keep | set | clear), retained (1 | 0), owner, body (message after
+--       {"s":…,"e":"…","t":…,), a new epoch (hex) in case the counter starts now
 -- Returns {'ok', seq}, {'unchanged'}, {'missing'} or {'exists', stored spec}.
-local state, seqkey, log = KEYS[1], KEYS[2], KEYS[3]
+local state, seqkey, log, epochkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, channel, loglen, publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local name, spec, value, mode, retained, owner, body =
   ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
@@ -50,11 +51,18 @@ else
 end
 
 local s = redis.call('INCR', seqkey)
+-- A counter that starts (again) gets a new epoch, so nodes that applied an earlier counter's
+-- changes see that these numbers are not a continuation.
+local e = redis.call('GET', epochkey)
+if s == 1 or not e then
+  e = ARGV[12]
+  redis.call('SET', epochkey, e)
+end
 if op == 'view' then
   -- A view keeps the precedence of its first creation.
   redis.call('HSETNX', state, 'c:' .. name, s)
 end
-local message = '{"s":' .. s .. ',"t":' .. t .. ',' .. body
+local message = '{"s":' .. s .. ',"e":"' .. e .. '","t":' .. t .. ',' .. body
 redis.call('XADD', log, 'MAXLEN', '~', loglen, s .. '-1', 'm', message)
 redis.call(publish, channel, message)
 return {'ok', s}

@@ -407,3 +407,61 @@ async fn a_node_whose_log_was_trimmed_while_away_reloads_the_latest_values() {
         c.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_follow_a_redis_that_lost_its_data() {
+    let mut redis = RedisServer::start().await.unwrap();
+    let a = Node::start("a", &redis.url(), &[]).await;
+    let b = Node::start("b", &redis.url(), &[]).await;
+    let writer = a.client().await;
+    for i in 0..3 {
+        writer
+            .add_topic_with_value(
+                format!("gone/{i}"),
+                TopicType::Int64,
+                every_update(),
+                json!(i),
+            )
+            .await
+            .unwrap();
+    }
+    let on_b = b.client().await;
+    subscribed(&on_b, "gone/0").await;
+
+    // Redis without persistence restarts empty: its counters start again.
+    redis.restart().await.unwrap();
+    wait_until(DELIVERY_LIMIT, || async {
+        b.metric("topic_server_cluster_reloads_total{reason=\"lost\"}")
+            .await
+            >= 1.0
+    })
+    .await
+    .expect("b notices that Redis lost its data");
+    let reader = b.client().await;
+    wait_until(DELIVERY_LIMIT, || {
+        let reader = &reader;
+        async move { reader.fetch("?gone//").await.unwrap().is_empty() }
+    })
+    .await
+    .expect("b no longer holds what Redis lost");
+
+    // New changes, numbered from 1 again, are applied, not mistaken for old ones.
+    let mut added = false;
+    for _ in 0..100 {
+        if writer
+            .add_topic_with_value("gone/0", TopicType::Int64, every_update(), json!(42))
+            .await
+            .is_ok()
+        {
+            added = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(added, "a's changes are accepted again");
+    assert_eq!(values_until(&on_b, "gone/0", 42).await.last(), Some(&42));
+    assert_eq!(fetched(&reader, "gone/0").await, Some(json!(42)));
+    for client in [writer, on_b, reader] {
+        client.close().await;
+    }
+}
