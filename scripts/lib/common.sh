@@ -17,11 +17,13 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
-# Makes sure redis-server is on PATH, installing Debian's package when it can.
+# Makes sure redis-server and redis-cli (the cluster tests make a Redis Cluster with it) are on
+# PATH, installing Debian's packages when it can.
 ensure_redis() {
-  command -v redis-server >/dev/null 2>&1 && return 0
-  say "redis-server is missing; installing it with apt-get"
-  if apt_install redis-server && command -v redis-server >/dev/null 2>&1; then
+  command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && return 0
+  say "redis-server or redis-cli is missing; installing them with apt-get"
+  if apt_install redis-server redis-tools && command -v redis-server >/dev/null 2>&1 \
+     && command -v redis-cli >/dev/null 2>&1; then
     return 0
   fi
   die "could not install redis-server. Install it yourself (Debian/Ubuntu: 'sudo apt-get install redis-server'; macOS: 'brew install redis') and run this again."
