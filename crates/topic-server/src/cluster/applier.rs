@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -27,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::keys::{PARTITIONS, STREAMS, StreamKeys, VIEWS, partition_of};
-use super::link::{Commands, Push};
+use super::link::{Commands, FeedBudget, Push};
 use super::message::{self, parse_topic_spec, parse_view_definition};
 use crate::engine::{AddTopic, Engine, Replicated, value_from_wire};
 use crate::metrics::Metrics;
@@ -98,7 +97,7 @@ impl Applier {
     pub async fn run(
         mut self,
         mut feed: mpsc::Receiver<Push>,
-        overflow: Arc<AtomicBool>,
+        budget: Arc<FeedBudget>,
         stop: CancellationToken,
     ) {
         let mut check = tokio::time::interval(CHECK_INTERVAL);
@@ -106,13 +105,16 @@ impl Applier {
         loop {
             let outcome = tokio::select! {
                 () = stop.cancelled() => return,
-                push = feed.recv() => match push {
-                    None => return,
-                    Some(Push::Change { stream, message }) => self.on_message(stream, &message).await,
-                    Some(Push::Subscribed { stream }) => self.catch_up(stream).await,
-                },
+                push = feed.recv() => {
+                    let Some(push) = push else { return };
+                    budget.release(push.len());
+                    match push {
+                        Push::Change { stream, message } => self.on_message(stream, &message).await,
+                        Push::Subscribed { stream } => self.catch_up(stream).await,
+                    }
+                }
                 _ = check.tick() => {
-                    if overflow.swap(false, Ordering::AcqRel) {
+                    if budget.take_overflow() {
                         tracing::warn!("the cluster feed overflowed: catching up from the logs");
                     }
                     self.check_all().await

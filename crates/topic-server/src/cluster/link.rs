@@ -5,13 +5,13 @@
 //! Both kinds speak RESP3 so that messages arrive as pushes on a connection the redis crate
 //! re-establishes by itself, resubscribing as it does (plain `SUBSCRIBE` on one server,
 //! sharded `SSUBSCRIBE` on a Redis Cluster, where each partition's channel lives on the shard
-//! that holds its keys). A push that finds the channel full is dropped and the overflow
-//! flag set: the applier then reads what it missed from the partition logs, so a burst costs
-//! memory up to the channel's bound and never more.
+//! that holds its keys). The channel is bounded in messages and in bytes ([`FeedBudget`]): a
+//! push that does not fit is dropped and the overflow noted, and the applier reads what it
+//! missed from the partition logs, so a burst costs memory up to the bounds and never more.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,6 +50,16 @@ pub(crate) enum Push {
     /// The subscription to a stream's channel was (re)confirmed: whatever was published
     /// while it was down is in the log.
     Subscribed { stream: usize },
+}
+
+impl Push {
+    /// The bytes it holds (counted against the feed's budget).
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Change { message, .. } => message.len(),
+            Self::Subscribed { .. } => 0,
+        }
+    }
 }
 
 /// Commands to the cluster's Redis.
@@ -99,10 +109,53 @@ pub(crate) struct Link {
     pub subscription: Commands,
 }
 
-/// Turns pushes into [`Push`]es on `feed`; sets `overflow` when one finds `feed` full.
+/// The bytes of change messages waiting between the subscription and the applier, against a
+/// limit, and whether any were dropped for it.
+#[derive(Debug)]
+pub(crate) struct FeedBudget {
+    bytes: AtomicUsize,
+    limit: usize,
+    overflowed: AtomicBool,
+}
+
+impl FeedBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            bytes: AtomicUsize::new(0),
+            limit,
+            overflowed: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts `len` more bytes waiting, unless that would pass the limit.
+    fn admit(&self, len: usize) -> bool {
+        self.bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(len).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// `len` bytes are no longer waiting.
+    pub fn release(&self, len: usize) {
+        self.bytes.fetch_sub(len, Ordering::AcqRel);
+    }
+
+    fn overflow(&self) {
+        self.overflowed.store(true, Ordering::Release);
+    }
+
+    /// Whether anything was dropped since the last call.
+    pub fn take_overflow(&self) -> bool {
+        self.overflowed.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Turns pushes into [`Push`]es on `feed`, within `budget`.
 fn push_sender(
     feed: mpsc::Sender<Push>,
-    overflow: Arc<AtomicBool>,
+    budget: Arc<FeedBudget>,
 ) -> impl Fn(PushInfo) -> Result<(), std::convert::Infallible> + Send + Sync + 'static {
     move |info: PushInfo| {
         let stream_of = |data: &[Value]| match data.first() {
@@ -124,10 +177,15 @@ fn push_sender(
             }
             _ => None,
         };
-        if let Some(push) = push
-            && feed.try_send(push).is_err()
-        {
-            overflow.store(true, Ordering::Release);
+        let Some(push) = push else {
+            return Ok(());
+        };
+        let len = push.len();
+        if !budget.admit(len) {
+            budget.overflow();
+        } else if feed.try_send(push).is_err() {
+            budget.release(len);
+            budget.overflow();
         }
         Ok(())
     }
@@ -145,7 +203,7 @@ pub(crate) async fn connect(
     urls: &[String],
     ca_file: Option<&Path>,
     feed: mpsc::Sender<Push>,
-    overflow: Arc<AtomicBool>,
+    budget: Arc<FeedBudget>,
 ) -> Result<Link, LinkError> {
     let first = urls.first().ok_or(LinkError::NoUrl)?;
     let sharded = urls.len() > 1 || cluster_enabled(first, ca_file).await?;
@@ -159,7 +217,7 @@ pub(crate) async fn connect(
         };
         let commands = builder(urls).build()?.get_async_connection().await?;
         let mut subscription = builder(urls)
-            .push_sender(push_sender(feed, overflow))
+            .push_sender(push_sender(feed, budget))
             .build()?
             .get_async_connection()
             .await?;
@@ -183,7 +241,7 @@ pub(crate) async fn connect(
     let mut subscription = client
         .get_connection_manager_with_config(
             config()
-                .set_push_sender(push_sender(feed, overflow))
+                .set_push_sender(push_sender(feed, budget))
                 .set_automatic_resubscription(),
         )
         .await?;
@@ -209,4 +267,43 @@ async fn cluster_enabled(url: &str, ca_file: Option<&Path>) -> Result<bool, Link
         .query_async(&mut connection)
         .await?;
     Ok(info.lines().any(|line| line.trim() == "cluster_enabled:1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(len: usize) -> PushInfo {
+        PushInfo {
+            kind: PushKind::Message,
+            data: vec![
+                Value::BulkString(StreamKeys::of(3).channel.into_bytes()),
+                Value::BulkString(vec![b'x'; len]),
+            ],
+        }
+    }
+
+    /// What waits for the applier is bounded in bytes as well as in messages; what does not
+    /// fit is dropped and noted (the applier then reads the logs).
+    #[test]
+    fn the_feed_is_bounded_in_bytes() {
+        let (feed, mut received) = mpsc::channel(16);
+        let budget = Arc::new(FeedBudget::new(1_000));
+        let send = push_sender(feed, Arc::clone(&budget));
+        send(change(600)).unwrap();
+        assert!(!budget.take_overflow());
+        send(change(600)).unwrap();
+        assert!(budget.take_overflow(), "past the byte limit");
+        let Some(Push::Change { stream, message }) = received.try_recv().ok() else {
+            panic!("the first change waits")
+        };
+        assert_eq!((stream, message.len()), (3, 600));
+        assert!(received.try_recv().is_err(), "the second was dropped");
+        budget.release(600);
+        send(change(600)).unwrap();
+        assert!(
+            !budget.take_overflow(),
+            "room again once the applier took the first"
+        );
+    }
 }

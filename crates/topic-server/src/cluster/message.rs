@@ -407,3 +407,117 @@ pub(crate) fn decode(message: &[u8]) -> Result<(u64, Replicated), MessageError> 
     };
     Ok((accepted.s, change))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the update script makes of a call: its numbers, then the body.
+    fn accepted(call: &ScriptCall, seq: u64) -> Vec<u8> {
+        format!("{{\"s\":{seq},\"e\":\"00ff\",\"t\":1,{}", call.body).into_bytes()
+    }
+
+    fn properties() -> TopicProperties {
+        TopicProperties::from_map(&BTreeMap::from([(
+            "CONFLATION".to_owned(),
+            "off".to_owned(),
+        )]))
+        .unwrap()
+    }
+
+    #[test]
+    fn proposals_come_back_as_the_same_changes() {
+        let wire = br#"{"n":123456789012345678901234,"price":97123.45678901234}"#;
+        let add = Proposal::Add {
+            path: "md/X".to_owned(),
+            topic_type: TopicType::Json,
+            properties: properties(),
+            value: Some(WireValue::To(bytes::Bytes::from_static(wire))),
+            owner: Some("feed".to_owned()),
+        };
+        let calls = script_calls(&add, "n1").unwrap();
+        assert_eq!(calls.len(), 1);
+        assert_eq!((calls[0].op, calls[0].mode), ("add", "set"));
+        assert_eq!(calls[0].value, wire, "stored as sent");
+        assert_eq!(calls[0].spec, topic_spec(TopicType::Json, &properties()));
+        let (seq, change) = decode(&accepted(&calls[0], 7)).unwrap();
+        assert_eq!(seq, 7);
+        let Replicated::Add(add) = change else {
+            panic!("{change:?}")
+        };
+        assert_eq!(add.path.as_str(), "md/X");
+        assert_eq!(add.properties, properties());
+        assert_eq!(add.owner.as_deref(), Some("feed"));
+        let value = add.value.flatten().unwrap();
+        assert_eq!(
+            &value.wire_json()[..],
+            wire,
+            "numbers keep their exact value"
+        );
+
+        let cleared = Proposal::Set {
+            path: "md/X".to_owned(),
+            topic_type: TopicType::Json,
+            value: WireValue::Cleared,
+            retained: true,
+        };
+        let calls = script_calls(&cleared, "n1").unwrap();
+        assert_eq!(calls[0].mode, "clear");
+        let (_, change) = decode(&accepted(&calls[0], 8)).unwrap();
+        assert!(
+            matches!(change, Replicated::Set { value: None, .. }),
+            "{change:?}"
+        );
+
+        let remove = Proposal::Remove {
+            paths: vec!["a".to_owned(), "b/c".to_owned()],
+        };
+        let calls = script_calls(&remove, "n1").unwrap();
+        assert_eq!(calls.len(), 2, "one call per topic, each in its partition");
+        assert_eq!(calls[1].stream, super::super::keys::partition_of("b/c"));
+
+        let creator = Identity {
+            principal: Some("ops".to_owned()),
+            roles: RoleSource::Token(vec!["ADMIN".to_owned()]),
+            expires_at: None,
+        };
+        let view = Proposal::CreateView {
+            name: "v".to_owned(),
+            spec: "map ?md// to view/<path(1)>".to_owned(),
+            creator: Some(Arc::new(creator.clone())),
+        };
+        let calls = script_calls(&view, "n1").unwrap();
+        assert_eq!(calls[0].stream, super::super::keys::VIEWS);
+        let (_, change) = decode(&accepted(&calls[0], 1)).unwrap();
+        let Replicated::CreateView {
+            name,
+            spec,
+            creator: got,
+        } = change
+        else {
+            panic!("{change:?}")
+        };
+        assert_eq!(
+            (name.as_str(), spec.as_str()),
+            ("v", "map ?md// to view/<path(1)>")
+        );
+        assert_eq!(got.as_deref(), Some(&creator));
+        let (text, stored) = parse_view_definition(calls[0].spec.as_bytes()).unwrap();
+        assert_eq!(
+            (text.as_str(), stored.as_deref()),
+            ("map ?md// to view/<path(1)>", Some(&creator))
+        );
+    }
+
+    #[test]
+    fn bad_messages_are_refused_with_a_reason() {
+        assert!(decode(b"not json").is_err());
+        let error = decode(br#"{"s":1,"e":"0","t":1,"op":"set","path":"a"}"#).unwrap_err();
+        assert!(error.to_string().contains("no type"), "{error}");
+        let error = decode(br#"{"s":1,"e":"0","t":1,"op":"explode"}"#).unwrap_err();
+        assert!(error.to_string().contains("unknown operation"), "{error}");
+        let error =
+            decode(br#"{"s":1,"e":"0","t":1,"op":"view","name":"v","spec":"map ("}"#).unwrap_err();
+        assert!(error.to_string().contains("bad 'view' message"), "{error}");
+    }
+}

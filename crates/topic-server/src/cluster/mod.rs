@@ -18,7 +18,6 @@ pub(crate) mod message;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use diffusion_core::protocol::ErrorCode;
@@ -33,9 +32,10 @@ use message::ScriptCall;
 
 /// The update script (see the module documentation).
 const UPDATE_SCRIPT: &str = include_str!("update.lua");
-/// Pushes buffered between the subscription and the applier; past this, the applier reads
-/// the logs instead.
+/// Pushes buffered between the subscription and the applier, and their bytes; past either,
+/// the applier reads the logs instead.
 const FEED_CAPACITY: usize = 65_536;
+const FEED_BYTES: usize = 64 * 1024 * 1024;
 /// How long a session's change may wait for Redis, and then for this node to apply it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait between attempts to reach Redis at start-up.
@@ -105,12 +105,12 @@ impl Cluster {
         metrics: Metrics,
     ) -> Result<Arc<Self>, link::LinkError> {
         let (feed, feed_rx) = mpsc::channel(FEED_CAPACITY);
-        let overflow = Arc::new(AtomicBool::new(false));
+        let budget = Arc::new(link::FeedBudget::new(FEED_BYTES));
         let link = link::connect(
             &config.urls,
             config.ca_file.as_deref(),
             feed,
-            Arc::clone(&overflow),
+            Arc::clone(&budget),
         )
         .await?;
         let (mut applier, applied) =
@@ -119,7 +119,7 @@ impl Cluster {
         // and is skipped if the load already holds it.
         applier.load().await?;
         let stop = CancellationToken::new();
-        tokio::spawn(applier.run(feed_rx, overflow, stop.clone()));
+        tokio::spawn(applier.run(feed_rx, budget, stop.clone()));
         let sharded = link.sharded;
         tracing::info!(node = %config.node_id, sharded, "joined the cluster; shared tree loaded");
         Ok(Arc::new(Self {
