@@ -19,7 +19,7 @@
 //! and becomes the error of every later request ([`ClientError::Refused`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -76,7 +76,7 @@ pub(crate) struct Shared {
     /// Set by the application (close, or dropping every handle): do not reconnect.
     stopping: CancellationToken,
     /// Set while `close` waits for the server's answer: a lost connection is then the end.
-    closing: AtomicBool,
+    closing: CancellationToken,
     /// The selectors subscribed, to subscribe again when a session cannot be resumed.
     selectors: Mutex<Vec<String>>,
     /// Correlation ids, shared by requests and the supervisor's own resubscriptions.
@@ -91,7 +91,7 @@ impl Shared {
             pending: Mutex::new(Some(HashMap::new())),
             closed: watch::Sender::new(false),
             stopping: CancellationToken::new(),
-            closing: AtomicBool::new(false),
+            closing: CancellationToken::new(),
             selectors: Mutex::new(Vec::new()),
             next_cid: AtomicU64::new(1),
             refusal: Mutex::new(None),
@@ -202,7 +202,7 @@ impl Shared {
 
     /// `close` is under way: the connection ending is expected.
     pub(crate) fn begin_close(&self) {
-        self.closing.store(true, Ordering::Relaxed);
+        self.closing.cancel();
     }
 
     /// True once the client is closed for good.
@@ -487,7 +487,7 @@ impl Supervisor {
                 LinkEnd::Lost(code) => code,
             };
             if !self.config.reconnect
-                || self.shared.closing.load(Ordering::Relaxed)
+                || self.shared.closing.is_cancelled()
                 || code.is_some_and(|c| FINAL_CLOSE_CODES.contains(&c))
             {
                 break;
@@ -507,8 +507,10 @@ impl Supervisor {
     async fn reconnect(&mut self, session: &mut SessionState) -> Option<Established> {
         let mut backoff = Backoff::reconnect();
         loop {
+            // A `close` while no connection is up has no one to say goodbye to: stop now.
             tokio::select! {
                 () = self.shared.stopping.cancelled() => return None,
+                () = self.shared.closing.cancelled() => return None,
                 () = tokio::time::sleep(backoff.next_delay()) => {}
             }
             let resume = session.token.clone().map(|token| Resume {
@@ -525,6 +527,7 @@ impl Supervisor {
             );
             let established = tokio::select! {
                 () = self.shared.stopping.cancelled() => return None,
+                () = self.shared.closing.cancelled() => return None,
                 result = attempt => result,
             };
             match established {

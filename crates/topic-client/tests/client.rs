@@ -378,6 +378,34 @@ async fn without_reconnection_closed_fires_and_waiting_requests_fail_when_the_se
     server.finish().await;
 }
 
+/// `close` while the client is reconnecting (its server gone) has no one to say goodbye to:
+/// it returns at once instead of waiting out the request timeout (a backend-app whose topic
+/// server had gone took 10 s to stop).
+#[tokio::test]
+async fn close_while_reconnecting_is_prompt() {
+    let server = FakeServer::start(|mut peer| async move {
+        peer.handshake().await;
+        let _ping = peer.recv().await;
+        // The listener goes with the peer: every reconnection attempt is refused.
+        peer.drop_connection();
+    })
+    .await;
+    let client = TopicClient::connect_with(
+        &server.url,
+        ConnectOptions::default(),
+        quick(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    let err = timeout(PATIENCE, client.ping()).await.unwrap().unwrap_err();
+    assert!(matches!(err, ClientError::Disconnected), "{err:?}");
+    timeout(Duration::from_secs(2), client.close())
+        .await
+        .expect("close returns without waiting for the request timeout");
+    assert!(client.is_closed());
+    server.finish().await;
+}
+
 #[tokio::test]
 async fn a_request_times_out_and_the_connection_stays_usable() {
     let server = FakeServer::start(|mut peer| async move {
