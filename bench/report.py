@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Collects one scripts/bench.sh run into bench/results/latest.{json,md,png}.
 
-Reads the raw loadgen outputs (fanout-*.json, max-*.json, bitcoin-*.json) and logs from the run
-directory, writes the results in the shape issue 5 asks for (plus more fields), a Markdown table,
-a PNG chart when matplotlib is available, and prints the headline ratios. Standard library only,
-apart from the optional chart.
+Reads the raw loadgen outputs (fanout-*.json, max-*.json, bitcoin-*.json, cluster-*.json) and
+logs from the run directory, writes the results in the shape issue 5 asks for (plus more fields),
+a Markdown table, a PNG chart when matplotlib is available, and prints the headline ratios. The
+cluster benchmarks (issue 11) are also summarised on their own in the run directory
+(cluster.json, cluster.md); with --cluster-only that is all that is written. Standard library
+only, apart from the optional chart.
 """
 
 import argparse
@@ -239,6 +241,204 @@ def targets(runs, idle, maxc, btc, rat):
                  "status": verdict(None if b is None else b <= 0.05)})
     return rows
 
+# Cluster mode (issue 11). Configurations of the overhead test, in the order they are shown.
+CLUSTER_CONFIGURATIONS = ["one-node", "cluster-1", "cluster-3"]
+
+
+def node_and_redis(run):
+    """Server CPU and RSS of a phase split into the topic-server nodes and the rest (Redis)."""
+    procs = run.get("server_processes") or []
+    nodes = [p for p in procs if p.get("name") == "topic-server"]
+    others = [p for p in procs if p.get("name") != "topic-server"]
+    total = lambda ps, k: sum(p[k] for p in ps)
+    return {
+        "nodes": len(nodes),
+        "nodes_cpu_percent": total(nodes, "cpu_percent"),
+        "redis_cpu_percent": total(others, "cpu_percent"),
+        "nodes_rss_bytes": total(nodes, "rss_bytes"),
+        "redis_rss_bytes": total(others, "rss_bytes"),
+    }
+
+
+def cpu_us_per_delivery(cpu_percent, run):
+    d = run["deliveries"]
+    return cpu_percent / 100.0 * run["duration_s"] * 1e6 / d if d else 0.0
+
+
+def cluster_overhead(raw):
+    rows = []
+    for path in sorted(glob.glob(os.path.join(raw, "cluster-overhead-*.json"))):
+        m = re.match(r"cluster-overhead-(.+)-(\d+)\.json$", os.path.basename(path))
+        report = load(path)
+        if not m or not report:
+            continue
+        for run in report["runs"]:
+            split = node_and_redis(run)
+            rows.append({
+                "configuration": m.group(1), "round": int(m.group(2)), "mode": run["mode"],
+                "subscribers": run["subscribers"], "deliveries_per_s": round(run["deliveries_per_s"]),
+                "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"], "p999_ms": run["p999_ms"],
+                "published_per_s": round(run["published_per_s"], 1),
+                "nodes_cpu_percent": round(split["nodes_cpu_percent"], 1),
+                "redis_cpu_percent": round(split["redis_cpu_percent"], 1),
+                "nodes_cpu_us_per_delivery": round(cpu_us_per_delivery(split["nodes_cpu_percent"], run), 3),
+                "server_cpu_us_per_delivery": round(cpu_us_per_delivery(run["server_cpu_percent"], run), 3),
+                "loadgen_cpu_percent": round(run["loadgen_cpu_percent"], 1),
+                "other_cpu_percent": round(run["other_cpu_percent"], 1),
+                "noisy": run["other_cpu_percent"] > NOISY_OTHER_CPU,
+                "drained": run["drained"], "disconnects": run["disconnects"],
+                "publish_rejections": run["publish_rejections"], "first_problem": run["first_problem"],
+            })
+    order = {c: i for i, c in enumerate(CLUSTER_CONFIGURATIONS)}
+    rows.sort(key=lambda r: (r["mode"] != "fixed-rate", order.get(r["configuration"], 99), r["round"]))
+    means = {}
+    for r in rows:
+        means.setdefault((r["configuration"], r["mode"]), []).append(r)
+    summary = []
+    for (configuration, mode), rs in means.items():
+        mean = lambda k: sum(r[k] for r in rs) / len(rs)
+        summary.append({"configuration": configuration, "mode": mode, "rounds": len(rs),
+                        **{k: round(mean(k), 3) for k in (
+                            "deliveries_per_s", "p50_ms", "p99_ms", "nodes_cpu_us_per_delivery",
+                            "server_cpu_us_per_delivery")}})
+    return rows, summary
+
+
+def cluster_connections(raw):
+    merged = load(os.path.join(raw, "cluster-connections-merged.json")) \
+        if os.path.exists(os.path.join(raw, "cluster-connections-merged.json")) else None
+    if not merged or not merged["runs"]:
+        return None
+    run, c = merged["runs"][0], merged["connect"]
+    split = node_and_redis(run)
+    connected = c["connected"]
+
+    def number(name):
+        try:
+            with open(os.path.join(raw, name)) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+    fds = []
+    try:
+        with open(os.path.join(raw, "cluster-connections-fds.txt")) as f:
+            fds = [int(line.split()[1]) for line in f if line.strip()]
+    except (OSError, ValueError, IndexError):
+        pass
+    base = number("cluster-connections-rss-base.txt")
+    per = lambda n: round(n / connected) if connected else None
+    return {
+        "requested": c["requested"], "connected": connected, "failed": c["failed"],
+        "first_error": c["first_error"], "nodes": split["nodes"],
+        "node_descriptors": fds, "loadgen_processes": merged["processes"] - 1,
+        "ramp_seconds": number("cluster-connections-ramp-seconds.txt"),
+        "published": run["published"], "rate_per_s": run["rate"], "duration_s": round(run["duration_s"], 1),
+        "deliveries": run["deliveries"], "expected_deliveries": run["expected_deliveries"],
+        "delivery_ratio": round(run["deliveries"] / run["expected_deliveries"], 6)
+        if run["expected_deliveries"] else None,
+        "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"], "p999_ms": run["p999_ms"], "max_ms": run["max_ms"],
+        "latency_samples": run["latency_samples"],
+        "nodes_rss_bytes": split["nodes_rss_bytes"], "redis_rss_bytes": split["redis_rss_bytes"],
+        "nodes_rss_before_bytes": base,
+        # The servers' RSS summed over connections, and the part the connections added.
+        "rss_per_connection_bytes": per(split["nodes_rss_bytes"]),
+        "added_rss_per_connection_bytes": per(split["nodes_rss_bytes"] - base) if base else None,
+        "loadgen_rss_per_connection_bytes": per(c["loadgen_rss_bytes"]),
+        "nodes_cpu_percent": round(split["nodes_cpu_percent"], 1),
+        "redis_cpu_percent": round(split["redis_cpu_percent"], 1),
+        "disconnects": run["disconnects"], "decode_errors": run["decode_errors"],
+        "first_problem": run["first_problem"], "other_cpu_percent": round(run["other_cpu_percent"], 1),
+    }
+
+
+def cluster(raw):
+    rows, summary = cluster_overhead(raw)
+    conn = cluster_connections(raw)
+    if not rows and not conn:
+        return None
+    mode = "cluster"
+    try:
+        with open(os.path.join(raw, "cluster-mode.txt")) as f:
+            mode = f.read().strip()
+    except OSError:
+        pass
+    pick_mean = lambda c, m: next((s for s in summary if s["configuration"] == c and s["mode"] == m), None)
+    one_sat, three_sat = pick_mean("one-node", "saturate"), pick_mean("cluster-3", "saturate")
+    one_fix, three_fix = pick_mean("one-node", "fixed-rate"), pick_mean("cluster-3", "fixed-rate")
+    ratio = (round(three_sat["deliveries_per_s"] / one_sat["deliveries_per_s"], 3)
+             if one_sat and three_sat and one_sat["deliveries_per_s"] else None)
+    p99_gap = round(three_fix["p99_ms"] - one_fix["p99_ms"], 2) if one_fix and three_fix else None
+    verdict = lambda ok: None if ok is None else ("met" if ok else "missed")
+    reached = conn["connected"] if conn else None
+    targets = [
+        {"target": "3 cluster nodes >= 70% of one node's deliveries/s (10k subscribers, saturate)",
+         "value": ratio, "status": verdict(None if ratio is None else ratio >= 0.7)},
+        {"target": "p99 within 2 ms of one node's at a fixed rate (10k subscribers)",
+         "value": p99_gap, "status": verdict(None if p99_gap is None else p99_gap <= 2.0)},
+        {"target": "100k concurrent subscribed connections across >= 6 nodes", "value": reached,
+         "status": verdict(None if reached is None else reached >= 100000 and conn["nodes"] >= 6)},
+    ]
+    return {"mode": mode, "overhead": rows, "overhead_means": summary, "connections": conn,
+            "ratio_deliveries_saturate": ratio, "p99_gap_fixed_rate_ms": p99_gap, "targets": targets}
+
+
+def cluster_markdown(c):
+    lines = ["## Cluster mode (issue 11)", ""]
+    if c["mode"] != "cluster":
+        lines += ["**Harness check only** (`--cluster-independent`): the nodes ran without "
+                  "`--cluster`, so only the publishing node's subscribers received.", ""]
+    if c["overhead"]:
+        lines += ["### Overhead: 10k subscribers, one node vs cluster nodes on one Redis", "",
+                  "| configuration | round | mode | deliveries/s | p50 ms | p99 ms | p99.9 ms | nodes CPU % "
+                  "| Redis CPU % | nodes CPU µs/delivery | with Redis | loadgen CPU % | other CPU % |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in c["overhead"]:
+            flag = ("" if r["drained"] else " (not drained)") + (" †" if r["noisy"] else "")
+            lines.append(
+                f"| {r['configuration']} | {r['round']} | {r['mode']}{flag} | {r['deliveries_per_s']:,} | "
+                f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p999_ms']:.1f} | {r['nodes_cpu_percent']:.0f} | "
+                f"{r['redis_cpu_percent']:.0f} | {r['nodes_cpu_us_per_delivery']:.3f} | "
+                f"{r['server_cpu_us_per_delivery']:.3f} | {r['loadgen_cpu_percent']:.0f} | "
+                f"{r['other_cpu_percent']:.0f} |")
+        lines += ["", "Means over rounds:", "", "| configuration | mode | rounds | deliveries/s | p50 ms "
+                  "| p99 ms | nodes CPU µs/delivery | with Redis |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for s in c["overhead_means"]:
+            lines.append(f"| {s['configuration']} | {s['mode']} | {s['rounds']} | {s['deliveries_per_s']:,.0f} "
+                         f"| {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['nodes_cpu_us_per_delivery']:.3f} "
+                         f"| {s['server_cpu_us_per_delivery']:.3f} |")
+    k = c["connections"]
+    if k:
+        lines += ["", f"### {k['connected']:,} subscribed connections over {k['nodes']} cluster nodes", "",
+                  f"- connected {k['connected']:,} of {k['requested']:,} ({k['failed']} failed"
+                  + (f": {k['first_error']}" if k["first_error"] else "") + f"), "
+                  f"{k['loadgen_processes']} loadgen processes, ramp {k['ramp_seconds']} s; "
+                  f"descriptors per node: {', '.join(str(n) for n in k['node_descriptors'])}",
+                  f"- {k['published']} updates at {k['rate_per_s']}/s: {k['deliveries']:,} deliveries of "
+                  f"{k['expected_deliveries']:,} expected, ratio **{k['delivery_ratio']}**",
+                  f"- publish→receive p50 {k['p50_ms']:.1f} ms, **p99 {k['p99_ms']:.1f} ms**, "
+                  f"p99.9 {k['p999_ms']:.1f} ms, max {k['max_ms']:.1f} ms ({k['latency_samples']:,} samples)",
+                  f"- nodes' RSS {fmt_bytes(k['nodes_rss_bytes'])}: **{fmt_bytes(k['rss_per_connection_bytes'])} "
+                  f"per connection** ({fmt_bytes(k['added_rss_per_connection_bytes'])} above the idle nodes); "
+                  f"Redis {fmt_bytes(k['redis_rss_bytes'])}; loadgen {fmt_bytes(k['loadgen_rss_per_connection_bytes'])} "
+                  "per connection",
+                  f"- CPU while updating: nodes {k['nodes_cpu_percent']}%, Redis {k['redis_cpu_percent']}%; "
+                  f"disconnects {k['disconnects']}, decode errors {k['decode_errors']}"]
+    lines += ["", "| target (issue 11) | value | status |", "|---|---:|---|"]
+    for t in c["targets"]:
+        lines.append(f"| {t['target']} | {t['value']} | {t['status'] or 'not measured'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_cluster(raw, c):
+    with open(os.path.join(raw, "cluster.json"), "w") as f:
+        json.dump(c, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(raw, "cluster.md"), "w") as f:
+        f.write(cluster_markdown(c))
+    print("\n" + cluster_markdown(c))
+    print(f"wrote {raw}/cluster.json, cluster.md")
+
+
 
 def fmt_bytes(n):
     if not n:
@@ -301,6 +501,8 @@ def markdown(result):
     lines += ["", "## Targets (issue 5)", "", "| target | value | status |", "|---|---:|---|"]
     for t in result["targets"]:
         lines.append(f"| {t['target']} | {t['value']} | {t['status'] or 'not measured'} |")
+    if result.get("cluster"):
+        lines += ["", cluster_markdown(result["cluster"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -352,7 +554,15 @@ def main():
     parser.add_argument("--command", default="scripts/bench.sh")
     parser.add_argument("--elapsed", type=int, default=0)
     parser.add_argument("--fd-limit", default="")
+    parser.add_argument("--cluster-only", action="store_true",
+                        help="summarise the cluster benchmarks only (into the run directory)")
     args = parser.parse_args()
+
+    clu = cluster(args.raw)
+    if clu:
+        write_cluster(args.raw, clu)
+    if args.cluster_only:
+        return
 
     runs, connects, idle = fanout(args.raw)
     fd_limit = int(args.fd_limit) if args.fd_limit.isdigit() else None
@@ -367,6 +577,8 @@ def main():
         "runs": runs, "connect": connects, "bitcoin": btc or {}, "idle_memory": idle,
         "max_connections": maxc, "ratios": rat,
     }
+    if clu:
+        result["cluster"] = clu
     result["targets"] = targets(runs, idle, maxc, btc, rat)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.json"), "w") as f:

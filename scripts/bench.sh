@@ -5,7 +5,7 @@
 #
 # Usage: scripts/bench.sh [--quick] [--systems topic-server,redis-ws-bridge,nats,node-bridge,limit]
 #                         [--no-install] [--no-build] [--skip-max] [--skip-bitcoin]
-#                         [--results DIR]
+#                         [--results DIR] [--cluster | --cluster-only] [cluster options]
 #   --quick         2-second phases (the whole script then takes under 3 minutes once built)
 #   --systems LIST  only these systems (default: all five)
 #   --no-install    do not try to install redis-server, nats-server, npm or Python packages
@@ -13,6 +13,18 @@
 #   --skip-max      skip the largest-connection-count test
 #   --skip-bitcoin  skip the bitcoin feed through the full pipeline
 #   --results DIR   write latest.{json,md,png} and tmp/ there instead of bench/results
+# Cluster mode (issue 11; topic-server nodes started with --cluster on one Redis):
+#   --cluster       also run the cluster benchmarks, after the others
+#   --cluster-only  only the cluster benchmarks (latest.* are left alone; the summary goes to
+#                   tmp/<time>/cluster.{json,md})
+#   --cluster-parts LIST   overhead,connections (default both): 10k subscribers on one node vs
+#                   three cluster nodes; N subscribers held across several nodes and processes
+#   --cluster-connections N   subscribers of the connections test (default 100000)
+#   --cluster-nodes N         its topic-server nodes (default 6)
+#   --cluster-loadgens N      its subscriber-holding loadgen processes (default 6)
+#   --cluster-repeat N        overhead rounds, configurations interleaved (default 2; 1 if --quick)
+#   --cluster-independent     harness check only: nodes without --cluster (they share nothing,
+#                   so only the publishing node's subscribers receive)
 #
 # Writes bench/results/latest.json, latest.md and latest.png (raw loadgen output and server logs
 # under bench/results/tmp/, which git ignores) and prints the ratios topic-server/NATS,
@@ -26,6 +38,8 @@ cd "$root"
 command_line="scripts/bench.sh${*:+ $*}"
 quick=0 install=1 skip_max=0 skip_bitcoin=0 build=1 results_dir="$root/bench/results"
 systems="topic-server,redis-ws-bridge,nats,node-bridge,limit"
+cluster=0 cluster_only=0 cluster_parts="overhead,connections" cluster_connections=100000
+cluster_nodes=6 cluster_loadgens=6 cluster_repeat="" cluster_independent=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -35,7 +49,15 @@ while [ $# -gt 0 ]; do
     --skip-max) skip_max=1 ;;
     --skip-bitcoin) skip_bitcoin=1 ;;
     --results) results_dir="$2"; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --cluster) cluster=1 ;;
+    --cluster-only) cluster=1 cluster_only=1 ;;
+    --cluster-parts) cluster_parts="$2"; shift ;;
+    --cluster-connections) cluster_connections="$2"; shift ;;
+    --cluster-nodes) cluster_nodes="$2"; shift ;;
+    --cluster-loadgens) cluster_loadgens="$2"; shift ;;
+    --cluster-repeat) cluster_repeat="$2"; shift ;;
+    --cluster-independent) cluster_independent=1 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
   shift
@@ -43,9 +65,16 @@ done
 
 if [ "$quick" = 1 ]; then
   duration=2 drain=4 settle=0.5 max_hold=3 feed_secs=4 quiet_wait=10 retry_budget=100
+  cluster_hold=10 cluster_drain=15
 else
   duration=10 drain=5 settle=1 max_hold=10 feed_secs=15 quiet_wait=60 retry_budget=100000
+  cluster_hold=30 cluster_drain=30
 fi
+[ -n "$cluster_repeat" ] || cluster_repeat=$((quick == 1 ? 1 : 2))
+for n in "$cluster_connections" "$cluster_nodes" "$cluster_loadgens" "$cluster_repeat"; do
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "cluster counts must be positive integers, not '$n'"
+done
+if [ "$cluster_only" = 1 ]; then systems="" skip_max=1 skip_bitcoin=1; fi
 subscriber_counts=(10000 1000)   # 10k first, so its idle-memory reading starts from a fresh server
 fixed_deliveries=50000           # fixed-rate phase: publish rate = this / subscribers
 window=32                        # saturate phase: messages in flight per subscriber
@@ -99,17 +128,22 @@ build() { # "binaries" packages...
   return 0
 }
 step "building (release)"
-build "loadgen limit-server" loadgen || die "loadgen does not build"
-build "topic-server redis-ws-bridge" topic-server redis-ws-bridge \
-  || die "topic-server / redis-ws-bridge do not build and no earlier binaries exist"
-pipeline_built=1
-build "backend-app data-feeder topic-cli" backend-app data-feeder topic-cli || {
-  warn "the pipeline binaries did not build: skipping the bitcoin measurement"; pipeline_built=0; }
+build "loadgen limit-server loadgen-merge" loadgen || die "loadgen does not build"
+if [ "$cluster_only" = 1 ]; then
+  build "topic-server" topic-server || die "topic-server does not build and no earlier binary exists"
+  pipeline_built=0
+else
+  build "topic-server redis-ws-bridge" topic-server redis-ws-bridge \
+    || die "topic-server / redis-ws-bridge do not build and no earlier binaries exist"
+  pipeline_built=1
+  build "backend-app data-feeder topic-cli" backend-app data-feeder topic-cli || {
+    warn "the pipeline binaries did not build: skipping the bitcoin measurement"; pipeline_built=0; }
+fi
 
 # Measure a snapshot of the binaries: other work in this tree may rebuild target/release while
 # the benchmark runs.
 snapshot="$(mktemp -d "${TMPDIR:-/tmp}/bench-bin.XXXXXX")"
-for b in loadgen limit-server topic-server redis-ws-bridge backend-app data-feeder topic-cli; do
+for b in loadgen limit-server loadgen-merge topic-server redis-ws-bridge backend-app data-feeder topic-cli; do
   if [ -x "$bin/$b" ]; then cp "$bin/$b" "$snapshot/"; fi
 done
 bin="$snapshot"
@@ -382,9 +416,179 @@ if [ "$skip_bitcoin" = 0 ] && [ "$pipeline_built" = 1 ]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 4. Results
+# 4. Cluster mode (issue 11): topic-server nodes started with --cluster on one Redis, all on
+#    this machine (docs/performance.md, "Cluster").
+#    a. Overhead: 10k subscribers on one node without --cluster, spread round-robin over three
+#       cluster nodes, and on one cluster node (which isolates the trip through Redis); the
+#       publisher sets through the first node; fixed rate then saturating, as in section 1.
+#       Configurations are interleaved, $cluster_repeat rounds.
+#    b. Connections: $cluster_connections subscribers over $cluster_nodes cluster nodes, held by
+#       $cluster_loadgens loadgen processes (each under the descriptor limit, each spreading its
+#       subscribers over every node); one more process publishes 1 update/s through the first
+#       node; loadgen-merge adds the processes' results up (histograms merged).
+# ---------------------------------------------------------------------------------------------
+# Starts COUNT topic-server nodes, in cluster mode on REDIS-URL when one is given; sets
+# node_urls and node_pids (comma-separated).
+start_nodes() { # label count [redis-url]
+  local label="$1" count="$2" redis_url="${3:-}" i port args
+  node_urls="" node_pids=""
+  for ((i = 1; i <= count; i++)); do
+    port="$(free_port)"
+    args=(--listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 --web-dir "$root/web"
+          "${topic_server_unlimited[@]}")
+    [ -n "$redis_url" ] && args+=(--cluster "$redis_url" --node-id "$label-$i")
+    launch "$label-$i" "$bin/topic-server" "${args[@]}"
+    node_pids+="${node_pids:+,}$last_pid"
+    node_urls+="${node_urls:+,}ws://127.0.0.1:$port/ws"
+    wait_port "$port" 30 || { warn "$label-$i did not start (see $raw/$label-$i.log)"; return 1; }
+  done
+}
+
+# A configuration: one-node (no --cluster) or cluster-N (N nodes and their Redis). Sets url (the
+# nodes' URLs), node_pids and server_pids (the nodes, then Redis).
+start_configuration() { # configuration label
+  local redis_url=""
+  case "$1" in
+    one-node) start_nodes "$2" 1 || return 1 ;;
+    cluster-*)
+      if [ "$cluster_independent" = 0 ]; then
+        start_redis
+        redis_url="redis://127.0.0.1:$redis_port/"
+      fi
+      start_nodes "$2" "${1#cluster-}" "$redis_url" || return 1 ;;
+    *) die "unknown configuration '$1'" ;;
+  esac
+  url="$node_urls"
+  server_pids="$node_pids${redis_url:+,$redis_pid}"
+}
+
+rss_bytes() { # comma-separated pids: their VmRSS summed, in bytes
+  local pid kib total=0
+  for pid in ${1//,/ }; do
+    kib=$(awk '/^VmRSS:/{print $2}' "/proc/$pid/status" 2>/dev/null) || kib=0
+    total=$((total + ${kib:-0} * 1024))
+  done
+  echo "$total"
+}
+
+# Waits up to SECONDS for a process started by this script to end, then kills it.
+wait_bounded() { # pid seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    kill -0 "$1" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$1" 2>/dev/null && warn "process $1 did not finish in $2 s: killed"
+  wait "$1"
+}
+
+if [ "$cluster" = 1 ]; then
+  if [ "$cluster_independent" = 1 ]; then
+    warn "--cluster-independent: the nodes share nothing; these runs check the harness only"
+    echo independent >"$raw/cluster-mode.txt"
+  elif "$bin/topic-server" --help 2>/dev/null | grep -q -- '--cluster'; then
+    echo cluster >"$raw/cluster-mode.txt"
+  else
+    warn "this topic-server has no --cluster option: skipping the cluster benchmarks"
+    cluster=0
+  fi
+fi
+
+if [ "$cluster" = 1 ] && [[ ",$cluster_parts," == *",overhead,"* ]]; then
+  for ((round = 1; round <= cluster_repeat; round++)); do
+    for configuration in one-node cluster-3 cluster-1; do
+      wait_quiet
+      step "cluster overhead: $configuration, 10k subscribers (round $round of $cluster_repeat)"
+      if start_configuration "$configuration" "$configuration-r$round"; then
+        loadgen "$raw/cluster-overhead-$configuration-$round.json" --system topic-server \
+          --url "$url" --connections 10000 --modes fixed-rate,saturate \
+          --rate $((fixed_deliveries / 10000)) --window "$window" --duration "$duration" \
+          --scenario "cluster-overhead-$configuration" --no-progress \
+          || warn "loadgen failed for $configuration"
+      fi
+      stop_all
+    done
+  done
+fi
+
+if [ "$cluster" = 1 ] && [[ ",$cluster_parts," == *",connections,"* ]]; then
+  per_process=$(( (cluster_connections + cluster_loadgens - 1) / cluster_loadgens ))
+  per_node=$(( (cluster_connections + cluster_nodes - 1) / cluster_nodes ))
+  # Each process needs a descriptor per connection plus a few dozen of its own.
+  if [ "$per_process" -gt $((fd_limit - 100)) ] || [ "$per_node" -gt $((fd_limit - 100)) ]; then
+    die "$cluster_connections connections need more than $fd_limit descriptors per process: raise --cluster-nodes / --cluster-loadgens"
+  fi
+  wait_quiet
+  step "cluster connections: $cluster_connections subscribers over $cluster_nodes nodes, $cluster_loadgens loadgen processes"
+  if start_configuration "cluster-$cluster_nodes" "connections"; then
+    sleep "$settle"
+    rss_bytes "$node_pids" >"$raw/cluster-connections-rss-base.txt"
+    # Every process counts the sequence numbers the publisher uses (milliseconds now, so a
+    # value left from an earlier run is never counted).
+    seq_base=$(( $(date +%s) * 1000 ))
+    observers=() remaining="$cluster_connections"
+    for ((i = 1; i <= cluster_loadgens; i++)); do
+      count=$(( remaining / (cluster_loadgens - i + 1) ))
+      remaining=$((remaining - count))
+      next_source
+      "$bin/loadgen" --out "$raw/cluster-connections-observer-$i.json" --system topic-server \
+        --url "$url" --connections "$count" --modes observe --duration $((cluster_hold + 900)) \
+        --settle "$settle" --drain 0 --seq-base "$seq_base" --source-base "$source" \
+        --ready-file "$raw/cluster-connections-ready-$i.json" --connect-timeout 30 \
+        --max-failures 1000 --scenario cluster-connections --no-progress \
+        >"$raw/cluster-connections-observer-$i.log" 2>&1 &
+      observers+=($!)
+      pids+=($!)
+    done
+    # Bounded wait until every observer has subscribed its share (or has given up).
+    ramp_started=$(date +%s)
+    while :; do
+      ready=0 running=0
+      for ((i = 1; i <= cluster_loadgens; i++)); do
+        [ -f "$raw/cluster-connections-ready-$i.json" ] && ready=$((ready + 1))
+      done
+      for pid in "${observers[@]}"; do kill -0 "$pid" 2>/dev/null && running=$((running + 1)); done
+      [ "$ready" -ge "$cluster_loadgens" ] && break
+      if [ "$running" -lt "$cluster_loadgens" ]; then
+        warn "an observing loadgen ended during the ramp (see $raw/cluster-connections-observer-*.log)"
+        break
+      fi
+      if [ $(( $(date +%s) - ramp_started )) -ge 600 ]; then
+        warn "the observers were not all subscribed after 600 s: measuring what is connected"
+        break
+      fi
+      sleep 0.5
+    done
+    echo $(( $(date +%s) - ramp_started )) >"$raw/cluster-connections-ramp-seconds.txt"
+    for pid in ${node_pids//,/ }; do
+      echo "$pid $(ls "/proc/$pid/fd" 2>/dev/null | wc -l)"
+    done >"$raw/cluster-connections-fds.txt"
+    next_source
+    "$bin/loadgen" --out "$raw/cluster-connections-primary.json" --system topic-server \
+      --url "${url%%,*}" --connections 0 --modes fixed-rate --rate 1 --duration "$cluster_hold" \
+      --drain 0 --settle 0 --seq-base "$seq_base" --server-pid "$server_pids" \
+      --source-base "$source" --scenario cluster-connections --no-progress \
+      || warn "the publishing loadgen failed"
+    # The last updates' deliveries arrive (a backlogged machine delivers seconds late), then
+    # the observers write their results: what has not arrived by then counts as lost.
+    sleep "$cluster_drain"
+    kill -TERM "${observers[@]}" 2>/dev/null || true
+    for pid in "${observers[@]}"; do wait_bounded "$pid" 60 || warn "an observing loadgen failed"; done
+    if [ -f "$raw/cluster-connections-primary.json" ]; then
+      "$bin/loadgen-merge" --out "$raw/cluster-connections-merged.json" \
+        "$raw/cluster-connections-primary.json" "$raw"/cluster-connections-observer-*.json \
+        || warn "could not merge the connections test's results"
+    fi
+  fi
+  stop_all
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 5. Results
 # ---------------------------------------------------------------------------------------------
 elapsed=$(( $(date +%s) - started ))
+report_args=()
+[ "$cluster_only" = 1 ] && report_args+=(--cluster-only)
 python3 bench/report.py --raw "$raw" --out "$results_dir" --quick "$quick" \
-  --command "$command_line" --elapsed "$elapsed" --fd-limit "$fd_limit"
+  --command "$command_line" --elapsed "$elapsed" --fd-limit "$fd_limit" "${report_args[@]}"
 say "done in ${elapsed}s (build and installs included)"
