@@ -465,3 +465,49 @@ async fn nodes_follow_a_redis_that_lost_its_data() {
         client.close().await;
     }
 }
+
+/// docs/security.md advises a Redis user limited to topic-server's keys and channels: a node
+/// runs with one (and the user can touch nothing else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_runs_as_a_redis_user_limited_to_its_keys_and_channels() {
+    let redis = RedisServer::start().await.unwrap();
+    let mut admin = redis.connection().await.unwrap();
+    let _: String = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("ts")
+        .arg("on")
+        .arg(">secret")
+        .arg("~topic-server:*")
+        .arg("&topic-server:*")
+        .arg("+@all")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("redis://ts:secret@127.0.0.1:{}/", redis.port());
+    let a = Node::start("a", &url, &[]).await;
+    let b = Node::start("b", &url, &[]).await;
+    let writer = a.client().await;
+    writer
+        .add_topic_with_value("acl/x", TopicType::Int64, BTreeMap::new(), json!(7))
+        .await
+        .unwrap();
+    let reader = b.client().await;
+    assert_eq!(fetched(&reader, "acl/x").await, Some(json!(7)));
+
+    let mut limited = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let refused: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("other")
+        .arg("1")
+        .query_async(&mut limited)
+        .await;
+    assert!(
+        refused.is_err(),
+        "the user is limited to topic-server's keys"
+    );
+    writer.close().await;
+    reader.close().await;
+}
