@@ -122,7 +122,14 @@ impl RedisServer {
                 .arg(dir.path()),
         };
         let child = command
-            .args(["--bind", "127.0.0.1", "--save", "", "--protected-mode", "no"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -140,13 +147,9 @@ impl RedisServer {
             .await
             .context("redis-server (TLS) did not open its port");
         }
-        let url = self.url();
-        wait_until(Duration::from_secs(10), || {
-            let url = url.clone();
-            async move { ping(&url).await }
-        })
-        .await
-        .context("redis-server did not answer PING")
+        answers_ping(&self.url())
+            .await
+            .context("redis-server did not answer PING")
     }
 
     /// A multiplexed connection for test commands (PUBLISH and so on).
@@ -156,17 +159,20 @@ impl RedisServer {
     }
 }
 
+/// Waits (10 s at most) until the server at `url` answers PING.
+async fn answers_ping(url: &str) -> anyhow::Result<()> {
+    wait_until(Duration::from_secs(10), || ping(url)).await
+}
+
 async fn ping(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else {
-        return false;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return false;
-    };
-    redis::cmd("PING")
-        .query_async::<String>(&mut conn)
-        .await
-        .is_ok()
+    answer(url, redis::cmd("PING")).await.is_some()
+}
+
+/// The server's answer to `command` as text, or `None` when it cannot be had.
+async fn answer(url: &str, command: redis::Cmd) -> Option<String> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    command.query_async::<String>(&mut conn).await.ok()
 }
 
 /// A directory under the system's temporary directory, removed with what it holds on drop.
@@ -232,13 +238,9 @@ impl RedisCluster {
             ports.push(port);
         }
         for port in &ports {
-            let url = format!("redis://127.0.0.1:{port}/");
-            wait_until(Duration::from_secs(10), || {
-                let url = url.clone();
-                async move { ping(&url).await }
-            })
-            .await
-            .with_context(|| format!("cluster node {port} did not answer PING"))?;
+            answers_ping(&format!("redis://127.0.0.1:{port}/"))
+                .await
+                .with_context(|| format!("cluster node {port} did not answer PING"))?;
         }
         let status = Command::new("redis-cli")
             .arg("--cluster")
@@ -279,17 +281,11 @@ impl RedisCluster {
 }
 
 async fn cluster_ok(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else {
-        return false;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return false;
-    };
-    redis::cmd("CLUSTER")
-        .arg("INFO")
-        .query_async::<String>(&mut conn)
+    let mut info = redis::cmd("CLUSTER");
+    info.arg("INFO");
+    answer(url, info)
         .await
-        .is_ok_and(|info| info.contains("cluster_state:ok"))
+        .is_some_and(|info| info.contains("cluster_state:ok"))
 }
 
 /// Polls `condition` every 20 ms until it is true or `timeout` passes.
@@ -372,4 +368,3 @@ impl TestPki {
         self.dir().join("key.pem")
     }
 }
-

@@ -346,14 +346,20 @@ async fn a_small_event_buffer_loses_nothing() {
     server.finish().await;
 }
 
-#[tokio::test]
-async fn without_reconnection_closed_fires_and_waiting_requests_fail_when_the_server_drops() {
-    let server = FakeServer::start(|mut peer| async move {
+/// A server that drops the connection when the first request comes; its listener goes with
+/// it, so every reconnection attempt is refused.
+async fn server_dropping_at_the_first_request() -> FakeServer {
+    FakeServer::start(|mut peer| async move {
         peer.handshake().await;
-        let _ping = peer.recv().await;
+        let _request = peer.recv().await;
         peer.drop_connection();
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn without_reconnection_closed_fires_and_waiting_requests_fail_when_the_server_drops() {
+    let server = server_dropping_at_the_first_request().await;
     // A long request timeout: the request must fail because of the drop, not the timeout.
     let client = TopicClient::connect_with(
         &server.url,
@@ -383,13 +389,7 @@ async fn without_reconnection_closed_fires_and_waiting_requests_fail_when_the_se
 /// server had gone took 10 s to stop).
 #[tokio::test]
 async fn close_while_reconnecting_is_prompt() {
-    let server = FakeServer::start(|mut peer| async move {
-        peer.handshake().await;
-        let _ping = peer.recv().await;
-        // The listener goes with the peer: every reconnection attempt is refused.
-        peer.drop_connection();
-    })
-    .await;
+    let server = server_dropping_at_the_first_request().await;
     let client = TopicClient::connect_with(
         &server.url,
         ConnectOptions::default(),

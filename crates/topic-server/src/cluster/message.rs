@@ -61,6 +61,29 @@ pub(crate) struct ScriptCall {
     pub body: String,
 }
 
+impl ScriptCall {
+    /// A call that stores no value and checks no specification (a removal, or a view
+    /// operation before its definition is set), for `name` in `stream`.
+    fn plain(
+        op: &'static str,
+        stream: usize,
+        name: &str,
+        body: &Body<'_>,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            op,
+            stream,
+            name: name.to_owned(),
+            spec: String::new(),
+            value: Vec::new(),
+            mode: "keep",
+            retained: true,
+            owner: String::new(),
+            body: body.finish()?,
+        })
+    }
+}
+
 /// How a view's creator is written down: enough to compute its grant on every node.
 #[derive(Debug, Serialize, Deserialize)]
 struct CreatorRecord {
@@ -292,17 +315,7 @@ pub(crate) fn script_calls(
             .map(|path| {
                 let mut body = Body::new("remove", node);
                 body.path = Some(path);
-                Ok(ScriptCall {
-                    op: "remove",
-                    stream: partition_of(path),
-                    name: path.clone(),
-                    spec: String::new(),
-                    value: Vec::new(),
-                    mode: "keep",
-                    retained: true,
-                    owner: String::new(),
-                    body: body.finish()?,
-                })
+                ScriptCall::plain("remove", partition_of(path), path, &body)
             })
             .collect::<Result<_, serde_json::Error>>()?,
         Proposal::CreateView {
@@ -314,32 +327,14 @@ pub(crate) fn script_calls(
             body.name = Some(name);
             body.spec = Some(spec);
             body.creator = creator.as_deref().map(CreatorRecord::of);
-            vec![ScriptCall {
-                op: "view",
-                stream: VIEWS,
-                name: name.clone(),
-                spec: view_definition(spec, creator.as_deref()),
-                value: Vec::new(),
-                mode: "keep",
-                retained: true,
-                owner: String::new(),
-                body: body.finish()?,
-            }]
+            let mut call = ScriptCall::plain("view", VIEWS, name, &body)?;
+            call.spec = view_definition(spec, creator.as_deref());
+            vec![call]
         }
         Proposal::RemoveView { name } => {
             let mut body = Body::new("unview", node);
             body.name = Some(name);
-            vec![ScriptCall {
-                op: "unview",
-                stream: VIEWS,
-                name: name.clone(),
-                spec: String::new(),
-                value: Vec::new(),
-                mode: "keep",
-                retained: true,
-                owner: String::new(),
-                body: body.finish()?,
-            }]
+            vec![ScriptCall::plain("unview", VIEWS, name, &body)?]
         }
     })
 }

@@ -38,6 +38,34 @@ async fn subscribed(client: &TopicClient, path: &str) {
     .expect("subscribed in time");
 }
 
+/// A client of the nodes at `urls` (comma-separated), subscribed to `path`.
+async fn subscriber(urls: &str, path: &str) -> TopicClient {
+    let client = client_of(urls).await;
+    subscribed(&client, path).await;
+    client
+}
+
+/// Adds the integer topic `path`, every update of which is delivered, through `writer`.
+async fn add_counter(writer: &TopicClient, path: &str) {
+    writer
+        .add_topic(path, TopicType::Int64, every_update())
+        .await
+        .unwrap();
+}
+
+/// Writes 1..=`last` to `path` through `writer` in the background, 5 ms apart; the writer
+/// comes back when it is done.
+fn spawn_sequence(
+    writer: TopicClient,
+    path: &'static str,
+    last: i64,
+) -> tokio::task::JoinHandle<TopicClient> {
+    tokio::spawn(async move {
+        write_sequence(&writer, path, last, Duration::from_millis(5)).await;
+        writer
+    })
+}
+
 /// The integer values `client` receives for `path` until one reaches `last`.
 async fn values_until(client: &TopicClient, path: &str, last: i64) -> Vec<i64> {
     let mut seen = Vec::new();
@@ -85,12 +113,8 @@ async fn one_tree_across(nodes: &[Node]) {
         panic!("three nodes")
     };
     let writer = a.client().await;
-    writer
-        .add_topic("seq/n", TopicType::Int64, every_update())
-        .await
-        .unwrap();
-    let reader = c.client().await;
-    subscribed(&reader, "seq/n").await;
+    add_counter(&writer, "seq/n").await;
+    let reader = subscriber(&c.url(), "seq/n").await;
     for n in 1..=1000 {
         writer.set("seq/n", json!(n)).await.unwrap();
     }
@@ -208,22 +232,13 @@ async fn clients_of_a_killed_node_move_on_and_the_others_see_no_gap() {
     let b = Node::start("b", &redis.url(), &[]).await;
     let c = Node::start("c", &redis.url(), &[]).await;
     let writer = c.client().await;
-    writer
-        .add_topic("live/n", TopicType::Int64, every_update())
-        .await
-        .unwrap();
-    let moving = client_of(&format!("{},{}", a.url(), b.url())).await;
-    subscribed(&moving, "live/n").await;
-    let on_b = b.client().await;
-    subscribed(&on_b, "live/n").await;
-    let on_c = c.client().await;
-    subscribed(&on_c, "live/n").await;
+    add_counter(&writer, "live/n").await;
+    let moving = subscriber(&format!("{},{}", a.url(), b.url()), "live/n").await;
+    let on_b = subscriber(&b.url(), "live/n").await;
+    let on_c = subscriber(&c.url(), "live/n").await;
 
     let last = 400;
-    let writing = tokio::spawn(async move {
-        write_sequence(&writer, "live/n", last, Duration::from_millis(5)).await;
-        writer
-    });
+    let writing = spawn_sequence(writer, "live/n", last);
     let before = values_until(&moving, "live/n", 100).await;
     assert_eq!(before, (1..=100).collect::<Vec<_>>());
     a.kill().await;
@@ -248,20 +263,12 @@ async fn nodes_catch_up_after_redis_is_killed_and_restarted() {
     let a = Node::start("a", &redis.url(), &[]).await;
     let b = Node::start("b", &redis.url(), &[]).await;
     let writer = a.client().await;
-    writer
-        .add_topic("r/n", TopicType::Int64, every_update())
-        .await
-        .unwrap();
-    let on_a = a.client().await;
-    subscribed(&on_a, "r/n").await;
-    let on_b = b.client().await;
-    subscribed(&on_b, "r/n").await;
+    add_counter(&writer, "r/n").await;
+    let on_a = subscriber(&a.url(), "r/n").await;
+    let on_b = subscriber(&b.url(), "r/n").await;
 
     let last = 300;
-    let writing = tokio::spawn(async move {
-        write_sequence(&writer, "r/n", last, Duration::from_millis(5)).await;
-        writer
-    });
+    let writing = spawn_sequence(writer, "r/n", last);
     let first = values_until(&on_b, "r/n", 100).await;
     redis.kill().await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -345,12 +352,8 @@ async fn node_away_during_1000_updates(extra: &[&str]) -> (Vec<i64>, Node) {
     let a = Node::start("a", &redis.url(), extra).await;
     let mut c = Node::start("c", &redis.url(), extra).await;
     let writer = a.client().await;
-    writer
-        .add_topic("away/n", TopicType::Int64, every_update())
-        .await
-        .unwrap();
-    let on_c = c.client().await;
-    subscribed(&on_c, "away/n").await;
+    add_counter(&writer, "away/n").await;
+    let on_c = subscriber(&c.url(), "away/n").await;
 
     c.pause(true);
     let mut connection = redis.connection().await.unwrap();
