@@ -6,7 +6,9 @@
 //!
 //! Per stream (partition or views) it knows the sequence number it has applied up to:
 //! - a message numbered exactly one more is applied;
-//! - a message it has already applied (numbered no more) is skipped;
+//! - a message it has already applied (numbered no more) is skipped — unless it is not the
+//!   message it applied under that number (Redis lost its last changes, say in a crash with
+//!   `appendfsync everysec`, and numbered new ones again): then the partition is reloaded;
 //! - a message further ahead means a gap: the log fills it (`XRANGE`), then the message;
 //! - a log that starts past the gap (trimmed), or a counter of another epoch (Redis lost its
 //!   data and started counting again), means the partition is *reloaded*: its topics' latest
@@ -17,7 +19,7 @@
 //! compares each counter with its own and catches up, so a change whose message was lost
 //! is applied within about a second even when nothing else happens on its partition.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +37,9 @@ use crate::metrics::Metrics;
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Log entries read per request while catching up.
 const CATCH_UP_BATCH: usize = 1_000;
+/// Per stream, how many of the last applied messages are remembered (by number and hash) to
+/// tell a duplicate from a different change under a number already applied.
+const REMEMBERED: usize = 1_024;
 
 /// Reads one stream's sequence number, epoch and state in one atomic step.
 const SNAPSHOT_SCRIPT: &str = "return {redis.call('GET', KEYS[1]) or '0', \
@@ -52,6 +57,8 @@ pub(crate) struct Applier {
     applied: Vec<u64>,
     /// Per stream, the epoch of those numbers (`None`: nothing numbered yet).
     epochs: Vec<Option<String>>,
+    /// Per stream, the last applied messages' numbers and hashes, oldest first.
+    recent: Vec<VecDeque<(u64, u64)>>,
     /// Per stream, the same for those waiting for their own change to be applied.
     published: Vec<watch::Sender<u64>>,
     snapshot: redis::Script,
@@ -77,6 +84,7 @@ impl Applier {
                 metrics,
                 applied: vec![0; STREAMS],
                 epochs: vec![None; STREAMS],
+                recent: vec![VecDeque::new(); STREAMS],
                 published,
                 snapshot: redis::Script::new(SNAPSHOT_SCRIPT),
             },
@@ -137,6 +145,9 @@ impl Applier {
             return self.reload(stream, Some("lost")).await;
         }
         if seq <= self.applied[stream] {
+            if self.conflicts(stream, seq, message) {
+                return self.reload(stream, Some("lost")).await;
+            }
             return Ok(());
         }
         if seq > self.applied[stream] + 1 {
@@ -149,8 +160,24 @@ impl Applier {
         Ok(())
     }
 
+    /// Whether `message`, numbered `seq` (already applied), is another change than the one
+    /// applied under that number. Too old to remember: taken for a duplicate.
+    fn conflicts(&self, stream: usize, seq: u64, message: &[u8]) -> bool {
+        self.recent[stream]
+            .iter()
+            .find(|(applied, _)| *applied == seq)
+            .is_some_and(|(_, hash)| *hash != hash_of(message))
+    }
+
     /// Decodes and applies one accepted message, whose number is the next one.
     fn apply_message(&mut self, stream: usize, message: &[u8]) {
+        if let Some(seq) = peek_seq(message) {
+            let recent = &mut self.recent[stream];
+            if recent.len() == REMEMBERED {
+                recent.pop_front();
+            }
+            recent.push_back((seq, hash_of(message)));
+        }
         match message::decode(message) {
             Ok((seq, change)) => {
                 self.engine.apply_replicated(change);
@@ -294,6 +321,7 @@ impl Applier {
             );
         }
         self.epochs[stream] = (!epoch.is_empty()).then_some(epoch);
+        self.recent[stream].clear();
         self.advance(stream, seq);
         Ok(())
     }
@@ -428,6 +456,14 @@ fn peek_header(message: &[u8]) -> Option<(u64, &str)> {
     let rest = rest[end..].strip_prefix(b",\"e\":\"")?;
     let end = rest.iter().position(|b| *b == b'"')?;
     Some((seq, std::str::from_utf8(&rest[..end]).ok()?))
+}
+
+/// A message's fingerprint (not kept anywhere but this process).
+fn hash_of(message: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    message.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The sequence number of a log entry (id `SEQ-1`).

@@ -12,10 +12,10 @@ local state, seqkey, log, epochkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, channel, loglen, publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local name, spec, value, mode, retained, owner, body =
   ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
-local t = 0
-
+-- 1. Checks, reading only: a refused or unchanged change writes nothing.
+local old
 if op == 'add' or op == 'set' then
-  local old = redis.call('HGET', state, 's:' .. name)
+  old = redis.call('HGET', state, 's:' .. name)
   if not old and op == 'set' then return {'missing'} end
   if old and op == 'add' and old ~= spec then return {'exists', old} end
   if old then
@@ -27,29 +27,24 @@ if op == 'add' or op == 'set' then
       if mode == 'set' and current == value then return {'unchanged'} end
       if mode == 'clear' and not current then return {'unchanged'} end
     end
-  else
-    redis.call('HSET', state, 's:' .. name, spec)
-    if owner ~= '' then redis.call('HSET', state, 'o:' .. name, owner) end
   end
-  if mode == 'set' and retained == '1' then
-    redis.call('HSET', state, 'v:' .. name, value)
-  elseif mode == 'clear' then
-    redis.call('HDEL', state, 'v:' .. name)
-  end
-  t = redis.call('HINCRBY', state, 't:' .. name, 1)
 elseif op == 'remove' then
-  if redis.call('HDEL', state, 's:' .. name) == 0 then return {'unchanged'} end
-  redis.call('HDEL', state, 'v:' .. name, 'o:' .. name, 't:' .. name)
+  if redis.call('HEXISTS', state, 's:' .. name) == 0 then return {'unchanged'} end
 elseif op == 'view' then
   if redis.call('HGET', state, 'd:' .. name) == spec then return {'unchanged'} end
-  redis.call('HSET', state, 'd:' .. name, spec)
 elseif op == 'unview' then
-  if redis.call('HDEL', state, 'd:' .. name) == 0 then return {'missing'} end
-  redis.call('HDEL', state, 'c:' .. name)
+  if redis.call('HEXISTS', state, 'd:' .. name) == 0 then return {'missing'} end
 else
   return redis.error_reply('unknown operation ' .. op)
 end
 
+-- 2. Number the change and log it. Should the log refuse it (its top entry is ahead of the
+-- counter: someone changed the keys by hand), nothing but the counter has changed, and nodes
+-- that find no entry under the new number reload the partition.
+local t = 0
+if op == 'add' or op == 'set' then
+  t = tonumber(redis.call('HGET', state, 't:' .. name) or '0') + 1
+end
 local s = redis.call('INCR', seqkey)
 -- A counter that starts (again) gets a new epoch, so nodes that applied an earlier counter's
 -- changes see that these numbers are not a continuation.
@@ -58,11 +53,29 @@ if s == 1 or not e then
   e = ARGV[12]
   redis.call('SET', epochkey, e)
 end
-if op == 'view' then
-  -- A view keeps the precedence of its first creation.
-  redis.call('HSETNX', state, 'c:' .. name, s)
-end
 local message = '{"s":' .. s .. ',"e":"' .. e .. '","t":' .. t .. ',' .. body
 redis.call('XADD', log, 'MAXLEN', '~', loglen, s .. '-1', 'm', message)
+
+-- 3. Store the new state, then tell every node.
+if op == 'add' or op == 'set' then
+  if not old then
+    redis.call('HSET', state, 's:' .. name, spec)
+    if owner ~= '' then redis.call('HSET', state, 'o:' .. name, owner) end
+  end
+  if mode == 'set' and retained == '1' then
+    redis.call('HSET', state, 'v:' .. name, value)
+  elseif mode == 'clear' then
+    redis.call('HDEL', state, 'v:' .. name)
+  end
+  redis.call('HSET', state, 't:' .. name, t)
+elseif op == 'remove' then
+  redis.call('HDEL', state, 's:' .. name, 'v:' .. name, 'o:' .. name, 't:' .. name)
+elseif op == 'view' then
+  redis.call('HSET', state, 'd:' .. name, spec)
+  -- A view keeps the precedence of its first creation.
+  redis.call('HSETNX', state, 'c:' .. name, s)
+else
+  redis.call('HDEL', state, 'd:' .. name, 'c:' .. name)
+end
 redis.call(publish, channel, message)
 return {'ok', s}

@@ -514,3 +514,102 @@ async fn a_node_runs_as_a_redis_user_limited_to_its_keys_and_channels() {
     writer.close().await;
     reader.close().await;
 }
+
+/// Redis that lost its last changes (a crash with `appendfsync everysec`) numbers new changes
+/// with numbers the nodes have already applied: they must see that those are other changes
+/// and reload, not skip them as duplicates (and then hold a topic Redis no longer has).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_notice_when_redis_lost_its_last_changes() {
+    let redis = RedisServer::start().await.unwrap();
+    let a = Node::start("a", &redis.url(), &[]).await;
+    let b = Node::start("b", &redis.url(), &[]).await;
+    let writer = a.client().await;
+    add_counter(&writer, "lost/x").await;
+    write_sequence(&writer, "lost/x", 10, Duration::ZERO).await;
+
+    // The last change of lost/x's partition: adding a topic there that Redis then loses.
+    let mut admin = redis.connection().await.unwrap();
+    let holds = |admin: &mut redis::aio::MultiplexedConnection, n: usize, path: String| {
+        let mut admin = admin.clone();
+        async move {
+            redis::cmd("HEXISTS")
+                .arg(format!("topic-server:{{p{n}}}:topics"))
+                .arg(format!("s:{path}"))
+                .query_async::<bool>(&mut admin)
+                .await
+                .unwrap()
+        }
+    };
+    let mut n = 0;
+    while !holds(&mut admin, n, "lost/x".to_owned()).await {
+        n += 1;
+    }
+    let mut doomed = None;
+    for i in 0..200 {
+        let path = format!("lost/y{i}");
+        add_counter(&writer, &path).await;
+        if holds(&mut admin, n, path.clone()).await {
+            doomed = Some(path);
+            break;
+        }
+    }
+    let doomed = doomed.expect("a topic in lost/x's partition");
+    let seq: u64 = redis::cmd("GET")
+        .arg(format!("topic-server:{{p{n}}}:seq"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    // What Redis holds had it lost that change: counter, log and state one step back.
+    let log = format!("topic-server:{{p{n}}}:log");
+    let _: i64 = redis::cmd("XDEL")
+        .arg(&log)
+        .arg(format!("{seq}-1"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("XSETID")
+        .arg(&log)
+        .arg(format!("{}-1", seq - 1))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("topic-server:{{p{n}}}:seq"))
+        .arg(seq - 1)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("HDEL")
+        .arg(format!("topic-server:{{p{n}}}:topics"))
+        .arg(format!("s:{doomed}"))
+        .arg(format!("t:{doomed}"))
+        .arg(format!("o:{doomed}"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+
+    // The next change takes the lost change's number.
+    writer.set("lost/x", json!(100)).await.unwrap();
+    for node in [&a, &b] {
+        let client = node.client().await;
+        wait_until(DELIVERY_LIMIT, || {
+            let client = &client;
+            async move { fetched(client, "lost/x").await == Some(json!(100)) }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("node {} took the new change", node.name));
+        let gone = client.fetch(doomed.as_str()).await.unwrap();
+        assert!(
+            gone.is_empty(),
+            "node {} dropped what Redis lost",
+            node.name
+        );
+        assert!(
+            node.metric("topic_server_cluster_reloads_total{reason=\"lost\"}")
+                .await
+                >= 1.0
+        );
+        client.close().await;
+    }
+    writer.close().await;
+}
