@@ -348,14 +348,10 @@ impl Applier {
                 _ => {}
             }
         }
-        let mut changes: Vec<Replicated> = self
-            .engine
-            .normal_topics_where(|path| {
-                partition_of(path) == partition && !specs.contains_key(path)
-            })
-            .into_iter()
-            .map(|path| Replicated::Remove { path })
-            .collect();
+        let gone = self.engine.normal_topics_where(|path| {
+            partition_of(path) == partition && !specs.contains_key(path)
+        });
+        let mut changes = vec![Replicated::Remove { paths: gone }];
         for (path, spec) in specs {
             let decoded = parse_topic_spec(&spec).and_then(|(topic_type, properties)| {
                 let value = match values.get(&path) {

@@ -9,7 +9,7 @@
 //! ```text
 //! {"s":41,"e":"9f0c2a51d3b7e604","t":7,"op":"set","node":"n1","path":"md/AAPL","type":"json","value":{"price":191.2}}
 //! {"s":42,"e":"9f0c2a51d3b7e604","t":1,"op":"add","node":"n1","path":"md/MSFT","type":"json","properties":{},"owner":"feed"}
-//! {"s":43,"e":"9f0c2a51d3b7e604","t":0,"op":"remove","node":"n2","path":"md/MSFT"}
+//! {"s":43,"e":"9f0c2a51d3b7e604","t":0,"op":"remove","node":"n2","paths":["md/MSFT","md/IBM"]}
 //! {"s":9,"e":"51aa07c2e9d0f318","t":0,"op":"view","node":"n1","name":"v","spec":"map ?md// to view/<path(1)>","creator":{"principal":"ops","roles":{"token":["ADMIN"]}}}
 //! ```
 //!
@@ -45,9 +45,10 @@ pub(crate) struct ScriptCall {
     pub op: &'static str,
     /// The stream (partition, or the views) it belongs to.
     pub stream: usize,
-    /// The topic path or view name.
+    /// The topic path or view name (empty for `remove`, whose paths are in `spec`).
     pub name: String,
-    /// `add`: the type and properties an existing topic must have; `view`: the definition.
+    /// `add`: the type and properties an existing topic must have; `view`: the definition;
+    /// `remove`: the paths (a JSON array).
     pub spec: String,
     /// The value to store, when `mode` is `set`.
     pub value: Vec<u8>,
@@ -135,6 +136,8 @@ struct Body<'a> {
     node: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paths: Option<Vec<&'a str>>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     topic_type: Option<TopicType>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -159,6 +162,7 @@ impl<'a> Body<'a> {
             op,
             node,
             path: None,
+            paths: None,
             topic_type: None,
             properties: None,
             owner: None,
@@ -185,6 +189,7 @@ struct Accepted<'a> {
     s: u64,
     op: String,
     path: Option<String>,
+    paths: Option<Vec<String>>,
     #[serde(rename = "type")]
     topic_type: Option<TopicType>,
     properties: Option<BTreeMap<String, String>>,
@@ -310,14 +315,26 @@ pub(crate) fn script_calls(
                 body: body.finish()?,
             }]
         }
-        Proposal::Remove { paths } => paths
-            .iter()
-            .map(|path| {
-                let mut body = Body::new("remove", node);
-                body.path = Some(path);
-                ScriptCall::plain("remove", partition_of(path), path, &body)
-            })
-            .collect::<Result<_, serde_json::Error>>()?,
+        Proposal::Remove { paths } => {
+            // One call per partition: its topics go in one atomic step.
+            let mut by_partition: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+            for path in paths {
+                by_partition
+                    .entry(partition_of(path))
+                    .or_default()
+                    .push(path);
+            }
+            by_partition
+                .into_iter()
+                .map(|(partition, paths)| {
+                    let mut body = Body::new("remove", node);
+                    body.paths = Some(paths.clone());
+                    let mut call = ScriptCall::plain("remove", partition, "", &body)?;
+                    call.spec = serde_json::to_string(&paths)?;
+                    Ok(call)
+                })
+                .collect::<Result<_, serde_json::Error>>()?
+        }
         Proposal::CreateView {
             name,
             spec,
@@ -383,7 +400,7 @@ pub(crate) fn decode(message: &[u8]) -> Result<(u64, Replicated), MessageError> 
             }
         }
         "remove" => Replicated::Remove {
-            path: path()?.as_str().to_owned(),
+            paths: accepted.paths.clone().ok_or_else(|| invalid("no paths"))?,
         },
         "view" => {
             let name = accepted.name.clone().ok_or_else(|| invalid("no name"))?;
@@ -464,12 +481,31 @@ mod tests {
             "{change:?}"
         );
 
+        let paths: Vec<String> = (0..40).map(|i| format!("r/{i}")).collect();
         let remove = Proposal::Remove {
-            paths: vec!["a".to_owned(), "b/c".to_owned()],
+            paths: paths.clone(),
         };
         let calls = script_calls(&remove, "n1").unwrap();
-        assert_eq!(calls.len(), 2, "one call per topic, each in its partition");
-        assert_eq!(calls[1].stream, super::super::keys::partition_of("b/c"));
+        assert!(calls.len() <= 16, "one call per partition");
+        let mut removed = Vec::new();
+        for call in &calls {
+            let listed: Vec<String> = serde_json::from_str(&call.spec).unwrap();
+            assert!(
+                listed
+                    .iter()
+                    .all(|p| super::super::keys::partition_of(p) == call.stream)
+            );
+            let (_, change) = decode(&accepted(call, 3)).unwrap();
+            let Replicated::Remove { paths } = change else {
+                panic!("{change:?}")
+            };
+            assert_eq!(paths, listed);
+            removed.extend(paths);
+        }
+        removed.sort();
+        let mut expected = paths;
+        expected.sort();
+        assert_eq!(removed, expected);
 
         let creator = Identity {
             principal: Some("ops".to_owned()),

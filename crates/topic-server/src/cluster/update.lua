@@ -4,7 +4,8 @@
 --
 -- KEYS: state hash, sequence counter, log stream, epoch
 -- ARGV: op, channel, log length, publish command (PUBLISH or SPUBLISH), name (topic path or
---       view name), spec (add: type and properties; view: definition), value, value mode
+--       view name), spec (add: type and properties; view: definition; remove: the paths, a
+--       JSON array of strings), value, value mode
 --       (keep | set | clear), retained (1 | 0), owner, body (message after
 --       {"s":…,"e":"…","t":…,), a new epoch (hex) in case the counter starts now
 -- Returns {'ok', seq}, {'unchanged'}, {'missing'} or {'exists', stored spec}.
@@ -29,7 +30,11 @@ if op == 'add' or op == 'set' then
     end
   end
 elseif op == 'remove' then
-  if redis.call('HEXISTS', state, 's:' .. name) == 0 then return {'unchanged'} end
+  local any = false
+  for _, path in ipairs(cjson.decode(spec)) do
+    if redis.call('HEXISTS', state, 's:' .. path) == 1 then any = true end
+  end
+  if not any then return {'unchanged'} end
 elseif op == 'view' then
   if redis.call('HGET', state, 'd:' .. name) == spec then return {'unchanged'} end
 elseif op == 'unview' then
@@ -69,7 +74,9 @@ if op == 'add' or op == 'set' then
   end
   redis.call('HSET', state, 't:' .. name, t)
 elseif op == 'remove' then
-  redis.call('HDEL', state, 's:' .. name, 'v:' .. name, 'o:' .. name, 't:' .. name)
+  for _, path in ipairs(cjson.decode(spec)) do
+    redis.call('HDEL', state, 's:' .. path, 'v:' .. path, 'o:' .. path, 't:' .. path)
+  end
 elseif op == 'view' then
   redis.call('HSET', state, 'd:' .. name, spec)
   -- A view keeps the precedence of its first creation.

@@ -80,8 +80,8 @@ pub(crate) enum Replicated {
         topic_type: TopicType,
         value: Option<TopicValue>,
     },
-    /// A normal topic removed.
-    Remove { path: String },
+    /// Normal topics removed.
+    Remove { paths: Vec<String> },
     /// A view created or replaced.
     CreateView {
         name: String,
@@ -227,8 +227,10 @@ impl Engine {
                     tracing::warn!(path = %path, error = %error.message, "replicated set not applied");
                 }
             }
-            Replicated::Remove { path } => {
-                self.apply_remove(&mut tree, &path, &mut op);
+            Replicated::Remove { paths } => {
+                for path in paths {
+                    self.apply_remove(&mut tree, &path, &mut op);
+                }
             }
             Replicated::CreateView {
                 name,

@@ -156,6 +156,18 @@ async fn one_tree_across(nodes: &[Node]) {
         fetched(&mirrored, "mirror/7").await,
         Some(json!({ "i": 7 }))
     );
+
+    // One remove through b, over every partition: gone everywhere, with what views derived.
+    fetcher.remove("?spread//").await.unwrap();
+    for node in nodes {
+        let client = node.client().await;
+        assert!(
+            client.fetch("?(spread|mirror)//").await.unwrap().is_empty(),
+            "{}",
+            node.name
+        );
+        client.close().await;
+    }
     for client in [writer, reader, fetcher, mirrored] {
         client.close().await;
     }
@@ -169,10 +181,10 @@ async fn three_nodes_on_one_redis_share_one_tree() {
         nodes.push(Node::start(name, &redis.url(), &[]).await);
     }
     one_tree_across(&nodes).await;
-    // The 64 topics spread over every partition.
+    // The 64 topics spread over every partition (each counted changes).
     let mut connection = redis.connection().await.unwrap();
     let partitions: Vec<String> = redis::cmd("KEYS")
-        .arg("topic-server:{p*}:topics")
+        .arg("topic-server:{p*}:seq")
         .query_async(&mut connection)
         .await
         .unwrap();
@@ -202,7 +214,7 @@ async fn three_nodes_on_a_redis_cluster_share_one_tree() {
             .await
             .unwrap();
         let partitions: Vec<String> = redis::cmd("KEYS")
-            .arg("topic-server:{p*}:topics")
+            .arg("topic-server:{p*}:seq")
             .query_async(&mut connection)
             .await
             .unwrap();
