@@ -421,6 +421,8 @@ fi
 #    a. Overhead: 10k subscribers on one node without --cluster, spread round-robin over three
 #       cluster nodes, and on one cluster node (which isolates the trip through Redis); the
 #       publisher sets through the first node; fixed rate then saturating, as in section 1.
+#       Before that, on the same servers, a latency probe: 100 subscribers at 100 updates/s,
+#       where the fan-out is short enough for a millisecond of added latency to show.
 #       Configurations are interleaved, $cluster_repeat rounds.
 #    b. Connections: $cluster_connections subscribers over $cluster_nodes cluster nodes, held by
 #       $cluster_loadgens loadgen processes (each under the descriptor limit, each spreading its
@@ -462,6 +464,15 @@ start_configuration() { # configuration label
   server_pids="$node_pids${redis_url:+,$redis_pid}"
 }
 
+cpu_ticks() { # pids: their CPU time so far (utime + stime) summed, in clock ticks
+  local pid total=0 ticks
+  for pid in "$@"; do
+    ticks=$(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$pid/stat" 2>/dev/null) || ticks=0
+    total=$((total + ${ticks:-0}))
+  done
+  echo "$total"
+}
+
 rss_bytes() { # comma-separated pids: their VmRSS summed, in bytes
   local pid kib total=0
   for pid in ${1//,/ }; do
@@ -500,6 +511,10 @@ if [ "$cluster" = 1 ] && [[ ",$cluster_parts," == *",overhead,"* ]]; then
       wait_quiet
       step "cluster overhead: $configuration, 10k subscribers (round $round of $cluster_repeat)"
       if start_configuration "$configuration" "$configuration-r$round"; then
+        loadgen "$raw/cluster-probe-$configuration-$round.json" --system topic-server \
+          --url "$url" --connections 100 --modes fixed-rate --rate 100 --duration "$duration" \
+          --scenario "cluster-probe-$configuration" --no-progress \
+          || warn "loadgen failed for $configuration (latency probe)"
         loadgen "$raw/cluster-overhead-$configuration-$round.json" --system topic-server \
           --url "$url" --connections 10000 --modes fixed-rate,saturate \
           --rate $((fixed_deliveries / 10000)) --window "$window" --duration "$duration" \
@@ -564,11 +579,15 @@ if [ "$cluster" = 1 ] && [[ ",$cluster_parts," == *",connections,"* ]]; then
       echo "$pid $(ls "/proc/$pid/fd" 2>/dev/null | wc -l)"
     done >"$raw/cluster-connections-fds.txt"
     next_source
+    # The observers' CPU while the primary publishes (their own figures cover their whole
+    # observation, most of it idle).
+    ticks_before=$(cpu_ticks "${observers[@]}")
     "$bin/loadgen" --out "$raw/cluster-connections-primary.json" --system topic-server \
       --url "${url%%,*}" --connections 0 --modes fixed-rate --rate 1 --duration "$cluster_hold" \
       --drain 0 --settle 0 --seq-base "$seq_base" --server-pid "$server_pids" \
       --source-base "$source" --scenario cluster-connections --no-progress \
       || warn "the publishing loadgen failed"
+    echo $(( $(cpu_ticks "${observers[@]}") - ticks_before )) >"$raw/cluster-connections-observer-ticks.txt"
     # The last updates' deliveries arrive (a backlogged machine delivers seconds late), then
     # the observers write their results: what has not arrived by then counts as lost.
     sleep "$cluster_drain"

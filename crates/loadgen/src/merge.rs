@@ -13,7 +13,9 @@
 //!   disconnects, decode errors. Latency histograms are merged, so the percentiles are exact
 //!   over every sample of every process (averaging each process's p99 would not be).
 //!   Deliveries per second are all deliveries over the primary's phase length; expected
-//!   deliveries are the primary's messages times all subscribers.
+//!   deliveries are the primary's messages times all subscribers. loadgen CPU is the sum of
+//!   each process's own figure, each over its own phase (an observer's is longer than the
+//!   primary's and mostly idle), so the "other processes" share derived from it is a rough one.
 //! - **Set-up**: counts are added; the ramp takes the longest process's time (processes ramp
 //!   at the same time); server RSS is the earliest reading before and the latest after (readings
 //!   of 0, from processes without `--server-pid`, are left out).
