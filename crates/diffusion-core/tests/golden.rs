@@ -706,7 +706,7 @@ fn errors_v2() -> Fixture {
                 value: serde_json::json!(1),
             },
             ErrorCode::Unavailable,
-            "the cluster's Redis did not answer: the change was not made",
+            "the cluster's Redis failed (it did not answer in time): the change may or may not have been made; fetch to see",
         ),
     ];
     for (request, code, message) in requests {

@@ -698,6 +698,20 @@ impl Engine {
                 if existing.topic_type != topic_type || existing.properties != *properties {
                     return Err(topic_exists(path.as_str(), existing.topic_type));
                 }
+                // Adding an identical topic with a value sets it: the same room is needed.
+                if let Some(value) = value {
+                    let held = retained_len(existing.value());
+                    tree.topics
+                        .check_room(
+                            held,
+                            retained_len(value.as_ref()),
+                            self.limits.max_tree_bytes,
+                        )
+                        .map_err(|e| {
+                            self.metrics.limit_refused("tree_bytes");
+                            OpError::limit(e.to_string())
+                        })?;
+                }
             }
             existing => {
                 self.check_owner_quota(tree, &access, owner.as_deref())?;

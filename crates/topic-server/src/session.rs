@@ -742,7 +742,13 @@ async fn run_session(
                     }
                     if let Flow::Propose(cid, proposal) = flow {
                         let result = match &ctx.cluster {
-                            Some(cluster) => cluster.submit(&proposal).await,
+                            Some(cluster) => tokio::select! {
+                                result = cluster.submit(&proposal) => result,
+                                () = shutdown.cancelled() => Err(OpError::new(
+                                    ErrorCode::Unavailable,
+                                    "the server is shutting down: the change may or may not have been made",
+                                )),
+                            },
                             None => Ok(()),
                         };
                         session.answer_proposal(cid, result);

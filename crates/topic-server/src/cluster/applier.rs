@@ -6,20 +6,22 @@
 //!
 //! Per stream (partition or views) it knows the sequence number it has applied up to:
 //! - a message numbered exactly one more is applied;
-//! - a message it has already applied (numbered no more) is skipped — unless it is not the
-//!   message it applied under that number (Redis lost its last changes, say in a crash with
-//!   `appendfsync everysec`, and numbered new ones again): then the partition is reloaded;
+//! - a message it has already applied (numbered no more) is skipped;
 //! - a message further ahead means a gap: the log fills it (`XRANGE`), then the message;
-//! - a log that starts past the gap (trimmed), or a counter of another epoch (Redis lost its
-//!   data and started counting again), means the partition is *reloaded*: its topics' latest
-//!   values are applied — subscribers get them as they would after a conflation — and topics
-//!   Redis no longer holds are removed.
+//! - a log that starts past the gap (trimmed) means the partition is *reloaded*: its topics'
+//!   latest values are applied — subscribers get them as they would after a conflation — and
+//!   topics Redis no longer holds are removed;
+//! - every change names the one before it (`p`, the previous change's id `i`): a change that
+//!   does not follow the one applied last, a counter of another epoch (Redis started counting
+//!   again), a counter behind ours, or a last change Redis names differently than we do, all
+//!   mean Redis lost changes this node applied (a crash with `appendfsync everysec`, a
+//!   failover to a lagging replica) and numbered others again: the partition is reloaded.
 //!
 //! Every second, and whenever a subscription is confirmed again (after Redis came back), it
 //! compares each counter with its own and catches up, so a change whose message was lost
 //! is applied within about a second even when nothing else happens on its partition.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,15 +37,13 @@ use crate::metrics::Metrics;
 
 /// How often every partition's counter is compared with what was applied.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// Log entries read per request while catching up.
-const CATCH_UP_BATCH: usize = 1_000;
-/// Per stream, how many of the last applied messages are remembered (by number and hash) to
-/// tell a duplicate from a different change under a number already applied.
-const REMEMBERED: usize = 1_024;
+/// Log entries read per request while catching up (with 1 MiB values, 100 MiB a reply).
+const CATCH_UP_BATCH: usize = 100;
 
-/// Reads one stream's sequence number, epoch and state in one atomic step.
+/// Reads one stream's sequence number, epoch, last change and state in one atomic step.
 const SNAPSHOT_SCRIPT: &str = "return {redis.call('GET', KEYS[1]) or '0', \
-     redis.call('GET', KEYS[2]) or '', redis.call('HGETALL', KEYS[3])}";
+     redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or '', \
+     redis.call('HGETALL', KEYS[4])}";
 
 /// The applier's state: what it applied, and where it says so.
 pub(crate) struct Applier {
@@ -57,8 +57,9 @@ pub(crate) struct Applier {
     applied: Vec<u64>,
     /// Per stream, the epoch of those numbers (`None`: nothing numbered yet).
     epochs: Vec<Option<String>>,
-    /// Per stream, the last applied messages' numbers and hashes, oldest first.
-    recent: Vec<VecDeque<(u64, u64)>>,
+    /// Per stream, the id of the change applied last (`None`: not known, after a reload of
+    /// a stream that has none yet).
+    last_ids: Vec<Option<String>>,
     /// Per stream, the same for those waiting for their own change to be applied.
     published: Vec<watch::Sender<u64>>,
     snapshot: redis::Script,
@@ -84,7 +85,7 @@ impl Applier {
                 metrics,
                 applied: vec![0; STREAMS],
                 epochs: vec![None; STREAMS],
-                recent: vec![VecDeque::new(); STREAMS],
+                last_ids: vec![None; STREAMS],
                 published,
                 snapshot: redis::Script::new(SNAPSHOT_SCRIPT),
             },
@@ -119,6 +120,7 @@ impl Applier {
                     match push {
                         Push::Change { stream, message } => self.on_message(stream, &message).await,
                         Push::Subscribed { stream } => self.catch_up(stream).await,
+                        Push::Unsubscribed { stream } => self.resubscribe(stream).await,
                     }
                 }
                 _ = check.tick() => {
@@ -137,59 +139,68 @@ impl Applier {
 
     /// A message from the feed.
     async fn on_message(&mut self, stream: usize, message: &[u8]) -> RedisResult<()> {
-        let Some((seq, epoch)) = peek_header(message) else {
-            self.skip_bad(stream, message, "no sequence number");
+        let Some(header) = Header::read(message) else {
+            self.skip_bad(stream, message, "no header");
             return Ok(());
         };
-        if !self.same_epoch(stream, epoch) {
+        if !self.same_epoch(stream, header.epoch) {
+            // Buffered from before a reload that already took the new epoch on? Then stale.
+            let current: Option<String> = self.commands.get(StreamKeys::of(stream).epoch).await?;
+            if current.as_deref() == self.epochs[stream].as_deref() {
+                return Ok(());
+            }
             return self.reload(stream, Some("lost")).await;
         }
-        if seq <= self.applied[stream] {
-            if self.conflicts(stream, seq, message) {
-                return self.reload(stream, Some("lost")).await;
-            }
+        if header.seq <= self.applied[stream] {
             return Ok(());
         }
-        if seq > self.applied[stream] + 1 {
+        if header.seq > self.applied[stream] + 1 {
             self.catch_up(stream).await?;
-            if seq <= self.applied[stream] {
+            if header.seq <= self.applied[stream] {
                 return Ok(());
             }
         }
-        self.apply_message(stream, message);
+        self.apply_next(stream, &header, message).await
+    }
+
+    /// Applies the message numbered next, unless it does not follow the change applied last
+    /// (another history): then the stream is reloaded instead.
+    async fn apply_next(
+        &mut self,
+        stream: usize,
+        header: &Header<'_>,
+        message: &[u8],
+    ) -> RedisResult<()> {
+        if let Some(last) = &self.last_ids[stream]
+            && last != header.prev
+        {
+            return self.reload(stream, Some("lost")).await;
+        }
+        self.last_ids[stream] = Some(header.id.to_owned());
+        self.apply_message(stream, header.seq, message);
         Ok(())
     }
 
-    /// Whether `message`, numbered `seq` (already applied), is another change than the one
-    /// applied under that number. Too old to remember: taken for a duplicate.
-    fn conflicts(&self, stream: usize, seq: u64, message: &[u8]) -> bool {
-        self.recent[stream]
-            .iter()
-            .find(|(applied, _)| *applied == seq)
-            .is_some_and(|(_, hash)| *hash != hash_of(message))
-    }
-
-    /// Decodes and applies one accepted message, whose number is the next one.
-    fn apply_message(&mut self, stream: usize, message: &[u8]) {
-        if let Some(seq) = peek_seq(message) {
-            let recent = &mut self.recent[stream];
-            if recent.len() == REMEMBERED {
-                recent.pop_front();
-            }
-            recent.push_back((seq, hash_of(message)));
-        }
+    /// Decodes and applies one accepted message numbered `seq`. A panic while applying is
+    /// contained (the engine survives it): the change is skipped, counted and logged.
+    fn apply_message(&mut self, stream: usize, seq: u64, message: &[u8]) {
         match message::decode(message) {
-            Ok((seq, change)) => {
-                self.engine.apply_replicated(change);
-                self.metrics.cluster_applied.increment(1);
-                self.advance(stream, seq);
+            Ok((_, change)) => {
+                let engine = &self.engine;
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    engine.apply_replicated(change);
+                }));
+                match applied {
+                    Ok(()) => self.metrics.cluster_applied.increment(1),
+                    Err(_) => {
+                        self.metrics.internal_errors.increment(1);
+                        self.skip_bad(stream, message, "applying it failed inside the server");
+                    }
+                }
             }
-            Err(error) => {
-                let seq = peek_seq(message).unwrap_or(self.applied[stream] + 1);
-                self.skip_bad(stream, message, &error.to_string());
-                self.advance(stream, seq);
-            }
+            Err(error) => self.skip_bad(stream, message, &error.to_string()),
         }
+        self.advance(stream, seq);
     }
 
     fn skip_bad(&self, stream: usize, message: &[u8], reason: &str) {
@@ -220,25 +231,52 @@ impl Applier {
         self.published[stream].send_replace(seq);
     }
 
-    /// Compares every stream's counter with what was applied.
+    /// Compares every stream's counter, epoch and last change with what was applied.
     async fn check_all(&mut self) -> RedisResult<()> {
         let _: RedisResult<String> = redis::cmd("PING").query_async(&mut self.subscription).await;
         for stream in 0..STREAMS {
             let keys = StreamKeys::of(stream);
-            let (current, epoch): (Option<u64>, Option<String>) = redis::cmd("MGET")
-                .arg(&keys.seq)
-                .arg(&keys.epoch)
-                .query_async(&mut self.commands)
-                .await?;
-            if epoch != self.epochs[stream] {
-                if epoch.is_some() || self.applied[stream] > 0 {
-                    self.reload(stream, Some("lost")).await?;
-                }
-            } else if current.unwrap_or(0) != self.applied[stream] {
+            let (current, epoch, last): (Option<u64>, Option<String>, Option<String>) =
+                redis::cmd("MGET")
+                    .arg(&keys.seq)
+                    .arg(&keys.epoch)
+                    .arg(&keys.last)
+                    .query_async(&mut self.commands)
+                    .await?;
+            let (current, applied) = (current.unwrap_or(0), self.applied[stream]);
+            let fresh = applied == 0 && self.epochs[stream].is_none();
+            let diverged = if fresh {
+                false
+            } else if epoch != self.epochs[stream] {
+                epoch.is_some() || applied > 0
+            } else {
+                current < applied
+                    || (current == applied
+                        && self.last_ids[stream].is_some()
+                        && last != self.last_ids[stream])
+            };
+            if diverged {
+                self.reload(stream, Some("lost")).await?;
+            } else if current != applied {
                 self.catch_up(stream).await?;
             }
         }
         Ok(())
+    }
+
+    /// Redis dropped this node's subscription to a stream's channel (a Redis Cluster moved
+    /// its slot): subscribe again, then catch up with what was missed.
+    async fn resubscribe(&mut self, stream: usize) -> RedisResult<()> {
+        let channel = StreamKeys::of(stream).channel;
+        tracing::info!(
+            stream,
+            "cluster: subscription dropped by Redis; subscribing again"
+        );
+        match &mut self.subscription {
+            Commands::Cluster(connection) => connection.ssubscribe(&channel).await?,
+            Commands::Single(connection) => connection.subscribe(&channel).await?,
+        }
+        self.catch_up(stream).await
     }
 
     async fn counter(&mut self, stream: usize) -> RedisResult<u64> {
@@ -271,18 +309,28 @@ impl Applier {
             }
             let count = reply.ids.len();
             for entry in &reply.ids {
-                let Some(redis::Value::BulkString(message)) = entry.map.get("m") else {
+                let next = self.applied[stream] + 1;
+                if entry_seq(&entry.id) != Some(next) {
+                    continue;
+                }
+                let message = match entry.map.get("m") {
+                    Some(redis::Value::BulkString(message)) => &message[..],
+                    _ => &[][..],
+                };
+                let Some(header) = Header::read(message).filter(|h| h.seq == next) else {
+                    // Unreadable: skipped and counted, never read again.
+                    self.skip_bad(stream, message, "log entry without a readable change");
+                    self.advance(stream, next);
                     continue;
                 };
-                let Some((seq, epoch)) = peek_header(message) else {
-                    continue;
-                };
-                if !self.same_epoch(stream, epoch) {
+                if !self.same_epoch(stream, header.epoch) {
                     return self.reload(stream, Some("lost")).await;
                 }
-                if seq == self.applied[stream] + 1 {
-                    self.metrics.cluster_caught_up.increment(1);
-                    self.apply_message(stream, &message[..]);
+                self.metrics.cluster_caught_up.increment(1);
+                self.apply_next(stream, &header, message).await?;
+                if self.applied[stream] != next {
+                    // Reloaded: the rest of this batch is behind.
+                    return Ok(());
                 }
             }
             if count < CATCH_UP_BATCH {
@@ -295,10 +343,11 @@ impl Applier {
     /// at start-up, else why the log could not be used (counted and logged).
     async fn reload(&mut self, stream: usize, reason: Option<&'static str>) -> RedisResult<()> {
         let keys = StreamKeys::of(stream);
-        let (seq, epoch, fields): (u64, String, HashMap<String, Vec<u8>>) = self
+        let (seq, epoch, last, fields): (u64, String, String, HashMap<String, Vec<u8>>) = self
             .snapshot
             .key(&keys.seq)
             .key(&keys.epoch)
+            .key(&keys.last)
             .key(&keys.state)
             .invoke_async(&mut self.commands)
             .await?;
@@ -321,7 +370,7 @@ impl Applier {
             );
         }
         self.epochs[stream] = (!epoch.is_empty()).then_some(epoch);
-        self.recent[stream].clear();
+        self.last_ids[stream] = (!last.is_empty()).then_some(last);
         self.advance(stream, seq);
         Ok(())
     }
@@ -437,29 +486,41 @@ impl Applier {
     }
 }
 
-/// The sequence number at the start of an accepted message (`{"s":N,…`), without decoding
-/// the rest.
-fn peek_seq(message: &[u8]) -> Option<u64> {
-    peek_header(message).map(|(seq, _)| seq)
+/// What the script puts at the start of an accepted message
+/// (`{"s":N,"e":"EPOCH","p":"PREV","i":"ID",…`), read without decoding the rest.
+#[derive(Debug, PartialEq, Eq)]
+struct Header<'a> {
+    seq: u64,
+    epoch: &'a str,
+    prev: &'a str,
+    id: &'a str,
 }
 
-/// The sequence number and epoch at the start of an accepted message
-/// (`{"s":N,"e":"EPOCH",…`), without decoding the rest.
-fn peek_header(message: &[u8]) -> Option<(u64, &str)> {
-    let rest = message.strip_prefix(b"{\"s\":")?;
-    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
-    let seq = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
-    let rest = rest[end..].strip_prefix(b",\"e\":\"")?;
-    let end = rest.iter().position(|b| *b == b'"')?;
-    Some((seq, std::str::from_utf8(&rest[..end]).ok()?))
-}
-
-/// A message's fingerprint (not kept anywhere but this process).
-fn hash_of(message: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    message.hash(&mut hasher);
-    hasher.finish()
+impl<'a> Header<'a> {
+    fn read(message: &'a [u8]) -> Option<Self> {
+        let rest = message.strip_prefix(b"{\"s\":")?;
+        let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+        let seq = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+        let mut rest = &rest[end..];
+        let mut field = |name: &[u8]| -> Option<&'a str> {
+            let after = rest
+                .strip_prefix(b",\"")?
+                .strip_prefix(name)?
+                .strip_prefix(b"\":\"")?;
+            let end = after.iter().position(|b| *b == b'"')?;
+            rest = &after[end + 1..];
+            std::str::from_utf8(&after[..end]).ok()
+        };
+        let epoch = field(b"e")?;
+        let prev = field(b"p")?;
+        let id = field(b"i")?;
+        Some(Self {
+            seq,
+            epoch,
+            prev,
+            id,
+        })
+    }
 }
 
 /// The sequence number of a log entry (id `SEQ-1`).
@@ -472,14 +533,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sequence_numbers_are_read_without_decoding() {
+    fn headers_are_read_without_decoding() {
         assert_eq!(
-            peek_header(br#"{"s":42,"e":"0a1b","t":1,"op":"set"}"#),
-            Some((42, "0a1b"))
+            Header::read(br#"{"s":42,"e":"0a1b","p":"","i":"c3","t":1,"op":"set"}"#),
+            Some(Header {
+                seq: 42,
+                epoch: "0a1b",
+                prev: "",
+                id: "c3"
+            })
         );
-        assert_eq!(peek_seq(br#"{"s":42,"t":1}"#), None, "no epoch");
-        assert_eq!(peek_seq(br#"{"t":1}"#), None);
-        assert_eq!(peek_seq(br#"{"s":}"#), None);
+        assert_eq!(
+            Header::read(br#"{"s":42,"e":"0a1b","t":1}"#),
+            None,
+            "no ids"
+        );
+        assert_eq!(Header::read(br#"{"t":1}"#), None);
+        assert_eq!(Header::read(br#"{"s":}"#), None);
         assert_eq!(entry_seq("17-1"), Some(17));
         assert_eq!(entry_seq("x"), None);
     }

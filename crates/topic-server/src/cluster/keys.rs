@@ -9,6 +9,7 @@
 //! | `topic-server:{pN}:topics` | hash | per topic `s:PATH` (type and properties), `v:PATH` (value, wire JSON), `t:PATH` (topic sequence number), `o:PATH` (owner) |
 //! | `topic-server:{pN}:seq` | string | the partition's sequence number: one per accepted change |
 //! | `topic-server:{pN}:epoch` | string | a name chosen when the counter starts: a counter that starts again (Redis lost its data) gets a new one |
+//! | `topic-server:{pN}:last` | string | the id of the last change: each change names the one before it |
 //! | `topic-server:{pN}:log` | stream | the last accepted changes, entry id `SEQ-1`, field `m` |
 //! | `topic-server:{pN}:changes` | channel | every accepted change, as it is accepted |
 //!
@@ -46,6 +47,8 @@ pub(crate) struct StreamKeys {
     pub seq: String,
     /// The counter's epoch.
     pub epoch: String,
+    /// The id of the last accepted change.
+    pub last: String,
     /// The bounded log of changes.
     pub log: String,
     /// The pub/sub channel changes are published on.
@@ -67,6 +70,7 @@ impl StreamKeys {
             state: format!("topic-server:{tag}:{state}"),
             seq: format!("topic-server:{tag}:seq"),
             epoch: format!("topic-server:{tag}:epoch"),
+            last: format!("topic-server:{tag}:last"),
             log: format!("topic-server:{tag}:log"),
             channel: format!("topic-server:{tag}:changes"),
         }

@@ -50,6 +50,9 @@ pub(crate) enum Push {
     /// The subscription to a stream's channel was (re)confirmed: whatever was published
     /// while it was down is in the log.
     Subscribed { stream: usize },
+    /// Redis ended the subscription to a stream's channel (on a Redis Cluster, when the
+    /// channel's slot moves to another shard).
+    Unsubscribed { stream: usize },
 }
 
 impl Push {
@@ -57,7 +60,7 @@ impl Push {
     pub fn len(&self) -> usize {
         match self {
             Self::Change { message, .. } => message.len(),
-            Self::Subscribed { .. } => 0,
+            Self::Subscribed { .. } | Self::Unsubscribed { .. } => 0,
         }
     }
 }
@@ -175,6 +178,9 @@ fn push_sender(
             PushKind::Subscribe | PushKind::SSubscribe => {
                 stream_of(&info.data).map(|stream| Push::Subscribed { stream })
             }
+            PushKind::Unsubscribe | PushKind::SUnsubscribe => {
+                stream_of(&info.data).map(|stream| Push::Unsubscribed { stream })
+            }
             _ => None,
         };
         let Some(push) = push else {
@@ -215,7 +221,12 @@ pub(crate) async fn connect(
                 .connection_timeout(CONNECTION_TIMEOUT)
                 .response_timeout(RESPONSE_TIMEOUT)
         };
-        let commands = builder(urls).build()?.get_async_connection().await?;
+        // A change must run at most once: no resending a script whose answer was lost.
+        let commands = builder(urls)
+            .retries(0)
+            .build()?
+            .get_async_connection()
+            .await?;
         let mut subscription = builder(urls)
             .push_sender(push_sender(feed, budget))
             .build()?

@@ -3,14 +3,15 @@
 //! log), decoded back into changes for the engine.
 //!
 //! An accepted change is one JSON object: `s` (the partition's sequence number), `e` (the
-//! epoch of its counter) and `t` (the topic's sequence number, 0 for removals and views) are
-//! put first by the script, then the proposer's body:
+//! epoch of its counter), `p` (the id of the partition's change before it), `i` (its own id)
+//! and `t` (the topic's sequence number, 0 for removals and views) are put first by the
+//! script, then the proposer's body:
 //!
 //! ```text
-//! {"s":41,"e":"9f0c2a51d3b7e604","t":7,"op":"set","node":"n1","path":"md/AAPL","type":"json","value":{"price":191.2}}
-//! {"s":42,"e":"9f0c2a51d3b7e604","t":1,"op":"add","node":"n1","path":"md/MSFT","type":"json","properties":{},"owner":"feed"}
-//! {"s":43,"e":"9f0c2a51d3b7e604","t":0,"op":"remove","node":"n2","paths":["md/MSFT","md/IBM"]}
-//! {"s":9,"e":"51aa07c2e9d0f318","t":0,"op":"view","node":"n1","name":"v","spec":"map ?md// to view/<path(1)>","creator":{"principal":"ops","roles":{"token":["ADMIN"]}}}
+//! {"s":41,"e":"9f0c2a51d3b7e604","p":"1c0ffee0ddba11ad","i":"5eed2b1ac4a7f00d","t":7,"op":"set","node":"n1","path":"md/AAPL","type":"json","value":{"price":191.2}}
+//! {"s":42,"e":"9f0c2a51d3b7e604","p":"5eed2b1ac4a7f00d","i":"77aa10fe0b3c9d21","t":1,"op":"add","node":"n1","path":"md/MSFT","type":"json","properties":{},"owner":"feed"}
+//! {"s":43,"e":"9f0c2a51d3b7e604","p":"77aa10fe0b3c9d21","i":"0d15ea5e8badf00d","t":0,"op":"remove","node":"n2","paths":["md/MSFT","md/IBM"]}
+//! {"s":9,"e":"51aa07c2e9d0f318","p":"3a9b","i":"c0de","t":0,"op":"view","node":"n1","name":"v","spec":"map ?md// to view/<path(1)>","creator":{"principal":"ops","roles":{"token":["ADMIN"]}}}
 //! ```
 //!
 //! Values travel as the wire JSON clients receive (never re-encoded, so numbers keep their
@@ -58,7 +59,7 @@ pub(crate) struct ScriptCall {
     pub retained: bool,
     /// The principal that adds the topic.
     pub owner: String,
-    /// The message body after `{"s":…,"e":"…","t":…,`.
+    /// The message body after `{"s":…,"e":"…","p":"…","i":"…","t":…,`.
     pub body: String,
 }
 
@@ -174,7 +175,7 @@ impl<'a> Body<'a> {
         }
     }
 
-    /// The JSON object without its opening brace (the script writes `{"s":…,"e":"…","t":…,`
+    /// The JSON object without its opening brace (the script writes the numbers and ids
     /// first).
     fn finish(&self) -> Result<String, serde_json::Error> {
         let mut text = serde_json::to_string(self)?;
@@ -293,6 +294,7 @@ pub(crate) fn script_calls(
         Proposal::Set {
             path,
             topic_type,
+            properties,
             value,
             retained,
         } => {
@@ -307,7 +309,7 @@ pub(crate) fn script_calls(
                 op: "set",
                 stream: partition_of(path),
                 name: path.clone(),
-                spec: String::new(),
+                spec: topic_spec(*topic_type, properties),
                 value: stored_value,
                 mode,
                 retained: *retained,
@@ -426,7 +428,11 @@ mod tests {
 
     /// What the update script makes of a call: its numbers, then the body.
     fn accepted(call: &ScriptCall, seq: u64) -> Vec<u8> {
-        format!("{{\"s\":{seq},\"e\":\"00ff\",\"t\":1,{}", call.body).into_bytes()
+        format!(
+            "{{\"s\":{seq},\"e\":\"00ff\",\"p\":\"aa\",\"i\":\"bb\",\"t\":1,{}",
+            call.body
+        )
+        .into_bytes()
     }
 
     fn properties() -> TopicProperties {
@@ -470,6 +476,7 @@ mod tests {
         let cleared = Proposal::Set {
             path: "md/X".to_owned(),
             topic_type: TopicType::Json,
+            properties: properties(),
             value: WireValue::Cleared,
             retained: true,
         };

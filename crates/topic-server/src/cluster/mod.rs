@@ -138,25 +138,25 @@ impl Cluster {
         &self.node_id
     }
 
-    /// Has Redis accept `proposal`, then waits until this node has applied it, so the
-    /// session that asked reads its own write.
+    /// Has Redis accept `proposal`, then waits until this node has applied everything the
+    /// partition held when Redis answered (the change, or what made it unchanged or
+    /// refused), so the session that asked reads its own write.
     pub async fn submit(&self, proposal: &Proposal) -> Result<(), OpError> {
         let calls = message::script_calls(proposal, &self.node_id)
             .map_err(|error| internal(&error.to_string()))?;
         for call in calls {
-            let accepted = tokio::time::timeout(WRITE_TIMEOUT, self.accept(&call))
+            let (seq, outcome) = tokio::time::timeout(WRITE_TIMEOUT, self.accept(&call))
                 .await
-                .map_err(|_| unavailable("did not answer in time"))??;
-            if let Some(seq) = accepted {
-                self.wait_applied(call.stream, seq).await;
-            }
+                .map_err(|_| unavailable("it did not answer in time"))??;
+            self.wait_applied(call.stream, seq).await;
+            outcome?;
         }
         Ok(())
     }
 
-    /// Runs the update script for one call; the sequence number Redis gave the change, or
-    /// `None` when nothing changed.
-    async fn accept(&self, call: &ScriptCall) -> Result<Option<u64>, OpError> {
+    /// Runs the update script for one call: the partition's number after it, and whether the
+    /// change was made (or unchanged) or refused.
+    async fn accept(&self, call: &ScriptCall) -> Result<(u64, Result<(), OpError>), OpError> {
         let keys = StreamKeys::of(call.stream);
         let mut commands = self.commands.clone();
         let reply: Vec<redis::Value> = self
@@ -165,6 +165,7 @@ impl Cluster {
             .key(&keys.seq)
             .key(&keys.log)
             .key(&keys.epoch)
+            .key(&keys.last)
             .arg(call.op)
             .arg(&keys.channel)
             .arg(self.log_length)
@@ -176,6 +177,7 @@ impl Cluster {
             .arg(if call.retained { "1" } else { "0" })
             .arg(&call.owner)
             .arg(&call.body)
+            .arg(format!("{:016x}", rand::random::<u64>()))
             .arg(format!("{:016x}", rand::random::<u64>()))
             .invoke_async(&mut commands)
             .await
@@ -189,9 +191,9 @@ impl Cluster {
             Some(redis::Value::Int(n)) => n.to_string(),
             _ => String::new(),
         };
-        match text(0).as_str() {
-            "ok" => Ok(text(1).parse().ok()),
-            "unchanged" => Ok(None),
+        let seq = text(1).parse().unwrap_or(0);
+        let outcome = match text(0).as_str() {
+            "ok" | "unchanged" => Ok(()),
             "missing" if call.op == "unview" => Err(OpError::new(
                 ErrorCode::NoSuchView,
                 format!("no view named '{}'", call.name),
@@ -207,10 +209,18 @@ impl Cluster {
                     call.name
                 ),
             )),
+            "replaced" => Err(OpError::new(
+                ErrorCode::NoSuchTopic,
+                format!(
+                    "the topic at '{}' was replaced by one of another type or properties meanwhile: the value was not set",
+                    call.name
+                ),
+            )),
             other => Err(internal(&format!(
                 "unexpected reply from the update script: {other}"
             ))),
-        }
+        };
+        Ok((seq, outcome))
     }
 
     /// Waits (bounded) until this node has applied change `seq` of `stream`.
@@ -234,9 +244,12 @@ fn internal(detail: &str) -> OpError {
     OpError::new(ErrorCode::Internal, "internal error")
 }
 
+/// Redis failed or did not answer: the script may or may not have run.
 fn unavailable(reason: &str) -> OpError {
     OpError::new(
         ErrorCode::Unavailable,
-        format!("the cluster's Redis did not answer ({reason}): the change was not made"),
+        format!(
+            "the cluster's Redis failed ({reason}): the change may or may not have been made; fetch to see"
+        ),
     )
 }

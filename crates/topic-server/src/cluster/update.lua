@@ -1,32 +1,39 @@
--- Accepts one change to the shared topic tree: checks it against the stored state, changes
--- the state, numbers the change, appends it to the partition's log and publishes it, all in
--- one atomic step (see docs/cluster.md). Every key and the channel share one hash tag.
+-- Accepts one change to the shared topic tree: checks it against the stored state, numbers it,
+-- appends it to the partition's log, changes the state and publishes it, all in one atomic
+-- step (see docs/cluster.md). Every key and the channel share one hash tag.
 --
--- KEYS: state hash, sequence counter, log stream, epoch
+-- KEYS: state hash, sequence counter, log stream, epoch, id of the last change
 -- ARGV: op, channel, log length, publish command (PUBLISH or SPUBLISH), name (topic path or
---       view name), spec (add: type and properties; view: definition; remove: the paths, a
---       JSON array of strings), value, value mode
---       (keep | set | clear), retained (1 | 0), owner, body (message after
---       {"s":…,"e":"…","t":…,), a new epoch (hex) in case the counter starts now
--- Returns {'ok', seq}, {'unchanged'}, {'missing'} or {'exists', stored spec}.
-local state, seqkey, log, epochkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+--       view name), spec (add and set: type and properties; view: definition; remove: the
+--       paths, a JSON array of strings), value, value mode (keep | set | clear), retained
+--       (1 | 0), owner, body (the message after {"s":…,"e":"…","p":"…","i":"…","t":…,), a new
+--       epoch (hex) in case the counter starts now, this change's id (hex)
+-- Returns {'ok', seq}, or {'unchanged' | 'missing' | 'exists' | 'replaced', seq}: seq is the
+-- partition's number after the call (a node waits until it has applied that far).
+local state, seqkey, log, epochkey, lastkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local op, channel, loglen, publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local name, spec, value, mode, retained, owner, body =
   ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local function refuse(kind)
+  return {kind, tonumber(redis.call('GET', seqkey) or '0')}
+end
+
 -- 1. Checks, reading only: a refused or unchanged change writes nothing.
 local old
 if op == 'add' or op == 'set' then
   old = redis.call('HGET', state, 's:' .. name)
-  if not old and op == 'set' then return {'missing'} end
-  if old and op == 'add' and old ~= spec then return {'exists', old} end
+  if not old and op == 'set' then return refuse('missing') end
+  -- The value was checked against this type and these properties: a topic replaced meanwhile
+  -- by another kind refuses it.
+  if old and old ~= spec then return refuse(op == 'add' and 'exists' or 'replaced') end
   if old then
     -- Unchanged values are not sent again (a topic that does not retain its value has
     -- nothing to compare with: each of its values is delivered).
-    if mode == 'keep' then return {'unchanged'} end
+    if mode == 'keep' then return refuse('unchanged') end
     if retained == '1' then
       local current = redis.call('HGET', state, 'v:' .. name)
-      if mode == 'set' and current == value then return {'unchanged'} end
-      if mode == 'clear' and not current then return {'unchanged'} end
+      if mode == 'set' and current == value then return refuse('unchanged') end
+      if mode == 'clear' and not current then return refuse('unchanged') end
     end
   end
 elseif op == 'remove' then
@@ -34,11 +41,11 @@ elseif op == 'remove' then
   for _, path in ipairs(cjson.decode(spec)) do
     if redis.call('HEXISTS', state, 's:' .. path) == 1 then any = true end
   end
-  if not any then return {'unchanged'} end
+  if not any then return refuse('unchanged') end
 elseif op == 'view' then
-  if redis.call('HGET', state, 'd:' .. name) == spec then return {'unchanged'} end
+  if redis.call('HGET', state, 'd:' .. name) == spec then return refuse('unchanged') end
 elseif op == 'unview' then
-  if redis.call('HEXISTS', state, 'd:' .. name) == 0 then return {'missing'} end
+  if redis.call('HEXISTS', state, 'd:' .. name) == 0 then return refuse('missing') end
 else
   return redis.error_reply('unknown operation ' .. op)
 end
@@ -58,8 +65,13 @@ if s == 1 or not e then
   e = ARGV[12]
   redis.call('SET', epochkey, e)
 end
-local message = '{"s":' .. s .. ',"e":"' .. e .. '","t":' .. t .. ',' .. body
-redis.call('XADD', log, 'MAXLEN', '~', loglen, s .. '-1', 'm', message)
+-- Each change names the one before it, so a node that applied another history notices.
+local prev = redis.call('GET', lastkey) or ''
+local id = ARGV[13]
+local message = '{"s":' .. string.format('%d', s) .. ',"e":"' .. e .. '","p":"' .. prev ..
+  '","i":"' .. id .. '","t":' .. string.format('%d', t) .. ',' .. body
+redis.call('XADD', log, 'MAXLEN', '~', loglen, string.format('%d', s) .. '-1', 'm', message)
+redis.call('SET', lastkey, id)
 
 -- 3. Store the new state, then tell every node.
 if op == 'add' or op == 'set' then

@@ -51,6 +51,9 @@ pub(crate) enum Proposal {
         path: String,
         /// The topic's type, so every node decodes the value before it takes the lock.
         topic_type: TopicType,
+        /// Its properties: with the type, what the value was checked against (a topic replaced
+        /// meanwhile by another kind refuses it).
+        properties: TopicProperties,
         value: WireValue,
         /// Whether the topic keeps its value (`DONT_RETAIN_VALUE` topics deliver every set).
         retained: bool,
@@ -150,8 +153,11 @@ impl Engine {
                     .topics
                     .get_by_id(checked.id)
                     .ok_or_else(|| super::no_such_topic(checked.path.as_str()))?;
-                let (retained, topic_type) =
-                    (!topic.properties.dont_retain_value, topic.topic_type);
+                let (retained, topic_type, properties) = (
+                    !topic.properties.dont_retain_value,
+                    topic.topic_type,
+                    topic.properties,
+                );
                 let held = super::retained_len(topic.value());
                 let needed = super::retained_len(checked.value.as_ref());
                 tree.topics
@@ -163,6 +169,7 @@ impl Engine {
                 Ok(Some(Proposal::Set {
                     path: checked.path.as_str().to_owned(),
                     topic_type,
+                    properties,
                     value: WireValue::of(checked.value.as_ref()),
                     retained,
                 }))

@@ -527,14 +527,17 @@ async fn a_node_runs_as_a_redis_user_limited_to_its_keys_and_channels() {
     reader.close().await;
 }
 
-/// Redis that lost its last changes (a crash with `appendfsync everysec`) numbers new changes
-/// with numbers the nodes have already applied: they must see that those are other changes
-/// and reload, not skip them as duplicates (and then hold a topic Redis no longer has).
+/// Redis that lost its last changes (a crash with `appendfsync everysec`, a failover to a
+/// lagging replica) numbers new changes with numbers the nodes have already applied: they must
+/// see that those are other changes and reload, not skip them as duplicates (and then hold a
+/// topic Redis no longer has) — whether they hear the new changes as they come (a, b) or read
+/// them from the log after being away (c).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_notice_when_redis_lost_its_last_changes() {
     let redis = RedisServer::start().await.unwrap();
     let a = Node::start("a", &redis.url(), &[]).await;
     let b = Node::start("b", &redis.url(), &[]).await;
+    let mut c = Node::start("c", &redis.url(), &[]).await;
     let writer = a.client().await;
     add_counter(&writer, "lost/x").await;
     write_sequence(&writer, "lost/x", 10, Duration::ZERO).await;
@@ -566,6 +569,27 @@ async fn nodes_notice_when_redis_lost_its_last_changes() {
         }
     }
     let doomed = doomed.expect("a topic in lost/x's partition");
+    // c goes away (paused, its subscription cut): it will read what follows from the log.
+    wait_until(DELIVERY_LIMIT, || {
+        let c = &c;
+        let doomed = doomed.clone();
+        async move {
+            let client = c.client().await;
+            let held = !client.fetch(doomed.as_str()).await.unwrap().is_empty();
+            client.close().await;
+            held
+        }
+    })
+    .await
+    .expect("c applied the change Redis is about to lose");
+    c.pause(true);
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
     let seq: u64 = redis::cmd("GET")
         .arg(format!("topic-server:{{p{n}}}:seq"))
         .query_async(&mut admin)
@@ -573,6 +597,31 @@ async fn nodes_notice_when_redis_lost_its_last_changes() {
         .unwrap();
     // What Redis holds had it lost that change: counter, log and state one step back.
     let log = format!("topic-server:{{p{n}}}:log");
+    let before: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&log)
+        .arg(format!("{}-1", seq - 1))
+        .arg(format!("{}-1", seq - 1))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let Some(redis::Value::BulkString(message)) = before.ids[0].map.get("m") else {
+        panic!("the change before the lost one is in the log")
+    };
+    let text = String::from_utf8_lossy(message).into_owned();
+    let id = text
+        .split("\"i\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let _: () = redis::cmd("SET")
+        .arg(format!("topic-server:{{p{n}}}:last"))
+        .arg(id)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
     let _: i64 = redis::cmd("XDEL")
         .arg(&log)
         .arg(format!("{seq}-1"))
@@ -600,13 +649,16 @@ async fn nodes_notice_when_redis_lost_its_last_changes() {
         .await
         .unwrap();
 
-    // The next change takes the lost change's number.
-    writer.set("lost/x", json!(100)).await.unwrap();
-    for node in [&a, &b] {
+    // The next change takes the lost change's number; two more follow it.
+    for n in 100..=102 {
+        writer.set("lost/x", json!(n)).await.unwrap();
+    }
+    c.pause(false);
+    for node in [&a, &b, &c] {
         let client = node.client().await;
         wait_until(DELIVERY_LIMIT, || {
             let client = &client;
-            async move { fetched(client, "lost/x").await == Some(json!(100)) }
+            async move { fetched(client, "lost/x").await == Some(json!(102)) }
         })
         .await
         .unwrap_or_else(|_| panic!("node {} took the new change", node.name));
@@ -623,5 +675,49 @@ async fn nodes_notice_when_redis_lost_its_last_changes() {
         );
         client.close().await;
     }
+    writer.close().await;
+}
+
+/// A value is accepted only for the kind of topic it was checked against: a topic replaced
+/// meanwhile by one of another type (here: behind the node's back) refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_checked_against_a_replaced_topic_is_refused() {
+    let redis = RedisServer::start().await.unwrap();
+    let a = Node::start("a", &redis.url(), &[]).await;
+    let writer = a.client().await;
+    writer
+        .add_topic_with_value("kind/t", TopicType::String, BTreeMap::new(), json!("s"))
+        .await
+        .unwrap();
+    let mut admin = redis.connection().await.unwrap();
+    let mut replaced = 0;
+    for n in 0..16 {
+        let key = format!("topic-server:{{p{n}}}:topics");
+        let set: i64 = redis::cmd("HSET")
+            .arg(&key)
+            .arg("s:kind/t")
+            .arg(r#"{"properties":{},"type":"int64"}"#)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if set == 0 {
+            replaced += 1; // the field existed: this is the topic's partition
+        } else {
+            let _: i64 = redis::cmd("HDEL")
+                .arg(&key)
+                .arg("s:kind/t")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(replaced, 1);
+    let refused = writer.set("kind/t", json!("other")).await.unwrap_err();
+    assert!(
+        matches!(&refused, topic_client::ClientError::Server { code, message }
+            if *code == topic_client::ErrorCode::NoSuchTopic && message.contains("replaced")),
+        "{refused:?}"
+    );
+    assert_eq!(fetched(&writer, "kind/t").await, Some(json!("s")));
     writer.close().await;
 }
