@@ -185,7 +185,7 @@ async fn bind_until(config: Config, shutdown: &CancellationToken) -> anyhow::Res
         None => None,
     };
     if let Some(file) = &config.views {
-        load_views(&engine, cluster.as_deref(), file).await?;
+        load_views(&engine, cluster.as_ref(), file).await?;
     }
     let ctx = Arc::new(ServerContext {
         cluster,
@@ -218,7 +218,7 @@ async fn bind_until(config: Config, shutdown: &CancellationToken) -> anyhow::Res
 /// stays as it is).
 async fn load_views(
     engine: &Engine,
-    cluster: Option<&cluster::Cluster>,
+    cluster: Option<&Arc<cluster::Cluster>>,
     file: &std::path::Path,
 ) -> anyhow::Result<()> {
     let name = file.display().to_string();

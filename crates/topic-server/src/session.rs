@@ -32,6 +32,7 @@ use diffusion_core::protocol::{
     negotiate_version,
 };
 use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use futures_util::stream::SplitSink;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
@@ -117,7 +118,15 @@ struct Session {
     limiter: Option<DefaultDirectRateLimiter>,
     /// When the session's token expires, for a session authenticated by one.
     expires_at: Option<Instant>,
+    /// In cluster mode: the session's `set`s queued for Redis and not yet answered, in order.
+    in_flight: FuturesOrdered<ProposalFuture>,
 }
+
+/// A `set` on its way through the cluster: its cid and outcome.
+type ProposalFuture = futures_util::future::BoxFuture<'static, (u64, Result<(), OpError>)>;
+
+/// How many `set`s one session may have on their way through the cluster at once.
+const MAX_SETS_IN_FLIGHT: usize = 64;
 
 /// Counts the session in the connections gauge for exactly as long as it lives, however it
 /// ends.
@@ -485,6 +494,13 @@ impl Session {
         Flow::Continue
     }
 
+    /// Waits for every `set` on its way through the cluster and answers them, in order.
+    async fn drain_in_flight(&mut self) {
+        while let Some((cid, result)) = self.in_flight.next().await {
+            self.answer_proposal(cid, result);
+        }
+    }
+
     /// Answers a proposed change once the cluster has accepted and applied it (or refused).
     fn answer_proposal(&self, cid: u64, result: Result<(), OpError>) {
         match result {
@@ -578,6 +594,18 @@ impl Session {
             Phase::Connected { identity } => identity.name(),
             Phase::Handshake => "-",
         }
+    }
+}
+
+/// Whether a frame is a `set` request (decoded only while sets are on their way through the
+/// cluster).
+fn is_set(frame: &Message) -> bool {
+    match frame {
+        Message::Text(text) => matches!(
+            decode_client_message(text.as_str()),
+            Ok(ClientMessage::Set { .. })
+        ),
+        _ => false,
     }
 }
 
@@ -688,6 +716,7 @@ async fn run_session(
         per_second: ctx.config.max_requests_per_second,
         limiter: rate_limiter(ctx.config.max_requests_per_second),
         expires_at: None,
+        in_flight: FuturesOrdered::new(),
     };
     let handshake_deadline = tokio::time::sleep(ctx.config.handshake_timeout);
     tokio::pin!(handshake_deadline);
@@ -721,6 +750,9 @@ async fn run_session(
             }, if paused_until.is_some() => {
                 paused_until = None;
             }
+            Some((cid, result)) = session.in_flight.next(), if !session.in_flight.is_empty() => {
+                session.answer_proposal(cid, result);
+            }
             frame = stream.next(), if paused_until.is_none() => match frame {
                 Some(Ok(frame)) => {
                     outbound.heard(ctx.liveness.now_ms());
@@ -734,11 +766,38 @@ async fn run_session(
                             continue;
                         }
                     }
+                    // Only `set`s overtake the answers of the sets before them; anything else
+                    // waits for those first, so it sees their effect.
+                    if !session.in_flight.is_empty() && !is_set(&frame) {
+                        session.drain_in_flight().await;
+                    }
                     let mut flow = session.handle_frame_contained(frame);
                     if let Flow::Authenticate(pending) = flow {
                         let PendingConnect { version, resume, presented } = *pending;
                         let checked = ctx.security.authenticate(presented, session.peer).await;
                         flow = session.connect(version, resume, checked);
+                    }
+                    let pipelined =
+                        matches!(&flow, Flow::Propose(_, p) if matches!(**p, Proposal::Set { .. }));
+                    if pipelined
+                        && let Some(cluster) = ctx.cluster.clone()
+                        && let Flow::Propose(cid, proposal) =
+                            std::mem::replace(&mut flow, Flow::Continue)
+                    {
+                        // Queued for Redis now (so in order), answered in order by
+                        // `in_flight`; the session goes on reading meanwhile.
+                        if session.in_flight.len() >= MAX_SETS_IN_FLIGHT
+                            && let Some((cid, result)) = session.in_flight.next().await
+                        {
+                            session.answer_proposal(cid, result);
+                        }
+                        let finishing = cluster.begin(&proposal).await;
+                        session.in_flight.push_back(Box::pin(async move {
+                            match finishing {
+                                Ok(finishing) => (cid, finishing.await),
+                                Err(error) => (cid, Err(error)),
+                            }
+                        }));
                     }
                     if let Flow::Propose(cid, proposal) = flow {
                         let result = match &ctx.cluster {

@@ -15,6 +15,7 @@ mod applier;
 pub(crate) mod keys;
 mod link;
 pub(crate) mod message;
+mod submitter;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,9 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, OpError, Proposal};
 use crate::metrics::Metrics;
-use keys::StreamKeys;
-use link::Commands;
-use message::ScriptCall;
 
 /// The update script (see the module documentation).
 const UPDATE_SCRIPT: &str = include_str!("update.lua");
@@ -57,10 +55,8 @@ pub struct ClusterConfig {
 /// A node's membership of a cluster: proposes changes and waits for them to be applied.
 pub(crate) struct Cluster {
     node_id: String,
-    commands: Commands,
-    sharded: bool,
-    log_length: usize,
-    update: redis::Script,
+    /// Hands changes to Redis in order, several per round trip.
+    submitter: submitter::Submitter,
     /// Per stream, the sequence number this node has applied up to.
     applied: Vec<watch::Receiver<u64>>,
     /// Stops the applier when the node goes away.
@@ -121,13 +117,17 @@ impl Cluster {
         let stop = CancellationToken::new();
         tokio::spawn(applier.run(feed_rx, budget, stop.clone()));
         let sharded = link.sharded;
+        let submitter = submitter::Submitter::start(
+            link.commands,
+            sharded,
+            config.log_length,
+            WRITE_TIMEOUT,
+            stop.clone(),
+        );
         tracing::info!(node = %config.node_id, sharded, "joined the cluster; shared tree loaded");
         Ok(Arc::new(Self {
             node_id: config.node_id.clone(),
-            commands: link.commands,
-            sharded,
-            log_length: config.log_length,
-            update: redis::Script::new(UPDATE_SCRIPT),
+            submitter,
             applied,
             stop,
         }))
@@ -141,86 +141,39 @@ impl Cluster {
     /// Has Redis accept `proposal`, then waits until this node has applied everything the
     /// partition held when Redis answered (the change, or what made it unchanged or
     /// refused), so the session that asked reads its own write.
-    pub async fn submit(&self, proposal: &Proposal) -> Result<(), OpError> {
-        let calls = message::script_calls(proposal, &self.node_id)
-            .map_err(|error| internal(&error.to_string()))?;
-        for call in calls {
-            let (seq, outcome) = tokio::time::timeout(WRITE_TIMEOUT, self.accept(&call))
-                .await
-                .map_err(|_| unavailable("it did not answer in time"))??;
-            self.wait_applied(call.stream, seq).await;
-            outcome?;
-        }
-        Ok(())
+    pub async fn submit(self: &Arc<Self>, proposal: &Proposal) -> Result<(), OpError> {
+        self.begin(proposal).await?.await
     }
 
-    /// Runs the update script for one call: the partition's number after it, and whether the
-    /// change was made (or unchanged) or refused.
-    async fn accept(&self, call: &ScriptCall) -> Result<(u64, Result<(), OpError>), OpError> {
-        let keys = StreamKeys::of(call.stream);
-        let mut commands = self.commands.clone();
-        let reply: Vec<redis::Value> = self
-            .update
-            .key(&keys.state)
-            .key(&keys.seq)
-            .key(&keys.log)
-            .key(&keys.epoch)
-            .key(&keys.last)
-            .arg(call.op)
-            .arg(&keys.channel)
-            .arg(self.log_length)
-            .arg(if self.sharded { "SPUBLISH" } else { "PUBLISH" })
-            .arg(&call.name)
-            .arg(&call.spec)
-            .arg(&call.value[..])
-            .arg(call.mode)
-            .arg(if call.retained { "1" } else { "0" })
-            .arg(&call.owner)
-            .arg(&call.body)
-            .arg(format!("{:016x}", rand::random::<u64>()))
-            .arg(format!("{:016x}", rand::random::<u64>()))
-            .invoke_async(&mut commands)
-            .await
-            .map_err(|error| {
-                tracing::warn!(%error, "cluster: Redis refused or failed a change");
-                unavailable(&error.to_string())
-            })?;
-        let text = |i: usize| match reply.get(i) {
-            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(&b[..]).into_owned(),
-            Some(redis::Value::SimpleString(s)) => s.clone(),
-            Some(redis::Value::Int(n)) => n.to_string(),
-            _ => String::new(),
-        };
-        let seq = text(1).parse().unwrap_or(0);
-        let outcome = match text(0).as_str() {
-            "ok" | "unchanged" => Ok(()),
-            "missing" if call.op == "unview" => Err(OpError::new(
-                ErrorCode::NoSuchView,
-                format!("no view named '{}'", call.name),
-            )),
-            "missing" => Err(OpError::new(
-                ErrorCode::NoSuchTopic,
-                format!("no topic at path '{}'", call.name),
-            )),
-            "exists" => Err(OpError::new(
-                ErrorCode::TopicExists,
-                format!(
-                    "topic '{}' already exists with different type or properties",
-                    call.name
-                ),
-            )),
-            "replaced" => Err(OpError::new(
-                ErrorCode::NoSuchTopic,
-                format!(
-                    "the topic at '{}' was replaced by one of another type or properties meanwhile: the value was not set",
-                    call.name
-                ),
-            )),
-            other => Err(internal(&format!(
-                "unexpected reply from the update script: {other}"
-            ))),
-        };
-        Ok((seq, outcome))
+    /// Queues `proposal` for Redis now — changes begun one after another reach Redis in that
+    /// order — and returns what finishes it: waiting for Redis's answers and for this node to
+    /// apply them (as [`Cluster::submit`]). A session pipelines its `set`s this way.
+    pub async fn begin(
+        self: &Arc<Self>,
+        proposal: &Proposal,
+    ) -> Result<futures_util::future::BoxFuture<'static, Result<(), OpError>>, OpError> {
+        let calls = message::script_calls(proposal, &self.node_id)
+            .map_err(|error| internal(&error.to_string()))?;
+        let mut answers = Vec::with_capacity(calls.len());
+        for call in calls {
+            let stream = call.stream;
+            answers.push((stream, self.submitter.queue(call).await?));
+        }
+        let cluster = Arc::clone(self);
+        Ok(Box::pin(async move {
+            let mut result = Ok(());
+            for (stream, answer) in answers {
+                let accepted = tokio::time::timeout(WRITE_TIMEOUT, answer)
+                    .await
+                    .map_err(|_| unavailable("it did not answer in time"))?
+                    .map_err(|_| unavailable("the node is shutting down"))??;
+                cluster.wait_applied(stream, accepted.seq).await;
+                if result.is_ok() {
+                    result = accepted.outcome;
+                }
+            }
+            result
+        }))
     }
 
     /// Waits (bounded) until this node has applied change `seq` of `stream`.

@@ -4,11 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns panic on purpose
 
+#[path = "../common/mod.rs"]
+mod common;
 mod node;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use diffusion_core::protocol::ServerMessage;
 use node::{Node, client_of};
 use serde_json::{Value, json};
 use service_kit::testing::{RedisCluster, RedisServer, wait_until};
@@ -507,7 +510,12 @@ async fn a_node_runs_as_a_redis_user_limited_to_its_keys_and_channels() {
         .await
         .unwrap();
     let reader = b.client().await;
-    assert_eq!(fetched(&reader, "acl/x").await, Some(json!(7)));
+    wait_until(DELIVERY_LIMIT, || {
+        let reader = &reader;
+        async move { fetched(reader, "acl/x").await == Some(json!(7)) }
+    })
+    .await
+    .expect("b has the topic a added");
 
     let mut limited = redis::Client::open(url)
         .unwrap()
@@ -720,4 +728,53 @@ async fn a_value_checked_against_a_replaced_topic_is_refused() {
     );
     assert_eq!(fetched(&writer, "kind/t").await, Some(json!("s")));
     writer.close().await;
+}
+
+/// A session's sets are pipelined through Redis (several on their way at once) and still
+/// applied and answered in the order they were sent; a request after them sees their effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_sets_are_pipelined_in_order() {
+    let redis = RedisServer::start().await.unwrap();
+    let a = Node::start("a", &redis.url(), &[]).await;
+    let b = Node::start("b", &redis.url(), &[]).await;
+    let setup = a.client().await;
+    add_counter(&setup, "pipe/n").await;
+    setup.close().await;
+    let on_b = subscriber(&b.url(), "pipe/n").await;
+
+    // A raw session: 500 sets written back to back, no reply awaited in between.
+    let mut writer = common::Client::open(&a.url()).await;
+    writer.handshake().await;
+    for n in 1..=500 {
+        writer
+            .send_json(&json!({"type": "set", "cid": n, "path": "pipe/n", "value": n}))
+            .await;
+    }
+    writer
+        .send_json(&json!({"type": "fetch", "cid": 501, "selector": "pipe/n"}))
+        .await;
+    let mut answered = Vec::new();
+    let fetched_value = loop {
+        match writer.next().await {
+            ServerMessage::Ok { cid } => answered.push(cid),
+            ServerMessage::Fetched { topics, .. } => break topics[0].value.clone(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        answered,
+        (1..=500).collect::<Vec<u64>>(),
+        "answered in order"
+    );
+    assert_eq!(
+        fetched_value,
+        Some(json!(500)),
+        "a request after them sees them"
+    );
+    assert_eq!(
+        values_until(&on_b, "pipe/n", 500).await,
+        (1..=500).collect::<Vec<_>>(),
+        "every set, once, in the order sent"
+    );
+    on_b.close().await;
 }
