@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use diffusion_core::protocol::ErrorCode;
+use redis::{ErrorKind, ServerErrorKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -69,14 +70,34 @@ impl Submitter {
     }
 }
 
+/// The submitter's connection and settings.
+struct Sender {
+    commands: Commands,
+    sharded: bool,
+    log_length: usize,
+    timeout: Duration,
+    /// The update script's SHA-1, for `EVALSHA`.
+    sha: String,
+    /// Whether Redis is thought to hold the script (loaded before the next batch if not).
+    loaded: bool,
+}
+
 async fn run(
     mut calls: mpsc::Receiver<Submission>,
-    mut commands: Commands,
+    commands: Commands,
     sharded: bool,
     log_length: usize,
     timeout: Duration,
     stop: CancellationToken,
 ) {
+    let mut sender = Sender {
+        commands,
+        sharded,
+        log_length,
+        timeout,
+        sha: redis::Script::new(UPDATE_SCRIPT).get_hash().to_owned(),
+        loaded: false,
+    };
     loop {
         let first = tokio::select! {
             () = stop.cancelled() => return,
@@ -91,7 +112,7 @@ async fn run(
             match calls.try_recv() {
                 Ok(submission) => {
                     if sharded && submission.call.stream != batch[0].call.stream {
-                        send_batch(batch, &mut commands, sharded, log_length, timeout).await;
+                        sender.send(batch).await;
                         batch = Vec::new();
                     }
                     batch.push(submission);
@@ -99,25 +120,31 @@ async fn run(
                 Err(_) => break,
             }
         }
-        send_batch(batch, &mut commands, sharded, log_length, timeout).await;
+        sender.send(batch).await;
     }
 }
 
-/// Sends `batch` as one pipeline and hands each call its answer.
-async fn send_batch(
-    batch: Vec<Submission>,
-    commands: &mut Commands,
-    sharded: bool,
-    log_length: usize,
-    timeout: Duration,
-) {
-    {
-        let mut pipe = redis::pipe();
-        for submission in &batch {
-            pipe.add_command(script_call(&submission.call, sharded, log_length));
+impl Sender {
+    /// Sends `batch` as one pipeline of `EVALSHA`s and hands each call its answer. A call
+    /// that finds the script missing (Redis restarted) did not run: it is refused, never
+    /// sent again — a resent call could overtake a later one — and the script is loaded
+    /// before the next batch.
+    async fn send(&mut self, batch: Vec<Submission>) {
+        if !self.loaded {
+            let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(UPDATE_SCRIPT)
+                .query_async(&mut self.commands)
+                .await;
+            self.loaded = loaded.is_ok();
         }
-        let replies: Result<Vec<Vec<redis::Value>>, OpError> =
-            match tokio::time::timeout(timeout, pipe.query_async(commands)).await {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for submission in &batch {
+            pipe.add_command(self.script_call(&submission.call));
+        }
+        let replies: Result<Vec<redis::RedisResult<Vec<redis::Value>>>, OpError> =
+            match tokio::time::timeout(self.timeout, pipe.query_async(&mut self.commands)).await {
                 Ok(Ok(replies)) => Ok(replies),
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "cluster: Redis refused or failed a change");
@@ -125,55 +152,68 @@ async fn send_batch(
                 }
                 Err(_) => Err(unavailable("it did not answer in time")),
             };
-        match replies {
-            Ok(replies) if replies.len() == batch.len() => {
-                for (submission, reply) in batch.into_iter().zip(replies) {
-                    let accepted = read_answer(&submission.call, &reply);
-                    let _ = submission.answer.send(Ok(accepted));
-                }
-            }
+        let replies = match replies {
+            Ok(replies) if replies.len() == batch.len() => replies,
             Ok(_) => {
+                let error = internal("the update script answered a batch short");
                 for submission in batch {
-                    let _ = submission
-                        .answer
-                        .send(Err(internal("the update script answered a batch short")));
+                    let _ = submission.answer.send(Err(error.clone()));
                 }
+                return;
             }
             Err(error) => {
                 for submission in batch {
                     let _ = submission.answer.send(Err(error.clone()));
                 }
+                return;
             }
+        };
+        for (submission, reply) in batch.into_iter().zip(replies) {
+            let answer = match reply {
+                Ok(reply) => Ok(read_answer(&submission.call, &reply)),
+                Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    self.loaded = false;
+                    Err(OpError::new(
+                        ErrorCode::Unavailable,
+                        "the cluster's Redis had lost its update script (it restarted): the change was not made; retry",
+                    ))
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cluster: Redis refused or failed a change");
+                    Err(unavailable(&error.to_string()))
+                }
+            };
+            let _ = submission.answer.send(answer);
         }
     }
-}
 
-/// The update script's call for `call` (`EVAL`: see docs/cluster.md on why not `EVALSHA`).
-fn script_call(call: &ScriptCall, sharded: bool, log_length: usize) -> redis::Cmd {
-    let keys = StreamKeys::of(call.stream);
-    let mut command = redis::cmd("EVAL");
-    command
-        .arg(UPDATE_SCRIPT)
-        .arg(5)
-        .arg(&keys.state)
-        .arg(&keys.seq)
-        .arg(&keys.log)
-        .arg(&keys.epoch)
-        .arg(&keys.last)
-        .arg(call.op)
-        .arg(&keys.channel)
-        .arg(log_length)
-        .arg(if sharded { "SPUBLISH" } else { "PUBLISH" })
-        .arg(&call.name)
-        .arg(&call.spec)
-        .arg(&call.value[..])
-        .arg(call.mode)
-        .arg(if call.retained { "1" } else { "0" })
-        .arg(&call.owner)
-        .arg(&call.body)
-        .arg(format!("{:016x}", rand::random::<u64>()))
-        .arg(format!("{:016x}", rand::random::<u64>()));
-    command
+    /// The update script's call for `call`.
+    fn script_call(&self, call: &ScriptCall) -> redis::Cmd {
+        let keys = StreamKeys::of(call.stream);
+        let mut command = redis::cmd("EVALSHA");
+        command
+            .arg(&self.sha)
+            .arg(5)
+            .arg(&keys.state)
+            .arg(&keys.seq)
+            .arg(&keys.log)
+            .arg(&keys.epoch)
+            .arg(&keys.last)
+            .arg(call.op)
+            .arg(&keys.channel)
+            .arg(self.log_length)
+            .arg(if self.sharded { "SPUBLISH" } else { "PUBLISH" })
+            .arg(&call.name)
+            .arg(&call.spec)
+            .arg(&call.value[..])
+            .arg(call.mode)
+            .arg(if call.retained { "1" } else { "0" })
+            .arg(&call.owner)
+            .arg(&call.body)
+            .arg(format!("{:016x}", rand::random::<u64>()))
+            .arg(format!("{:016x}", rand::random::<u64>()));
+        command
+    }
 }
 
 /// Reads the script's answer to `call`.
