@@ -1,9 +1,9 @@
 //! The one task that hands a node's changes to Redis: in the order they were queued, as many
 //! as are waiting in one round trip (a pipeline of update-script calls, which Redis runs in
 //! that order; on a Redis Cluster, one pipeline per run of calls to the same partition, since
-//! a pipeline may not cross slots). Sessions queue their changes one after another and wait for the answers
-//! elsewhere, so a session's stream of `set`s is pipelined without ever being reordered —
-//! the order is the queue's, not that of whichever future happens to be polled first.
+//! a pipeline may not cross slots). Sessions queue their changes one after another and wait
+//! for the answers elsewhere, so a session's stream of `set`s is pipelined without ever being
+//! reordered — the order is the queue's, not that of whichever future is polled first.
 
 use std::time::Duration;
 
