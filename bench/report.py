@@ -24,6 +24,15 @@ SYSTEMS = ["topic-server", "redis-ws-bridge", "nats", "node-bridge", "limit"]
 NOISY_OTHER_CPU = 25.0
 
 
+
+def read_int(directory, name):
+    """The integer a one-line file in `directory` holds, or None when it is missing or not one."""
+    try:
+        with open(os.path.join(directory, name)) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
 def load(path):
     try:
         with open(path) as f:
@@ -96,13 +105,7 @@ def max_connections(raw, idle, fd_limit):
     subscribed = a["connect"]["connected"] + (b["connect"]["connected"] if b else 0)
     failed = (b["connect"]["failed"] if b else 0) + a["connect"]["failed"]
     first_error = (b and b["connect"]["first_error"]) or a["connect"]["first_error"]
-    def number(name):
-        try:
-            with open(os.path.join(raw, name)) as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):
-            return None
-    peak_fds, base_fds = number("max-fds.txt"), number("max-fds-base.txt")
+    peak_fds, base_fds = read_int(raw, "max-fds.txt"), read_int(raw, "max-fds-base.txt")
     # Both loadgens report what they subscribed; the server's own descriptor count says how
     # many it held at once (one descriptor per connection above its idle baseline).
     held = peak_fds - base_fds if peak_fds is not None and base_fds is not None else None
@@ -324,23 +327,17 @@ def cluster_connections(raw):
     split = node_and_redis(run)
     connected = c["connected"]
 
-    def number(name):
-        try:
-            with open(os.path.join(raw, name)) as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):
-            return None
     fds = []
     try:
         with open(os.path.join(raw, "cluster-connections-fds.txt")) as f:
             fds = [int(line.split()[1]) for line in f if line.strip()]
     except (OSError, ValueError, IndexError):
         pass
-    base = number("cluster-connections-rss-base.txt")
+    base = read_int(raw, "cluster-connections-rss-base.txt")
     per = lambda n: round(n / connected) if connected else None
     # The observers' own CPU figures cover their whole observation; the script sampled their
     # CPU over the publishing window itself.
-    ticks = number("cluster-connections-observer-ticks.txt")
+    ticks = read_int(raw, "cluster-connections-observer-ticks.txt")
     observers_cpu = ticks / 100.0 / run["duration_s"] * 100.0 if ticks is not None and run["duration_s"] else None
     other_cpu = (run["machine_cpu_percent"] - run["server_cpu_percent"] - observers_cpu
                  if observers_cpu is not None else run["other_cpu_percent"])
@@ -348,7 +345,7 @@ def cluster_connections(raw):
         "requested": c["requested"], "connected": connected, "failed": c["failed"],
         "first_error": c["first_error"], "nodes": split["nodes"],
         "node_descriptors": fds, "loadgen_processes": merged["processes"] - 1,
-        "ramp_seconds": number("cluster-connections-ramp-seconds.txt"),
+        "ramp_seconds": read_int(raw, "cluster-connections-ramp-seconds.txt"),
         "published": run["published"], "rate_per_s": run["rate"], "duration_s": round(run["duration_s"], 1),
         "deliveries": run["deliveries"], "expected_deliveries": run["expected_deliveries"],
         "delivery_ratio": round(run["deliveries"] / run["expected_deliveries"], 6)

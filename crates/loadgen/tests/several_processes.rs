@@ -9,18 +9,11 @@ use std::time::Duration;
 use loadgen::{Config, Mode, Report, System};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+
 /// A topic server on a free loopback port; its URL, and the token that stops it.
 async fn topic_server() -> (String, CancellationToken) {
-    let server = topic_server::bind(topic_server::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        max_requests_per_second: 0,
-        ..topic_server::Config::default()
-    })
-    .await
-    .unwrap();
-    let url = format!("ws://{}/ws", server.local_addr());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(server.run(shutdown.clone()));
+    let (url, shutdown, _task) = support::topic_server().await;
     (url, shutdown)
 }
 

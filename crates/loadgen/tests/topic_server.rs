@@ -5,21 +5,14 @@
 use std::time::Duration;
 
 use loadgen::{Config, Mode, System};
+
+mod support;
+
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_server_fan_out_is_measured() {
-    let server = topic_server::bind(topic_server::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        // The saturating publisher sends as fast as the server answers.
-        max_requests_per_second: 0,
-        ..topic_server::Config::default()
-    })
-    .await
-    .unwrap();
-    let url = format!("ws://{}/ws", server.local_addr());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(server.run(shutdown.clone()));
+    let (url, shutdown, task) = support::topic_server().await;
 
     let mut config = Config::new(System::TopicServer, url);
     config.connections = 20;

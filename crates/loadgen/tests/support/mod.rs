@@ -1,0 +1,22 @@
+//! What loadgen's integration tests share: an in-process topic server on loopback.
+#![allow(clippy::unwrap_used)] // test helpers panic on purpose
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A topic server on a free loopback port without a request-rate limit (a saturating
+/// publisher sends as fast as the server answers): its WebSocket URL, the token that stops it
+/// and its task.
+pub async fn topic_server() -> (String, CancellationToken, JoinHandle<anyhow::Result<()>>) {
+    let server = topic_server::bind(topic_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_requests_per_second: 0,
+        ..topic_server::Config::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("ws://{}/ws", server.local_addr());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    (url, shutdown, task)
+}
