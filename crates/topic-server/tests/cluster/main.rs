@@ -97,6 +97,17 @@ async fn values_until(client: &TopicClient, path: &str, last: i64) -> Vec<i64> {
     seen
 }
 
+/// Waits until a fetch of `selector` through `client` finds `count` topics: another node
+/// applies a change a little after the writer's node answered, so reads there settle.
+async fn settles_at(client: &TopicClient, selector: &str, count: usize) {
+    let settled = wait_until(DELIVERY_LIMIT, || async {
+        client.fetch(selector).await.unwrap().len() == count
+    })
+    .await;
+    let found = client.fetch(selector).await.unwrap().len();
+    assert!(settled.is_ok(), "{selector}: {found} topics, not {count}");
+}
+
 /// The current value of `path` on a node.
 async fn fetched(client: &TopicClient, path: &str) -> Option<Value> {
     client
@@ -128,7 +139,12 @@ async fn one_tree_across(nodes: &[Node]) {
         "in order, exactly once"
     );
     let fetcher = b.client().await;
-    assert_eq!(fetched(&fetcher, "seq/n").await, Some(json!(1000)));
+    wait_until(DELIVERY_LIMIT, || {
+        let fetcher = &fetcher;
+        async move { fetched(fetcher, "seq/n").await == Some(json!(1000)) }
+    })
+    .await
+    .expect("b fetches the latest value");
 
     for i in 0..64 {
         writer
@@ -141,20 +157,14 @@ async fn one_tree_across(nodes: &[Node]) {
             .await
             .unwrap();
     }
-    let all = fetcher.fetch("?spread//").await.unwrap();
-    assert_eq!(all.len(), 64);
+    settles_at(&fetcher, "?spread//", 64).await;
 
     writer
         .create_view("mirror", "map ?spread// to mirror/<path(1)>")
         .await
         .unwrap();
     let mirrored = c.client().await;
-    wait_until(DELIVERY_LIMIT, || {
-        let mirrored = &mirrored;
-        async move { mirrored.fetch("?mirror//").await.unwrap().len() == 64 }
-    })
-    .await
-    .expect("the view's reference topics on another node");
+    settles_at(&mirrored, "?mirror//", 64).await;
     assert_eq!(
         fetched(&mirrored, "mirror/7").await,
         Some(json!({ "i": 7 }))
@@ -164,11 +174,7 @@ async fn one_tree_across(nodes: &[Node]) {
     fetcher.remove("?spread//").await.unwrap();
     for node in nodes {
         let client = node.client().await;
-        assert!(
-            client.fetch("?(spread|mirror)//").await.unwrap().is_empty(),
-            "{}",
-            node.name
-        );
+        settles_at(&client, "?(spread|mirror)//", 0).await;
         client.close().await;
     }
     for client in [writer, reader, fetcher, mirrored] {
