@@ -11,21 +11,22 @@
 //! Every case becomes a row of a Markdown table (input, expected, observed, canary latency,
 //! RSS), written to `hostile-report.md` beside the binaries, which `docs/reliability.md`
 //! reproduces.
+//!
+//! The processes themselves are [`Service`]s of `service_kit::testing::process`, shared with
+//! the chaos driver (`crates/chaos`).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::process::{Child, Command};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -59,6 +60,15 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
         .context("the test binary has no target directory")
 }
 
+pub use service_kit::testing::process::{Ready, Service, ServiceSpec};
+
+/// Starts one of the workspace's binaries from [`bin_dir`] with `args`, waiting until it is
+/// ready as `ready` says (it logs in JSON: its address, or a message).
+pub async fn service(name: &str, args: &[String], ready: Ready) -> anyhow::Result<Service> {
+    let spec = ServiceSpec::new(name, binary(name)?, ready).args(args);
+    Ok(Service::start(spec).await?)
+}
+
 /// The path of one of the workspace's binaries in [`bin_dir`].
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = bin_dir()?.join(name);
@@ -69,165 +79,6 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
-}
-
-/// One of the platform's processes, started with JSON logs so the suite can read the address
-/// it bound; killed when dropped.
-pub struct Service {
-    /// Its name, for messages.
-    pub name: String,
-    child: Child,
-    /// Its process id.
-    pub pid: u32,
-    /// The address it listens on.
-    pub addr: SocketAddr,
-    /// The fields of the log line that said it was ready (other addresses it names).
-    ready_fields: Value,
-    log: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl Service {
-    /// Starts binary `name` with `args` (and `--log-format json`), and waits for the log line
-    /// carrying its listening address in the field `addr_field`.
-    pub async fn start(name: &str, args: &[String], addr_field: &str) -> anyhow::Result<Self> {
-        let field = addr_field.to_owned();
-        Self::spawn(name, args, move |line| {
-            line["fields"][&field]
-                .as_str()
-                .and_then(|a| a.parse::<SocketAddr>().ok())
-        })
-        .await
-    }
-
-    /// Starts a binary that listens on nothing, and waits for a log message containing
-    /// `ready` (its `addr` is then unspecified).
-    pub async fn start_unlistening(
-        name: &str,
-        args: &[String],
-        ready: &str,
-    ) -> anyhow::Result<Self> {
-        let ready = ready.to_owned();
-        Self::spawn(name, args, move |line| {
-            line["fields"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains(&ready))
-                .then(|| SocketAddr::from(([0, 0, 0, 0], 0)))
-        })
-        .await
-    }
-
-    async fn spawn(
-        name: &str,
-        args: &[String],
-        ready: impl Fn(&Value) -> Option<SocketAddr> + Send + 'static,
-    ) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary(name)?)
-            .args(args)
-            .arg("--log-format")
-            .arg("json")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        let pid = child.id().context("the process has no id")?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let log: Arc<Mutex<VecDeque<String>>> = Arc::default();
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-        {
-            let log = Arc::clone(&log);
-            tokio::spawn(async move {
-                let mut addr_tx = Some(addr_tx);
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if addr_tx.is_some()
-                        && let Some(parsed) = serde_json::from_str::<Value>(&line).ok()
-                        && let Some(addr) = ready(&parsed)
-                        && let Some(tx) = addr_tx.take()
-                    {
-                        let _ = tx.send((addr, parsed["fields"].clone()));
-                    }
-                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                    if log.len() >= 200 {
-                        log.pop_front();
-                    }
-                    log.push_back(line);
-                }
-            });
-        }
-        let (addr, ready_fields) = tokio::time::timeout(Duration::from_secs(30), addr_rx)
-            .await
-            .with_context(|| format!("{name} did not become ready in time"))?
-            .with_context(|| format!("{name} exited before it was ready"))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            pid,
-            addr,
-            ready_fields,
-            log,
-        })
-    }
-
-    /// An address named in field `field` of the line that said the service was ready (the
-    /// topic server's `metrics` listener, say).
-    pub fn ready_addr(&self, field: &str) -> Option<SocketAddr> {
-        self.ready_fields[field].as_str()?.parse().ok()
-    }
-
-    /// Whether the process is still running (not exited, not a zombie).
-    pub fn alive(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .ok()
-            .and_then(|stat| {
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.trim_start().chars().next())
-            })
-            .is_some_and(|state| state != 'Z' && state != 'X')
-    }
-
-    /// Stops the process (SIGKILL) and waits for it.
-    pub async fn kill(&mut self) {
-        let _ = self.child.kill().await;
-    }
-
-    /// Resident memory now, in bytes (0 if unreadable).
-    pub fn rss_bytes(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .map_or(0, |kb| kb * 1024)
-    }
-
-    /// Open file descriptors now.
-    pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid)).map_or(0, |d| d.count())
-    }
-
-    /// The last lines it logged, for a failure message.
-    pub fn log_tail(&self) -> String {
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.iter()
-            .rev()
-            .take(20)
-            .rev()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Log lines containing `needle`.
-    pub fn log_contains(&self, needle: &str) -> bool {
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.iter().any(|l| l.contains(needle))
-    }
 }
 
 /// Connects a TCP socket to `addr` from the loopback address `source`.

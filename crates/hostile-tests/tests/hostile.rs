@@ -15,7 +15,9 @@ mod cases;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hostile_tests::{CANARY_ADDRESS, Canary, Row, Service, bounded, http_get, markdown};
+use hostile_tests::{
+    CANARY_ADDRESS, Canary, Ready, Row, Service, bounded, http_get, markdown, service,
+};
 use service_kit::testing::RedisServer;
 
 /// The canary's worst publish→receive latency allowed during any case.
@@ -69,7 +71,7 @@ async fn start() -> anyhow::Result<Ctx> {
     let redis = RedisServer::start().await?;
     let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
     let n = |v: usize| v.to_string();
-    let topic_server = Service::start(
+    let topic_server = service(
         "topic-server",
         &[
             "--listen".into(),
@@ -113,10 +115,10 @@ async fn start() -> anyhow::Result<Ctx> {
             "--request-head-timeout".into(),
             "2s".into(),
         ],
-        "addr",
+        Ready::LogAddress("addr".into()),
     )
     .await?;
-    let bridge = Service::start(
+    let bridge = service(
         "redis-ws-bridge",
         &[
             "--listen".into(),
@@ -132,10 +134,10 @@ async fn start() -> anyhow::Result<Ctx> {
             "--client-queue-bytes".into(),
             n(4 * 1024 * 1024),
         ],
-        "local_addr",
+        Ready::LogAddress("local_addr".into()),
     )
     .await?;
-    let feeder = Service::start(
+    let feeder = service(
         "data-feeder",
         &[
             "--source".into(),
@@ -147,10 +149,10 @@ async fn start() -> anyhow::Result<Ctx> {
             "--control-listen".into(),
             "127.0.0.1:0".into(),
         ],
-        "control",
+        Ready::LogAddress("control".into()),
     )
     .await?;
-    let backend = Service::start_unlistening(
+    let backend = service(
         "backend-app",
         &[
             "--from".into(),
@@ -160,7 +162,7 @@ async fn start() -> anyhow::Result<Ctx> {
             "--topic".into(),
             "redis/bitcoin".into(),
         ],
-        "topic server ready",
+        Ready::LogMessage("topic server ready".into()),
     )
     .await?;
     Ok(Ctx {

@@ -1,5 +1,6 @@
 //! Test harness: a private `redis-server` on a free loopback port (plain or TLS), test
-//! certificates from a private CA ([`TestPki`]), and condition waits.
+//! certificates from a private CA ([`TestPki`]), condition waits, and the platform's real
+//! binaries run as supervised child processes ([`process`]).
 //!
 //! Integration tests across the workspace use this instead of a shared Redis (never 6379): each
 //! test gets its own server, killed when the handle drops.
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
+
+pub mod process;
 
 /// Finds a TCP port that is free on 127.0.0.1 right now.
 pub fn free_port() -> anyhow::Result<u16> {
