@@ -76,6 +76,13 @@ pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
     sample_each(pids).map(|each| total(&each))
 }
 
+/// How many file descriptors a process has open now (`/proc/PID/fd`); `None` when it cannot
+/// be read (the process has gone, or belongs to another user).
+pub fn open_fds(pid: u32) -> Option<u64> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(entries.count() as u64)
+}
+
 /// The command name of a process (`/proc/PID/comm`: `topic-server`, `redis-server`, …).
 pub fn process_name(pid: u32) -> Option<String> {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
@@ -176,6 +183,9 @@ mod tests {
         );
         assert!(sample_each(&[pid, u32::MAX]).is_none());
         assert!(process_name(pid).is_some_and(|name| !name.is_empty()));
+        // Standard input, output and error at least (other tests open files meanwhile).
+        assert!(open_fds(pid).is_some_and(|fds| fds >= 3));
+        assert_eq!(open_fds(u32::MAX), None);
         assert_eq!(process_name(u32::MAX), None);
     }
 }

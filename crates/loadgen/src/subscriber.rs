@@ -166,6 +166,10 @@ pub struct Subscriber {
     stats: Arc<Stats>,
     /// Counted in `Stats::alive` (from a successful subscribe until the connection ends).
     counted: bool,
+    /// When the connection was opened (ns since the epoch): a value published before it is
+    /// the topic's current value, sent because this subscriber subscribed, not an update it
+    /// waited for, so its age is no latency.
+    opened_ns: u64,
 }
 
 impl Drop for Subscriber {
@@ -205,6 +209,7 @@ impl Subscriber {
         stats: Arc<Stats>,
     ) -> Result<Self, ConnectError> {
         let server = spec.server(index);
+        let opened_ns = now_ns();
         let stream = connect_from(source, server.addr).await?;
         let transport = if spec.system == System::Redis {
             Transport::Tcp(stream, BytesMut::with_capacity(16 * 1024))
@@ -227,6 +232,7 @@ impl Subscriber {
             progress: 0,
             stats,
             counted: false,
+            opened_ns,
         };
         subscriber.subscribe(spec).await?;
         // Alive from here, before anyone hears of the success, so that a phase starting right
@@ -376,7 +382,7 @@ impl Subscriber {
             if stamp.seq <= base {
                 continue; // a value retained from before this run
             }
-            if recording {
+            if recording && stamp.ts_ns >= self.opened_ns {
                 self.latencies.push(now.saturating_sub(stamp.ts_ns) / 1000);
             }
             if stamp.seq > self.last_seq {

@@ -57,3 +57,83 @@ async fn topic_server_fan_out_is_measured() {
         .unwrap()
         .unwrap();
 }
+
+/// A value published before a subscriber connected reaches it as the topic's current value: its
+/// age is not a publish→receive latency (a reconnecting subscriber would otherwise record the
+/// topic's whole quiet time), while the next update is timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_current_value_sent_on_subscribing_is_not_timed() {
+    use std::sync::Arc;
+
+    use loadgen::payload::{PayloadBuilder, now_ns};
+    use loadgen::publisher::Publisher;
+    use loadgen::stats::Stats;
+    use loadgen::subscriber::{Subscriber, SubscriberSpec};
+
+    let (url, shutdown, task) = support::topic_server().await;
+    let config = Config::new(System::TopicServer, url.clone());
+    let mut publisher = Publisher::connect(&config).await.unwrap();
+    let mut payloads = PayloadBuilder::new(100, false);
+    let ten_seconds_ago = now_ns() - 10_000_000_000;
+    publisher
+        .publish(&payloads.build(1, ten_seconds_ago))
+        .await
+        .unwrap();
+
+    let stats = Arc::new(Stats::new(1).unwrap());
+    stats.set_recording(true);
+    let spec = SubscriberSpec::new(
+        System::TopicServer,
+        &[url],
+        &config.topic,
+        "",
+        "",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let subscriber = Subscriber::open(&spec, 0, "127.0.0.1".parse().unwrap(), Arc::clone(&stats))
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let reading = tokio::spawn(subscriber.run(stop.clone()));
+    let delivered = |n: u64| {
+        let stats = Arc::clone(&stats);
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while stats.snapshot().deliveries < n {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .expect("delivered in time");
+        }
+    };
+    delivered(1).await;
+    assert_eq!(
+        stats.take_histogram().len(),
+        0,
+        "the current value is not timed"
+    );
+
+    publisher
+        .publish(&payloads.build(2, now_ns()))
+        .await
+        .unwrap();
+    delivered(2).await;
+    let timed = stats.take_histogram();
+    assert_eq!(timed.len(), 1);
+    assert!(
+        timed.max() < 5_000_000,
+        "a fresh update is timed: {} µs",
+        timed.max()
+    );
+
+    stop.cancel();
+    reading.await.unwrap();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("server stopped")
+        .unwrap()
+        .unwrap();
+}
