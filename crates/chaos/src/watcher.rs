@@ -1,0 +1,217 @@
+//! The dashboard's stand-in: a topic-client subscribed to the relayed topic on the dashboard's
+//! node (in a cluster, given all three node URLs, as the dashboard's `?topics=` is), which
+//! timestamps every *new* value.
+//!
+//! A value counts as new when it was never seen before: a restarted backend-app puts its last
+//! value back, a resumed or re-subscribed session is sent the current value again, and neither
+//! means that the pipeline delivers. The synthetic feed stamps each new price with its time, so
+//! with a price change on every poll each relayed value is distinct.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::watch;
+use topic_client::{ConnectOptions, TopicClient, TopicEvent};
+
+/// Arrival times kept (about 80 minutes of a 200 ms feed); older ones are dropped.
+const MAX_ARRIVALS: usize = 25_000;
+
+/// What the watcher has seen.
+#[derive(Default)]
+struct Seen {
+    /// Hashes of every value seen (at most [`MAX_ARRIVALS`] kept, oldest dropped).
+    hashes: HashSet<u64>,
+    order: VecDeque<u64>,
+    /// When each new value arrived, oldest first.
+    arrivals: VecDeque<Instant>,
+    /// Why the client stopped, if it did.
+    closed: Option<String>,
+}
+
+impl Seen {
+    /// Records a value arriving at `at`; true when it was new.
+    fn record(&mut self, hash: u64, at: Instant) -> bool {
+        if !self.hashes.insert(hash) {
+            return false;
+        }
+        self.order.push_back(hash);
+        self.arrivals.push_back(at);
+        if self.order.len() > MAX_ARRIVALS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.hashes.remove(&old);
+            self.arrivals.pop_front();
+        }
+        true
+    }
+
+    /// The first new value's arrival strictly after `after`.
+    fn first_after(&self, after: Instant) -> Option<Instant> {
+        self.arrivals.iter().copied().find(|at| *at > after)
+    }
+
+    /// The longest time between consecutive new values from the last one at or before `from`
+    /// up to the last one at or before `to`.
+    fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        let start = self
+            .arrivals
+            .iter()
+            .rposition(|at| *at <= from)
+            .unwrap_or(0);
+        let window: Vec<Instant> = self
+            .arrivals
+            .iter()
+            .skip(start)
+            .copied()
+            .take_while(|at| *at <= to)
+            .collect();
+        window
+            .windows(2)
+            .map(|pair| pair[1] - pair[0])
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// A subscriber that timestamps new values of one topic.
+pub struct Watcher {
+    seen: Arc<Mutex<Seen>>,
+    news: watch::Receiver<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    /// Connects anonymously (as the dashboard does) to `urls` and subscribes to `topic`.
+    pub async fn start(urls: &str, topic: &str) -> anyhow::Result<Self> {
+        let client = TopicClient::connect(urls, ConnectOptions::default())
+            .await
+            .with_context(|| format!("connecting the watcher to {urls}"))?;
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let (news_tx, news) = watch::channel(0u64);
+        let task = {
+            let seen = Arc::clone(&seen);
+            let topic = topic.to_owned();
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut count = 0u64;
+                while let Some(event) = client.next_event().await {
+                    let TopicEvent::Value { path, value, .. } = event else {
+                        continue;
+                    };
+                    if path != topic || value.is_null() {
+                        continue;
+                    }
+                    let at = Instant::now();
+                    let mut hasher = DefaultHasher::new();
+                    value.to_string().hash(&mut hasher);
+                    let new = lock(&seen).record(hasher.finish(), at);
+                    if new {
+                        count += 1;
+                        let _ = news_tx.send(count);
+                    }
+                }
+                lock(&seen).closed = Some(match client.refusal() {
+                    Some(refusal) => format!("the watcher's client was refused: {refusal:?}"),
+                    None => "the watcher's client closed".to_owned(),
+                });
+                // Wakes anyone waiting, who then sees `closed`.
+                let _ = news_tx.send(u64::MAX);
+            })
+        };
+        client
+            .subscribe(topic)
+            .await
+            .with_context(|| format!("subscribing the watcher to {topic}"))?;
+        Ok(Self { seen, news, task })
+    }
+
+    /// Waits until a new value arrives after `after`, at most until `deadline`; returns when
+    /// it arrived, or `None` at the deadline. Fails if the watcher's client has stopped.
+    pub async fn first_new_after(
+        &mut self,
+        after: Instant,
+        deadline: Instant,
+    ) -> anyhow::Result<Option<Instant>> {
+        loop {
+            {
+                let seen = lock(&self.seen);
+                if let Some(at) = seen.first_after(after) {
+                    return Ok(Some(at));
+                }
+                if let Some(why) = &seen.closed {
+                    anyhow::bail!("{why}");
+                }
+            }
+            let wait = tokio::time::timeout_at(deadline.into(), self.news.changed()).await;
+            match wait {
+                Err(_) => return Ok(None),
+                Ok(Err(_)) => anyhow::bail!("the watcher stopped"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    /// The longest time between new values from the last one before `from` to the last one
+    /// before `to`.
+    pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        lock(&self.seen).longest_gap(from, to)
+    }
+
+    /// New values seen so far.
+    pub fn count(&self) -> usize {
+        lock(&self.seen).arrivals.len()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
+    seen.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_values_never_seen_count_and_gaps_span_the_window() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut seen = Seen::default();
+        assert!(seen.record(1, at(0)));
+        assert!(seen.record(2, at(200)));
+        assert!(!seen.record(2, at(300)), "a value sent again is not new");
+        assert!(seen.record(3, at(2_200)));
+        assert!(seen.record(4, at(2_400)));
+        assert_eq!(seen.first_after(at(200)), Some(at(2_200)));
+        assert_eq!(seen.first_after(at(2_400)), None);
+        // From the last value before 1 s (at 200 ms) to 2.4 s: the 2 s silence.
+        assert_eq!(
+            seen.longest_gap(at(1_000), at(2_400)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            seen.longest_gap(at(2_200), at(2_400)),
+            Duration::from_millis(200)
+        );
+    }
+
+    #[test]
+    fn what_is_kept_is_bounded() {
+        let t0 = Instant::now();
+        let mut seen = Seen::default();
+        for i in 0..(MAX_ARRIVALS as u64 + 10) {
+            seen.record(i, t0 + Duration::from_millis(i));
+        }
+        assert_eq!(seen.arrivals.len(), MAX_ARRIVALS);
+        assert_eq!(seen.hashes.len(), MAX_ARRIVALS);
+    }
+}
