@@ -23,11 +23,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a slot waits before connecting again after a failure or a close by the server.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// How long a stalled subscriber holds its connection before a new stalled one takes its
+/// place: the server gives up on it (heartbeat timeout, then the reconnect window) well within
+/// a soak, so stalled readers come and go to keep the pressure on all along.
+pub const STALLED_LIFETIME: Duration = Duration::from_secs(60);
+
 /// What a slot's subscriber subscribes to, and whether it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// Every soak topic (`?soak//`), and never reads a byte: the server must bound what it
-    /// keeps for it.
+    /// keeps for it. Replaced by a new one every [`STALLED_LIFETIME`].
     Stalled,
     /// Every soak topic, reading all: the busiest readers.
     Everything,
@@ -213,9 +218,16 @@ async fn run_slot(shared: Arc<Shared>, index: usize, kind: Kind, stop: Cancellat
                 counters.opened.fetch_add(1, Ordering::Relaxed);
                 if kind == Kind::Stalled {
                     counters.stalled_open.fetch_add(1, Ordering::Relaxed);
-                    stop.cancelled().await;
+                    let stopped = tokio::select! {
+                        () = stop.cancelled() => true,
+                        () = tokio::time::sleep(STALLED_LIFETIME) => false,
+                    };
                     counters.stalled_open.fetch_sub(1, Ordering::Relaxed);
-                    return;
+                    drop(subscriber);
+                    if stopped {
+                        return;
+                    }
+                    continue;
                 }
                 subscriber.run(stop.clone()).await;
                 if stop.is_cancelled() {
