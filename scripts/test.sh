@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check of the project: formatting, lints, all Rust tests (with real redis-server
-# processes), the dashboard's JavaScript tests and the docker-compose file.
+# processes), the hostile-input suite and a short chaos pass against the release binaries, the
+# dashboard's JavaScript tests and the docker-compose file.
 # Usage: scripts/test.sh        (installs redis-server and the dashboard's npm packages if missing)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -46,6 +47,9 @@ cargo build --release --workspace --bins
 say "hostile-input suite against the release binaries"
 HOSTILE_BIN_DIR="${CARGO_TARGET_DIR:-$root/target}/release" \
   cargo test -p hostile-tests -- --nocapture
+
+say "chaos: a short pass (each tier and Redis killed once, single node and cluster)"
+"${CARGO_TARGET_DIR:-$root/target}/release/chaos" --root "$root" --both --short
 
 say "fuzz targets: a short pass (scripts/fuzz.sh SECONDS runs longer ones)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
