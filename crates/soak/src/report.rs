@@ -81,9 +81,9 @@ pub struct Summary {
 pub struct ProcessSummary {
     /// Its name.
     pub name: String,
-    /// Median RSS over the first minute after the warm-up, bytes.
+    /// Median RSS over the first minute after the warm-up (a third of a short run), bytes.
     pub rss_baseline_bytes: Option<u64>,
-    /// Median RSS over the last minute, bytes.
+    /// Median RSS over the last minute (a third of a short run), bytes.
     pub rss_end_bytes: Option<u64>,
     /// Growth between the two, percent.
     pub rss_growth_percent: Option<f64>,

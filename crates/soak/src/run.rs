@@ -109,7 +109,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         after = sampler.read_all().await;
     }
 
-    let window = verdict::window(config.sample_interval());
+    let measured = history.iter().filter(|s| s.at >= config.warmup()).count();
+    let window = verdict::window(config.sample_interval(), measured);
     let processes = sampler
         .watched()
         .iter()

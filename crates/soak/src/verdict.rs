@@ -15,10 +15,11 @@ pub struct MemoryGrowth {
 }
 
 /// How many samples form the baseline and the end: a minute's worth, at least three (one
-/// reading is noise: the allocator returns memory in steps).
-pub fn window(sample_interval: Duration) -> usize {
+/// reading is noise: the allocator returns memory in steps), and at most a third of the
+/// `measured` samples (a short run compares its first and last thirds).
+pub fn window(sample_interval: Duration, measured: usize) -> usize {
     let per_minute = (60.0 / sample_interval.as_secs_f64().max(0.001)).round() as usize;
-    per_minute.max(3)
+    per_minute.max(3).min(measured / 3).max(1)
 }
 
 /// Compares the first `window` readings at or after `warmup` with the last `window` ones.
@@ -93,9 +94,12 @@ mod tests {
 
     #[test]
     fn the_window_is_a_minute_of_samples() {
-        assert_eq!(window(at(10)), 6);
-        assert_eq!(window(at(60)), 3);
-        assert_eq!(window(Duration::from_secs(2)), 30);
+        assert_eq!(window(at(10), 360), 6);
+        assert_eq!(window(at(60), 60), 3);
+        assert_eq!(window(Duration::from_secs(2), 1800), 30);
+        // A short run: a third of what it measured.
+        assert_eq!(window(Duration::from_secs(2), 18), 6);
+        assert_eq!(window(at(10), 2), 1);
     }
 
     #[test]
