@@ -7,13 +7,14 @@
 # if a descriptor is still open once every subscriber has gone, or if deliveries stop.
 #
 # Usage: scripts/soak.sh [MINUTES] [--cluster] [--subscribers N] [--out DIR] [--no-build]
-#                        [-- more soak flags (target/release/soak --help)]
+#                        [--no-chart] [-- more soak flags (target/release/soak --help)]
 #   MINUTES        how long to run (default 60; fractions allowed)
 #   --cluster      three topic-server nodes with --cluster on one redis-server (watched too)
 #   --subscribers  subscriber connections (default 10000)
 #   --out DIR      where samples.csv, samples.png, summary.md/json and the logs go
 #                  (default target/soak/single or target/soak/cluster)
 #   --no-build     use the release binaries already built
+#   --no-chart     no samples.png (and no attempt to install matplotlib for it)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -25,6 +26,7 @@ cluster=0
 subscribers=10000
 out=""
 build=1
+chart=1
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,10 +34,11 @@ while [ $# -gt 0 ]; do
     --subscribers) subscribers="${2:?--subscribers needs a number}"; shift ;;
     --out) out="${2:?--out needs a directory}"; shift ;;
     --no-build) build=0 ;;
+    --no-chart) chart=0 ;;
     --) shift; extra=("$@"); break ;;
     -h|--help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     [0-9]*) minutes="$1" ;;
-    *) die "unknown argument '$1'; usage: scripts/soak.sh [MINUTES] [--cluster] [--subscribers N] [--out DIR] [--no-build]" ;;
+    *) die "unknown argument '$1'; usage: scripts/soak.sh [MINUTES] [--cluster] [--subscribers N] [--out DIR] [--no-build] [--no-chart]" ;;
   esac
   shift
 done
@@ -51,7 +54,7 @@ bin="$target/release"
 
 command -v curl >/dev/null 2>&1 || apt_install curl || die "curl is needed to check the servers; install it."
 [ "$cluster" = 1 ] && ensure_redis
-if ! python3 -c 'import matplotlib' >/dev/null 2>&1; then
+if [ "$chart" = 1 ] && ! python3 -c 'import matplotlib' >/dev/null 2>&1; then
   say "installing matplotlib for the chart"
   python3 -m pip install --quiet matplotlib >/dev/null 2>&1 || warn "matplotlib unavailable: no PNG chart"
 fi
@@ -118,7 +121,7 @@ say "soak ($mode): $minutes min, $subscribers subscribers; samples in $out/sampl
 status=0
 (IFS=,; "$bin/soak" --url "${urls[*]}" --watch "${watch[*]}" --minutes "$minutes" \
   --subscribers "$subscribers" --out "$out" "${extra[@]}") || status=$?
-if [ -f "$out/samples.csv" ] && python3 -c 'import matplotlib' >/dev/null 2>&1; then
+if [ "$chart" = 1 ] && [ -f "$out/samples.csv" ] && python3 -c 'import matplotlib' >/dev/null 2>&1; then
   python3 "$root/scripts/lib/soak_plot.py" "$out/samples.csv" "$out/samples.png" "$mode, $minutes min, $subscribers subscribers" \
     || warn "the chart could not be drawn"
 fi

@@ -81,7 +81,14 @@ impl Feed {
 
     /// Publishes `rate` updates per second, to the source topics in turn, until `stop`.
     /// An update that fails is counted and the feed goes on (the client reconnects by itself).
-    pub async fn run(self, rate: f64, counters: Arc<FeedCounters>, stop: CancellationToken) {
+    /// Gives the feed back with its session still open: the descriptors the servers hold are
+    /// compared with the feed connected, as before the run.
+    pub async fn run(
+        self,
+        rate: f64,
+        counters: Arc<FeedCounters>,
+        stop: CancellationToken,
+    ) -> Self {
         let mut payloads = PayloadBuilder::new(PAYLOAD_BYTES, false);
         let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -110,6 +117,11 @@ impl Feed {
                 }
             };
         }
+        self
+    }
+
+    /// Ends the feed's session.
+    pub async fn close(self) {
         self.client.close().await;
     }
 }

@@ -97,7 +97,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )
     .await?;
     stop_feed.cancel();
-    let _ = feeding.await;
+    let feed = feeding.await.context("the feed task failed")?;
 
     eprintln!("soak: closing every subscriber; waiting for the servers' descriptors to come back");
     let closed = population.close(Duration::from_secs(30)).await;
@@ -109,6 +109,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         after = sampler.read_all().await;
     }
 
+    feed.close().await;
     let measured = history.iter().filter(|s| s.at >= config.warmup()).count();
     let window = verdict::window(config.sample_interval(), measured);
     let processes = sampler

@@ -46,8 +46,11 @@ impl Sampler {
     pub fn new(watched: Vec<Watched>) -> anyhow::Result<Self> {
         // reqwest's TLS layer needs the process-wide crypto provider, even for plain HTTP.
         service_kit::tls::install_default_provider();
+        // No kept-alive connections: the servers' descriptor counts must not include the
+        // sampler's own connection to their /metrics (it comes and goes with idle timeouts).
         let http = reqwest::Client::builder()
             .timeout(METRICS_TIMEOUT)
+            .pool_max_idle_per_host(0)
             .build()?;
         Ok(Self { watched, http })
     }
