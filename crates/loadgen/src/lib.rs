@@ -16,12 +16,15 @@ pub mod decode;
 pub mod limit;
 pub mod merge;
 pub mod payload;
-pub mod procfs;
 pub mod publisher;
 pub mod report;
 pub mod run;
 pub mod stats;
 pub mod subscriber;
+
+/// The /proc readers moved to `service_kit::procfs`; re-exported under their old path so
+/// that users of `loadgen::procfs` (the soak test) keep working.
+pub use service_kit::procfs;
 
 pub use config::{Config, Mode, System};
 pub use report::{ConnectReport, Report, RunReport};

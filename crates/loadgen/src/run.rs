@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Mode, System};
 use crate::payload::{PayloadBuilder, now_ns};
-use crate::procfs::{self, ProcSample};
 use crate::publisher::Publishers;
 use crate::report::{ConnectReport, Report, RunReport, ServerProcess};
 use crate::stats::{Counters, Stats, encode_histogram};
 use crate::subscriber::{Subscriber, SubscriberSpec};
+use service_kit::procfs::{self, ProcSample};
 
 /// Latency histogram shards (each guarded by its own mutex).
 const HISTOGRAM_SHARDS: usize = 16;

@@ -6,8 +6,8 @@
 //! backend app consume, a connection's bounded outbound queue and batching writer ([`outbound`]),
 //! TLS for servers and clients ([`tls`]), `redis://`/`rediss://` clients ([`redis_client`]),
 //! shared secrets compared in constant time ([`secret`]), browser origin allow-lists
-//! ([`origins`]), and the test harness that starts a private `redis-server` on a free
-//! loopback port.
+//! ([`origins`]), a process's memory, CPU and state from `/proc` ([`procfs`]), and the test
+//! harness that starts a private `redis-server` on a free loopback port.
 
 pub mod backoff;
 pub mod feed;
@@ -16,6 +16,7 @@ pub mod http_server;
 pub mod logging;
 pub mod origins;
 pub mod outbound;
+pub mod procfs;
 pub mod reconnect;
 pub mod redis_client;
 pub mod redis_subscription;

@@ -5,7 +5,9 @@
 //! A [`Service`] is started from a [`ServiceSpec`] (program, arguments, environment, and how
 //! to tell it is ready) and keeps that spec, so a supervisor can start it again with exactly
 //! the same command after a crash. Its output is kept in a bounded ring of lines for failure
-//! messages, across restarts.
+//! messages, across restarts. Dropping a [`Service`] kills its process and reaps it before the
+//! drop returns, so whatever the test or driver removes next (a data directory) is no longer in
+//! use, and a stopped (SIGSTOP) process is not left behind: SIGKILL ends a stopped process too.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -20,11 +22,16 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+use crate::procfs;
+
 /// How long a process may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Lines of output kept per service (older ones are dropped).
 const LOG_LINES: usize = 400;
+
+/// How long dropping a [`Service`] waits for its killed process to be reaped.
+const REAP_WITHIN: Duration = Duration::from_secs(5);
 
 /// Why a process could not be started, stopped or signalled.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +143,7 @@ pub struct Service {
     /// The address it listens on (see [`Ready`]).
     pub addr: SocketAddr,
     spec: ServiceSpec,
-    child: Child,
+    child: OwnedChild,
     /// The fields of the log line that said it was ready (other addresses it names).
     ready_fields: Value,
     log: LogRing,
@@ -197,18 +204,17 @@ impl Service {
     /// Whether the process is still running (not exited, not a zombie). A stopped process
     /// (SIGSTOP) counts as running.
     pub fn alive(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .ok()
-            .and_then(|stat| {
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.trim_start().chars().next())
-            })
-            .is_some_and(|state| state != 'Z' && state != 'X')
+        procfs::alive(self.pid)
+    }
+
+    /// Whether the process is stopped by a signal (SIGSTOP, [`Service::pause`]).
+    pub fn stopped(&self) -> bool {
+        procfs::state(self.pid) == Some('T')
     }
 
     /// Kills the process (SIGKILL, as a crash or the OOM killer would) and waits for it.
     pub async fn kill(&mut self) {
-        let _ = self.child.kill().await;
+        let _ = self.child.0.kill().await;
     }
 
     /// Stops the process (SIGSTOP), as a machine that pauses would: it holds its sockets but
@@ -247,20 +253,12 @@ impl Service {
 
     /// Resident memory now, in bytes (0 if unreadable).
     pub fn rss_bytes(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .map_or(0, |kb| kb * 1024)
+        procfs::sample(self.pid).map_or(0, |sample| sample.rss_bytes)
     }
 
-    /// Open file descriptors now.
+    /// Open file descriptors now (0 if unreadable).
     pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid)).map_or(0, |d| d.count())
+        procfs::open_fds(self.pid).map_or(0, |fds| usize::try_from(fds).unwrap_or(usize::MAX))
     }
 
     /// The last 20 lines it wrote, for a failure message.
@@ -286,6 +284,25 @@ impl Service {
     }
 }
 
+/// A child process that is killed and reaped when dropped (tokio's `kill_on_drop` only sends
+/// the signal and leaves the reaping to later), so that nothing it still writes outlives its
+/// owner.
+struct OwnedChild(Child);
+
+impl Drop for OwnedChild {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped (SIGSTOP) process too: no SIGCONT needed first.
+        let _ = self.0.start_kill();
+        let deadline = std::time::Instant::now() + REAP_WITHIN;
+        // Bounded: a killed process becomes reapable within milliseconds.
+        while !matches!(self.0.try_wait(), Ok(Some(_)) | Err(_))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 /// Appends a line to a log ring, dropping the oldest when full.
 fn push_line(log: &LogRing, line: String) {
     let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
@@ -300,14 +317,14 @@ fn push_line(log: &LogRing, line: String) {
 async fn spawn(
     spec: &ServiceSpec,
     log: &LogRing,
-) -> Result<(Child, u32, SocketAddr, Value), ProcessError> {
+) -> Result<(OwnedChild, u32, SocketAddr, Value), ProcessError> {
     let name = || spec.name.clone();
     let mut command = Command::new(&spec.program);
     command.args(&spec.args);
     if matches!(spec.ready, Ready::LogAddress(_) | Ready::LogMessage(_)) {
         command.args(["--log-format", "json"]);
     }
-    let mut child = command
+    let child = command
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -320,13 +337,16 @@ async fn spawn(
             program: spec.program.display().to_string(),
             source,
         })?;
+    // Owned from here on: killed and reaped if it never becomes ready or this is dropped.
+    let mut child = OwnedChild(child);
     let pid = child
+        .0
         .id()
         .ok_or_else(|| ProcessError::Exited { name: name() })?;
     // Both readers report a line that says "ready"; the channel closes when both have ended
     // (the process exited).
     let (ready_tx, mut ready_rx) = mpsc::channel(2);
-    if let Some(stdout) = child.stdout.take() {
+    if let Some(stdout) = child.0.stdout.take() {
         read_lines(
             stdout,
             Arc::clone(log),
@@ -334,7 +354,7 @@ async fn spawn(
             ready_tx.clone(),
         );
     }
-    if let Some(stderr) = child.stderr.take() {
+    if let Some(stderr) = child.0.stderr.take() {
         read_lines(stderr, Arc::clone(log), spec.ready.clone(), ready_tx);
     }
     let wait = async {
@@ -345,7 +365,7 @@ async fn spawn(
                     if tokio::net::TcpStream::connect(addr).await.is_ok() {
                         return Ok((addr, Value::Null));
                     }
-                    if let Ok(Some(_)) = child.try_wait() {
+                    if let Ok(Some(_)) = child.0.try_wait() {
                         return Err(ProcessError::Exited { name: name() });
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -406,6 +426,10 @@ fn ready_line(ready: &Ready, line: &str) -> Option<(SocketAddr, Value)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::wait_until;
+
+    /// How long a signal may take to change a process's state.
+    const STATE_WITHIN: Duration = Duration::from_secs(2);
 
     #[test]
     fn a_ready_line_names_the_address_or_the_message() {
@@ -431,14 +455,39 @@ mod tests {
         let mut service = Service::start(spec).await.expect("starts");
         let first = service.pid;
         assert!(service.alive());
+        assert!(!service.stopped());
         service.pause().await.expect("SIGSTOP");
+        wait_until(STATE_WITHIN, || async { service.stopped() })
+            .await
+            .expect("stopped (state T) after SIGSTOP");
         assert!(service.alive(), "a stopped process still runs");
         service.resume().await.expect("SIGCONT");
+        wait_until(STATE_WITHIN, || async { !service.stopped() })
+            .await
+            .expect("running again after SIGCONT");
         service.kill().await;
         assert!(!service.alive());
         service.restart().await.expect("restarts");
         assert_ne!(service.pid, first);
         assert!(service.alive());
         assert!(service.log_contains("started again"));
+    }
+
+    #[tokio::test]
+    async fn dropping_a_paused_service_kills_and_reaps_it() {
+        let spec = ServiceSpec::new("sleeper", "sh", Ready::LogMessage("up".into())).args([
+            "-c",
+            r#"echo '{"fields":{"message":"up"}}'; exec sleep 60"#,
+            "sh",
+        ]);
+        let service = Service::start(spec).await.expect("starts");
+        let pid = service.pid;
+        service.pause().await.expect("SIGSTOP");
+        wait_until(STATE_WITHIN, || async { service.stopped() })
+            .await
+            .expect("stopped");
+        drop(service);
+        // Reaped before the drop returned: no /proc entry at all, not even a zombie.
+        assert_eq!(procfs::state(pid), None, "pid {pid} outlived its Service");
     }
 }

@@ -1,6 +1,9 @@
-//! Memory and CPU of a process, read from `/proc/PID/status` and `/proc/PID/stat`.
-
-use serde::Serialize;
+//! What Linux says about a running process — its memory, CPU time, open descriptors, name and
+//! scheduling state — read from `/proc/PID/…`, and the machine's CPU counters from `/proc/stat`.
+//!
+//! One reader for every tool that watches the platform's processes: the load generator and the
+//! soak test sample memory and CPU, the test harness ([`crate::testing::process`], with the
+//! `testing` feature) asks whether a child still runs or is stopped.
 
 /// Linux reports CPU time in clock ticks of 1/100 s (USER_HZ) on every mainstream platform.
 pub const TICKS_PER_SECOND: f64 = 100.0;
@@ -22,7 +25,7 @@ pub enum ProcError {
 }
 
 /// One reading of a process (or the sum over several).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProcSample {
     /// Resident set size in bytes (`VmRSS`).
     pub rss_bytes: u64,
@@ -83,6 +86,20 @@ pub fn open_fds(pid: u32) -> Option<u64> {
     Some(entries.count() as u64)
 }
 
+/// The scheduling state of a process, the letter `/proc/PID/stat` shows (`R` running, `S`
+/// sleeping, `T` stopped by a signal, `Z` zombie, …); `None` when it cannot be read (the
+/// process has gone and been reaped).
+pub fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_state(&stat)
+}
+
+/// Whether a process is still running: it exists and is neither a zombie (exited, not yet
+/// reaped) nor dead. A stopped process (SIGSTOP) counts as running.
+pub fn alive(pid: u32) -> bool {
+    state(pid).is_some_and(|state| state != 'Z' && state != 'X')
+}
+
 /// The command name of a process (`/proc/PID/comm`: `topic-server`, `redis-server`, …).
 pub fn process_name(pid: u32) -> Option<String> {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
@@ -140,10 +157,19 @@ fn parse_rss(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    // The command name (field 2) may contain spaces; the fields after its ')' are 3, 4, …
+/// The fields of `/proc/PID/stat` after the command name (field 2, in parentheses, which may
+/// itself contain spaces and parentheses): fields 3, 4, ….
+fn fields_after_name(stat: &str) -> Option<Vec<&str>> {
     let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(rest.split_whitespace().collect())
+}
+
+fn parse_state(stat: &str) -> Option<char> {
+    fields_after_name(stat)?.first()?.chars().next()
+}
+
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let fields = fields_after_name(stat)?;
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
@@ -163,6 +189,9 @@ mod tests {
         let stat = "42 (a b) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0";
         assert_eq!(parse_cpu_ticks(stat), Some(10));
         assert_eq!(parse_cpu_ticks("garbage"), None);
+        assert_eq!(parse_state(stat), Some('S'));
+        assert_eq!(parse_state("42 (a) b) T 1"), Some('T'));
+        assert_eq!(parse_state("garbage"), None);
         let machine = parse_machine("cpu  10 1 5 100 4 0 2 0 0 0\ncpu0 1 1 1 1\n").unwrap();
         assert_eq!(machine.busy_ticks, 18);
         assert_eq!(parse_machine("intr 1 2\n"), None);
@@ -187,5 +216,9 @@ mod tests {
         assert!(open_fds(pid).is_some_and(|fds| fds >= 3));
         assert_eq!(open_fds(u32::MAX), None);
         assert_eq!(process_name(u32::MAX), None);
+        assert!(alive(pid));
+        assert!(state(pid).is_some_and(|state| state != 'T'));
+        assert!(!alive(u32::MAX));
+        assert_eq!(state(u32::MAX), None);
     }
 }
