@@ -86,14 +86,7 @@ cleanup() {
   trap - INT TERM EXIT
   if [ "${#pids[@]}" -gt 0 ]; then
     say "stopping"
-    # In the reverse order of their start, each after the one before has gone: clients while
-    # their servers still answer (backend-app takes 10 s to stop while it is reconnecting),
-    # redis-server last (it writes out its append-only file).
-    local i
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-      kill -TERM "${pids[i]}" 2>/dev/null || true
-      wait "${pids[i]}" 2>/dev/null || true
-    done
+    stop_processes pids
   fi
   say "logs kept in $run_dir"
 }
@@ -101,10 +94,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 start() { # name, command...
-  local name="$1"; shift
-  "$@" >"$run_dir/$name.log" 2>&1 &
-  pids+=("$!")
-  say "started $name (pid $!, log $run_dir/$name.log)"
+  start_logged "$run_dir" "$@"
+  say "started $1 (pid ${pids[-1]}, log $run_dir/$1.log)"
 }
 
 # The KEY=VALUE lines of a demo credentials file (deploy/demo-credentials/) that give a topic
@@ -153,8 +144,7 @@ check_cluster() {
 }
 
 start redis redis-server "$root/deploy/redis.conf" --port "$redis_port" --bind 127.0.0.1 --dir "$run_dir"
-for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-redis-cli -p "$redis_port" ping >/dev/null 2>&1 || die "redis-server did not start (see $run_dir/redis.log)"
+wait_redis "$redis_port" || die "redis-server did not start (see $run_dir/redis.log)"
 
 # Security (docs/security.md): anonymous sessions (the dashboard) may only read redis/...;
 # backend-app authenticates as `backend`; `admin` may do everything.

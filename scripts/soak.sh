@@ -9,7 +9,8 @@
 # Usage: scripts/soak.sh [MINUTES] [--cluster] [--subscribers N] [--out DIR] [--no-build]
 #                        [--no-chart] [-- more soak flags (target/release/soak --help)]
 #   MINUTES        how long to run (default 60; fractions allowed)
-#   --cluster      three topic-server nodes with --cluster on one redis-server (watched too)
+#   --cluster      three topic-server nodes with --cluster on one redis-server (watched too;
+#                  logs of 100 changes per partition, a 10-minute warm-up in runs of 30+ min)
 #   --subscribers  subscriber connections (default 10000)
 #   --out DIR      where samples.csv, samples.png, summary.md/json and the logs go
 #                  (default target/soak/single or target/soak/cluster)
@@ -72,25 +73,20 @@ for b in topic-server soak; do
 done
 
 pids=()
+# Redis's data (cluster mode) lives only as long as the run.
+data_dir="$(mktemp -d "${TMPDIR:-/tmp}/soak-redis.XXXXXX")"
 cleanup() {
   trap - INT TERM EXIT
-  local i
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${pids[i]}" 2>/dev/null || true
-    wait "${pids[i]}" 2>/dev/null || true
-  done
+  stop_processes pids
+  rm -rf "$data_dir"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-start() { # name, command...
-  local name="$1"; shift
-  "$@" >"$out/$name.log" 2>&1 &
-  pids+=("$!")
-}
+start() { start_logged "$out" "$@"; }
 
 urls=()
 watch=()
+defaults=()
 # A topic server on free ports; its connection limit leaves room for every subscriber.
 start_node() { # name, more flags...
   local name="$1" port metrics; shift
@@ -105,14 +101,18 @@ start_node() { # name, more flags...
 
 if [ "$cluster" = 1 ]; then
   redis_port="$(free_port)"
-  start redis redis-server "$root/deploy/redis.conf" --port "$redis_port" --bind 127.0.0.1 --dir "$out"
-  for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  redis-cli -p "$redis_port" ping >/dev/null 2>&1 || die "redis-server did not start (see $out/redis.log)"
-  redis-cli -p "$redis_port" flushall >/dev/null
+  start redis redis-server "$root/deploy/redis.conf" --port "$redis_port" --bind 127.0.0.1 --dir "$data_dir"
+  wait_redis "$redis_port" || die "redis-server did not start (see $out/redis.log)"
   watch+=("redis:${pids[-1]}")
+  # Every change is also appended to its partition's log in Redis, bounded by
+  # --cluster-log-length; at the default (10,000 per partition) this feed would take hours to
+  # fill it, and Redis's memory would grow all along by design. With 100 (the least) the logs
+  # are full a few minutes in, so growth after the warm-up (10 minutes in a long run) is a leak.
   for i in 1 2 3; do
-    start_node "node$i" --cluster "redis://127.0.0.1:$redis_port/" --node-id "soak-node-$i"
+    start_node "node$i" --cluster "redis://127.0.0.1:$redis_port/" --node-id "soak-node-$i" \
+      --cluster-log-length 100
   done
+  awk "BEGIN { exit !($minutes >= 30) }" && defaults+=(--warmup-minutes 10)
 else
   start_node topic-server
 fi
@@ -120,10 +120,14 @@ fi
 say "soak ($mode): $minutes min, $subscribers subscribers; samples in $out/samples.csv"
 status=0
 (IFS=,; "$bin/soak" --url "${urls[*]}" --watch "${watch[*]}" --minutes "$minutes" \
-  --subscribers "$subscribers" --out "$out" "${extra[@]}") || status=$?
+  --subscribers "$subscribers" --out "$out" "${defaults[@]}" "${extra[@]}") || status=$?
 if [ "$chart" = 1 ] && [ -f "$out/samples.csv" ] && python3 -c 'import matplotlib' >/dev/null 2>&1; then
   python3 "$root/scripts/lib/soak_plot.py" "$out/samples.csv" "$out/samples.png" "$mode, $minutes min, $subscribers subscribers" \
     || warn "the chart could not be drawn"
 fi
-[ "$status" = 0 ] && say "soak passed ($out/summary.md)" || warn "soak failed ($out/summary.md, logs in $out)"
+if [ "$status" = 0 ]; then
+  say "soak passed ($out/summary.md)"
+else
+  warn "soak failed ($out/summary.md, logs in $out)"
+fi
 exit "$status"

@@ -45,10 +45,46 @@ ensure_web_deps() {
   fi
 }
 
-# Prints a TCP port that is free on 127.0.0.1 now.
+# Prints a TCP port that is free on 127.0.0.1 now (without python3: a random unused one, so two
+# calls before anything binds do not give the same port).
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()' 2>/dev/null \
-    || { for p in $(seq 20000 20999); do (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }; done; }
+    || { for p in $(shuf -i 20000-29999 -n 200); do (echo >/dev/tcp/127.0.0.1/"$p") 2>/dev/null || { echo "$p"; return; }; done; }
+}
+
+# Starts a command in the background with its output in DIR/NAME.log, and appends its pid to
+# the caller's array `pids`.
+start_logged() { # dir, name, command...
+  local dir="$1" name="$2"; shift 2
+  "$@" >"$dir/$name.log" 2>&1 &
+  pids+=("$!")
+}
+
+# Stops the processes whose ids are in the array named $1, the last started first (clients
+# while their servers still answer; redis-server, started first, writes out its append-only
+# file last): SIGTERM, then SIGKILL if one has not exited after $2 seconds (default 15).
+stop_processes() {
+  local -n stop_pids="$1"
+  local seconds="${2:-15}" i pid killer
+  for ((i = ${#stop_pids[@]} - 1; i >= 0; i--)); do
+    pid="${stop_pids[i]}"
+    kill -TERM "$pid" 2>/dev/null || continue
+    (sleep "$seconds"; kill -KILL "$pid" 2>/dev/null) &
+    killer=$!
+    wait "$pid" 2>/dev/null || true
+    kill "$killer" 2>/dev/null || true
+    wait "$killer" 2>/dev/null || true
+  done
+}
+
+# Waits up to 10 s for the redis-server on 127.0.0.1:$1 to answer PING.
+wait_redis() {
+  local _
+  for _ in $(seq 100); do
+    redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
 }
 
 # True when something listens on 127.0.0.1:PORT.

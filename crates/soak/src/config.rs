@@ -95,6 +95,12 @@ pub struct Config {
     #[arg(long, env = "SOAK_STALLED_PERCENT", default_value_t = 1.0)]
     pub stalled_percent: f64,
 
+    /// How long a stalled subscriber holds its connection before a new stalled one takes its
+    /// place, in seconds. The server gives up on one well within a soak (heartbeat timeout,
+    /// then the reconnect window), so stalled readers come and go to keep the pressure on.
+    #[arg(long, env = "SOAK_STALLED_LIFETIME_SECONDS", default_value_t = 60.0)]
+    pub stalled_lifetime_seconds: f64,
+
     /// Source topics the feed updates in turn (`soak/t/0`, `soak/t/1`, …).
     #[arg(long, env = "SOAK_TOPICS", default_value_t = 100)]
     pub topics: usize,
@@ -167,6 +173,14 @@ impl Config {
         if !(self.stalled_percent.is_finite() && (0.0..=50.0).contains(&self.stalled_percent)) {
             return Err(ConfigError::Range("stalled-percent", "between 0 and 50"));
         }
+        if !(self.stalled_lifetime_seconds.is_finite()
+            && (1.0..=86_400.0).contains(&self.stalled_lifetime_seconds))
+        {
+            return Err(ConfigError::Range(
+                "stalled-lifetime-seconds",
+                "between 1 and 86,400",
+            ));
+        }
         if self.topics == 0 || self.topics > 100_000 {
             return Err(ConfigError::Range("topics", "between 1 and 100,000"));
         }
@@ -213,6 +227,50 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parsed(extra: &[&str]) -> Config {
+        use clap::Parser;
+        let mut args = vec![
+            "soak",
+            "--url",
+            "ws://127.0.0.1:1/ws",
+            "--watch",
+            "server:1",
+        ];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).unwrap().config
+    }
+
+    #[test]
+    fn settings_are_range_checked() {
+        let defaults = parsed(&[]);
+        assert_eq!(defaults.validate(), Ok(()));
+        assert_eq!(defaults.warmup(), Duration::from_secs(300));
+        assert_eq!(
+            parsed(&["--minutes", "3"]).warmup(),
+            Duration::from_secs(60)
+        );
+        for bad in [
+            &["--minutes", "0"][..],
+            &["--minutes", "NaN"],
+            &["--minutes", "1", "--warmup-minutes", "1"],
+            &["--subscribers", "0"],
+            &["--churn-percent-per-minute", "101"],
+            &["--stalled-percent", "60"],
+            &["--stalled-lifetime-seconds", "0"],
+            &["--rate", "0"],
+            &["--sample-seconds", "0.01"],
+            &["--per-source", "0"],
+        ] {
+            assert!(parsed(bad).validate().is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn watched_processes_parse() {

@@ -8,7 +8,8 @@ use service_kit::LogArgs;
 /// deliveries into OUT/samples.csv and fails on memory growth after the warm-up, a leaked
 /// descriptor or a stalled feed (OUT/summary.md says which).
 #[derive(Debug, Parser)]
-#[command(name = "soak", version, about, long_about = None)]
+// A flag given twice takes its last value: scripts/soak.sh passes defaults a user may override.
+#[command(name = "soak", version, about, long_about = None, args_override_self = true)]
 struct Cli {
     #[command(flatten)]
     config: soak::Config,

@@ -23,16 +23,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a slot waits before connecting again after a failure or a close by the server.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// How long a stalled subscriber holds its connection before a new stalled one takes its
-/// place: the server gives up on it (heartbeat timeout, then the reconnect window) well within
-/// a soak, so stalled readers come and go to keep the pressure on all along.
-pub const STALLED_LIFETIME: Duration = Duration::from_secs(60);
-
 /// What a slot's subscriber subscribes to, and whether it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// Every soak topic (`?soak//`), and never reads a byte: the server must bound what it
-    /// keeps for it. Replaced by a new one every [`STALLED_LIFETIME`].
+    /// keeps for it. Replaced by a new one after `--stalled-lifetime-seconds`.
     Stalled,
     /// Every soak topic, reading all: the busiest readers.
     Everything,
@@ -100,6 +95,7 @@ struct Shared {
     urls: Vec<String>,
     source_base: Ipv4Addr,
     per_source: usize,
+    stalled_lifetime: Duration,
     timed: Arc<Stats>,
     untimed: Arc<Stats>,
     counters: Arc<PopulationCounters>,
@@ -124,6 +120,7 @@ impl Population {
             urls: config.url.clone(),
             source_base: config.source_base,
             per_source: config.per_source.max(1),
+            stalled_lifetime: Duration::from_secs_f64(config.stalled_lifetime_seconds),
             timed,
             untimed,
             counters: Arc::default(),
@@ -220,7 +217,7 @@ async fn run_slot(shared: Arc<Shared>, index: usize, kind: Kind, stop: Cancellat
                     counters.stalled_open.fetch_add(1, Ordering::Relaxed);
                     let stopped = tokio::select! {
                         () = stop.cancelled() => true,
-                        () = tokio::time::sleep(STALLED_LIFETIME) => false,
+                        () = tokio::time::sleep(shared.stalled_lifetime) => false,
                     };
                     counters.stalled_open.fetch_sub(1, Ordering::Relaxed);
                     drop(subscriber);

@@ -47,6 +47,9 @@ pub struct LoadColumns {
     pub publish_failures: u64,
     /// Messages received per second since the previous sample.
     pub deliveries_per_s: f64,
+    /// Updates source and mirror subscribers received since the previous sample that were
+    /// published after they subscribed (the ones timed below).
+    pub fresh_deliveries: u64,
     /// Latency percentiles since the previous sample (source and mirror subscribers), ms.
     pub p50_ms: f64,
     /// 99th percentile, ms.
@@ -92,6 +95,7 @@ impl CsvLog {
             "published_total",
             "publish_failures_total",
             "deliveries_per_s",
+            "fresh_deliveries",
             "p50_ms",
             "p99_ms",
             "max_ms",
@@ -137,6 +141,7 @@ fn line(row: &Row) -> String {
         l.published.to_string(),
         l.publish_failures.to_string(),
         format!("{:.1}", l.deliveries_per_s),
+        l.fresh_deliveries.to_string(),
         format!("{:.2}", l.p50_ms),
         format!("{:.2}", l.p99_ms),
         format!("{:.2}", l.max_ms),

@@ -13,6 +13,10 @@ use crate::feed::FeedCounters;
 use crate::population::{Population, PopulationCounters};
 use crate::verdict::MemoryGrowth;
 
+/// How long the feed may go without flowing after the warm-up (or three sample intervals, if
+/// longer) before the run fails.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+
 /// The verdict on one watched process.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessVerdict {
@@ -62,8 +66,9 @@ pub struct Summary {
     pub published: u64,
     /// Updates that failed.
     pub publish_failures: u64,
-    /// Longest run of samples after the warm-up with no delivery at all.
-    pub silent_samples: usize,
+    /// Longest time after the warm-up without the feed flowing (no update published, or none
+    /// received by a subscriber that was there when it was published), seconds.
+    pub longest_silence_s: f64,
     /// The memory limit, percent.
     pub rss_growth_limit_percent: f64,
     /// Per watched process.
@@ -98,8 +103,8 @@ pub struct ProcessSummary {
 pub struct Ending {
     /// Time measured after every subscriber had connected.
     pub measured: Duration,
-    /// Longest run of samples after the warm-up with no delivery at all.
-    pub silent_samples: usize,
+    /// Longest time after the warm-up without the feed flowing.
+    pub longest_silence: Duration,
     /// Every subscriber task ended when told to.
     pub subscribers_closed: bool,
     /// Interrupted before its time.
@@ -117,7 +122,7 @@ impl Summary {
     ) -> Self {
         let Ending {
             measured,
-            silent_samples,
+            longest_silence,
             subscribers_closed,
             interrupted,
         } = ending;
@@ -125,14 +130,23 @@ impl Summary {
         if interrupted {
             failures.push("interrupted before the end".to_owned());
         }
-        if silent_samples > 0 {
+        let silence_limit = (config.sample_interval() * 3).max(SILENCE_LIMIT);
+        if longest_silence > silence_limit {
             failures.push(format!(
-                "nothing was delivered for {silent_samples} sample(s) in a row after the warm-up"
+                "the feed did not flow for {:.0} s after the warm-up (limit {:.0} s)",
+                longest_silence.as_secs_f64(),
+                silence_limit.as_secs_f64()
             ));
         }
         let published = feed.published.load(Ordering::Relaxed);
         if published == 0 {
             failures.push("the feed published nothing".to_owned());
+        }
+        let publish_failures = feed.failed.load(Ordering::Relaxed);
+        if publish_failures > 0 {
+            failures.push(format!(
+                "{publish_failures} update(s) failed (see the soak's log)"
+            ));
         }
         if !subscribers_closed {
             failures.push("some subscriber tasks did not end when told to".to_owned());
@@ -184,8 +198,8 @@ impl Summary {
             server_closes: load.server_closes.load(Ordering::Relaxed),
             connect_failures: load.connect_failures.load(Ordering::Relaxed),
             published,
-            publish_failures: feed.failed.load(Ordering::Relaxed),
-            silent_samples,
+            publish_failures,
+            longest_silence_s: longest_silence.as_secs_f64(),
             rss_growth_limit_percent: config.rss_growth_limit_percent,
             processes: processes
                 .into_iter()
@@ -254,7 +268,7 @@ impl Summary {
         if self.passed() {
             out.push_str(&format!(
                 "**Passed**: no process grew more than {}% after the warm-up, no descriptor leaked, \
-                 deliveries never stopped.\n",
+                 the feed kept flowing.\n",
                 self.rss_growth_limit_percent
             ));
         } else {

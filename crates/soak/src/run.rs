@@ -64,14 +64,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Population::stalled(&config),
         config.url.join(", ")
     );
+    let alive = || timed.snapshot().alive + untimed.snapshot().alive;
     let connected = wait_for(CONNECT_ALL_LIMIT, &shutdown, || {
-        load.opened.load(Ordering::Relaxed) >= config.subscribers as u64
+        alive() >= config.subscribers as u64
     })
     .await;
     anyhow::ensure!(
         connected,
         "only {} of {} subscribers connected within {:?} ({} failed attempts)",
-        load.opened.load(Ordering::Relaxed),
+        alive(),
         config.subscribers,
         CONNECT_ALL_LIMIT,
         load.connect_failures.load(Ordering::Relaxed)
@@ -104,7 +105,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let before_fds: Vec<u64> = before.iter().map(|r| r.map_or(0, |r| r.fds)).collect();
     let mut after = sampler.read_all().await;
     let deadline = Instant::now() + FDS_BACK_LIMIT;
-    while Instant::now() < deadline && !fds_back(&before_fds, &after) {
+    // Until every descriptor is back, the time is up, a process has gone or Ctrl-C.
+    while Instant::now() < deadline
+        && !shutdown.is_cancelled()
+        && after.iter().all(Option::is_some)
+        && !fds_back(&before_fds, &after)
+    {
         tokio::time::sleep(Duration::from_millis(500)).await;
         after = sampler.read_all().await;
     }
@@ -130,7 +136,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         })
         .collect();
-    let deliveries: Vec<(Duration, u64)> = history.iter().map(|s| (s.at, s.delivered)).collect();
+    let flow: Vec<(Duration, bool)> = history.iter().map(|s| (s.at, s.flowed)).collect();
     let summary = Summary::new(
         &config,
         processes,
@@ -138,7 +144,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         &feed_counters,
         Ending {
             measured: history.last().map_or(Duration::ZERO, |s| s.at),
-            silent_samples: verdict::longest_silence(&deliveries, config.warmup()),
+            longest_silence: verdict::longest_silence(&flow, config.warmup()),
             subscribers_closed: closed,
             interrupted: shutdown.is_cancelled(),
         },
@@ -158,7 +164,9 @@ struct Meters<'a> {
 /// What the verdict needs of one sample.
 struct Sampled {
     at: Duration,
-    delivered: u64,
+    /// Updates were published, and subscribers received updates published after they had
+    /// subscribed (not only the current values every new subscription is sent).
+    flowed: bool,
     readings: Vec<Option<Reading>>,
 }
 
@@ -176,12 +184,16 @@ async fn measure(
     let churn_per_second =
         config.subscribers as f64 * config.churn_percent_per_minute / 100.0 / 60.0;
     let mut churn_owed = 0.0;
+    // A slow sample (a server slow to answer /metrics) delays the next; it never bunches them.
     let mut churn_ticks = tokio::time::interval(Duration::from_secs(1));
+    churn_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sample_ticks = tokio::time::interval(config.sample_interval());
+    sample_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sample_ticks.tick().await;
     let mut previous = sampler.read_all().await;
     let mut previous_at = Instant::now();
     let mut previous_delivered = delivered(&meters);
+    let mut previous_published = meters.feed.published.load(Ordering::Relaxed);
     let mut history = Vec::new();
     while start.elapsed() < config.duration() {
         tokio::select! {
@@ -222,10 +234,11 @@ async fn measure(
                 );
                 history.push(Sampled {
                     at: start.elapsed(),
-                    delivered: total - previous_delivered,
+                    flowed: row.load.fresh_deliveries > 0 && row.load.published > previous_published,
                     readings: readings.clone(),
                 });
                 previous_delivered = total;
+                previous_published = row.load.published;
                 previous = readings;
             }
         }
@@ -258,6 +271,7 @@ fn row(
         published: meters.feed.published.load(Ordering::Relaxed),
         publish_failures: meters.feed.failed.load(Ordering::Relaxed),
         deliveries_per_s,
+        fresh_deliveries: latencies.len(),
         p50_ms: ms(0.5),
         p99_ms: ms(0.99),
         max_ms: latencies.max() as f64 / 1000.0,

@@ -65,20 +65,25 @@ pub fn leaked_fds(before: u64, after: u64) -> u64 {
     after.saturating_sub(before)
 }
 
-/// The longest stretch of samples after the warm-up in which nothing was delivered, as
-/// a number of consecutive samples; 0 when every sample saw deliveries.
-pub fn longest_silence(deliveries_per_sample: &[(Duration, u64)], warmup: Duration) -> usize {
-    let mut longest = 0;
-    let mut current = 0;
-    for &(at, delivered) in deliveries_per_sample {
+/// The longest time after the warm-up during which the feed did not flow: from one sample in
+/// which it flowed (an update was published and a subscriber received an update published
+/// after it had subscribed) to the next, or to the last sample. `samples` are (time since the
+/// start, whether it flowed in the interval ending then).
+pub fn longest_silence(samples: &[(Duration, bool)], warmup: Duration) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut last_flow: Option<Duration> = None;
+    for &(at, flowed) in samples {
         if at < warmup {
             continue;
         }
-        if delivered == 0 {
-            current += 1;
-            longest = longest.max(current);
-        } else {
-            current = 0;
+        let since = last_flow.unwrap_or(warmup);
+        if flowed {
+            longest = longest.max(at.saturating_sub(since));
+            last_flow = Some(at);
+        } else if let Some(&(end, _)) = samples.last()
+            && at == end
+        {
+            longest = longest.max(end.saturating_sub(since));
         }
     }
     longest
@@ -138,13 +143,18 @@ mod tests {
         assert_eq!(leaked_fds(20, 18), 0);
         assert_eq!(leaked_fds(20, 23), 3);
         let flow = [
-            (at(0), 0),
-            (at(10), 5),
-            (at(20), 0),
-            (at(30), 0),
-            (at(40), 1),
+            (at(0), false),
+            (at(10), true),
+            (at(20), false),
+            (at(30), false),
+            (at(40), true),
         ];
-        assert_eq!(longest_silence(&flow, at(10)), 2);
-        assert_eq!(longest_silence(&flow, at(40)), 0);
+        assert_eq!(longest_silence(&flow, at(10)), at(30));
+        assert_eq!(longest_silence(&flow, at(40)), Duration::ZERO);
+        // A feed that stops for good: silent from its last flow to the last sample.
+        let stopped = [(at(10), true), (at(20), false), (at(30), false)];
+        assert_eq!(longest_silence(&stopped, at(0)), at(20));
+        let steady: Vec<(Duration, bool)> = (1..=6).map(|s| (at(s * 10), true)).collect();
+        assert_eq!(longest_silence(&steady, at(0)), at(10));
     }
 }
