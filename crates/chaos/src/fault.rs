@@ -5,8 +5,12 @@
 //! once. Nothing else is ever restarted: every other tier must recover by itself. A pause is
 //! SIGSTOP, a few seconds, SIGCONT — a machine that stalls (a VM migrated, a GC pause, a
 //! laptop lid): the process keeps its sockets, and its peers must cope.
+//!
+//! A fault is judged by two values: the first new one after it ends (how soon the dashboard
+//! updates again, the *recovery*), and one produced after it ended (that values flow live, not
+//! just a backlog that queued up behind a stopped process).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::health;
 use crate::pipeline::Pipeline;
@@ -16,8 +20,13 @@ use crate::watcher::Watcher;
 /// A new value must arrive this soon after a fault ends.
 pub const RECOVERY_BOUND: Duration = Duration::from_secs(5);
 
-/// Values must be flowing this soon before a fault is applied.
+/// Values must be flowing this soon before a fault is applied, and after the last one.
 const STEADY_WITHIN: Duration = Duration::from_secs(10);
+
+/// The feed stamps values to the second: a value produced after an instant is stamped with the
+/// next whole second at the earliest, so proving one arrived takes up to this long more (and
+/// one feed interval, until the feeder's next poll).
+const STAMP_RESOLUTION: Duration = Duration::from_secs(1);
 
 /// After recovering, the watcher keeps watching this long (for the longest gap) before the
 /// health checks and the next fault.
@@ -76,13 +85,70 @@ pub fn schedule(tiers: usize, short: bool, rounds: u32, pause: Duration) -> Vec<
     faults
 }
 
-/// Applies `fault` and judges it: a new value within [`RECOVERY_BOUND`] of the fault's end,
-/// every process running afterwards, every tier's health check answering.
+/// How long after `from` a value produced after it may take to arrive when values flow within
+/// `within`: the stamp's resolution and one feed interval more.
+fn live_bound(within: Duration, feed_interval: Duration) -> Duration {
+    within + STAMP_RESOLUTION + feed_interval
+}
+
+/// Waits for a value produced from now on (values flowing live); `Some` says why not.
+async fn steady(watcher: &mut Watcher, feed_interval: Duration) -> anyhow::Result<Option<String>> {
+    let (now, now_wall) = (Instant::now(), SystemTime::now());
+    let bound = live_bound(STEADY_WITHIN, feed_interval);
+    Ok(watcher
+        .first_produced_after(now_wall, now + bound)
+        .await?
+        .is_none()
+        .then(|| format!("no value produced after {:.1} s", bound.as_secs_f64())))
+}
+
+/// What is wrong with the tiers: a process not running, a health check not answering.
+async fn tier_problems(pipeline: &Pipeline) -> Vec<String> {
+    let mut problems = Vec::new();
+    for tier in &pipeline.tiers {
+        if !tier.service.alive() {
+            problems.push(format!("{} is not running", tier.name));
+        } else if let Err(why) = health::answers(tier.health, HEALTH_WITHIN).await {
+            problems.push(format!("{}: {why}", tier.name));
+        }
+    }
+    problems
+}
+
+/// The check after the last fault (which no next fault's steady check follows): values
+/// produced after it began still arrive, every process runs, every health check answers.
+pub async fn final_check(
+    number: usize,
+    pipeline: &Pipeline,
+    watcher: &mut Watcher,
+    feed_interval: Duration,
+) -> anyhow::Result<Row> {
+    let began = Instant::now();
+    let mut problems: Vec<String> = steady(watcher, feed_interval).await?.into_iter().collect();
+    let observed_until = Instant::now();
+    problems.extend(tier_problems(pipeline).await);
+    Ok(Row {
+        number,
+        fault: FINAL_CHECK.to_owned(),
+        tier: "all".to_owned(),
+        recovery: None,
+        longest_gap: watcher.longest_gap(began, observed_until),
+        failure: (!problems.is_empty()).then(|| problems.join("; ")),
+    })
+}
+
+/// How the report names the final check.
+pub const FINAL_CHECK: &str = "none (final check: values still flowing)";
+
+/// Applies `fault` and judges it: a new value within [`RECOVERY_BOUND`] of the fault's end and
+/// one produced after the fault's end within that bound plus the stamp's resolution and one
+/// feed interval, every process running afterwards, every tier's health check answering.
 pub async fn run(
     number: usize,
     fault: Fault,
     pipeline: &mut Pipeline,
     watcher: &mut Watcher,
+    feed_interval: Duration,
 ) -> anyhow::Result<Row> {
     let tier_name = pipeline.tiers[fault.tier].name.clone();
     let mut row = Row {
@@ -94,23 +160,16 @@ pub async fn run(
         failure: None,
     };
     // The pipeline delivers before the fault (else the fault before did not really recover).
-    let now = Instant::now();
-    if watcher
-        .first_new_after(now, now + STEADY_WITHIN)
-        .await?
-        .is_none()
-    {
-        row.failure = Some(format!(
-            "no new value for {STEADY_WITHIN:?} before the fault"
-        ));
+    if let Some(why) = steady(watcher, feed_interval).await? {
+        row.failure = Some(format!("before the fault: {why}"));
         return Ok(row);
     }
     let began = Instant::now();
     let tier = &mut pipeline.tiers[fault.tier];
-    let ended = match fault.kind {
+    let (ended, ended_wall) = match fault.kind {
         Kind::Kill => {
             tier.service.kill().await;
-            let ended = Instant::now();
+            let ended = (Instant::now(), SystemTime::now());
             if let Err(error) = tier.service.restart().await {
                 row.failure = Some(format!("the supervisor's restart failed: {error}"));
                 return Ok(row);
@@ -121,36 +180,43 @@ pub async fn run(
             tier.service.pause().await?;
             tokio::time::sleep(pause).await;
             tier.service.resume().await?;
-            Instant::now()
+            (Instant::now(), SystemTime::now())
         }
     };
+    let mut problems = Vec::new();
     let first = watcher
         .first_new_after(ended, ended + RECOVERY_BOUND)
         .await?;
-    let observed_until = match first {
+    let mut observed_until = match first {
         Some(at) => {
             row.recovery = Some(at.saturating_duration_since(ended));
             at + SETTLE
         }
-        None => Instant::now(),
+        None => {
+            problems.push(format!(
+                "no new value within {} s of the fault's end",
+                RECOVERY_BOUND.as_secs()
+            ));
+            Instant::now()
+        }
     };
-    tokio::time::sleep_until(observed_until.into()).await;
-    row.longest_gap = watcher.longest_gap(began, observed_until);
-
-    let mut problems = Vec::new();
-    if first.is_none() {
-        problems.push(format!(
-            "no new value within {} s of the fault's end",
-            RECOVERY_BOUND.as_secs()
-        ));
-    }
-    for tier in &pipeline.tiers {
-        if !tier.service.alive() {
-            problems.push(format!("{} is not running", tier.name));
-        } else if let Err(why) = health::answers(tier.health, HEALTH_WITHIN).await {
-            problems.push(format!("{}: {why}", tier.name));
+    if first.is_some() {
+        let bound = live_bound(RECOVERY_BOUND, feed_interval);
+        match watcher
+            .first_produced_after(ended_wall, ended + bound)
+            .await?
+        {
+            Some(live) => observed_until = observed_until.max(live),
+            None => problems.push(format!(
+                "no value produced after the fault's end within {:.1} s of it (only values \
+                 from before it)",
+                bound.as_secs_f64()
+            )),
         }
     }
+    tokio::time::sleep_until(observed_until.into()).await;
+    row.longest_gap = watcher.longest_gap(began, observed_until);
+    problems.extend(tier_problems(pipeline).await);
     if !problems.is_empty() {
         row.failure = Some(problems.join("; "));
     }
@@ -178,6 +244,14 @@ mod tests {
                 (Kind::Kill, 1),
                 (Kind::Pause(pause), 1),
             ]
+        );
+    }
+
+    #[test]
+    fn a_live_value_may_take_a_stamp_and_a_poll_longer() {
+        assert_eq!(
+            live_bound(RECOVERY_BOUND, Duration::from_millis(200)),
+            Duration::from_millis(6_200)
         );
     }
 

@@ -4,15 +4,21 @@
 //! token, backend-app with the demo's backend credentials, and data-feeder with the synthetic
 //! source — every one on a free loopback port chosen once, so that a restarted process comes
 //! back at the address the others know.
+//!
+//! Dropping the pipeline kills and reaps every process (see
+//! [`service_kit::testing::process`]) before its temporary directory is removed.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
+use service_kit::testing::TempDir;
 use service_kit::testing::process::{Ready, Service, ServiceSpec};
-use service_kit::testing::{TempDir, free_port};
+
+use crate::ports::Ports;
 
 /// One topic-server, or three sharing one topic tree in Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +47,8 @@ pub struct Setup {
     pub bin_dir: PathBuf,
     /// The repository's root (for `deploy/` and `web/`).
     pub root: PathBuf,
-    /// The feeder's `--interval` (e.g. `200ms`).
-    pub feed_interval: String,
+    /// The feeder's `--interval`.
+    pub feed_interval: Duration,
 }
 
 /// How a tier shows it is healthy, besides running.
@@ -73,8 +79,18 @@ pub struct Pipeline {
     /// The topic-server URLs the dashboard's client is given (comma-separated; in a cluster
     /// all three nodes, node 1 first, as the dashboard's `?topics=` lists them).
     pub dashboard_urls: String,
-    /// Redis's data directory (append-only file); removed on drop.
+    /// Redis's data directory (append-only file); removed on drop, after the processes.
     _run_dir: TempDir,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // Last started first; each drop kills and reaps its process, so redis-server no longer
+        // writes into the data directory when that is removed after this.
+        while let Some(tier) = self.tiers.pop() {
+            drop(tier);
+        }
+    }
 }
 
 /// The topic the backend relays and the dashboard shows.
@@ -92,8 +108,8 @@ impl Pipeline {
             Topology::Single => 1,
             Topology::Cluster => 3,
         };
-        let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-        let redis_addr = loopback(free_port()?);
+        let ports = Ports::choose(nodes)?;
+        let redis_addr = ports.redis;
         let redis_url = format!("redis://{redis_addr}/");
         let mut tiers = Vec::new();
 
@@ -108,15 +124,13 @@ impl Pipeline {
             .args([OsString::from("--dir"), run_dir.path().into()]);
         tiers.push(start_tier(redis, Health::RedisPing(redis_addr)).await?);
 
-        let node_addrs = (0..nodes)
-            .map(|_| free_port().map(loopback))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let node_addrs: Vec<SocketAddr> = ports.nodes.iter().map(|(addr, _)| *addr).collect();
         let dashboard = node_addrs[0];
         let origins = format!(
             "http://127.0.0.1:{p},http://localhost:{p}",
             p = dashboard.port()
         );
-        for (i, addr) in node_addrs.iter().enumerate() {
+        for (i, (addr, metrics_addr)) in ports.nodes.iter().enumerate() {
             let name = match topology {
                 Topology::Single => "topic-server".to_owned(),
                 Topology::Cluster => format!("topic-node-{}", i + 1),
@@ -136,7 +150,7 @@ impl Pipeline {
                 OsString::from("--security"),
                 setup.root.join("deploy/security.toml").into(),
             ])
-            .args(["--metrics-listen", &loopback(free_port()?).to_string()]);
+            .args(["--metrics-listen", &metrics_addr.to_string()]);
             if topology == Topology::Cluster {
                 spec = spec.args([
                     "--cluster",
@@ -151,7 +165,7 @@ impl Pipeline {
         }
 
         let token = random_token();
-        let bridge_addr = loopback(free_port()?);
+        let bridge_addr = ports.bridge;
         let bridge_url = format!("ws://{bridge_addr}/");
         let bridge = ServiceSpec::new(
             "redis-ws-bridge",
@@ -186,14 +200,15 @@ impl Pipeline {
         }
         tiers.push(start_tier(backend, Health::Running).await?);
 
-        let feeder_addr = loopback(free_port()?);
+        let feeder_addr = ports.feeder;
         let feeder = ServiceSpec::new(
             "data-feeder",
             binary(setup, "data-feeder")?,
             Ready::LogAddress("control".into()),
         )
         .env(TOKEN_VAR, &token)
-        .args(["--source", "synthetic", "--interval", &setup.feed_interval])
+        .args(["--source", "synthetic", "--interval"])
+        .args([format!("{}ms", setup.feed_interval.as_millis())])
         // Every poll a new price (the default 0.2 leaves random silences of several seconds,
         // which a 5 s recovery bound cannot tell from an outage).
         .args(["--synthetic-change-probability", "1"])

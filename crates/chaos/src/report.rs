@@ -13,7 +13,8 @@ pub struct Row {
     pub fault: String,
     /// The process it was done to.
     pub tier: String,
-    /// From the end of the fault to the first new value (`None`: none within the bound).
+    /// From the end of the fault to the first new value (`None`: none within the bound, or no
+    /// fault: the final check).
     pub recovery: Option<Duration>,
     /// The longest time between new values around the fault.
     pub longest_gap: Duration,
@@ -27,9 +28,12 @@ pub fn markdown(rows: &[Row]) -> String {
         "| # | fault | tier | recovery | longest gap | result |\n|---|---|---|---|---|---|\n",
     );
     for row in rows {
-        let recovery = row
-            .recovery
-            .map_or_else(|| "none".to_owned(), |d| format!("{} ms", d.as_millis()));
+        let recovery = match (row.recovery, &row.failure) {
+            (Some(d), _) => format!("{} ms", d.as_millis()),
+            (None, Some(_)) => "none".to_owned(),
+            // Nothing to recover from (the final check), and nothing failed.
+            (None, None) => "—".to_owned(),
+        };
         let result = match &row.failure {
             None => "pass".to_owned(),
             Some(why) => format!("**FAIL**: {}", why.replace('|', "\\|").replace('\n', " ")),
@@ -71,11 +75,20 @@ mod tests {
                 longest_gap: Duration::from_secs(8),
                 failure: Some("no new value | within 5 s".into()),
             },
+            Row {
+                number: 3,
+                fault: "none".into(),
+                tier: "all".into(),
+                recovery: None,
+                longest_gap: Duration::from_millis(200),
+                failure: None,
+            },
         ];
         let table = markdown(&rows);
         assert!(
             table.contains("| 1 | kill -9, restart | redis-server | 812 ms | 1010 ms | pass |")
         );
+        assert!(table.contains("| 3 | none | all | — | 200 ms | pass |"));
         assert!(table.contains("| 2 | SIGSTOP 3 s, SIGCONT | backend-app | none | 8000 ms | **FAIL**: no new value \\| within 5 s |"));
     }
 }

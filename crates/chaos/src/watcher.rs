@@ -6,19 +6,33 @@
 //! value back, a resumed or re-subscribed session is sent the current value again, and neither
 //! means that the pipeline delivers. The synthetic feed stamps each new price with its time, so
 //! with a price change on every poll each relayed value is distinct.
+//!
+//! A new value is not yet a live one: values that queued up behind a stopped process arrive
+//! after it resumes, though they were produced before. The feed's stamp (`time.updatedISO`,
+//! whole seconds of the feeder's clock, the same machine's) tells them apart: a value stamped
+//! with a second later than an instant was produced after that instant.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use serde_json::Value;
 use tokio::sync::watch;
 use topic_client::{ConnectOptions, TopicClient, TopicEvent};
 
 /// Arrival times kept (about 80 minutes of a 200 ms feed); older ones are dropped.
 const MAX_ARRIVALS: usize = 25_000;
+
+/// One new value: when it arrived, and when the feeder says it produced it (whole seconds;
+/// `None` when the value carries no readable stamp).
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    at: Instant,
+    stamp: Option<SystemTime>,
+}
 
 /// What the watcher has seen.
 #[derive(Default)]
@@ -26,20 +40,20 @@ struct Seen {
     /// Hashes of every value seen (at most [`MAX_ARRIVALS`] kept, oldest dropped).
     hashes: HashSet<u64>,
     order: VecDeque<u64>,
-    /// When each new value arrived, oldest first.
-    arrivals: VecDeque<Instant>,
+    /// When each new value arrived, oldest first, with the time the feed stamped it with.
+    arrivals: VecDeque<Arrival>,
     /// Why the client stopped, if it did.
     closed: Option<String>,
 }
 
 impl Seen {
     /// Records a value arriving at `at`; true when it was new.
-    fn record(&mut self, hash: u64, at: Instant) -> bool {
+    fn record(&mut self, hash: u64, at: Instant, stamp: Option<SystemTime>) -> bool {
         if !self.hashes.insert(hash) {
             return false;
         }
         self.order.push_back(hash);
-        self.arrivals.push_back(at);
+        self.arrivals.push_back(Arrival { at, stamp });
         if self.order.len() > MAX_ARRIVALS
             && let Some(old) = self.order.pop_front()
         {
@@ -51,7 +65,19 @@ impl Seen {
 
     /// The first new value's arrival strictly after `after`.
     fn first_after(&self, after: Instant) -> Option<Instant> {
-        self.arrivals.iter().copied().find(|at| *at > after)
+        self.arrivals
+            .iter()
+            .map(|arrival| arrival.at)
+            .find(|at| *at > after)
+    }
+
+    /// The arrival of the first new value stamped later than `produced_after`, i.e. produced
+    /// after it (a stamp is a whole second, at or before the value was produced).
+    fn first_produced_after(&self, produced_after: SystemTime) -> Option<Instant> {
+        self.arrivals
+            .iter()
+            .find(|arrival| arrival.stamp.is_some_and(|stamp| stamp > produced_after))
+            .map(|arrival| arrival.at)
     }
 
     /// The longest time between consecutive new values from the last one at or before `from`
@@ -60,13 +86,13 @@ impl Seen {
         let start = self
             .arrivals
             .iter()
-            .rposition(|at| *at <= from)
+            .rposition(|arrival| arrival.at <= from)
             .unwrap_or(0);
         let window: Vec<Instant> = self
             .arrivals
             .iter()
             .skip(start)
-            .copied()
+            .map(|arrival| arrival.at)
             .take_while(|at| *at <= to)
             .collect();
         window
@@ -108,7 +134,7 @@ impl Watcher {
                     let at = Instant::now();
                     let mut hasher = DefaultHasher::new();
                     value.to_string().hash(&mut hasher);
-                    let new = lock(&seen).record(hasher.finish(), at);
+                    let new = lock(&seen).record(hasher.finish(), at, feed_stamp(&value));
                     if new {
                         count += 1;
                         let _ = news_tx.send(count);
@@ -136,10 +162,33 @@ impl Watcher {
         after: Instant,
         deadline: Instant,
     ) -> anyhow::Result<Option<Instant>> {
+        self.wait_for(deadline, |seen| seen.first_after(after))
+            .await
+    }
+
+    /// Waits until a new value produced after `produced_after` (by the feed's stamp) arrives,
+    /// at most until `deadline`; returns when it arrived, or `None` at the deadline. Fails if
+    /// the watcher's client has stopped.
+    pub async fn first_produced_after(
+        &mut self,
+        produced_after: SystemTime,
+        deadline: Instant,
+    ) -> anyhow::Result<Option<Instant>> {
+        self.wait_for(deadline, |seen| seen.first_produced_after(produced_after))
+            .await
+    }
+
+    /// Waits until `found` finds an arrival in what was seen, at most until `deadline`.
+    async fn wait_for(
+        &mut self,
+        deadline: Instant,
+        found: impl Fn(&Seen) -> Option<Instant>,
+    ) -> anyhow::Result<Option<Instant>> {
+        // Bounded by `deadline`: every turn waits for news or the deadline.
         loop {
             {
                 let seen = lock(&self.seen);
-                if let Some(at) = seen.first_after(after) {
+                if let Some(at) = found(&seen) {
                     return Ok(Some(at));
                 }
                 if let Some(why) = &seen.closed {
@@ -173,6 +222,22 @@ impl Drop for Watcher {
     }
 }
 
+/// The time the synthetic feed stamped a value with (`time.updatedISO`, whole seconds), whether
+/// the topic carries the payload as JSON or as a string of JSON.
+fn feed_stamp(value: &Value) -> Option<SystemTime> {
+    let parsed;
+    let payload = match value {
+        Value::String(text) => {
+            parsed = serde_json::from_str::<Value>(text).ok()?;
+            &parsed
+        }
+        other => other,
+    };
+    let iso = payload.get("time")?.get("updatedISO")?.as_str()?;
+    let at = chrono::DateTime::parse_from_rfc3339(iso).ok()?;
+    Some(SystemTime::from(at))
+}
+
 fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
     seen.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -186,11 +251,14 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut seen = Seen::default();
-        assert!(seen.record(1, at(0)));
-        assert!(seen.record(2, at(200)));
-        assert!(!seen.record(2, at(300)), "a value sent again is not new");
-        assert!(seen.record(3, at(2_200)));
-        assert!(seen.record(4, at(2_400)));
+        assert!(seen.record(1, at(0), None));
+        assert!(seen.record(2, at(200), None));
+        assert!(
+            !seen.record(2, at(300), None),
+            "a value sent again is not new"
+        );
+        assert!(seen.record(3, at(2_200), None));
+        assert!(seen.record(4, at(2_400), None));
         assert_eq!(seen.first_after(at(200)), Some(at(2_200)));
         assert_eq!(seen.first_after(at(2_400)), None);
         // From the last value before 1 s (at 200 ms) to 2.4 s: the 2 s silence.
@@ -205,11 +273,47 @@ mod tests {
     }
 
     #[test]
+    fn a_value_counts_as_live_only_when_stamped_after_the_instant() {
+        let t0 = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let secs = |s: u64| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        let mut seen = Seen::default();
+        // Queued behind a paused process: produced before 1000.5 s, arriving after it.
+        seen.record(1, t0 + Duration::from_millis(10), secs(999));
+        seen.record(2, t0 + Duration::from_millis(11), secs(1_000));
+        seen.record(3, t0 + Duration::from_millis(12), None);
+        let fault_end = wall + Duration::from_millis(500);
+        assert_eq!(seen.first_after(t0), Some(t0 + Duration::from_millis(10)));
+        assert_eq!(seen.first_produced_after(fault_end), None);
+        seen.record(4, t0 + Duration::from_millis(900), secs(1_001));
+        assert_eq!(
+            seen.first_produced_after(fault_end),
+            Some(t0 + Duration::from_millis(900))
+        );
+    }
+
+    #[test]
+    fn the_feed_stamp_is_read_from_the_payload_or_a_string_of_it() {
+        let payload = serde_json::json!({
+            "time": {"updated": "May 4, 2021 12:45:00 UTC", "updatedISO": "2021-05-04T12:45:00+00:00"},
+            "bpi": {}
+        });
+        let expected = SystemTime::UNIX_EPOCH + Duration::from_secs(1_620_132_300);
+        assert_eq!(feed_stamp(&payload), Some(expected));
+        assert_eq!(
+            feed_stamp(&Value::String(payload.to_string())),
+            Some(expected)
+        );
+        assert_eq!(feed_stamp(&serde_json::json!({"time": {}})), None);
+        assert_eq!(feed_stamp(&Value::String("not json".into())), None);
+    }
+
+    #[test]
     fn what_is_kept_is_bounded() {
         let t0 = Instant::now();
         let mut seen = Seen::default();
         for i in 0..(MAX_ARRIVALS as u64 + 10) {
-            seen.record(i, t0 + Duration::from_millis(i));
+            seen.record(i, t0 + Duration::from_millis(i), None);
         }
         assert_eq!(seen.arrivals.len(), MAX_ARRIVALS);
         assert_eq!(seen.hashes.len(), MAX_ARRIVALS);
