@@ -5,7 +5,13 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
 use crate::config::Watched;
+use crate::feed::FeedCounters;
+use crate::population::PopulationCounters;
 use crate::sample::Reading;
 
 /// Whether a row was taken during the warm-up or the measured part of the run.
@@ -26,6 +32,38 @@ impl Phase {
     }
 }
 
+/// The load's running totals: connections and updates so far (a CSV row's `*_total`
+/// columns, and the summary's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Successful subscriptions, the first ones included.
+    pub opened: u64,
+    /// Connections closed by churn.
+    pub churned: u64,
+    /// Connections the server ended.
+    pub server_closes: u64,
+    /// Failed connection attempts (each is retried).
+    pub connect_failures: u64,
+    /// Updates published.
+    pub published: u64,
+    /// Updates that failed.
+    pub publish_failures: u64,
+}
+
+impl Totals {
+    /// Reads the counters now.
+    pub fn read(load: &PopulationCounters, feed: &FeedCounters) -> Self {
+        Self {
+            opened: load.opened.load(Ordering::Relaxed),
+            churned: load.churned.load(Ordering::Relaxed),
+            server_closes: load.server_closes.load(Ordering::Relaxed),
+            connect_failures: load.connect_failures.load(Ordering::Relaxed),
+            published: feed.published.load(Ordering::Relaxed),
+            publish_failures: feed.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// What the load generator side saw in one sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LoadColumns {
@@ -33,18 +71,8 @@ pub struct LoadColumns {
     pub alive: u64,
     /// Stalled subscribers connected.
     pub stalled_open: u64,
-    /// Successful subscriptions so far.
-    pub opened: u64,
-    /// Connections closed by churn so far.
-    pub churned: u64,
-    /// Connections the server ended so far.
-    pub server_closes: u64,
-    /// Failed connection attempts so far.
-    pub connect_failures: u64,
-    /// Updates published so far.
-    pub published: u64,
-    /// Updates that failed so far.
-    pub publish_failures: u64,
+    /// Connections and updates so far.
+    pub totals: Totals,
     /// Messages received per second since the previous sample.
     pub deliveries_per_s: f64,
     /// Updates source and mirror subscribers received since the previous sample that were
@@ -134,12 +162,12 @@ fn line(row: &Row) -> String {
         row.phase.name().to_owned(),
         l.alive.to_string(),
         l.stalled_open.to_string(),
-        l.opened.to_string(),
-        l.churned.to_string(),
-        l.server_closes.to_string(),
-        l.connect_failures.to_string(),
-        l.published.to_string(),
-        l.publish_failures.to_string(),
+        l.totals.opened.to_string(),
+        l.totals.churned.to_string(),
+        l.totals.server_closes.to_string(),
+        l.totals.connect_failures.to_string(),
+        l.totals.published.to_string(),
+        l.totals.publish_failures.to_string(),
         format!("{:.1}", l.deliveries_per_s),
         l.fresh_deliveries.to_string(),
         format!("{:.2}", l.p50_ms),

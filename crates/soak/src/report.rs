@@ -2,7 +2,6 @@
 //! whether the run passed, as JSON (for scripts) and Markdown (for people and the docs).
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,6 +10,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::feed::FeedCounters;
 use crate::population::{Population, PopulationCounters};
+use crate::record::Totals;
 use crate::verdict::MemoryGrowth;
 
 /// How long the feed may go without flowing after the warm-up (or three sample intervals, if
@@ -54,18 +54,9 @@ pub struct Summary {
     pub rate: f64,
     /// Source topics.
     pub topics: usize,
-    /// Successful subscriptions, the first ones included.
-    pub opened: u64,
-    /// Connections closed by churn.
-    pub churned: u64,
-    /// Connections the server ended.
-    pub server_closes: u64,
-    /// Failed connection attempts.
-    pub connect_failures: u64,
-    /// Updates published.
-    pub published: u64,
-    /// Updates that failed.
-    pub publish_failures: u64,
+    /// Connections and updates.
+    #[serde(flatten)]
+    pub totals: Totals,
     /// Longest time after the warm-up without the feed flowing (no update published, or none
     /// received by a subscriber that was there when it was published), seconds.
     pub longest_silence_s: f64,
@@ -138,14 +129,14 @@ impl Summary {
                 silence_limit.as_secs_f64()
             ));
         }
-        let published = feed.published.load(Ordering::Relaxed);
-        if published == 0 {
+        let totals = Totals::read(load, feed);
+        if totals.published == 0 {
             failures.push("the feed published nothing".to_owned());
         }
-        let publish_failures = feed.failed.load(Ordering::Relaxed);
-        if publish_failures > 0 {
+        if totals.publish_failures > 0 {
             failures.push(format!(
-                "{publish_failures} update(s) failed (see the soak's log)"
+                "{} update(s) failed (see the soak's log)",
+                totals.publish_failures
             ));
         }
         if !subscribers_closed {
@@ -193,12 +184,7 @@ impl Summary {
             churn_percent_per_minute: config.churn_percent_per_minute,
             rate: config.rate,
             topics: config.topics,
-            opened: load.opened.load(Ordering::Relaxed),
-            churned: load.churned.load(Ordering::Relaxed),
-            server_closes: load.server_closes.load(Ordering::Relaxed),
-            connect_failures: load.connect_failures.load(Ordering::Relaxed),
-            published,
-            publish_failures,
+            totals,
             longest_silence_s: longest_silence.as_secs_f64(),
             rss_growth_limit_percent: config.rss_growth_limit_percent,
             processes: processes
@@ -236,12 +222,12 @@ impl Summary {
             self.topics,
             self.measured_s,
             self.warmup_s,
-            self.opened,
-            self.churned,
-            self.server_closes,
-            self.connect_failures,
-            self.published,
-            self.publish_failures
+            self.totals.opened,
+            self.totals.churned,
+            self.totals.server_closes,
+            self.totals.connect_failures,
+            self.totals.published,
+            self.totals.publish_failures
         );
         out.push_str(
             "| process | RSS after warm-up | RSS at the end | growth | descriptors before → after |\n",

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::feed::{Feed, FeedCounters};
 use crate::population::{Population, PopulationCounters};
-use crate::record::{CsvLog, LoadColumns, Phase, Row};
+use crate::record::{CsvLog, LoadColumns, Phase, Row, Totals};
 use crate::report::{Ending, ProcessVerdict, Summary};
 use crate::sample::{Reading, Sampler};
 use crate::verdict;
@@ -234,11 +234,11 @@ async fn measure(
                 );
                 history.push(Sampled {
                     at: start.elapsed(),
-                    flowed: row.load.fresh_deliveries > 0 && row.load.published > previous_published,
+                    flowed: row.load.fresh_deliveries > 0 && row.load.totals.published > previous_published,
                     readings: readings.clone(),
                 });
                 previous_delivered = total;
-                previous_published = row.load.published;
+                previous_published = row.load.totals.published;
                 previous = readings;
             }
         }
@@ -264,12 +264,7 @@ fn row(
     let load = LoadColumns {
         alive: meters.timed.snapshot().alive + meters.untimed.snapshot().alive,
         stalled_open: meters.load.stalled_open.load(Ordering::Relaxed),
-        opened: meters.load.opened.load(Ordering::Relaxed),
-        churned: meters.load.churned.load(Ordering::Relaxed),
-        server_closes: meters.load.server_closes.load(Ordering::Relaxed),
-        connect_failures: meters.load.connect_failures.load(Ordering::Relaxed),
-        published: meters.feed.published.load(Ordering::Relaxed),
-        publish_failures: meters.feed.failed.load(Ordering::Relaxed),
+        totals: Totals::read(meters.load, meters.feed),
         deliveries_per_s,
         fresh_deliveries: latencies.len(),
         p50_ms: ms(0.5),
