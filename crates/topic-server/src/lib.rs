@@ -284,6 +284,7 @@ impl TopicServer {
         };
         let app = http::router(state);
         tokio::spawn(Arc::clone(&self.ctx.liveness).run(shutdown.clone()));
+        tokio::spawn(metrics::run_upkeep(shutdown.clone()));
         tokio::spawn(reload_on_hangup(Arc::clone(&self.ctx), shutdown.clone()));
         let metrics = tokio::spawn(http_server::serve(
             self.metrics_listener,

@@ -6,12 +6,14 @@
 //! an atomic add, not a registry look-up.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics::{
     Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
     gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
 
 /// Buckets of the engine lock histogram, in seconds: 1 µs to 1 s.
 const LOCK_HOLD_BUCKETS: &[f64] = &[
@@ -129,6 +131,23 @@ fn handle() -> &'static PrometheusHandle {
         );
         handle
     })
+}
+
+/// How often recorded histogram samples are folded into their buckets. The recorder keeps
+/// every sample until then (or until `/metrics` is rendered), so a server nobody scrapes would
+/// grow by one sample per engine lock hold, for ever.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their buckets every few seconds until `shutdown`.
+pub(crate) async fn run_upkeep(shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(UPKEEP_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => handle().run_upkeep(),
+        }
+    }
 }
 
 /// Renders every metric in the Prometheus text format, for `GET /metrics`.
