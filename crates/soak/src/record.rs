@@ -139,6 +139,7 @@ impl CsvLog {
                 "cpu_percent",
                 "queued_bytes",
                 "connections",
+                "sessions",
             ] {
                 header.push(format!("{}_{column}", w.name));
             }
@@ -184,9 +185,10 @@ fn line(row: &Row) -> String {
                 format!("{cpu:.1}"),
                 optional(r.queued_bytes),
                 optional(r.connections),
+                optional(r.sessions),
             ]),
             // The process has gone: empty cells, so a plot shows the hole.
-            None => fields.extend(std::iter::repeat_n(String::new(), 5)),
+            None => fields.extend(std::iter::repeat_n(String::new(), 6)),
         }
     }
     fields.join(",")
@@ -212,6 +214,7 @@ mod tests {
             cpu_ticks: 0,
             queued_bytes: Some(100.0),
             connections: Some(3.0),
+            sessions: Some(4.0),
         };
         log.append(&Row {
             elapsed_s: 10.0,
@@ -232,6 +235,7 @@ mod tests {
         assert_eq!(cell("node1_fds"), "12");
         assert_eq!(cell("node1_cpu_percent"), "12.5");
         assert_eq!(cell("node1_queued_bytes"), "100");
+        assert_eq!(cell("node1_sessions"), "4");
         assert_eq!(cell("redis_rss_bytes"), "");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -23,6 +23,8 @@ pub struct Reading {
     pub queued_bytes: Option<f64>,
     /// Sessions connected (`topic_server_connections`).
     pub connections: Option<f64>,
+    /// Sessions the engine holds, connected or waiting to be resumed (`topic_server_sessions`).
+    pub sessions: Option<f64>,
 }
 
 impl Reading {
@@ -83,6 +85,7 @@ impl Sampler {
                 Ok(body) => {
                     reading.queued_bytes = sum_of(&body, "topic_server_queued_bytes");
                     reading.connections = sum_of(&body, "topic_server_connections");
+                    reading.sessions = sum_of(&body, "topic_server_sessions");
                 }
                 Err(error) => tracing::warn!(%url, %error, "reading metrics failed"),
             }

@@ -262,8 +262,9 @@ async fn healthz() -> &'static str {
 
 async fn metrics(State(ctx): State<Arc<ServerContext>>) -> Response {
     // Measured on demand: keeping a gauge current on every push would cost the hot path.
-    let queued = ctx.engine.queue_stats().queued_bytes;
-    ctx.metrics.queued_bytes.set(queued as f64);
+    let queues = ctx.engine.queue_stats();
+    ctx.metrics.queued_bytes.set(queues.queued_bytes as f64);
+    ctx.metrics.sessions.set(queues.sessions as f64);
     let (tree_bytes, held) = ctx.engine.tree_gauges();
     ctx.metrics.tree_value_bytes.set(tree_bytes as f64);
     ctx.metrics.view_held_results.set(held as f64);

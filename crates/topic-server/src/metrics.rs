@@ -66,6 +66,10 @@ fn handle() -> &'static PrometheusHandle {
             "Subscriptions ended by back pressure (CONFLATION=unsubscribe)."
         );
         describe_gauge!(
+            "topic_server_sessions",
+            "Sessions the engine holds: connected, or waiting to be resumed (measured when /metrics is read)."
+        );
+        describe_gauge!(
             "topic_server_queued_bytes",
             "Bytes kept by session outbound queues (measured when /metrics is read)."
         );
@@ -172,6 +176,10 @@ pub(crate) struct Metrics {
     pub conflations: Counter,
     /// Subscriptions ended by back pressure.
     pub back_pressure_unsubscriptions: Counter,
+    /// Sessions registered in the engine (connected or waiting to be resumed); set when
+    /// /metrics is read. Beside `connections` it shows sessions that outlive their connection,
+    /// and any that outlive their end.
+    pub sessions: Gauge,
     /// Bytes queued for sessions; set when /metrics is read.
     pub queued_bytes: Gauge,
     /// Bytes of values the topic tree retains; set when /metrics is read.
@@ -212,6 +220,7 @@ impl Metrics {
             back_pressure_unsubscriptions: counter!(
                 "topic_server_back_pressure_unsubscriptions_total"
             ),
+            sessions: gauge!("topic_server_sessions"),
             queued_bytes: gauge!("topic_server_queued_bytes"),
             tree_value_bytes: gauge!("topic_server_tree_value_bytes"),
             view_held_results: gauge!("topic_server_view_held_results"),
