@@ -40,7 +40,7 @@ pub struct Summary {
     pub urls: Vec<String>,
     /// Minutes asked for.
     pub minutes: f64,
-    /// Seconds actually measured.
+    /// Seconds of samples, from the moment every subscriber was connected (warm-up included).
     pub measured_s: f64,
     /// Warm-up, seconds.
     pub warmup_s: f64,
@@ -213,7 +213,7 @@ impl Summary {
     pub fn markdown(&self) -> String {
         let mut out = format!(
             "{} subscribers ({} stalled), churn {}%/min, {} updates/s over {} topics and 2 views, \
-             {:.0} s measured after a {:.0} s warm-up: {} subscriptions, {} churned, {} closed by \
+             {:.0} s of samples, the first {:.0} s a warm-up: {} subscriptions, {} churned, {} closed by \
              the server, {} failed attempts; {} updates published, {} failed.\n\n",
             self.subscribers,
             self.stalled,
