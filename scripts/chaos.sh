@@ -31,6 +31,7 @@ for arg in "$@"; do
 done
 
 command -v cargo >/dev/null 2>&1 || die "cargo is not installed: install Rust from https://rustup.rs and run this again."
+ensure_build_tools
 ensure_redis
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 if [ "${CHAOS_SKIP_BUILD:-0}" != 1 ]; then

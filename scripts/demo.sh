@@ -62,6 +62,7 @@ dashboard_port="${topic_ports[0]}"
 
 command -v cargo >/dev/null 2>&1 || die "cargo is not installed: install Rust from https://rustup.rs and run this again."
 command -v curl >/dev/null 2>&1 || apt_install curl || die "curl is needed to check the services; install it."
+ensure_build_tools
 ensure_redis
 ensure_web_deps "$root" || warn "the dashboard will load without its chart library"
 

@@ -65,6 +65,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   || die "the open-file limit ($(ulimit -n)) is too low for $subscribers subscribers; use --subscribers or raise it"
 
 if [ "$build" = 1 ]; then
+  ensure_build_tools
   say "building (release)"
   cargo build --release -p topic-server -p soak
 fi

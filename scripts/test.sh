@@ -15,6 +15,7 @@ cd "$root"
 export CARGO_INCREMENTAL=0
 say "free disk space: $(df -h "$root" | awk 'NR==2 {print $4}') at $root"
 
+ensure_build_tools
 ensure_redis
 web_ok=1
 ensure_web_deps "$root" || web_ok=0

@@ -29,6 +29,18 @@ ensure_redis() {
   die "could not install redis-server. Install it yourself (Debian/Ubuntu: 'sudo apt-get install redis-server'; macOS: 'brew install redis') and run this again."
 }
 
+# Makes sure a C compiler and make are on PATH: ring compiles C, and jemalloc (topic-server's
+# allocator) is built with its configure script and make. Installs Debian's build-essential
+# when it can.
+ensure_build_tools() {
+  command -v cc >/dev/null 2>&1 && command -v make >/dev/null 2>&1 && return 0
+  say "a C compiler or make is missing; installing build-essential with apt-get"
+  if apt_install build-essential && command -v cc >/dev/null 2>&1 && command -v make >/dev/null 2>&1; then
+    return 0
+  fi
+  die "the build needs a C compiler and make (Debian/Ubuntu: 'sudo apt-get install build-essential'; macOS: 'xcode-select --install')"
+}
+
 # Installs the dashboard's pinned npm packages into web/node_modules when they are missing.
 ensure_web_deps() {
   local root="$1"
