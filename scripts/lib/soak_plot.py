@@ -40,7 +40,13 @@ def main():
     (rss, fds), (queued, flow) = axes
     for name in columns(rows, "_rss_bytes"):
         rss.plot(*series(rows, name + "_rss_bytes", 1 / 1048576), label=name)
-        fds.plot(*series(rows, name + "_fds"), label=name)
+        fds.plot(*series(rows, name + "_fds"), label=name + " descriptors")
+    # Beside descriptors: the sessions a topic server holds (connected, or waiting to be
+    # resumed) and its connections, on the same scale.
+    for name in columns(rows, "_sessions"):
+        xs, ys = series(rows, name + "_sessions")
+        if xs:
+            fds.plot(xs, ys, linestyle="--", label=name + " sessions")
     for name in columns(rows, "_queued_bytes"):
         xs, ys = series(rows, name + "_queued_bytes", 1 / 1024)
         if xs:
@@ -53,7 +59,7 @@ def main():
     latency.set_ylim(bottom=0)
     for ax, title, unit in (
         (rss, "Resident memory", "MiB"),
-        (fds, "Open descriptors", "descriptors"),
+        (fds, "Open descriptors and sessions", "count"),
         (queued, "Bytes queued for sessions", "KiB"),
         (flow, "Deliveries and p99 latency (source and mirror subscribers)", None),
     ):
