@@ -27,9 +27,9 @@ use axum::extract::ws::CloseFrame;
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use diffusion_core::protocol::{
-    ClientMessage, ErrorCode, PROTOCOL_VERSION, PROTOCOL_VERSION_1, Resume, SUPPORTED_VERSIONS,
-    ServerMessage, SessionLimits, decode_client_message, encode_fetched, encode_server_message,
-    negotiate_version,
+    ClientMessage, DecodeError, ErrorCode, PROTOCOL_VERSION, PROTOCOL_VERSION_1, Resume,
+    SUPPORTED_VERSIONS, ServerMessage, SessionLimits, decode_client_message, encode_fetched,
+    encode_server_message, negotiate_version,
 };
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -167,9 +167,18 @@ impl Session {
         });
     }
 
-    fn handle_frame(&mut self, frame: Message) -> Flow {
+    fn handle_frame(&mut self, frame: Incoming) -> Flow {
+        let frame = match frame {
+            Incoming::Request(Ok(message)) => return self.handle_message(message),
+            Incoming::Request(Err((cid, error))) => {
+                self.send_error(cid, error.code(self.version), error.to_string());
+                return Flow::Continue;
+            }
+            Incoming::Frame(frame) => frame,
+        };
         match frame {
-            Message::Text(text) => self.handle_text(text.as_str()),
+            // A text frame within the limit was decoded into a request above.
+            Message::Text(text) => self.too_large(Some(text.len())),
             Message::Binary(data) => {
                 if data.len() > self.ctx.config.max_message_bytes {
                     return self.too_large(Some(data.len()));
@@ -212,19 +221,6 @@ impl Session {
         self.send_error(None, ErrorCode::MessageTooLarge, message);
         self.outbound.close(CloseReason::MessageTooLarge);
         Flow::Close
-    }
-
-    fn handle_text(&mut self, text: &str) -> Flow {
-        if text.len() > self.ctx.config.max_message_bytes {
-            return self.too_large(Some(text.len()));
-        }
-        match decode_client_message(text) {
-            Ok(message) => self.handle_message(message),
-            Err((cid, error)) => {
-                self.send_error(cid, error.code(self.version), error.to_string());
-                Flow::Continue
-            }
-        }
     }
 
     /// Answers a request that came faster than the session's rate, without carrying it out.
@@ -570,7 +566,7 @@ impl Session {
 
     /// Handles one frame; a panic anywhere inside is contained: the client is told, only this
     /// session closes, and the engine (whose lock survives poisoning) goes on serving others.
-    fn handle_frame_contained(&mut self, frame: Message) -> Flow {
+    fn handle_frame_contained(&mut self, frame: Incoming) -> Flow {
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.handle_frame(frame))) {
             Ok(flow) => flow,
             Err(panic) => {
@@ -597,15 +593,28 @@ impl Session {
     }
 }
 
-/// Whether a frame is a `set` request (decoded only while sets are on their way through the
-/// cluster).
-fn is_set(frame: &Message) -> bool {
-    match frame {
-        Message::Text(text) => matches!(
-            decode_client_message(text.as_str()),
-            Ok(ClientMessage::Set { .. })
-        ),
-        _ => false,
+/// A frame as read, a text frame decoded once: whether it must wait for the session's
+/// pipelined `set`s is decided on the decoded request, which is then handled as it is.
+enum Incoming {
+    /// A text frame within the message size limit, decoded.
+    Request(Result<ClientMessage, (Option<u64>, DecodeError)>),
+    /// Any other frame (a text frame over the limit included).
+    Frame(Message),
+}
+
+impl Incoming {
+    fn read(frame: Message, max_message_bytes: usize) -> Self {
+        match frame {
+            Message::Text(text) if text.len() <= max_message_bytes => {
+                Self::Request(decode_client_message(text.as_str()))
+            }
+            other => Self::Frame(other),
+        }
+    }
+
+    /// Only a `set` may overtake the answers of the sets before it.
+    fn is_set(&self) -> bool {
+        matches!(self, Self::Request(Ok(ClientMessage::Set { .. })))
     }
 }
 
@@ -768,7 +777,8 @@ async fn run_session(
                     }
                     // Only `set`s overtake the answers of the sets before them; anything else
                     // waits for those first, so it sees their effect.
-                    if !session.in_flight.is_empty() && !is_set(&frame) {
+                    let frame = Incoming::read(frame, ctx.config.max_message_bytes);
+                    if !session.in_flight.is_empty() && !frame.is_set() {
                         session.drain_in_flight().await;
                     }
                     let mut flow = session.handle_frame_contained(frame);
