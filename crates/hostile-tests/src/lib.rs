@@ -334,16 +334,9 @@ pub fn parse_response(text: &str) -> anyhow::Result<(u16, String, String)> {
     Ok((status, head.to_ascii_lowercase(), body.to_owned()))
 }
 
-/// The value of a Prometheus series in a `/metrics` body (sums series with labels when
-/// `name` ends with `{`).
+/// The value of a metric in a `/metrics` body, summed over its label sets (0 when absent).
 pub fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.starts_with(name) && (name.ends_with('{') || l[name.len()..].starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    service_kit::metrics_text::sum_of(body, name).unwrap_or(0.0)
 }
 
 /// Latency bookkeeping of the canary.

@@ -14,6 +14,7 @@ pub mod feed;
 pub mod flags;
 pub mod http_server;
 pub mod logging;
+pub mod metrics_text;
 pub mod origins;
 pub mod outbound;
 pub mod procfs;
