@@ -71,22 +71,18 @@ pub fn leaked_fds(before: u64, after: u64) -> u64 {
 /// start, whether it flowed in the interval ending then).
 pub fn longest_silence(samples: &[(Duration, bool)], warmup: Duration) -> Duration {
     let mut longest = Duration::ZERO;
-    let mut last_flow: Option<Duration> = None;
-    for &(at, flowed) in samples {
-        if at < warmup {
-            continue;
-        }
-        let since = last_flow.unwrap_or(warmup);
-        if flowed {
-            longest = longest.max(at.saturating_sub(since));
-            last_flow = Some(at);
-        } else if let Some(&(end, _)) = samples.last()
-            && at == end
-        {
-            longest = longest.max(end.saturating_sub(since));
-        }
+    let mut last_flow = warmup;
+    for &(at, _) in samples
+        .iter()
+        .filter(|&&(at, flowed)| flowed && at >= warmup)
+    {
+        longest = longest.max(at - last_flow);
+        last_flow = at;
     }
-    longest
+    match samples.last() {
+        Some(&(end, _)) if end >= warmup => longest.max(end - last_flow),
+        _ => longest,
+    }
 }
 
 #[cfg(test)]
