@@ -36,6 +36,13 @@ pub struct Config {
     #[arg(long, env = "BRIDGE_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
+    /// Connections that may wait to be accepted (capped by the kernel's `net.core.somaxconn`):
+    /// room for a burst of clients reconnecting at once without dropped handshakes.
+    #[arg(long, env = "BRIDGE_LISTEN_BACKLOG",
+          default_value_t = service_kit::listener::DEFAULT_LISTEN_BACKLOG,
+          value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub listen_backlog: u32,
+
     /// Redis server URL, used both for publishing and for the one shared subscription:
     /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, or `rediss://…` for TLS.
     #[arg(long, env = "REDIS_URL", default_value = DEFAULT_REDIS_URL)]
@@ -122,6 +129,7 @@ impl Config {
     pub fn new(redis_url: impl Into<String>) -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 3000)),
+            listen_backlog: service_kit::listener::DEFAULT_LISTEN_BACKLOG,
             redis_url: redis_url.into(),
             channel: DEFAULT_CHANNEL.to_owned(),
             client_queue: DEFAULT_CLIENT_QUEUE,

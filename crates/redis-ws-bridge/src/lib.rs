@@ -98,8 +98,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bridge> {
         service_kit::redis_client::client(&config.redis_url, config.redis_ca_file.as_deref())?;
     let publisher = Publisher::new(redis.clone(), &config.channel)
         .with_context(|| format!("preparing the publisher for channel {}", config.channel))?;
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = service_kit::listener::bind_with_backlog(config.listen, config.listen_backlog)
         .with_context(|| format!("binding {}", config.listen))?;
     let local_addr = listener.local_addr().context("reading the bound address")?;
     let hub = Arc::new(Hub::new(QueueLimits {

@@ -3,7 +3,7 @@
 //! Logging set-up (`--log-format text|json`, `RUST_LOG`), graceful shutdown on SIGINT/SIGTERM,
 //! exponential back-off and the one reconnect loop built on it ([`reconnect`]), reconnecting
 //! message feeds ([`feed`]) such as the Redis subscription that both the WebSocket bridge and the
-//! backend app consume, a connection's bounded outbound queue and batching writer ([`outbound`]),
+//! backend app consume, listening sockets with a configurable accept backlog ([`listener`]), a connection's bounded outbound queue and batching writer ([`outbound`]),
 //! TLS for servers and clients ([`tls`]), `redis://`/`rediss://` clients ([`redis_client`]),
 //! shared secrets compared in constant time ([`secret`]), browser origin allow-lists
 //! ([`origins`]), a process's memory, CPU and state from `/proc` ([`procfs`]), and the test
@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod feed;
 pub mod flags;
 pub mod http_server;
+pub mod listener;
 pub mod logging;
 pub mod metrics_text;
 pub mod origins;

@@ -29,6 +29,14 @@ pub struct Config {
     #[arg(long, env = "TOPIC_SERVER_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
+    /// Connections that may wait to be accepted. When thousands of clients reconnect at once
+    /// (a load balancer restarted), a short queue drops their handshakes and they retry a
+    /// second later; the kernel caps this at `net.core.somaxconn`.
+    #[arg(long, env = "TOPIC_SERVER_LISTEN_BACKLOG",
+          default_value_t = service_kit::listener::DEFAULT_LISTEN_BACKLOG,
+          value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub listen_backlog: u32,
+
     /// Directory of dashboard files served at `/` (including its `node_modules/`).
     #[arg(long, env = "TOPIC_SERVER_WEB_DIR", default_value = "web")]
     pub web_dir: PathBuf,
@@ -264,6 +272,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen_backlog: service_kit::listener::DEFAULT_LISTEN_BACKLOG,
             web_dir: PathBuf::from("web"),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             queue_limit_bytes: DEFAULT_QUEUE_LIMIT_BYTES,
@@ -425,6 +434,8 @@ mod tests {
     fn limits_are_range_checked() {
         assert!(Cli::try_parse_from(["topic-server", "--max-topics", "0"]).is_err());
         assert!(Cli::try_parse_from(["topic-server", "--handshake-timeout", "2h"]).is_err());
+        assert!(Cli::try_parse_from(["topic-server", "--listen-backlog", "0"]).is_err());
+        assert!(Cli::try_parse_from(["topic-server", "--listen-backlog", "70000"]).is_err());
     }
 
     #[test]

@@ -125,9 +125,17 @@ pub async fn bind(config: Config) -> anyhow::Result<TopicServer> {
 
 /// [`bind`], giving up on waiting for a cluster's Redis when `shutdown` fires.
 async fn bind_until(config: Config, shutdown: &CancellationToken) -> anyhow::Result<TopicServer> {
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = service_kit::listener::bind_with_backlog(config.listen, config.listen_backlog)
         .with_context(|| format!("binding {}", config.listen))?;
+    if let Some(cap) = service_kit::listener::kernel_backlog_cap()
+        && cap < config.listen_backlog
+    {
+        tracing::warn!(
+            requested = config.listen_backlog,
+            cap,
+            "the kernel caps the listen backlog (net.core.somaxconn) below --listen-backlog"
+        );
+    }
     let local_addr = listener.local_addr().context("reading the bound address")?;
     let metrics_listener = TcpListener::bind(config.metrics_listen)
         .await
