@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::decode::Protocol;
+use crate::plan::{PlanError, TopicPlan};
 
 /// The kind of server being measured; it decides the subscribe handshake, how received frames
 /// are decoded, and how messages are published.
@@ -23,6 +24,9 @@ pub enum System {
     NodeBridge,
     /// The `limit-server`: fans out what its publisher connection sends, nothing else.
     Limit,
+    /// The uWebSockets.js pub/sub server in bench/uws-server (same protocol as the limit
+    /// server: `/?topics=…` subscribes, `/publish` publishes `TOPIC\nPAYLOAD` frames).
+    Uws,
     /// A plain Redis pub/sub subscriber over TCP (for bytes-per-update comparisons).
     Redis,
 }
@@ -32,7 +36,7 @@ impl System {
     pub fn protocol(self) -> Protocol {
         match self {
             Self::TopicServer => Protocol::Topic,
-            Self::RedisWsBridge | Self::NodeBridge | Self::Limit => Protocol::Lines,
+            Self::RedisWsBridge | Self::NodeBridge | Self::Limit | Self::Uws => Protocol::Lines,
             Self::Nats => Protocol::Nats,
             Self::Redis => Protocol::Redis,
         }
@@ -46,8 +50,18 @@ impl System {
             Self::Nats => "nats",
             Self::NodeBridge => "node-bridge",
             Self::Limit => "limit",
+            Self::Uws => "uws",
             Self::Redis => "redis",
         }
+    }
+
+    /// Whether subscribers can receive a chosen set of topics (the `market` scenario): the
+    /// Redis bridges fan one channel out to every client.
+    pub fn subscribes_per_topic(self) -> bool {
+        matches!(
+            self,
+            Self::TopicServer | Self::Nats | Self::Limit | Self::Uws
+        )
     }
 }
 
@@ -60,6 +74,10 @@ pub enum Mode {
     /// Publish as fast as the subscribers keep up: at most `--window` messages in flight per
     /// subscriber on average.
     Saturate,
+    /// Publish as fast as the server reads, without waiting for subscribers (for runs whose
+    /// deliveries cannot be accounted for in advance, such as subscribers on views): what the
+    /// server takes in is the publisher's rate.
+    Flood,
     /// Publish nothing: measure the server's memory and CPU with idle subscribed connections.
     Idle,
     /// Publish nothing, count what arrives from an outside feed (bytes per update).
@@ -72,6 +90,7 @@ impl Mode {
         match self {
             Self::FixedRate => "fixed-rate",
             Self::Saturate => "saturate",
+            Self::Flood => "flood",
             Self::Idle => "idle",
             Self::Observe => "observe",
         }
@@ -79,7 +98,7 @@ impl Mode {
 
     /// Whether the phase publishes.
     pub fn publishes(self) -> bool {
-        matches!(self, Self::FixedRate | Self::Saturate)
+        matches!(self, Self::FixedRate | Self::Saturate | Self::Flood)
     }
 }
 
@@ -136,6 +155,11 @@ pub struct Config {
     #[arg(long, env = "LOADGEN_DURATION", default_value_t = 10.0)]
     pub duration: f64,
 
+    /// Length of each `idle` phase, in seconds, when it differs from --duration (the memory
+    /// scenario holds its connections idle for 30 s after a saturating phase).
+    #[arg(long, env = "LOADGEN_IDLE_DURATION")]
+    pub idle_duration: Option<f64>,
+
     /// After publishing stops, how long to wait at most for messages still in flight (seconds).
     #[arg(long, env = "LOADGEN_DRAIN", default_value_t = 2.0)]
     pub drain: f64,
@@ -165,6 +189,29 @@ pub struct Config {
     #[arg(long, env = "LOADGEN_CHANNEL", default_value = "app:notifications")]
     pub channel: String,
 
+    /// Publish on this many topics `PREFIX/SYMBOL` in turn instead of one (the `market`
+    /// scenario; 0: the one topic --topic / --subject / --channel). Messages are market ticks
+    /// (`{"px":{"ask":…,"bid":…},"seq":…,"size":…,"ts":…}`, price and size moving).
+    #[arg(long, env = "LOADGEN_TOPICS", default_value_t = 0)]
+    pub topics: usize,
+
+    /// With --topics: the topics' common prefix (NATS subjects use `.` for `/`).
+    #[arg(long, env = "LOADGEN_TOPIC_PREFIX", default_value = "md")]
+    pub topic_prefix: String,
+
+    /// With --topics: topics each subscriber receives (topic server: one selector set; NATS:
+    /// one SUB each; limit and uws: `/?topics=`).
+    #[arg(long, env = "LOADGEN_TOPICS_PER_SUBSCRIBER", default_value_t = 1)]
+    pub topics_per_subscriber: usize,
+
+    /// With --topics, topic server only: subscribe to views' reference topics instead of the
+    /// source topics. Each entry is a selector in which `{symbol}` stands for one of the
+    /// subscriber's symbols; a subscriber's selector is the set of every entry for each of
+    /// its symbols. What such subscribers receive is counted, never owed: use the fixed-rate
+    /// and flood phases.
+    #[arg(long, env = "LOADGEN_VIEW_SELECTORS", value_delimiter = ',')]
+    pub view_selectors: Vec<String>,
+
     /// First source address for subscriber connections; later ones count up from it.
     #[arg(long, env = "LOADGEN_SOURCE_BASE", default_value = "127.0.0.2")]
     pub source_base: Ipv4Addr,
@@ -187,6 +234,17 @@ pub struct Config {
     /// Stop opening connections after this many have failed (the rest would fail the same way).
     #[arg(long, env = "LOADGEN_MAX_FAILURES", default_value_t = 100)]
     pub max_failures: usize,
+
+    /// Try a failed connection attempt again this many times (after --retry-backoff-ms), as a
+    /// client reconnecting after a load balancer restart does; refused, timed-out and other
+    /// failed attempts and the retries are counted.
+    #[arg(long, env = "LOADGEN_CONNECT_RETRIES", default_value_t = 0)]
+    pub connect_retries: u32,
+
+    /// Pause before retrying a failed connection attempt, in milliseconds (doubled for each
+    /// further retry of the same connection).
+    #[arg(long, env = "LOADGEN_RETRY_BACKOFF_MS", default_value_t = 100)]
+    pub retry_backoff_ms: u64,
 
     /// Process ids of the server under test (comma-separated: e.g. a bridge and its Redis);
     /// their RSS and CPU are read from /proc.
@@ -232,6 +290,7 @@ impl Config {
             rate: 100.0,
             window: 32,
             duration: 10.0,
+            idle_duration: None,
             drain: 2.0,
             settle: 1.0,
             payload_bytes: 100,
@@ -239,11 +298,17 @@ impl Config {
             topic: "bench/t".to_owned(),
             subject: "bench.t".to_owned(),
             channel: "app:notifications".to_owned(),
+            topics: 0,
+            topic_prefix: "md".to_owned(),
+            topics_per_subscriber: 1,
+            view_selectors: Vec::new(),
             source_base: Ipv4Addr::new(127, 0, 0, 2),
             per_source: 2_000,
             connect_concurrency: 200,
             connect_timeout: 15.0,
             max_failures: 100,
+            connect_retries: 0,
+            retry_backoff_ms: 100,
             server_pid: Vec::new(),
             seq_base: None,
             ready_file: None,
@@ -259,6 +324,28 @@ impl Config {
             .as_deref()
             .or_else(|| self.url.first().map(String::as_str))
             .unwrap_or_default()
+    }
+
+    /// The topics of the run: --topics market topics, or the one topic of the system (the
+    /// topic server's path, the NATS subject, the Redis channel).
+    pub fn plan(&self) -> Result<TopicPlan, PlanError> {
+        if self.topics == 0 {
+            let name = match self.system {
+                System::TopicServer => &self.topic,
+                System::Nats => &self.subject,
+                _ => &self.channel,
+            };
+            return Ok(TopicPlan::single(name));
+        }
+        TopicPlan::market(&self.topic_prefix, self.topics, self.topics_per_subscriber)
+    }
+
+    /// How long a phase of `mode` lasts, in seconds.
+    pub fn phase_seconds(&self, mode: Mode) -> f64 {
+        match (mode, self.idle_duration) {
+            (Mode::Idle, Some(seconds)) => seconds,
+            _ => self.duration,
+        }
     }
 
     /// The source address for subscriber `index`.
@@ -313,6 +400,23 @@ mod tests {
     }
 
     #[test]
+    fn plans_and_phase_lengths() {
+        let mut config = Config::new(System::Nats, "ws://x");
+        assert_eq!(config.plan().unwrap().name(0), "bench.t");
+        config.topics = 2000;
+        config.topics_per_subscriber = 20;
+        let plan = config.plan().unwrap();
+        assert_eq!((plan.len(), plan.per_subscriber()), (2000, 20));
+        assert_eq!(plan.name(0), "md/AAAA");
+        config.topics_per_subscriber = 0;
+        assert!(config.plan().is_err());
+        config.duration = 2.0;
+        config.idle_duration = Some(30.0);
+        assert_eq!(config.phase_seconds(Mode::Saturate), 2.0);
+        assert_eq!(config.phase_seconds(Mode::Idle), 30.0);
+    }
+
+    #[test]
     fn sources_count_up_per_block() {
         let mut config = Config::new(System::Limit, "ws://x");
         config.per_source = 2;
@@ -334,6 +438,11 @@ mod tests {
         ])
         .config;
         assert_eq!(parsed.modes, vec![Mode::Idle, Mode::Saturate]);
+        let flood = Cli::parse_from([
+            "loadgen", "--system", "uws", "--url", "ws://x", "--modes", "flood",
+        ]);
+        assert_eq!(flood.config.modes, vec![Mode::Flood]);
+        assert!(Mode::Flood.publishes());
         assert!(Cli::try_parse_from(["loadgen", "--system", "x", "--url", "ws://x"]).is_err());
     }
 }

@@ -16,6 +16,7 @@ pub mod decode;
 pub mod limit;
 pub mod merge;
 pub mod payload;
+pub mod plan;
 pub mod publisher;
 pub mod report;
 pub mod run;

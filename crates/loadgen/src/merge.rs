@@ -26,7 +26,7 @@
 
 use hdrhistogram::{AdditionError, CreationError};
 
-use crate::report::{ConnectReport, Report, RunReport};
+use crate::report::{AttemptReport, ConnectReport, Report, RunReport};
 use crate::run::cpu_us_per_delivery;
 use crate::stats::{HistogramCodecError, decode_histogram, encode_histogram, new_histogram};
 
@@ -156,6 +156,9 @@ fn merge_connect(parts: &[&ConnectReport]) -> ConnectReport {
             0.0
         },
         loadgen_rss_bytes: parts.iter().map(|c| c.loadgen_rss_bytes).sum(),
+        attempts: parts
+            .iter()
+            .fold(AttemptReport::default(), |sum, c| sum + c.attempts),
     }
 }
 

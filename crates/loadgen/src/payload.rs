@@ -52,15 +52,77 @@ impl PayloadBuilder {
     pub fn build(&mut self, seq: u64, ts_ns: u64) -> String {
         if self.random {
             for byte in &mut self.pad {
-                // xorshift64: cheap, and good enough to make every pad different.
-                self.state ^= self.state << 13;
-                self.state ^= self.state >> 7;
-                self.state ^= self.state << 17;
-                *byte = b'a' + (self.state % 26) as u8;
+                *byte = b'a' + (xorshift(&mut self.state) % 26) as u8;
             }
         }
         let pad = String::from_utf8_lossy(&self.pad);
         format!(r#"{{"pad":"{pad}","seq":{seq},"ts":{ts_ns}}}"#)
+    }
+}
+
+/// Steps a xorshift64 generator: cheap, and random enough for padding and price moves.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Builds market ticks, one price per topic moving a few cents each tick:
+/// `{"px":{"ask":A,"bid":B},"seq":N,"size":S,"ts":T}` (about 90 bytes, keys sorted, numbers as
+/// serde_json writes them, so the text is the topic server's canonical form). Price and size
+/// change on every tick of a topic while the shape stays, so the topic server's deltas apply.
+#[derive(Debug, Clone)]
+pub struct TickBuilder {
+    /// Bid price of each topic, in cents.
+    bid_cents: Vec<u64>,
+    state: u64,
+}
+
+impl TickBuilder {
+    /// Ticks for `topics` topics, their prices starting between 10.00 and 1,009.99.
+    pub fn new(topics: usize) -> Self {
+        let mut state = 0x2545_F491_4F6C_DD1D;
+        let bid_cents = (0..topics.max(1))
+            .map(|_| 1_000 + xorshift(&mut state) % 100_000)
+            .collect();
+        Self { bid_cents, state }
+    }
+
+    /// The next tick of topic `topic`, numbered `seq` and stamped `ts_ns`.
+    pub fn build(&mut self, topic: usize, seq: u64, ts_ns: u64) -> String {
+        let step = xorshift(&mut self.state);
+        let count = self.bid_cents.len();
+        let bid = &mut self.bid_cents[topic % count];
+        // A move of -5..=+5 cents, never below 1.00.
+        *bid = (*bid + (step % 11)).saturating_sub(5).max(100);
+        let spread = 1 + (step >> 8) % 4;
+        let size = 100 * (1 + (step >> 16) % 50);
+        let price = |cents: u64| serde_json::Value::from(cents as f64 / 100.0);
+        format!(
+            r#"{{"px":{{"ask":{},"bid":{}}},"seq":{seq},"size":{size},"ts":{ts_ns}}}"#,
+            price(*bid + spread),
+            price(*bid)
+        )
+    }
+}
+
+/// The payloads of a run: fixed-size padded messages on one topic, or market ticks.
+#[derive(Debug, Clone)]
+pub enum Payloads {
+    /// `{"pad":…,"seq":…,"ts":…}` of a fixed size ([`PayloadBuilder`]).
+    Padded(PayloadBuilder),
+    /// Market ticks, one price per topic ([`TickBuilder`]).
+    Ticks(TickBuilder),
+}
+
+impl Payloads {
+    /// The payload of message `seq` on topic `topic`, stamped `ts_ns`.
+    pub fn build(&mut self, topic: usize, seq: u64, ts_ns: u64) -> String {
+        match self {
+            Self::Padded(builder) => builder.build(seq, ts_ns),
+            Self::Ticks(builder) => builder.build(topic, seq, ts_ns),
+        }
     }
 }
 
@@ -119,6 +181,30 @@ mod tests {
                 ts_ns: 123_456_789
             })
         );
+    }
+
+    #[test]
+    fn ticks_are_canonical_move_and_carry_their_stamp() {
+        let mut ticks = TickBuilder::new(3);
+        let first = ticks.build(1, 10, 1_764_000_000_000_000_000);
+        let value: serde_json::Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(serde_json::to_string(&value).unwrap(), first);
+        assert!(value["px"]["ask"].as_f64().unwrap() > value["px"]["bid"].as_f64().unwrap());
+        assert_eq!(
+            read_stamp(first.as_bytes()),
+            Some(Stamp {
+                seq: 10,
+                ts_ns: 1_764_000_000_000_000_000
+            })
+        );
+        let later: Vec<String> = (11..20).map(|seq| ticks.build(1, seq, 5)).collect();
+        assert!(
+            later.iter().any(|t| t[..30] != first[..30]),
+            "the price moves"
+        );
+        assert!(first.len() < 110, "{first}");
+        let mut payloads = Payloads::Ticks(TickBuilder::new(2));
+        assert!(payloads.build(5, 1, 2).starts_with(r#"{"px":"#));
     }
 
     #[test]

@@ -15,7 +15,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::config::{Config, System};
-use crate::subscriber::{socket_addr, websocket_config};
+use crate::plan::TopicPlan;
+use crate::subscriber::{nats_subject, socket_addr, websocket_config};
 
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,18 +60,16 @@ impl Rejections {
 enum Kind {
     Topic {
         sink: WsSink,
-        path: String,
         cid: u64,
     },
     Redis {
         conn: redis::aio::MultiplexedConnection,
-        channel: String,
     },
     Nats {
         writer: OwnedWriteHalf,
-        subject: String,
     },
-    Limit {
+    /// The limit and uws servers: a text frame on `/publish`.
+    Frames {
         sink: WsSink,
     },
 }
@@ -78,6 +77,10 @@ enum Kind {
 /// A connected publisher.
 pub struct Publisher {
     kind: Kind,
+    /// Each topic of the plan as this system names it: the topic server's path (as a JSON
+    /// string), the NATS subject, the Redis channel, or the `TOPIC\n` prefix of a frame to the
+    /// limit and uws servers (empty on the single topic: those frames go to everyone).
+    targets: Vec<String>,
     rejections: Arc<Rejections>,
     reader: Option<JoinHandle<()>>,
 }
@@ -137,10 +140,20 @@ async fn expect_ok(ws: &mut WebSocketStream<TcpStream>, what: &str) -> Result<()
 }
 
 impl Publisher {
-    /// Connects the publisher for `config.system` and prepares it (creates the topic, …).
-    pub async fn connect(config: &Config) -> Result<Self, PublishError> {
+    /// Connects the publisher for `config.system` and prepares it (creates the topics, …).
+    pub async fn connect(config: &Config, plan: &TopicPlan) -> Result<Self, PublishError> {
         let rejections = Arc::new(Rejections::default());
         let target = config.publish_target().to_owned();
+        let names = (0..plan.len()).map(|t| plan.name(t));
+        let targets: Vec<String> = match config.system {
+            System::TopicServer => names
+                .map(|n| serde_json::Value::from(n).to_string())
+                .collect(),
+            System::Nats => names.map(nats_subject).collect(),
+            System::Limit | System::Uws if plan.is_single() => vec![String::new()],
+            System::Limit | System::Uws => names.map(|n| format!("{n}\n")).collect(),
+            _ => names.map(str::to_owned).collect(),
+        };
         let (kind, reader) = match config.system {
             System::TopicServer => {
                 let mut ws = websocket(&target).await?;
@@ -149,11 +162,13 @@ impl Publisher {
                 ws.send(Message::text(r#"{"type":"connect","version":1}"#))
                     .await?;
                 expect_ok(&mut ws, "connect").await?;
-                let add = serde_json::json!({
-                    "type": "add", "cid": 1, "path": config.topic, "topicType": "JSON",
-                });
-                ws.send(Message::text(add.to_string())).await?;
-                expect_ok(&mut ws, "add topic").await?;
+                for topic in 0..plan.len() {
+                    let add = serde_json::json!({
+                        "type": "add", "cid": 1, "path": plan.name(topic), "topicType": "JSON",
+                    });
+                    ws.send(Message::text(add.to_string())).await?;
+                    expect_ok(&mut ws, "add topic").await?;
+                }
                 let (sink, mut stream) = ws.split();
                 let seen = rejections.clone();
                 let reader = tokio::spawn(async move {
@@ -167,8 +182,7 @@ impl Publisher {
                         }
                     }
                 });
-                let path = config.topic.clone();
-                (Kind::Topic { sink, path, cid: 1 }, Some(reader))
+                (Kind::Topic { sink, cid: 1 }, Some(reader))
             }
             System::RedisWsBridge | System::NodeBridge => {
                 let url = config.publish_url.clone().ok_or_else(|| {
@@ -176,8 +190,7 @@ impl Publisher {
                 })?;
                 let client = redis::Client::open(url)?;
                 let conn = client.get_multiplexed_async_connection().await?;
-                let channel = config.channel.clone();
-                (Kind::Redis { conn, channel }, None)
+                (Kind::Redis { conn }, None)
             }
             System::Nats => {
                 let url = config.publish_url.clone().ok_or_else(|| {
@@ -205,17 +218,16 @@ impl Publisher {
                         }
                     }
                 });
-                let subject = config.subject.clone();
-                (Kind::Nats { writer, subject }, Some(reader))
+                (Kind::Nats { writer }, Some(reader))
             }
-            System::Limit => {
+            System::Limit | System::Uws => {
                 let mut url =
                     url::Url::parse(&target).map_err(|e| PublishError::Config(e.to_string()))?;
                 url.set_path("/publish");
                 let (sink, mut stream) = websocket(url.as_str()).await?.split();
                 let reader =
                     tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
-                (Kind::Limit { sink }, Some(reader))
+                (Kind::Frames { sink }, Some(reader))
             }
             System::Redis => {
                 return Err(PublishError::Config(
@@ -225,33 +237,37 @@ impl Publisher {
         };
         Ok(Self {
             kind,
+            targets,
             rejections,
             reader,
         })
     }
 
-    /// Publishes one payload (JSON text).
-    pub async fn publish(&mut self, payload: &str) -> Result<(), PublishError> {
+    /// Publishes one payload (JSON text) on topic `topic` of the plan.
+    pub async fn publish(&mut self, topic: usize, payload: &str) -> Result<(), PublishError> {
+        let target = &self.targets[topic % self.targets.len()];
         match &mut self.kind {
-            Kind::Topic { sink, path, cid } => {
+            Kind::Topic { sink, cid } => {
                 *cid += 1;
-                let path = serde_json::Value::from(path.as_str());
                 let set =
-                    format!(r#"{{"type":"set","cid":{cid},"path":{path},"value":{payload}}}"#);
+                    format!(r#"{{"type":"set","cid":{cid},"path":{target},"value":{payload}}}"#);
                 sink.send(Message::text(set)).await?;
             }
-            Kind::Redis { conn, channel } => {
+            Kind::Redis { conn } => {
                 let _: i64 = redis::cmd("PUBLISH")
-                    .arg(channel.as_str())
+                    .arg(target.as_str())
                     .arg(payload)
                     .query_async(conn)
                     .await?;
             }
-            Kind::Nats { writer, subject } => {
-                let frame = format!("PUB {subject} {}\r\n{payload}\r\n", payload.len());
+            Kind::Nats { writer } => {
+                let frame = format!("PUB {target} {}\r\n{payload}\r\n", payload.len());
                 writer.write_all(frame.as_bytes()).await?;
             }
-            Kind::Limit { sink } => sink.send(Message::text(payload.to_owned())).await?,
+            Kind::Frames { sink } => {
+                sink.send(Message::text(format!("{target}{payload}")))
+                    .await?
+            }
         }
         Ok(())
     }
@@ -277,19 +293,19 @@ pub struct Publishers {
 
 impl Publishers {
     /// Connects and prepares `config.publishers` publishers (at least one), one after another.
-    pub async fn connect(config: &Config) -> Result<Self, PublishError> {
+    pub async fn connect(config: &Config, plan: &TopicPlan) -> Result<Self, PublishError> {
         let mut all = Vec::with_capacity(config.publishers.max(1));
         for _ in 0..config.publishers.max(1) {
-            all.push(Publisher::connect(config).await?);
+            all.push(Publisher::connect(config, plan).await?);
         }
         Ok(Self { all, next: 0 })
     }
 
-    /// Publishes one payload through the next publisher.
-    pub async fn publish(&mut self, payload: &str) -> Result<(), PublishError> {
+    /// Publishes one payload on topic `topic` through the next publisher.
+    pub async fn publish(&mut self, topic: usize, payload: &str) -> Result<(), PublishError> {
         let index = self.next;
         self.next = (index + 1) % self.all.len();
-        self.all[index].publish(payload).await
+        self.all[index].publish(topic, payload).await
     }
 
     /// Requests refused so far over every publisher, and the first refusal seen.

@@ -59,6 +59,49 @@ pub struct ConnectReport {
     pub rss_per_connection_bytes: f64,
     /// loadgen's own RSS with every subscriber connected (bytes).
     pub loadgen_rss_bytes: u64,
+    /// Failed attempts by kind and the retries made (`--connect-retries`): what a burst of
+    /// connections cost (the connect-storm scenario).
+    #[serde(default)]
+    pub attempts: AttemptReport,
+}
+
+/// Connection attempts that failed, by why, and how many were tried again. A connection that
+/// subscribed after two failed attempts counts two failures and two retries here, and is not
+/// in [`ConnectReport::failed`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptReport {
+    /// Attempts the server's host refused (ECONNREFUSED: nothing listening, or no room).
+    pub refused: u64,
+    /// Attempts the server reset or closed before the subscription was confirmed.
+    pub reset: u64,
+    /// Attempts not subscribed within --connect-timeout.
+    pub timed_out: u64,
+    /// Attempts that failed otherwise (a refused subscription, a handshake error, …).
+    pub other: u64,
+    /// Attempts made again after a failure.
+    pub retries: u64,
+}
+
+impl AttemptReport {
+    /// Every failed attempt, whatever the reason.
+    pub fn failed(&self) -> u64 {
+        self.refused + self.reset + self.timed_out + self.other
+    }
+}
+
+/// The sum of two reports (several loadgen processes measuring one run).
+impl std::ops::Add for AttemptReport {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            refused: self.refused + other.refused,
+            reset: self.reset + other.reset,
+            timed_out: self.timed_out + other.timed_out,
+            other: self.other + other.other,
+            retries: self.retries + other.retries,
+        }
+    }
 }
 
 /// One phase (fixed-rate, saturate, idle or observe) on the subscribed connections.

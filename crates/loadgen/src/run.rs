@@ -13,11 +13,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Mode, System};
-use crate::payload::{PayloadBuilder, now_ns};
+use crate::payload::{PayloadBuilder, Payloads, TickBuilder, now_ns};
+use crate::plan::TopicPlan;
 use crate::publisher::Publishers;
 use crate::report::{ConnectReport, Report, RunReport, ServerProcess};
 use crate::stats::{Counters, Stats, encode_histogram};
-use crate::subscriber::{Subscriber, SubscriberSpec};
+use crate::subscriber::{AttemptCounters, RetryPolicy, Subscriber, SubscriberSpec};
 use service_kit::procfs::{self, ProcSample};
 
 /// Latency histogram shards (each guarded by its own mutex).
@@ -69,8 +70,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if config.modes.contains(&Mode::FixedRate) && !(config.rate > 0.0 && config.rate.is_finite()) {
         bail!("--rate must be a positive number");
     }
+    if config.topics > 0 && !config.system.subscribes_per_topic() {
+        bail!(
+            "--topics: {} fans one channel out to every client and cannot subscribe per topic",
+            config.system.name()
+        );
+    }
+    if !config.view_selectors.is_empty()
+        && (config.system != System::TopicServer || config.topics == 0)
+    {
+        bail!("--view-selectors needs --system topic-server and --topics");
+    }
+    if !config.view_selectors.is_empty() && config.modes.contains(&Mode::Saturate) {
+        bail!(
+            "--view-selectors: what views deliver is not owed in advance; use fixed-rate or flood, not saturate"
+        );
+    }
+    let plan = Arc::new(config.plan()?);
     for (flag, seconds) in [
         ("--duration", config.duration),
+        ("--idle-duration", config.idle_duration.unwrap_or(0.0)),
         ("--drain", config.drain),
         ("--settle", config.settle),
         ("--connect-timeout", config.connect_timeout),
@@ -80,14 +99,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     }
     let started_at_unix_s = now_ns() / 1_000_000_000;
-    let stats = Arc::new(Stats::new(HISTOGRAM_SHARDS)?);
+    let stats = Arc::new(Stats::with_topics(HISTOGRAM_SHARDS, plan.len())?);
     // Sequence numbers start at the current time in milliseconds, so they grow across runs
     // against the same server and a value retained from an earlier run is never counted.
     let seq_base = config.seq_base.unwrap_or_else(|| now_ns() / 1_000_000);
     stats.set_seq_base(seq_base);
     let mut publisher = if config.modes.iter().any(|m| m.publishes()) {
         Some(
-            Publishers::connect(&config)
+            Publishers::connect(&config, &plan)
                 .await
                 .context("connecting the publisher")?,
         )
@@ -96,7 +115,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     let cancel = CancellationToken::new();
-    let (mut connect, handles) = open_connections(&config, &stats, &cancel, &shutdown).await?;
+    let (mut connect, handles) =
+        open_connections(&config, &plan, &stats, &cancel, &shutdown).await?;
     if connect.connected == 0 && config.connections > 0 {
         cancel.cancel();
         bail!(
@@ -122,7 +142,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         write_ready_file(path, &connect)?;
     }
 
-    let mut payloads = PayloadBuilder::new(config.payload_bytes, config.random_pad);
+    let mut payloads = if plan.is_single() {
+        Payloads::Padded(PayloadBuilder::new(config.payload_bytes, config.random_pad))
+    } else {
+        Payloads::Ticks(TickBuilder::new(plan.len()))
+    };
     let mut seq = seq_base;
     let mut runs = Vec::new();
     for &mode in &config.modes {
@@ -131,6 +155,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
         let report = run_phase(
             &config,
+            &plan,
             mode,
             &stats,
             publisher.as_mut(),
@@ -153,10 +178,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         scenario: config.scenario.clone(),
         url: config.url.join(","),
         processes: 1,
-        topic: match config.system {
-            System::TopicServer => config.topic.clone(),
-            System::Nats => config.subject.clone(),
-            _ => config.channel.clone(),
+        topic: if plan.is_single() {
+            plan.name(0).to_owned()
+        } else {
+            format!(
+                "{} topics {}/… ({} per subscriber)",
+                plan.len(),
+                config.topic_prefix,
+                plan.per_subscriber()
+            )
         },
         payload_bytes: config.payload_bytes,
         random_pad: config.random_pad,
@@ -168,6 +198,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// Opens and subscribes every connection; returns the set-up figures and the subscriber tasks.
 async fn open_connections(
     config: &Config,
+    plan: &Arc<TopicPlan>,
     stats: &Arc<Stats>,
     cancel: &CancellationToken,
     shutdown: &CancellationToken,
@@ -181,7 +212,9 @@ async fn open_connections(
             &config.channel,
             Duration::from_secs_f64(config.connect_timeout.max(0.1)),
         )
-        .context("subscriber URL")?,
+        .context("subscriber URL")?
+        .with_plan(plan.clone())
+        .with_view_selectors(config.view_selectors.clone()),
     );
     let mut report = ConnectReport {
         requested: config.connections,
@@ -194,6 +227,11 @@ async fn open_connections(
         "connecting [{bar:40}] {pos}/{len} ({per_sec}) {msg}",
     );
     let failures = Arc::new(AtomicUsize::new(0));
+    let attempts = Arc::new(AttemptCounters::default());
+    let policy = RetryPolicy {
+        retries: config.connect_retries,
+        backoff: Duration::from_millis(config.retry_backoff_ms),
+    };
     let spawned = Arc::new(AtomicUsize::new(0));
     let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), String>>(1024);
     let started = Instant::now();
@@ -204,6 +242,7 @@ async fn open_connections(
         let shutdown = shutdown.clone();
         let failures = failures.clone();
         let spawned = spawned.clone();
+        let attempts = attempts.clone();
         let gate = Arc::new(Semaphore::new(config.connect_concurrency));
         tokio::spawn(async move {
             let mut handles = Vec::with_capacity(config.connections);
@@ -225,8 +264,13 @@ async fn open_connections(
                     ready_tx.clone(),
                     failures.clone(),
                 );
+                let attempts = attempts.clone();
                 handles.push(tokio::spawn(async move {
-                    match Subscriber::open(&spec, index, source, stats).await {
+                    let opened = Subscriber::open_with_retries(
+                        &spec, index, source, stats, policy, &attempts,
+                    )
+                    .await;
+                    match opened {
                         Ok(subscriber) => {
                             drop(permit);
                             let _ = ready.send(Ok(())).await;
@@ -248,7 +292,8 @@ async fn open_connections(
     let mut reported = 0usize;
     let mut last_ready = started;
     let mut last_report = started;
-    let attempt_timeout = Duration::from_secs_f64(config.connect_timeout.max(0.1));
+    let attempt_timeout =
+        policy.worst_case(Duration::from_secs_f64(config.connect_timeout.max(0.1)));
     let mut spawner = Some(spawner);
     let mut handles = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -292,21 +337,24 @@ async fn open_connections(
     if report.seconds > 0.0 {
         report.connections_per_s = report.connected as f64 / report.seconds;
     }
+    report.attempts = attempts.report();
     report.source_addresses = config.connections.div_ceil(config.per_source.max(1)).max(1);
     Ok((report, handles))
 }
 
 /// Runs one phase and measures it.
+#[allow(clippy::too_many_arguments)]
 async fn run_phase(
     config: &Config,
+    plan: &TopicPlan,
     mode: Mode,
     stats: &Arc<Stats>,
     mut publisher: Option<&mut Publishers>,
-    payloads: &mut PayloadBuilder,
+    payloads: &mut Payloads,
     seq: &mut u64,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<RunReport> {
-    let duration = Duration::from_secs_f64(config.duration);
+    let duration = Duration::from_secs_f64(config.phase_seconds(mode));
     let bar = progress_bar(
         config.no_progress,
         duration.as_millis() as u64,
@@ -352,9 +400,9 @@ async fn run_phase(
             (Mode::Saturate, true) => {
                 let now = stats.snapshot();
                 let alive = now.alive.max(1);
-                let published = *seq - base;
-                published * alive > now.progress + config.window * alive
+                stats.expected_progress(*seq - base) > now.progress + config.window * alive
             }
+            (Mode::Flood, true) => false,
             _ => true,
         };
         if wait {
@@ -371,8 +419,12 @@ async fn run_phase(
         }
         if let Some(publisher) = publisher.as_deref_mut() {
             *seq += 1;
-            let payload = payloads.build(*seq, now_ns());
-            publisher.publish(&payload).await.context("publishing")?;
+            let topic = plan.topic_of_message(*seq - base);
+            let payload = payloads.build(topic, *seq, now_ns());
+            publisher
+                .publish(topic, &payload)
+                .await
+                .context("publishing")?;
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -397,6 +449,7 @@ async fn run_phase(
         after,
         elapsed,
         published: *seq - seq_start,
+        expected: stats.expected_progress(*seq - base) - stats.expected_progress(seq_start - base),
         histogram: &histogram,
         server: server_before.zip(server_after),
         own: self_before.zip(self_after),
@@ -407,12 +460,13 @@ async fn run_phase(
     }))
 }
 
-/// Waits until every live subscriber has caught up with `published` messages, or `limit`.
+/// Waits until every live subscriber has caught up with the first `published` messages, or
+/// `limit`.
 async fn drain(stats: &Stats, published: u64, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         let now = stats.snapshot();
-        if now.progress >= published * now.alive {
+        if now.progress >= stats.expected_progress(published) {
             return true;
         }
         if Instant::now() >= deadline {
@@ -429,6 +483,8 @@ struct PhaseFigures<'a> {
     after: Counters,
     elapsed: f64,
     published: u64,
+    /// Deliveries the phase's messages owe the subscribers (the plan's topics they are on).
+    expected: u64,
     histogram: &'a hdrhistogram::Histogram<u64>,
     /// Each server process at the start and the end of the phase.
     server: Option<(Vec<ProcSample>, Vec<ProcSample>)>,
@@ -500,7 +556,7 @@ fn summarise(f: PhaseFigures<'_>) -> RunReport {
         published_per_s: per_s(f.published),
         deliveries,
         deliveries_per_s: per_s(deliveries),
-        expected_deliveries: f.published * f.before.alive,
+        expected_deliveries: f.expected,
         p50_ms: quantile(0.5),
         p99_ms: quantile(0.99),
         p999_ms: quantile(0.999),

@@ -50,6 +50,11 @@ pub struct Stats {
     disconnects: AtomicU64,
     /// Messages with `seq` at or below this were published before this run (a retained value).
     seq_base: AtomicU64,
+    /// Live subscribers per topic of the run's [`crate::plan::TopicPlan`] (one entry for the
+    /// single-topic fan-out): what the messages published so far owe them.
+    subscribed: Vec<AtomicU64>,
+    /// Sum of `subscribed`.
+    subscriptions: AtomicU64,
     recording: AtomicBool,
     shards: Vec<Mutex<Histogram<u64>>>,
     empty: Histogram<u64>,
@@ -90,8 +95,14 @@ pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, HistogramCodecErro
 }
 
 impl Stats {
-    /// Fresh counters with `shards` latency histograms.
+    /// Fresh counters with `shards` latency histograms, for a run on one topic.
     pub fn new(shards: usize) -> Result<Self, CreationError> {
+        Self::with_topics(shards, 1)
+    }
+
+    /// Fresh counters with `shards` latency histograms, for a run publishing on `topics`
+    /// topics (those of its [`crate::plan::TopicPlan`]).
+    pub fn with_topics(shards: usize, topics: usize) -> Result<Self, CreationError> {
         let shards = (0..shards.max(1))
             .map(|_| new_histogram().map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -104,6 +115,8 @@ impl Stats {
             decode_errors: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             seq_base: AtomicU64::new(0),
+            subscribed: (0..topics.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            subscriptions: AtomicU64::new(0),
             recording: AtomicBool::new(false),
             shards,
             empty: new_histogram()?,
@@ -147,15 +160,50 @@ impl Stats {
         }
     }
 
-    /// A connection is subscribed.
-    pub fn connection_up(&self) {
+    /// A connection is subscribed to `topics` (topic numbers of the run's plan; empty when
+    /// what it receives is not counted against the plan, as for view subscribers).
+    pub fn connection_up(&self, topics: &[usize]) {
         self.alive.fetch_add(1, Ordering::Relaxed);
+        self.count_subscriptions(topics, true);
     }
 
-    /// A subscribed connection ended, having made `progress`; `reason` is set when the server
-    /// or the network ended it (rather than the run finishing).
-    pub fn connection_down(&self, progress: u64, reason: Option<String>) {
+    fn count_subscriptions(&self, topics: &[usize], up: bool) {
+        for &topic in topics {
+            let counter = &self.subscribed[topic % self.subscribed.len()];
+            if up {
+                counter.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counter.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let n = topics.len() as u64;
+        if up {
+            self.subscriptions.fetch_add(n, Ordering::Relaxed);
+        } else {
+            self.subscriptions.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The progress the live subscribers owe once they have received the first `published`
+    /// messages of the run, when message k went to topic (k − 1) mod topics (see
+    /// [`crate::plan::TopicPlan::topic_of_message`]): on one topic, `published × alive`.
+    pub fn expected_progress(&self, published: u64) -> u64 {
+        let topics = self.subscribed.len() as u64;
+        let rounds = published / topics;
+        let rest = (published % topics) as usize;
+        let partial: u64 = self.subscribed[..rest]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        rounds * self.subscriptions.load(Ordering::Relaxed) + partial
+    }
+
+    /// A subscribed connection (on `topics`, as given to [`Self::connection_up`]) ended,
+    /// having made `progress`; `reason` is set when the server or the network ended it
+    /// (rather than the run finishing).
+    pub fn connection_down(&self, topics: &[usize], progress: u64, reason: Option<String>) {
         self.alive.fetch_sub(1, Ordering::Relaxed);
+        self.count_subscriptions(topics, false);
         self.progress.fetch_sub(progress, Ordering::Relaxed);
         if let Some(reason) = reason {
             self.disconnects.fetch_add(1, Ordering::Relaxed);
@@ -261,13 +309,41 @@ mod tests {
     #[test]
     fn connections_carry_their_progress_away() {
         let stats = Stats::new(1).unwrap();
-        stats.connection_up();
-        stats.connection_up();
+        stats.connection_up(&[0]);
+        stats.connection_up(&[0]);
         stats.advance(10);
         stats.advance(7);
-        stats.connection_down(7, Some("closed".into()));
+        assert_eq!(stats.expected_progress(5), 10);
+        stats.connection_down(&[0], 7, Some("closed".into()));
         let c = stats.snapshot();
         assert_eq!((c.alive, c.progress, c.disconnects), (1, 10, 1));
         assert_eq!(stats.first_problem().as_deref(), Some("closed"));
+        assert_eq!(stats.expected_progress(5), 5);
+    }
+
+    #[test]
+    fn expected_progress_follows_the_topics_subscribed() {
+        use crate::plan::TopicPlan;
+        let plan = TopicPlan::market("md", 10, 2).unwrap();
+        let stats = Stats::with_topics(1, plan.len()).unwrap();
+        let subscribers: Vec<Vec<usize>> = (0..7).map(|i| plan.topics_of(i)).collect();
+        for topics in &subscribers {
+            stats.connection_up(topics);
+        }
+        // A view subscriber is alive but owed nothing.
+        stats.connection_up(&[]);
+        for published in 0..35 {
+            let owed: u64 = subscribers
+                .iter()
+                .map(|topics| plan.messages_for(topics, published))
+                .sum();
+            assert_eq!(stats.expected_progress(published), owed, "{published}");
+        }
+        stats.connection_down(&subscribers[0], 0, None);
+        let owed: u64 = subscribers[1..]
+            .iter()
+            .map(|topics| plan.messages_for(topics, 13))
+            .sum();
+        assert_eq!(stats.expected_progress(13), owed);
     }
 }

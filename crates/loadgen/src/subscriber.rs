@@ -3,6 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -18,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::System;
 use crate::decode::{Decoder, FrameOutcome};
 use crate::payload::now_ns;
+use crate::plan::TopicPlan;
+use crate::report::AttemptReport;
 use crate::stats::Stats;
 
 /// Largest message a subscriber accepts (the topic server packs up to 64 KiB per frame).
@@ -41,6 +44,113 @@ pub enum ConnectError {
     /// Nothing within the connect timeout.
     #[error("timed out")]
     Timeout,
+}
+
+/// Why one connection attempt failed, as the connect-storm scenario counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptFailure {
+    /// ECONNREFUSED.
+    Refused,
+    /// Reset, aborted or closed by the server before the subscription was confirmed.
+    Reset,
+    /// Not subscribed within the connect timeout.
+    TimedOut,
+    /// Anything else.
+    Other,
+}
+
+fn io_failure(error: &std::io::Error) -> AttemptFailure {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::ConnectionRefused => AttemptFailure::Refused,
+        ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe
+        | ErrorKind::UnexpectedEof => AttemptFailure::Reset,
+        ErrorKind::TimedOut => AttemptFailure::TimedOut,
+        _ => AttemptFailure::Other,
+    }
+}
+
+impl ConnectError {
+    /// How the attempt failed.
+    pub fn failure(&self) -> AttemptFailure {
+        match self {
+            Self::Io(error) => io_failure(error),
+            Self::WebSocket(tungstenite::Error::Io(error)) => io_failure(error),
+            Self::WebSocket(
+                tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
+            ) => AttemptFailure::Reset,
+            Self::Timeout => AttemptFailure::TimedOut,
+            Self::Url(..) | Self::WebSocket(_) | Self::Refused(_) => AttemptFailure::Other,
+        }
+    }
+}
+
+/// Failed attempts by kind, and retries, counted by every connection task of a run.
+#[derive(Debug, Default)]
+pub struct AttemptCounters {
+    refused: AtomicU64,
+    reset: AtomicU64,
+    timed_out: AtomicU64,
+    other: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl AttemptCounters {
+    /// Counts one failed attempt.
+    pub fn failed(&self, failure: AttemptFailure) {
+        let counter = match failure {
+            AttemptFailure::Refused => &self.refused,
+            AttemptFailure::Reset => &self.reset,
+            AttemptFailure::TimedOut => &self.timed_out,
+            AttemptFailure::Other => &self.other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one attempt made again.
+    pub fn retried(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn report(&self) -> AttemptReport {
+        AttemptReport {
+            refused: self.refused.load(Ordering::Relaxed),
+            reset: self.reset.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+            other: self.other.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How often and how soon a failed connection attempt is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts made again after the first failed (0: none).
+    pub retries: u32,
+    /// Pause before the first retry; doubled for each further one, at most [`MAX_BACKOFF`].
+    pub backoff: Duration,
+}
+
+/// Longest pause between two attempts of one connection.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl RetryPolicy {
+    /// The pause before retry number `retry` (0 = the first).
+    pub fn delay(&self, retry: u32) -> Duration {
+        self.backoff
+            .saturating_mul(1u32 << retry.min(16))
+            .min(MAX_BACKOFF)
+    }
+
+    /// The longest one connection may take over all its attempts, each bounded by `timeout`.
+    pub fn worst_case(&self, timeout: Duration) -> Duration {
+        let pauses: Duration = (0..self.retries).map(|r| self.delay(r)).sum();
+        timeout.saturating_mul(self.retries + 1) + pauses
+    }
 }
 
 /// One server subscribers connect to.
@@ -67,6 +177,12 @@ pub struct SubscriberSpec {
     pub channel: String,
     /// Time allowed for connect + subscribe.
     pub timeout: Duration,
+    /// The run's topics and who receives which (one topic unless [`Self::with_plan`]).
+    pub plan: Arc<TopicPlan>,
+    /// Topic server: selectors of views' reference topics to subscribe to instead of the
+    /// plan's topics (`{symbol}` stands for each of the subscriber's symbols); what arrives
+    /// on them is counted, never owed ([`Self::with_view_selectors`]).
+    pub view_selectors: Vec<String>,
 }
 
 impl SubscriberSpec {
@@ -91,6 +207,11 @@ impl SubscriberSpec {
                 })
             })
             .collect::<Result<_, ConnectError>>()?;
+        let single = match system {
+            System::TopicServer => topic,
+            System::Nats => subject,
+            _ => channel,
+        };
         Ok(Self {
             system,
             servers,
@@ -98,13 +219,127 @@ impl SubscriberSpec {
             subject: subject.to_owned(),
             channel: channel.to_owned(),
             timeout,
+            plan: Arc::new(TopicPlan::single(single)),
+            view_selectors: Vec::new(),
         })
+    }
+
+    /// The same, publishing on `plan`'s topics: each subscriber subscribes to its share.
+    pub fn with_plan(mut self, plan: Arc<TopicPlan>) -> Self {
+        self.plan = plan;
+        self
+    }
+
+    /// The same, subscribing to views' reference topics (see [`Self::view_selectors`]).
+    pub fn with_view_selectors(mut self, selectors: Vec<String>) -> Self {
+        self.view_selectors = selectors;
+        self
     }
 
     /// The server subscriber `index` connects to: the servers in turn (round-robin).
     pub fn server(&self, index: usize) -> &Server {
         &self.servers[index % self.servers.len()]
     }
+
+    /// The topics of the plan subscriber `index` receives.
+    pub fn topics_of(&self, index: usize) -> Vec<usize> {
+        self.plan.topics_of(index)
+    }
+
+    /// The URL subscriber `index` opens: the server's, with `?topics=` for the limit and uws
+    /// servers when it receives only some of the plan's topics.
+    pub fn subscribe_url(&self, index: usize, topics: &[usize]) -> String {
+        let url = &self.server(index).url;
+        if self.plan.is_single() || !matches!(self.system, System::Limit | System::Uws) {
+            return url.clone();
+        }
+        let list: Vec<String> = topics
+            .iter()
+            .map(|&t| percent_encode(self.plan.name(t)))
+            .collect();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}topics={}", list.join(","))
+    }
+
+    /// What subscriber `index` sends to subscribe (`None`: the connection itself subscribes).
+    pub fn subscribe_request(&self, topics: &[usize]) -> Result<Option<Vec<u8>>, ConnectError> {
+        Ok(match self.system {
+            System::TopicServer => {
+                let selector = self.topic_server_selector(topics);
+                let subscribe = serde_json::json!({
+                    "type": "subscribe", "cid": 1, "selector": selector,
+                });
+                Some(subscribe.to_string().into_bytes())
+            }
+            System::Nats => {
+                let mut request =
+                    String::from("CONNECT {\"verbose\":false,\"pedantic\":false}\r\n");
+                if self.plan.is_single() {
+                    request += &format!("SUB {} 1\r\n", self.subject);
+                } else {
+                    for (sid, &t) in topics.iter().enumerate() {
+                        request +=
+                            &format!("SUB {} {}\r\n", nats_subject(self.plan.name(t)), sid + 1);
+                    }
+                }
+                request += "PING\r\n";
+                Some(request.into_bytes())
+            }
+            System::Redis => Some(
+                format!(
+                    "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{}\r\n",
+                    self.channel.len(),
+                    self.channel
+                )
+                .into_bytes(),
+            ),
+            // The bridges send to every connected socket; the limit and uws servers subscribe
+            // a connection to what its URL asks for.
+            System::RedisWsBridge | System::NodeBridge | System::Limit | System::Uws => None,
+        })
+    }
+
+    /// The topic server's selector for a subscriber on `topics`: the one topic, or a selector
+    /// set of path selectors (one per topic, or per view selector and symbol).
+    pub fn topic_server_selector(&self, topics: &[usize]) -> String {
+        if self.plan.is_single() && self.view_selectors.is_empty() {
+            return self.topic.clone();
+        }
+        let parts: Vec<String> = if self.view_selectors.is_empty() {
+            topics
+                .iter()
+                .map(|&t| format!(">{}", self.plan.name(t)))
+                .collect()
+        } else {
+            topics
+                .iter()
+                .flat_map(|&t| {
+                    self.view_selectors
+                        .iter()
+                        .map(move |template| template.replace("{symbol}", self.plan.symbol(t)))
+                })
+                .collect()
+        };
+        format!("#{}", parts.join("////"))
+    }
+}
+
+/// The NATS subject of a topic path (`md/AAAA` → `md.AAAA`).
+pub fn nats_subject(path: &str) -> String {
+    path.replace('/', ".")
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), for a query parameter.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// The socket address in a ws://, redis:// or nats:// URL (IP literals only: loopback tests).
@@ -166,6 +401,12 @@ pub struct Subscriber {
     stats: Arc<Stats>,
     /// Counted in `Stats::alive` (from a successful subscribe until the connection ends).
     counted: bool,
+    /// The run plan, to tell how many published messages a sequence number owes this
+    /// subscriber.
+    plan: Arc<TopicPlan>,
+    /// The plan's topics this subscriber receives, ascending (empty when it is on views:
+    /// nothing is owed).
+    topics: Vec<usize>,
     /// When the connection was opened (ns since the epoch): a value published before it is
     /// the topic's current value, sent because this subscriber subscribed, not an update it
     /// waited for, so its age is no latency.
@@ -175,7 +416,8 @@ pub struct Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         if self.counted {
-            self.stats.connection_down(self.progress, None);
+            self.stats
+                .connection_down(&self.topics, self.progress, None);
         }
     }
 }
@@ -202,6 +444,33 @@ impl Subscriber {
             .map_err(|_| ConnectError::Timeout)?
     }
 
+    /// [`Self::open`], tried again after a pause while attempts fail, as `policy` allows;
+    /// every failed attempt and every retry is counted in `counters`.
+    pub async fn open_with_retries(
+        spec: &SubscriberSpec,
+        index: usize,
+        source: Ipv4Addr,
+        stats: Arc<Stats>,
+        policy: RetryPolicy,
+        counters: &AttemptCounters,
+    ) -> Result<Self, ConnectError> {
+        let mut retry = 0;
+        loop {
+            match Self::open(spec, index, source, stats.clone()).await {
+                Ok(subscriber) => return Ok(subscriber),
+                Err(error) => {
+                    counters.failed(error.failure());
+                    if retry >= policy.retries {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(policy.delay(retry)).await;
+                    counters.retried();
+                    retry += 1;
+                }
+            }
+        }
+    }
+
     async fn open_inner(
         spec: &SubscriberSpec,
         index: usize,
@@ -209,13 +478,14 @@ impl Subscriber {
         stats: Arc<Stats>,
     ) -> Result<Self, ConnectError> {
         let server = spec.server(index);
+        let topics = spec.topics_of(index);
         let opened_ns = now_ns();
         let stream = connect_from(source, server.addr).await?;
         let transport = if spec.system == System::Redis {
             Transport::Tcp(stream, BytesMut::with_capacity(16 * 1024))
         } else {
             let (ws, _response) = tokio_tungstenite::client_async_with_config(
-                server.url.as_str(),
+                spec.subscribe_url(index, &topics),
                 stream,
                 Some(websocket_config()),
             )
@@ -233,47 +503,30 @@ impl Subscriber {
             stats,
             counted: false,
             opened_ns,
+            plan: spec.plan.clone(),
+            topics: if spec.view_selectors.is_empty() {
+                topics
+            } else {
+                Vec::new()
+            },
         };
-        subscriber.subscribe(spec).await?;
+        subscriber.subscribe(spec, index).await?;
         // Alive from here, before anyone hears of the success, so that a phase starting right
         // after the last subscription counts every subscriber.
-        subscriber.stats.connection_up();
+        subscriber.stats.connection_up(&subscriber.topics);
         subscriber.counted = true;
         Ok(subscriber)
     }
 
-    async fn subscribe(&mut self, spec: &SubscriberSpec) -> Result<(), ConnectError> {
-        let request: Option<Vec<u8>> = match spec.system {
-            System::TopicServer => {
-                // Offers versions 2 and 1; the decoder follows whichever the server picks.
-                let connect = ClientMessage::connect_v2(&Credentials::Anonymous, None);
-                let connect = serde_json::to_string(&connect)
-                    .map_err(|e| ConnectError::Refused(e.to_string()))?;
-                self.send_text(connect).await?;
-                let subscribe = serde_json::json!({
-                    "type": "subscribe", "cid": 1, "selector": spec.topic,
-                });
-                Some(subscribe.to_string().into_bytes())
-            }
-            System::Nats => Some(
-                format!(
-                    "CONNECT {{\"verbose\":false,\"pedantic\":false}}\r\nSUB {} 1\r\nPING\r\n",
-                    spec.subject
-                )
-                .into_bytes(),
-            ),
-            System::Redis => Some(
-                format!(
-                    "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{}\r\n",
-                    spec.channel.len(),
-                    spec.channel
-                )
-                .into_bytes(),
-            ),
-            // The bridges and the limit server send to every connected socket.
-            System::RedisWsBridge | System::NodeBridge | System::Limit => None,
-        };
-        let Some(request) = request else {
+    async fn subscribe(&mut self, spec: &SubscriberSpec, index: usize) -> Result<(), ConnectError> {
+        if spec.system == System::TopicServer {
+            // Offers versions 2 and 1; the decoder follows whichever the server picks.
+            let connect = ClientMessage::connect_v2(&Credentials::Anonymous, None);
+            let connect = serde_json::to_string(&connect)
+                .map_err(|e| ConnectError::Refused(e.to_string()))?;
+            self.send_text(connect).await?;
+        }
+        let Some(request) = spec.subscribe_request(&spec.topics_of(index))? else {
             return Ok(());
         };
         match &mut self.transport {
@@ -386,7 +639,11 @@ impl Subscriber {
                 self.latencies.push(now.saturating_sub(stamp.ts_ns) / 1000);
             }
             if stamp.seq > self.last_seq {
-                advanced += stamp.seq - self.last_seq.max(base);
+                let owed = |seq: u64| {
+                    self.plan
+                        .messages_for(&self.topics, seq.saturating_sub(base))
+                };
+                advanced += owed(stamp.seq) - owed(self.last_seq);
                 self.last_seq = stamp.seq;
             }
         }
@@ -410,13 +667,138 @@ impl Subscriber {
             }
         };
         self.counted = false;
-        self.stats.connection_down(self.progress, reason);
+        self.stats
+            .connection_down(&self.topics, self.progress, reason);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_classified() {
+        use std::io::{Error, ErrorKind};
+        let io = |kind| ConnectError::Io(Error::from(kind));
+        assert_eq!(
+            io(ErrorKind::ConnectionRefused).failure(),
+            AttemptFailure::Refused
+        );
+        assert_eq!(
+            io(ErrorKind::ConnectionReset).failure(),
+            AttemptFailure::Reset
+        );
+        assert_eq!(
+            ConnectError::WebSocket(tungstenite::Error::Io(Error::from(
+                ErrorKind::UnexpectedEof
+            )))
+            .failure(),
+            AttemptFailure::Reset
+        );
+        assert_eq!(ConnectError::Timeout.failure(), AttemptFailure::TimedOut);
+        assert_eq!(
+            ConnectError::Refused("no".into()).failure(),
+            AttemptFailure::Other
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_bound() {
+        let policy = RetryPolicy {
+            retries: 3,
+            backoff: Duration::from_millis(100),
+        };
+        assert_eq!(policy.delay(0), Duration::from_millis(100));
+        assert_eq!(policy.delay(2), Duration::from_millis(400));
+        assert_eq!(policy.delay(40), MAX_BACKOFF);
+        assert_eq!(
+            policy.worst_case(Duration::from_secs(1)),
+            Duration::from_millis(4_700)
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_attempts_are_retried_and_counted() {
+        // A port nothing listens on: bound, then closed.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let urls = [format!("ws://127.0.0.1:{port}/")];
+        let spec =
+            SubscriberSpec::new(System::Uws, &urls, "t", "s", "c", Duration::from_secs(2)).unwrap();
+        let stats = Arc::new(Stats::new(1).unwrap());
+        let counters = AttemptCounters::default();
+        let policy = RetryPolicy {
+            retries: 2,
+            backoff: Duration::from_millis(1),
+        };
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            Subscriber::open_with_retries(
+                &spec,
+                0,
+                Ipv4Addr::LOCALHOST,
+                stats.clone(),
+                policy,
+                &counters,
+            ),
+        )
+        .await
+        .unwrap();
+        assert!(outcome.is_err());
+        let report = counters.report();
+        assert_eq!((report.refused, report.retries, report.failed()), (3, 2, 3));
+        assert_eq!(stats.snapshot().alive, 0);
+    }
+
+    #[test]
+    fn market_subscriptions_per_system() {
+        let plan = Arc::new(TopicPlan::market("md", 4, 2).unwrap());
+        let urls = ["ws://127.0.0.1:9/".to_owned()];
+        let spec = |system| {
+            SubscriberSpec::new(system, &urls, "t", "s", "c", Duration::ZERO)
+                .unwrap()
+                .with_plan(plan.clone())
+        };
+        let topics = plan.topics_of(1); // 1 and 3
+        assert_eq!(topics, vec![1, 3]);
+        assert_eq!(
+            spec(System::Uws).subscribe_url(1, &topics),
+            "ws://127.0.0.1:9/?topics=md%2FAAAB,md%2FAAAD"
+        );
+        assert_eq!(
+            spec(System::TopicServer).topic_server_selector(&topics),
+            "#>md/AAAB////>md/AAAD"
+        );
+        let nats = spec(System::Nats)
+            .subscribe_request(&topics)
+            .unwrap()
+            .unwrap();
+        let nats = String::from_utf8(nats).unwrap();
+        assert!(
+            nats.contains("SUB md.AAAB 1\r\nSUB md.AAAD 2\r\nPING\r\n"),
+            "{nats}"
+        );
+        assert!(
+            spec(System::Limit)
+                .subscribe_request(&topics)
+                .unwrap()
+                .is_none()
+        );
+        let views = spec(System::TopicServer).with_view_selectors(vec![
+            ">views/a/{symbol}".into(),
+            "?views/b/{symbol}/.*".into(),
+        ]);
+        assert_eq!(
+            views.topic_server_selector(&[0]),
+            "#>views/a/AAAA////?views/b/AAAA/.*"
+        );
+        // One topic: the URL and selector are the configured ones.
+        let single =
+            SubscriberSpec::new(System::Uws, &urls, "bench/t", "s", "c", Duration::ZERO).unwrap();
+        assert_eq!(single.subscribe_url(0, &[0]), urls[0]);
+        assert_eq!(percent_encode("a b/ü"), "a%20b%2F%C3%BC");
+    }
 
     #[test]
     fn urls_give_socket_addresses() {

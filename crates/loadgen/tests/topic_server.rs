@@ -58,6 +58,55 @@ async fn topic_server_fan_out_is_measured() {
         .unwrap();
 }
 
+/// The market scenario: many topics, each subscriber on a few of them through one selector set;
+/// loadgen owes each subscriber only its topics' messages, so a gentle fixed rate is delivered
+/// and timed exactly, and the saturating phase drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn market_subscribers_are_owed_their_topics_only() {
+    let (url, shutdown, task) = support::topic_server().await;
+
+    let mut config = Config::new(System::TopicServer, url);
+    config.connections = 30;
+    config.per_source = 10;
+    config.topics = 12;
+    config.topics_per_subscriber = 3;
+    config.modes = vec![Mode::FixedRate, Mode::Saturate];
+    config.rate = 240.0;
+    config.duration = 0.5;
+    config.drain = 3.0;
+    config.settle = 0.0;
+    config.no_progress = true;
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        loadgen::run(config, CancellationToken::new()),
+    )
+    .await
+    .expect("run finished in time")
+    .expect("run succeeded");
+
+    assert_eq!(report.connect.connected, 30);
+    for run in &report.runs {
+        assert_eq!(run.decode_errors, 0, "{run:?}");
+        assert_eq!(run.publish_rejections, 0, "{run:?}");
+        assert!(run.drained, "{run:?}");
+        // 30 subscribers × 3 topics over 12 topics: each message is owed to 7.5 on average.
+        let per_message = run.expected_deliveries as f64 / run.published as f64;
+        assert!((7.0..=8.0).contains(&per_message), "{run:?}");
+    }
+    let fixed = &report.runs[0];
+    assert_eq!(
+        fixed.latency_samples, fixed.expected_deliveries,
+        "{fixed:?}"
+    );
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("server stopped")
+        .unwrap()
+        .unwrap();
+}
+
 /// A value published before a subscriber connected reaches it as the topic's current value: its
 /// age is not a publish→receive latency (a reconnecting subscriber would otherwise record the
 /// topic's whole quiet time), while the next update is timed.
@@ -72,11 +121,12 @@ async fn a_current_value_sent_on_subscribing_is_not_timed() {
 
     let (url, shutdown, task) = support::topic_server().await;
     let config = Config::new(System::TopicServer, url.clone());
-    let mut publisher = Publisher::connect(&config).await.unwrap();
+    let plan = config.plan().unwrap();
+    let mut publisher = Publisher::connect(&config, &plan).await.unwrap();
     let mut payloads = PayloadBuilder::new(100, false);
     let ten_seconds_ago = now_ns() - 10_000_000_000;
     publisher
-        .publish(&payloads.build(1, ten_seconds_ago))
+        .publish(0, &payloads.build(1, ten_seconds_ago))
         .await
         .unwrap();
 
@@ -110,7 +160,7 @@ async fn a_current_value_sent_on_subscribing_is_not_timed() {
     };
     delivered(1).await;
     publisher
-        .publish(&payloads.build(2, now_ns()))
+        .publish(0, &payloads.build(2, now_ns()))
         .await
         .unwrap();
     delivered(2).await;
