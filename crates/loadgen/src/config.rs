@@ -235,6 +235,12 @@ pub struct Config {
     #[arg(long, env = "LOADGEN_MAX_FAILURES", default_value_t = 100)]
     pub max_failures: usize,
 
+    /// Before any subscriber connects, publish one message on every topic (numbered below the
+    /// run's first, so never counted): the topics, and views' reference topics derived from
+    /// them, exist and hold a value when subscribers arrive, as in a running deployment.
+    #[arg(long, env = "LOADGEN_PRIME")]
+    pub prime: bool,
+
     /// Try a failed connection attempt again this many times (after --retry-backoff-ms), as a
     /// client reconnecting after a load balancer restart does; refused, timed-out and other
     /// failed attempts and the retries are counted.
@@ -307,6 +313,7 @@ impl Config {
             connect_concurrency: 200,
             connect_timeout: 15.0,
             max_failures: 100,
+            prime: false,
             connect_retries: 0,
             retry_backoff_ms: 100,
             server_pid: Vec::new(),

@@ -114,6 +114,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None
     };
 
+    let mut payloads = if plan.is_single() {
+        Payloads::Padded(PayloadBuilder::new(config.payload_bytes, config.random_pad))
+    } else {
+        Payloads::Ticks(TickBuilder::new(plan.len()))
+    };
+    if config.prime
+        && let Some(publisher) = publisher.as_mut()
+    {
+        prime(&plan, publisher, &mut payloads, seq_base).await?;
+    }
+
     let cancel = CancellationToken::new();
     let (mut connect, handles) =
         open_connections(&config, &plan, &stats, &cancel, &shutdown).await?;
@@ -142,11 +153,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         write_ready_file(path, &connect)?;
     }
 
-    let mut payloads = if plan.is_single() {
-        Payloads::Padded(PayloadBuilder::new(config.payload_bytes, config.random_pad))
-    } else {
-        Payloads::Ticks(TickBuilder::new(plan.len()))
-    };
     let mut seq = seq_base;
     let mut runs = Vec::new();
     for &mode in &config.modes {
@@ -193,6 +199,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         connect,
         runs,
     })
+}
+
+/// Publishes one message on every topic of `plan`, numbered `seq_base − len + 1 ..= seq_base`
+/// (at or below the run's base: subscribers never count them).
+async fn prime(
+    plan: &TopicPlan,
+    publisher: &mut Publishers,
+    payloads: &mut Payloads,
+    seq_base: u64,
+) -> anyhow::Result<()> {
+    let first = seq_base.saturating_sub(plan.len() as u64);
+    for topic in 0..plan.len() {
+        let seq = first + topic as u64 + 1;
+        let payload = payloads.build(topic, seq, now_ns());
+        publisher
+            .publish(topic, &payload)
+            .await
+            .context("priming the topics")?;
+    }
+    Ok(())
 }
 
 /// Opens and subscribes every connection; returns the set-up figures and the subscriber tasks.

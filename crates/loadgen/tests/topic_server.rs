@@ -70,6 +70,8 @@ async fn market_subscribers_are_owed_their_topics_only() {
     config.per_source = 10;
     config.topics = 12;
     config.topics_per_subscriber = 3;
+    // Every topic holds a value before the subscribers arrive; those values are never counted.
+    config.prime = true;
     config.modes = vec![Mode::FixedRate, Mode::Saturate];
     config.rate = 240.0;
     config.duration = 0.5;
