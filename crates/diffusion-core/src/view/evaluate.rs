@@ -3,6 +3,7 @@
 //! Order of work for each result of the path template: transformations in order, then inserts,
 //! then `as <value(…)>`, then the `type` conversion. Any step can decide "no reference topic".
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use base64::Engine as _;
@@ -12,32 +13,9 @@ use serde_json::Value;
 
 use super::pointer::ArrayWrite;
 use super::process::json_equal;
+use super::size::json_size;
 use super::{EvalError, EvalLimits, Insert, JsonPatch, ReferenceValue, Transformation, ViewSpec};
-use crate::path::TopicPath;
 use crate::topic::TopicType;
-
-/// Counts the bytes of compact JSON without building it.
-#[derive(Default)]
-struct ByteCounter(usize);
-
-impl std::io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The size of `value` as compact JSON.
-pub(crate) fn json_size(value: &Value) -> usize {
-    let mut counter = ByteCounter::default();
-    // Writing to a counter cannot fail, and every map key of a `Value` is a string.
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.0
-}
 
 /// What one `insert` found for one path, with its size, so that an `insert` into every branch
 /// of an `expand` reads, measures and keys into the other topic once, not once per branch.
@@ -80,23 +58,65 @@ pub(crate) fn evaluate(
         limits,
         bytes_left: limits.max_output_bytes,
     };
-    let mut produced: HashSet<String> = HashSet::new();
-    let mut out = Vec::new();
+    let mut produced = Produced::default();
+    let mut out: Vec<(String, ReferenceValue)> = Vec::with_capacity(branches.len());
     for (path, current) in branches {
-        if produced.contains(&path) || TopicPath::parse_user(&path).is_err() {
+        if produced.contains(&out, &path) || !spec.template.produces_valid(&path) {
             continue;
         }
-        let Some(value) = run.transform(current.clone())? else {
+        let Some(value) = run.transform(current)? else {
             continue;
         };
         let Some(value) = convert(value, topic_type) else {
             continue;
         };
+        // Charged before a borrowed result is copied out of the source.
         run.charge(json_size(&value) + path.len())?;
-        produced.insert(path.clone());
-        out.push((path, ReferenceValue { topic_type, value }));
+        produced.insert(&out, &path);
+        out.push((
+            path,
+            ReferenceValue {
+                topic_type,
+                value: value.into_owned(),
+            },
+        ));
     }
     Ok(out)
+}
+
+/// The paths already produced, for "the first result with a path wins": a look along the
+/// results while they are few (no allocation, the common case of one or a handful), a hash set
+/// once they are many.
+#[derive(Default)]
+struct Produced {
+    many: Option<HashSet<String>>,
+}
+
+impl Produced {
+    /// Results past which paths are also kept in a hash set.
+    const FEW: usize = 16;
+
+    fn contains(&self, out: &[(String, ReferenceValue)], path: &str) -> bool {
+        match &self.many {
+            Some(set) => set.contains(path),
+            None => out.iter().any(|(produced, _)| produced == path),
+        }
+    }
+
+    /// Records `path`, about to be pushed onto `out`.
+    fn insert(&mut self, out: &[(String, ReferenceValue)], path: &str) {
+        match &mut self.many {
+            Some(set) => {
+                set.insert(path.to_owned());
+            }
+            None if out.len() >= Self::FEW => {
+                let mut set: HashSet<String> = out.iter().map(|(p, _)| p.clone()).collect();
+                set.insert(path.to_owned());
+                self.many = Some(set);
+            }
+            None => {}
+        }
+    }
 }
 
 impl Run<'_> {
@@ -115,12 +135,18 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Transformations, inserts and `as`, for one expanded value; `Ok(None)`: no topic.
-    fn transform(&mut self, mut value: Value) -> Result<Option<Value>, EvalError> {
+    /// Transformations, inserts and `as`, for one expanded value; `Ok(None)`: no topic. The
+    /// value is borrowed from the source until something changes it, so a view that only
+    /// selects (`as`, `expand`, a `process` that decides nothing changes) copies no more than
+    /// its result.
+    fn transform<'v>(&mut self, current: &'v Value) -> Result<Option<Cow<'v, Value>>, EvalError> {
+        let mut value = Cow::Borrowed(current);
         for transformation in &self.spec.transformations {
             let changed = match transformation {
                 Transformation::Process(statement) => statement.apply(value),
-                Transformation::Patch(patch) => apply_patch(patch, value),
+                Transformation::Patch(patch) => {
+                    apply_patch(patch, value.into_owned()).map(Cow::Owned)
+                }
             };
             let Some(changed) = changed else {
                 return Ok(None);
@@ -133,18 +159,21 @@ impl Run<'_> {
             value = self.apply_insert(number, insert, value, &mut inserted)?;
         }
         if let Some(ptr) = &self.spec.options.value_pointer {
-            value = ptr.get(&value).cloned().unwrap_or(Value::Null);
+            value = match value {
+                Cow::Borrowed(whole) => Cow::Borrowed(ptr.get(whole).unwrap_or(&Value::Null)),
+                Cow::Owned(mut whole) => Cow::Owned(ptr.take(&mut whole).unwrap_or(Value::Null)),
+            };
         }
         Ok(Some(value))
     }
 
-    fn apply_insert(
+    fn apply_insert<'v>(
         &mut self,
         number: usize,
         insert: &Insert,
-        mut value: Value,
+        value: Cow<'v, Value>,
         inserted: &mut usize,
-    ) -> Result<Value, EvalError> {
+    ) -> Result<Cow<'v, Value>, EvalError> {
         let separator = self.spec.options.separator.as_deref();
         let path = insert
             .path
@@ -176,31 +205,29 @@ impl Run<'_> {
             (None, Some(default)) => Some((default, json_size(default))),
             (None, None) => None,
         };
-        if let Some((found, size)) = found {
-            // Checked before anything is copied.
-            *inserted += size;
-            if *inserted > self.bytes_left {
-                return Err(EvalError::TooLarge {
-                    limit: self.limits.max_output_bytes,
-                });
-            }
-            let mut updated = value.clone();
-            if insert
-                .at
-                .write(&mut updated, found.clone(), ArrayWrite::Insert)
-                .is_ok()
-            {
-                value = updated;
-            }
+        let Some((found, size)) = found else {
+            return Ok(value);
+        };
+        // Checked before anything is copied.
+        *inserted += size;
+        if *inserted > self.bytes_left {
+            return Err(EvalError::TooLarge {
+                limit: self.limits.max_output_bytes,
+            });
         }
-        Ok(value)
+        // A write that fails leaves the value as it was.
+        let mut updated = value.into_owned();
+        let _ = insert
+            .at
+            .write(&mut updated, found.clone(), ArrayWrite::Insert);
+        Ok(Cow::Owned(updated))
     }
 }
 
 /// Applies an RFC 6902 patch; `None` when any operation fails (no reference topic). `test`
 /// compares numbers by value (`1` equals `1.0`), as RFC 6902 §4.6 says; the other operations
 /// are the json-patch crate's.
-fn apply_patch(patch: &JsonPatch, mut value: Value) -> Option<Value> {
+pub(super) fn apply_patch(patch: &JsonPatch, mut value: Value) -> Option<Value> {
     for op in patch.ops.iter() {
         match op {
             PatchOperation::Test(test) => {
@@ -217,53 +244,49 @@ fn apply_patch(patch: &JsonPatch, mut value: Value) -> Option<Value> {
 }
 
 /// Converts a JSON value to the reference topic's type; `None` = no reference topic. A JSON
-/// `null` stays `null` for STRING, INT64 and DOUBLE (a topic with no value).
-pub(crate) fn convert(value: Value, to: TopicType) -> Option<Value> {
-    match to {
-        TopicType::Json => Some(value),
-        TopicType::String => match value {
-            Value::Null | Value::String(_) => Some(value),
-            Value::Number(n) => Some(Value::String(n.to_string())),
-            Value::Bool(b) => Some(Value::String(b.to_string())),
-            Value::Array(_) | Value::Object(_) => None,
+/// `null` stays `null` for STRING, INT64 and DOUBLE (a topic with no value). A JSON result is
+/// passed through as it is (still borrowed when it was).
+pub(crate) fn convert(value: Cow<'_, Value>, to: TopicType) -> Option<Cow<'_, Value>> {
+    let converted = match (to, &*value) {
+        (TopicType::Json, _)
+        | (TopicType::String | TopicType::Int64 | TopicType::Double, Value::Null)
+        | (TopicType::String, Value::String(_)) => return Some(value),
+        (TopicType::String, Value::Number(n)) => Value::String(n.as_str().to_owned()),
+        (TopicType::String, Value::Bool(b)) => Value::String(b.to_string()),
+        (TopicType::Int64, Value::Number(n)) => match n.as_i64() {
+            Some(i) => Value::from(i),
+            None => Value::from(round_to_i64(n.as_f64()?)?),
         },
-        TopicType::Int64 => match value {
-            Value::Null => Some(Value::Null),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => Some(Value::from(i)),
-                None => round_to_i64(n.as_f64()?).map(Value::from),
-            },
-            Value::String(s) => match s.parse::<i64>() {
-                Ok(i) => Some(Value::from(i)),
-                Err(_) => round_to_i64(parse_finite(&s)?).map(Value::from),
-            },
-            Value::Bool(_) | Value::Array(_) | Value::Object(_) => None,
+        (TopicType::Int64, Value::String(s)) => match s.parse::<i64>() {
+            Ok(i) => Value::from(i),
+            Err(_) => Value::from(round_to_i64(parse_finite(s)?)?),
         },
-        TopicType::Double => match value {
-            Value::Null => Some(Value::Null),
-            Value::Number(n) => Some(Value::from(n.as_f64()?)),
-            Value::String(s) => Some(Value::from(parse_finite(&s)?)),
-            Value::Bool(_) | Value::Array(_) | Value::Object(_) => None,
-        },
-        TopicType::Binary => {
-            let bytes = match value {
-                Value::Null => return None,
-                Value::String(s) => s.into_bytes(),
-                Value::Number(n) => n.to_string().into_bytes(),
-                Value::Bool(b) => b.to_string().into_bytes(),
-                other => serde_json::to_vec(&other).ok()?,
+        (TopicType::Double, Value::Number(n)) => Value::from(n.as_f64()?),
+        (TopicType::Double, Value::String(s)) => Value::from(parse_finite(s)?),
+        (TopicType::Binary, Value::Null) => return None,
+        (TopicType::Binary, other) => {
+            let encoded = match other {
+                Value::String(s) => BASE64.encode(s),
+                Value::Number(n) => BASE64.encode(n.as_str()),
+                Value::Bool(b) => BASE64.encode(b.to_string()),
+                other => BASE64.encode(serde_json::to_vec(other).ok()?),
             };
-            Some(Value::String(BASE64.encode(bytes)))
+            Value::String(encoded)
         }
-    }
+        (
+            TopicType::String | TopicType::Int64 | TopicType::Double,
+            Value::Bool(_) | Value::Array(_) | Value::Object(_),
+        ) => return None,
+    };
+    Some(Cow::Owned(converted))
 }
 
-fn parse_finite(text: &str) -> Option<f64> {
+pub(super) fn parse_finite(text: &str) -> Option<f64> {
     text.parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
 /// Rounds half away from zero; `None` outside the INT64 range.
-fn round_to_i64(f: f64) -> Option<i64> {
+pub(super) fn round_to_i64(f: f64) -> Option<i64> {
     let r = f.round();
     // 2^63 is exactly representable; every finite f64 below it (and >= -2^63) fits.
     const LIMIT: f64 = 9_223_372_036_854_775_808.0;
@@ -334,7 +357,8 @@ mod tests {
             (json!(null), Binary, None),
         ];
         for (input, to, want) in cases {
-            assert_eq!(convert(input.clone(), to), want, "{input} as {to}");
+            let got = convert(Cow::Borrowed(&input), to).map(Cow::into_owned);
+            assert_eq!(got, want, "{input} as {to}");
         }
     }
 

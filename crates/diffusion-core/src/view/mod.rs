@@ -149,9 +149,12 @@ mod error;
 mod evaluate;
 mod file;
 mod lexer;
+#[cfg(test)]
+mod oracle;
 mod parser;
 mod pointer;
 mod process;
+mod size;
 mod template;
 mod throttle;
 

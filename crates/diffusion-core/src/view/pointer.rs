@@ -74,6 +74,12 @@ impl JsonPointer {
         walk(value, &self.tokens)
     }
 
+    /// Takes the part of `value` this pointer names out of it (leaving `null` there), so the
+    /// caller owns it without a copy.
+    pub(crate) fn take(&self, value: &mut Value) -> Option<Value> {
+        walk_mut(value, &self.tokens).map(std::mem::take)
+    }
+
     /// Writes `new` at this pointer. The parent must exist and be an object or array; the root
     /// pointer replaces the whole value. Returns `Err(())` when nothing could be written.
     pub(crate) fn write(&self, target: &mut Value, new: Value, mode: ArrayWrite) -> Result<(), ()> {

@@ -1,6 +1,7 @@
 //! The `process { … }` transformation: statements, conditions and `calc` arithmetic — their
 //! syntax and their evaluation.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use serde_json::Value;
@@ -152,8 +153,9 @@ enum Planned<'a> {
 }
 
 impl Statement {
-    /// Applies the statement to `input`; `None` means "no reference topic".
-    pub(crate) fn apply(&self, input: Value) -> Option<Value> {
+    /// Applies the statement to `input`; `None` means "no reference topic". The input is read
+    /// where it lies and copied only when an operation changes it.
+    pub(crate) fn apply<'v>(&self, input: Cow<'v, Value>) -> Option<Cow<'v, Value>> {
         let operations = match self {
             Self::Operations(ops) => ops,
             Self::Conditional {
@@ -179,7 +181,10 @@ impl Statement {
                 Operation::Continue => {}
             }
         }
-        let mut output = input;
+        if planned.is_empty() {
+            return Some(input);
+        }
+        let mut output = input.into_owned();
         for step in planned {
             match step {
                 Planned::Set(target, value) => {
@@ -188,7 +193,7 @@ impl Statement {
                 Planned::Remove(target) => target.remove(&mut output),
             }
         }
-        Some(output)
+        Some(Cow::Owned(output))
     }
 }
 
@@ -909,6 +914,28 @@ mod tests {
         parse_block(&mut s).unwrap()
     }
 
+    impl Statement {
+        /// [`Statement::apply`] on an owned value, for short tests.
+        fn apply_owned(&self, input: Value) -> Option<Value> {
+            self.apply(Cow::Owned(input)).map(Cow::into_owned)
+        }
+    }
+
+    #[test]
+    fn unchanged_values_are_not_copied() {
+        let input = json!({"a": 1});
+        let st = statement("{ if '/a = 1' continue }");
+        assert!(matches!(
+            st.apply(Cow::Borrowed(&input)),
+            Some(Cow::Borrowed(_))
+        ));
+        let st = statement("{ remove(/b) }");
+        assert_eq!(
+            st.apply(Cow::Borrowed(&input)),
+            Some(Cow::Owned(input.clone()))
+        );
+    }
+
     fn statement_err(text: &str) -> ViewSpecError {
         let mut s = Scanner::new(text);
         parse_block(&mut s).unwrap_err()
@@ -918,19 +945,19 @@ mod tests {
     fn operations_are_evaluated_against_the_input_and_applied_together() {
         let st =
             statement(r#"{ set(/a, 10); set(/b, calc "/a + 1"); remove(/c); set(/s, 'x y') }"#);
-        let out = st.apply(json!({"a": 1, "c": 3})).unwrap();
+        let out = st.apply_owned(json!({"a": 1, "c": 3})).unwrap();
         assert_eq!(out, json!({"a": 10, "b": 2, "s": "x y"}));
     }
 
     #[test]
     fn failing_set_gives_nothing() {
         let st = statement("{set(/x/y, 1)}");
-        assert_eq!(st.apply(json!({})), None);
+        assert_eq!(st.apply_owned(json!({})), None);
         let st = statement(r#"{set(/x, calc "/a / /b")}"#);
-        assert_eq!(st.apply(json!({"a": 1, "b": 0})), None);
-        assert_eq!(st.apply(json!({"a": 1.5, "b": 1})), None);
+        assert_eq!(st.apply_owned(json!({"a": 1, "b": 0})), None);
+        assert_eq!(st.apply_owned(json!({"a": 1.5, "b": 1})), None);
         assert_eq!(
-            st.apply(json!({"a": 7, "b": 2})),
+            st.apply_owned(json!({"a": 7, "b": 2})),
             Some(json!({"a": 7, "b": 2, "x": 3}))
         );
     }
@@ -948,7 +975,7 @@ mod tests {
         ];
         for (expr, want) in cases {
             let st = statement(&format!("{{set(/r, calc '{expr}')}}"));
-            let out = st.apply(json!({"a": 3, "b": 4, "a-b": 5})).unwrap();
+            let out = st.apply_owned(json!({"a": 3, "b": 4, "a-b": 5})).unwrap();
             assert_eq!(out["r"], json!(want), "{expr}");
         }
     }
@@ -977,7 +1004,7 @@ mod tests {
         for (cond, want) in cases {
             let q = if cond.contains('\'') { '"' } else { '\'' };
             let st = statement(&format!("{{if {q}{cond}{q} set(/hit, true)}}"));
-            assert_eq!(st.apply(v.clone()).is_some(), want, "{cond}");
+            assert_eq!(st.apply_owned(v.clone()).is_some(), want, "{cond}");
         }
     }
 
@@ -989,7 +1016,7 @@ mod tests {
         let nots = |n: usize| format!("{}/a = 1", "not ".repeat(n));
         for cond in [brackets(ok), nots(ok)] {
             let st = statement(&format!("{{if '{cond}' continue}}"));
-            assert!(st.apply(json!({"a": 1})).is_some() || cond.starts_with("not"));
+            assert!(st.apply_owned(json!({"a": 1})).is_some() || cond.starts_with("not"));
         }
         for cond in [brackets(deep), nots(deep), brackets(50_000), nots(50_000)] {
             let e = statement_err(&format!("{{if '{cond}' continue}}"));
@@ -999,7 +1026,7 @@ mod tests {
         let calc_brackets = |n: usize| format!("{}1{}", "(".repeat(n), ")".repeat(n));
         assert_eq!(
             statement(&format!("{{set(/r, calc '{}')}}", minus(ok)))
-                .apply(json!({}))
+                .apply_owned(json!({}))
                 .unwrap()["r"],
             json!(1)
         );
@@ -1014,14 +1041,14 @@ mod tests {
         // 20,000 terms: flat, so no recursion per term when parsing, evaluating or dropping.
         let sum = vec!["1"; 20_000].join(" + ");
         let st = statement(&format!("{{set(/r, calc '{sum}')}}"));
-        assert_eq!(st.apply(json!({})).unwrap()["r"], json!(20_000));
+        assert_eq!(st.apply_owned(json!({})).unwrap()["r"], json!(20_000));
         let any = vec!["/a = 2"; 20_000].join(" or ");
         let st = statement(&format!("{{if '{any} or /a = 1' continue}}"));
-        assert!(st.apply(json!({"a": 1})).is_some());
+        assert!(st.apply_owned(json!({"a": 1})).is_some());
         let all = vec!["/a = 1"; 20_000].join(" and ");
         let st = statement(&format!("{{if '{all}' continue}}"));
-        assert!(st.apply(json!({"a": 1})).is_some());
-        assert!(st.apply(json!({"a": 2})).is_none());
+        assert!(st.apply_owned(json!({"a": 1})).is_some());
+        assert!(st.apply_owned(json!({"a": 2})).is_none());
     }
 
     #[test]
@@ -1045,7 +1072,7 @@ mod tests {
         ];
         for (cond, want) in cases {
             let st = statement(&format!("{{if '{cond}' continue}}"));
-            assert_eq!(st.apply(v.clone()).is_some(), want, "{cond}");
+            assert_eq!(st.apply_owned(v.clone()).is_some(), want, "{cond}");
         }
     }
 
@@ -1054,15 +1081,15 @@ mod tests {
         let st = statement(
             "{if '/p lt 50' set(/t, 1) elseif '/p gt 50' set(/t, 2) else set(/t, 0); set(/z, true);}",
         );
-        assert_eq!(st.apply(json!({"p": 10})).unwrap()["t"], json!(1));
-        assert_eq!(st.apply(json!({"p": 90})).unwrap()["t"], json!(2));
+        assert_eq!(st.apply_owned(json!({"p": 10})).unwrap()["t"], json!(1));
+        assert_eq!(st.apply_owned(json!({"p": 90})).unwrap()["t"], json!(2));
         assert_eq!(
-            st.apply(json!({"p": 50})).unwrap(),
+            st.apply_owned(json!({"p": 50})).unwrap(),
             json!({"p": 50, "t": 0, "z": true})
         );
         let st = statement("{if '/p lt 50' continue}");
-        assert_eq!(st.apply(json!({"p": 90})), None);
-        assert_eq!(st.apply(json!({"p": 9})), Some(json!({"p": 9})));
+        assert_eq!(st.apply_owned(json!({"p": 90})), None);
+        assert_eq!(st.apply_owned(json!({"p": 9})), Some(json!({"p": 9})));
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! directives, parsed from a clause and evaluated against a source path and value.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use serde_json::Value;
 
 use super::error::ViewSpecError;
 use super::lexer::{Clause, Lit, Span, span_of, text_of, trim};
 use super::pointer::JsonPointer;
-use crate::path::MAX_PATH_BYTES;
+use crate::path::{MAX_PATH_BYTES, TopicPath};
 
 /// One piece of a [`PathTemplate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,9 @@ pub enum TemplatePart {
 pub struct PathTemplate {
     text: String,
     parts: Vec<TemplatePart>,
+    /// For a template of constant text only, whether that text is a path a client may create,
+    /// decided once here rather than on every evaluation; `None` when the path is derived.
+    constant_path_valid: Option<bool>,
 }
 
 /// Which directives a template may use where it appears.
@@ -66,6 +70,13 @@ impl PathTemplate {
     /// The template's pieces in order.
     pub fn parts(&self) -> &[TemplatePart] {
         &self.parts
+    }
+
+    /// Whether `path`, one this template produced, is a path a client may create (not empty,
+    /// not too long or deep, no empty segment or control character, not reserved).
+    pub(crate) fn produces_valid(&self, path: &str) -> bool {
+        self.constant_path_valid
+            .unwrap_or_else(|| TopicPath::parse_user(path).is_ok())
     }
 
     /// True when the path depends on the source *value* (`scalar` or `expand`), so a value
@@ -163,9 +174,14 @@ impl PathTemplate {
         if in_first_segment && first_segment_constant {
             check_reserved(src, clause, context, &first_segment)?;
         }
+        let constant_path_valid = match parts.as_slice() {
+            [TemplatePart::Text(text)] => Some(TopicPath::parse_user(text).is_ok()),
+            _ => None,
+        };
         Ok(Self {
             text: src[clause.span.clone()].to_owned(),
             parts,
+            constant_path_valid,
         })
     }
 
@@ -181,10 +197,9 @@ impl PathTemplate {
         separator: Option<&str>,
         max: usize,
     ) -> Vec<(String, &'v Value)> {
-        let segments: Vec<&str> = source_path.split('/').collect();
         let mut out = Vec::new();
         let walker = Walker {
-            segments: &segments,
+            source_path,
             separator,
             max,
         };
@@ -400,7 +415,8 @@ pub(crate) fn parse_value_directive(
 pub(crate) fn scalar_text(value: &Value) -> Option<Cow<'_, str>> {
     match value {
         Value::String(s) => Some(Cow::Borrowed(s)),
-        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        // `arbitrary_precision`: the number's text as it came, which is what it displays as.
+        Value::Number(n) => Some(Cow::Borrowed(n.as_str())),
         Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         Value::Null => Some(Cow::Borrowed("null")),
         Value::Array(_) | Value::Object(_) => None,
@@ -408,16 +424,51 @@ pub(crate) fn scalar_text(value: &Value) -> Option<Cow<'_, str>> {
 }
 
 struct Walker<'s> {
-    segments: &'s [&'s str],
+    source_path: &'s str,
     separator: Option<&'s str>,
     /// Results wanted at most; one more is produced so the caller sees the limit was passed.
     max: usize,
 }
 
+/// `count` segments of `path` from the 0-based `start` (all the rest when `count` is `None`),
+/// with the `/` between them: a slice of `path`, so nothing is joined. `None` when the path
+/// does not have them all.
+fn segment_range(path: &str, start: usize, count: Option<usize>) -> Option<&str> {
+    let segments = path.split('/').count();
+    let end = match count {
+        Some(n) => start.saturating_add(n),
+        None => segments,
+    };
+    if start >= segments || end > segments {
+        return None;
+    }
+    if end <= start {
+        return Some("");
+    }
+    // Where each segment starts.
+    let mut starts = std::iter::once(0).chain(path.match_indices('/').map(|(at, _)| at + 1));
+    let from = starts.nth(start)?;
+    let to = if end == segments {
+        path.len()
+    } else {
+        starts.nth(end - start - 1)? - 1
+    };
+    path.get(from..to)
+}
+
 impl Walker<'_> {
     fn push_fragment(&self, built: &mut String, fragment: &str) {
         match self.separator {
-            Some(sep) => built.push_str(&fragment.replace('/', sep)),
+            Some(sep) => {
+                let mut pieces = fragment.split('/');
+                if let Some(first) = pieces.next() {
+                    built.push_str(first);
+                }
+                for piece in pieces {
+                    built.push_str(sep);
+                    built.push_str(piece);
+                }
+            }
             None => built.push_str(fragment),
         }
     }
@@ -436,14 +487,10 @@ impl Walker<'_> {
             match part {
                 TemplatePart::Text(text) => built.push_str(text),
                 TemplatePart::Path { start, count } => {
-                    let end = match count {
-                        Some(n) => start.saturating_add(*n),
-                        None => self.segments.len(),
-                    };
-                    if *start >= self.segments.len() || end > self.segments.len() {
-                        return;
+                    match segment_range(self.source_path, *start, *count) {
+                        Some(text) => built.push_str(text),
+                        None => return,
                     }
-                    built.push_str(&self.segments[*start..end].join("/"));
                 }
                 TemplatePart::Scalar(ptr) => match ptr.get(current).and_then(scalar_text) {
                     Some(text) => self.push_fragment(&mut built, &text),
@@ -458,8 +505,12 @@ impl Walker<'_> {
                             }
                         }
                         Some(Value::Array(items)) => {
+                            let mut index = String::new();
                             for (i, child) in items.iter().enumerate() {
-                                self.branch(rest, child, &built, &i.to_string(), key.as_ref(), out);
+                                index.clear();
+                                // Writing to a String cannot fail.
+                                let _ = write!(index, "{i}");
+                                self.branch(rest, child, &built, &index, key.as_ref(), out);
                             }
                         }
                         _ => {}
@@ -489,8 +540,30 @@ impl Walker<'_> {
             },
             None => Cow::Borrowed(name),
         };
-        let mut next = built.to_owned();
+        let mut next = String::with_capacity(built.len() + fragment.len() + 16);
+        next.push_str(built);
         self.push_fragment(&mut next, &fragment);
         self.walk(rest, child, next, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_ranges_are_the_joined_segments() {
+        for path in ["a", "a/b", "a/b/c/d", "x/yy/zzz", "é/ü/ß"] {
+            let segments: Vec<&str> = path.split('/').collect();
+            for start in 0..6usize {
+                for count in [None, Some(0), Some(1), Some(2), Some(3), Some(usize::MAX)] {
+                    let end = count.map_or(segments.len(), |n| start.saturating_add(n));
+                    let want = (start < segments.len() && end <= segments.len())
+                        .then(|| segments[start..end.max(start)].join("/"));
+                    let got = segment_range(path, start, count).map(str::to_owned);
+                    assert_eq!(got, want, "{path} {start} {count:?}");
+                }
+            }
+        }
     }
 }
