@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use json_patch::PatchOperation;
 use serde_json::Value;
 
+use super::budget::Budget;
 use super::pointer::ArrayWrite;
 use super::process::json_equal;
 use super::size::json_size;
@@ -28,8 +29,7 @@ struct Run<'a> {
     lookup: &'a dyn Fn(&str) -> Option<Value>,
     /// (insert number, other topic's path) → the part of its value that insert takes.
     found: HashMap<(usize, String), Found>,
-    limits: &'a EvalLimits,
-    bytes_left: usize,
+    budget: Budget,
 }
 
 /// See [`ViewSpec::evaluate`].
@@ -55,8 +55,7 @@ pub(crate) fn evaluate(
         source_path,
         lookup,
         found: HashMap::new(),
-        limits,
-        bytes_left: limits.max_output_bytes,
+        budget: Budget::new(limits.max_output_bytes),
     };
     let mut produced = Produced::default();
     let mut out: Vec<(String, ReferenceValue)> = Vec::with_capacity(branches.len());
@@ -64,14 +63,14 @@ pub(crate) fn evaluate(
         if produced.contains(&out, &path) || !spec.template.produces_valid(&path) {
             continue;
         }
-        let Some(value) = run.transform(current)? else {
+        let Some(value) = run.transform(current, &out)? else {
             continue;
         };
         let Some(value) = convert(value, topic_type) else {
             continue;
         };
         // Charged before a borrowed result is copied out of the source.
-        run.charge(json_size(&value) + path.len())?;
+        run.budget.charge(&value, &path, &out)?;
         produced.insert(&out, &path);
         out.push((
             path,
@@ -120,26 +119,16 @@ impl Produced {
 }
 
 impl Run<'_> {
-    fn too_large(&self) -> EvalError {
-        EvalError::TooLarge {
-            limit: self.limits.max_output_bytes,
-        }
-    }
-
-    /// Takes `bytes` from the budget, or fails when it is spent.
-    fn charge(&mut self, bytes: usize) -> Result<(), EvalError> {
-        self.bytes_left = self
-            .bytes_left
-            .checked_sub(bytes)
-            .ok_or_else(|| self.too_large())?;
-        Ok(())
-    }
-
     /// Transformations, inserts and `as`, for one expanded value; `Ok(None)`: no topic. The
     /// value is borrowed from the source until something changes it, so a view that only
     /// selects (`as`, `expand`, a `process` that decides nothing changes) copies no more than
     /// its result.
-    fn transform<'v>(&mut self, current: &'v Value) -> Result<Option<Cow<'v, Value>>, EvalError> {
+    /// `produced`: the results so far, for the byte budget.
+    fn transform<'v>(
+        &mut self,
+        current: &'v Value,
+        produced: &[(String, ReferenceValue)],
+    ) -> Result<Option<Cow<'v, Value>>, EvalError> {
         let mut value = Cow::Borrowed(current);
         for transformation in &self.spec.transformations {
             let changed = match transformation {
@@ -156,7 +145,7 @@ impl Run<'_> {
         // What this branch's inserts copy in: bounded by the budget before anything is copied.
         let mut inserted = 0;
         for (number, insert) in self.spec.inserts.iter().enumerate() {
-            value = self.apply_insert(number, insert, value, &mut inserted)?;
+            value = self.apply_insert(number, insert, value, &mut inserted, produced)?;
         }
         if let Some(ptr) = &self.spec.options.value_pointer {
             value = match value {
@@ -173,6 +162,7 @@ impl Run<'_> {
         insert: &Insert,
         value: Cow<'v, Value>,
         inserted: &mut usize,
+        produced: &[(String, ReferenceValue)],
     ) -> Result<Cow<'v, Value>, EvalError> {
         let separator = self.spec.options.separator.as_deref();
         let path = insert
@@ -210,11 +200,7 @@ impl Run<'_> {
         };
         // Checked before anything is copied.
         *inserted += size;
-        if *inserted > self.bytes_left {
-            return Err(EvalError::TooLarge {
-                limit: self.limits.max_output_bytes,
-            });
-        }
+        self.budget.check_fits(*inserted, produced)?;
         // A write that fails leaves the value as it was.
         let mut updated = value.into_owned();
         let _ = insert

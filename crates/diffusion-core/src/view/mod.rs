@@ -145,6 +145,7 @@ use serde_json::Value;
 use crate::selector::Selector;
 use crate::topic::TopicType;
 
+mod budget;
 mod error;
 mod evaluate;
 mod file;
