@@ -108,16 +108,24 @@ impl Outbox {
             self.queue(frames.iter().map(|f| (*f).clone()), limits);
             return self.state();
         }
-        scratch.clear();
-        frame::pack(frames.iter().copied(), limits.max_frame_bytes, scratch);
-        let written = match write_all_or_some(sink, scratch) {
+        let segments: &[Bytes] = match frames {
+            // The common case: written from the shared frame as it is (no reference taken, so
+            // fan-out threads do not contend on its count).
+            [one] => std::slice::from_ref(one.bytes()),
+            _ => {
+                scratch.clear();
+                frame::pack(frames.iter().copied(), limits.max_frame_bytes, scratch);
+                scratch
+            }
+        };
+        let written = match write_all_or_some(sink, segments) {
             Ok(n) => n,
             Err(_) => {
                 self.close();
                 return Outcome::Closed;
             }
         };
-        self.keep_unwritten(scratch, written);
+        self.keep_unwritten(segments, written);
         self.check_bound(limits);
         self.state()
     }
