@@ -161,6 +161,14 @@ pub struct LingeringStream {
 }
 
 impl LingeringStream {
+    /// The socket, shared: for a server that writes to it from several threads without
+    /// waiting (`try_write`, `poll_write_ready`) once the connection has left HTTP.
+    pub fn tcp(&self) -> io::Result<&TcpStream> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
     fn stream(&mut self) -> io::Result<&mut TcpStream> {
         self.inner
             .as_mut()

@@ -237,9 +237,12 @@ impl Op {
     }
 }
 
-/// The locked tree; records how long the lock was held when it is released.
+/// The locked tree; records how long the lock was held when it is released. Sessions the
+/// operation queued for are flushed onto their sockets right after the lock is released:
+/// `flush` is dropped after `tree` (fields drop in order), so no write happens under the lock.
 struct TreeGuard<'a> {
     tree: MutexGuard<'a, Tree>,
+    _flush: crate::direct::FlushScope,
     since: Instant,
     metrics: &'a Metrics,
 }
@@ -423,6 +426,7 @@ impl Engine {
         let tree = self.tree.lock().unwrap_or_else(PoisonError::into_inner);
         TreeGuard {
             tree,
+            _flush: crate::direct::FlushScope::open(),
             since: Instant::now(),
             metrics: &self.metrics,
         }
@@ -523,7 +527,7 @@ impl Engine {
         &self,
         topic: &Topic,
         session: SessionId,
-        outbound: &SessionOutbound,
+        outbound: &Arc<SessionOutbound>,
         notice: &Bytes,
         op: &mut Op,
     ) {

@@ -17,16 +17,17 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
 use crate::ServerContext;
+use crate::upgrade::WsUpgrade;
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -188,21 +189,24 @@ async fn dashboard_file(State(state): State<AppState>, request: Request) -> Resp
     serve_file(&state, request).await
 }
 
-fn upgrade(
-    state: AppState,
-    upgrade: WebSocketUpgrade,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> Response {
-    if let Some(why) = refusal(&state.ctx, peer, headers) {
+fn upgrade(state: AppState, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>().copied() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if let Some(why) = refusal(&state.ctx, peer, &parts.headers) {
         tracing::info!(%peer, why = why.trim_end(), "WebSocket upgrade refused");
         return (StatusCode::FORBIDDEN, why).into_response();
     }
+    let upgrade = match WsUpgrade::from_parts(&mut parts) {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
     let config = &state.ctx.config;
     let transport_limit = config.transport_max_message_bytes();
-    upgrade
-        .max_message_size(transport_limit)
-        .max_frame_size(transport_limit)
+    let websocket = WebSocketConfig::default()
+        .max_message_size(Some(transport_limit))
+        .max_frame_size(Some(transport_limit))
         // tungstenite zero-fills its whole read buffer on every read, so its 128 KiB default
         // costs 128 KiB of resident memory per connection; client requests are small, and a
         // large one grows the buffer as needed.
@@ -211,25 +215,21 @@ fn upgrade(
         // go straight to the socket instead of collecting in a second buffer.
         .write_buffer_size(0)
         // Bounds what waits unsent, pongs to a ping flood included (see Config).
-        .max_write_buffer_size(config.max_write_buffer_bytes())
-        .on_upgrade(move |socket| {
-            crate::session::run(
-                socket,
-                state.ctx,
-                state.shutdown,
-                state.sessions_done,
-                peer.ip().to_canonical(),
-            )
-        })
+        .max_write_buffer_size(config.max_write_buffer_bytes());
+    upgrade.respond(websocket, move |socket, direct| {
+        crate::session::run(
+            socket,
+            direct,
+            state.ctx,
+            state.shutdown,
+            state.sessions_done,
+            peer.ip().to_canonical(),
+        )
+    })
 }
 
-async fn websocket(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
-    upgrade(state, ws, peer, &headers)
+async fn websocket(State(state): State<AppState>, request: Request) -> Response {
+    upgrade(state, request)
 }
 
 fn wants_websocket(request: &Request) -> bool {
@@ -243,15 +243,7 @@ fn wants_websocket(request: &Request) -> bool {
 /// `/`: a WebSocket upgrade when asked for (so `ws://host:8080` works), else the dashboard.
 async fn root(State(state): State<AppState>, request: Request) -> Response {
     if wants_websocket(&request) {
-        let (mut parts, _body) = request.into_parts();
-        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>().copied()
-        else {
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        };
-        return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-            Ok(ws) => upgrade(state, ws, peer, &parts.headers),
-            Err(rejection) => rejection.into_response(),
-        };
+        return upgrade(state, request);
     }
     serve_file(&state, request).await
 }

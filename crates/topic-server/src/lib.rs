@@ -37,6 +37,7 @@
 pub mod bench_support;
 mod cluster;
 mod config;
+mod direct;
 mod engine;
 mod http;
 mod liveness;
@@ -48,6 +49,7 @@ mod session;
 mod stats;
 mod subscriptions;
 mod topics;
+mod upgrade;
 mod views;
 
 use std::net::SocketAddr;

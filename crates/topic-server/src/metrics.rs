@@ -54,6 +54,10 @@ fn handle() -> &'static PrometheusHandle {
             "WebSocket payload bytes written to sessions."
         );
         describe_counter!(
+            "topic_server_socket_writes_total",
+            "Batches of frames written to sessions' sockets: path=direct by the thread that produced them, path=writer by the session's writer task (TLS, or a socket that was not taking more)."
+        );
+        describe_counter!(
             "topic_server_sessions_closed_total",
             "Sessions closed, by reason."
         );
@@ -172,6 +176,10 @@ pub(crate) struct Metrics {
     pub messages_out: Counter,
     /// Payload bytes written to clients.
     pub bytes_out: Counter,
+    /// Writes made straight onto a session's socket by the thread that produced them.
+    pub direct_writes: Counter,
+    /// Batches written by a session's writer task.
+    pub writer_writes: Counter,
     /// Pushes that conflated a queue over its limit.
     pub conflations: Counter,
     /// Subscriptions ended by back pressure.
@@ -216,6 +224,8 @@ impl Metrics {
             updates_in: counter!("topic_server_updates_in_total"),
             messages_out: counter!("topic_server_messages_out_total"),
             bytes_out: counter!("topic_server_bytes_out_total"),
+            direct_writes: counter!("topic_server_socket_writes_total", "path" => "direct"),
+            writer_writes: counter!("topic_server_socket_writes_total", "path" => "writer"),
             conflations: counter!("topic_server_conflations_total"),
             back_pressure_unsubscriptions: counter!(
                 "topic_server_back_pressure_unsubscriptions_total"

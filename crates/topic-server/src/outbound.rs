@@ -23,14 +23,17 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
 use diffusion_core::conflation::{PushOutcome, QueueLimitReached, SessionQueue, TopicUpdate};
 use diffusion_core::protocol::pack_sequenced_frames;
 use futures_util::{Sink, SinkExt};
 use service_kit::outbound::{self, Drain, WriterEnd};
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
+use crate::direct::{self, DirectSocket, RawFrame};
 use crate::metrics::Metrics;
 
 /// Why a connection ends; decides the close frame, whether queued messages are still sent,
@@ -281,6 +284,22 @@ struct State {
     resend: VecDeque<(u64, Bytes)>,
     /// Version 2: numbering and recovery buffer.
     replay: Option<ReplayLog>,
+    /// The writer task holds a batch it has taken and not finished writing: until it has, no
+    /// direct flush may take the queue (its bytes would overtake the batch).
+    writer_busy: bool,
+    /// Bytes wait in the socket's `unsent` buffer: the writer task must write them out.
+    flush_pending: bool,
+    /// The socket of the connection serving the session, when it takes direct writes.
+    direct: Option<Arc<DirectWriter>>,
+}
+
+/// What a direct flush needs to write a session's queue onto its connection's socket.
+pub(crate) struct DirectWriter {
+    /// The connection generation the socket belongs to.
+    generation: u64,
+    socket: Arc<DirectSocket>,
+    max_frame_bytes: usize,
+    metrics: Metrics,
 }
 
 impl State {
@@ -370,6 +389,9 @@ impl SessionOutbound {
                 preamble: Vec::new(),
                 resend: VecDeque::new(),
                 replay: None,
+                writer_busy: false,
+                flush_pending: false,
+                direct: None,
             }),
             last_heard: AtomicU64::new(0),
             data_ready: Notify::new(),
@@ -386,7 +408,7 @@ impl SessionOutbound {
     /// Runs one push on the queue. Hitting the limit closes the session with
     /// [`CloseReason::QueueLimit`] and reports it, once; a closing session takes nothing.
     fn push_with(
-        &self,
+        self: &Arc<Self>,
         push: impl FnOnce(&mut SessionQueue) -> Result<PushOutcome, QueueLimitReached>,
     ) -> Result<PushOutcome, PushError> {
         let mut state = self.lock();
@@ -399,10 +421,12 @@ impl SessionOutbound {
                 let queued = state.queue.queued_bytes();
                 state.peak_bytes = state.peak_bytes.max(queued);
                 let wake = was_empty && state.has_output() && state.attached;
+                let direct = state.direct.is_some();
                 drop(state);
                 // The writer drains everything it finds, so only the first message of a batch
-                // needs to wake it.
-                if wake {
+                // needs to wake it — or, on a socket that takes direct writes, to be flushed
+                // once the engine operation under way has released its lock.
+                if wake && !(direct && direct::defer(self)) {
                     self.data_ready.notify_waiters();
                 }
                 Ok(outcome)
@@ -417,14 +441,14 @@ impl SessionOutbound {
     }
 
     /// Queues a reply or notice (never merged with anything).
-    pub fn push_control(&self, message: Bytes) -> Result<PushOutcome, PushError> {
+    pub fn push_control(self: &Arc<Self>, message: Bytes) -> Result<PushOutcome, PushError> {
         self.push_with(|q| q.push_control(message))
     }
 
     /// Queues the value a newly subscribed session starts from (`None`: the topic has no
     /// value yet), resetting what the queue believes the session holds for that topic.
     pub fn push_initial(
-        &self,
+        self: &Arc<Self>,
         topic: u64,
         update: Option<&Arc<TopicUpdate>>,
     ) -> Result<PushOutcome, PushError> {
@@ -433,7 +457,10 @@ impl SessionOutbound {
 
     /// Queues a topic update: the queue picks the shared delta or the full value, and applies
     /// the topic's conflation policy.
-    pub fn push_update(&self, update: &Arc<TopicUpdate>) -> Result<PushOutcome, PushError> {
+    pub fn push_update(
+        self: &Arc<Self>,
+        update: &Arc<TopicUpdate>,
+    ) -> Result<PushOutcome, PushError> {
         self.push_with(|q| q.push_update(update))
     }
 
@@ -620,6 +647,88 @@ impl SessionOutbound {
             .collect()
     }
 
+    /// From now on the connection of `generation` takes direct writes on `socket`.
+    pub fn attach_direct(
+        &self,
+        generation: u64,
+        socket: Arc<DirectSocket>,
+        max_frame_bytes: usize,
+        metrics: Metrics,
+    ) {
+        let mut state = self.lock();
+        if state.generation == generation {
+            state.direct = Some(Arc::new(DirectWriter {
+                generation,
+                socket,
+                max_frame_bytes,
+                metrics,
+            }));
+        }
+    }
+
+    /// The connection of `generation` is done writing: the session lets go of its socket
+    /// (so that it closes once the connection's tasks have).
+    pub fn release_direct(&self, generation: u64) {
+        let mut state = self.lock();
+        if state
+            .direct
+            .as_ref()
+            .is_some_and(|d| d.generation == generation)
+        {
+            state.direct = None;
+        }
+    }
+
+    /// Writes what is queued straight onto the connection's socket, when it takes direct
+    /// writes and the writer task holds nothing; what the socket does not take now, or a
+    /// session that cannot be flushed here, is left to the writer task (woken).
+    pub fn flush(&self) {
+        let Some(direct) = self.lock().direct.clone() else {
+            self.data_ready.notify_waiters();
+            return;
+        };
+        let written = {
+            let mut unsent = direct.socket.lock_unsent();
+            let mut state = self.lock();
+            let usable = state.generation == direct.generation
+                && state.attached
+                && state.close.is_none()
+                && !state.writer_busy;
+            if !usable || !unsent.is_empty() {
+                state.flush_pending |= usable;
+                drop(state);
+                drop(unsent);
+                self.data_ready.notify_waiters();
+                return;
+            }
+            if !state.has_output() {
+                return;
+            }
+            let output = state.take_output();
+            drop(state);
+            let mut frames = Vec::with_capacity(output.len().min(8));
+            pack_into(output, direct.max_frame_bytes, &direct.metrics, |frame| {
+                frames.push(match frame {
+                    Frame::Text(bytes) => RawFrame::text(bytes),
+                    Frame::Ping => RawFrame::ping(),
+                });
+            });
+            direct.metrics.direct_writes.increment(1);
+            direct.socket.write_frames(&mut unsent, &frames)
+        };
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                self.lock().flush_pending = true;
+                self.data_ready.notify_waiters();
+            }
+            Err(error) => {
+                tracing::debug!(%error, "direct write failed; closing session");
+                self.close(CloseReason::ConnectionLost);
+            }
+        }
+    }
+
     fn begin_close(state: &mut State, reason: CloseReason) {
         state.close = Some(reason);
         if reason.discards_queue() && !state.resumable(reason) {
@@ -675,6 +784,8 @@ impl SessionOutbound {
                 if state.generation != generation {
                     return Step::Close(Vec::new(), CloseReason::Replaced);
                 }
+                // The writer comes back for more once its last batch is written.
+                state.writer_busy = false;
                 if let Some(reason) = state.close {
                     // A version-2 session that outlives this connection keeps its queue
                     // for the connection that resumes it.
@@ -683,9 +794,14 @@ impl SessionOutbound {
                     } else {
                         state.take_output()
                     };
+                    state.writer_busy = true;
                     return Step::Close(due, reason);
                 }
-                if state.has_output() {
+                // Possibly nothing new, when only bytes a direct flush left unsent wait: the
+                // writer's flush writes them once the socket takes them.
+                if state.has_output() || state.flush_pending {
+                    state.flush_pending = false;
+                    state.writer_busy = true;
                     return Step::Send(state.take_output());
                 }
             }
@@ -739,18 +855,24 @@ fn take_into(batch: &mut Vec<Outgoing>, entries: Vec<Outgoing>) {
     }
 }
 
-/// Packs runs of messages into frames (a ping between them stays in its place) and counts them.
-/// Takes the entries' vector, leaving an unallocated one.
-fn pack(
-    entries: &mut Vec<Outgoing>,
-    frames: &mut Vec<Message>,
+/// One frame's content, before the WebSocket layer (or a direct write) frames it.
+enum Frame {
+    Text(Bytes),
+    Ping,
+}
+
+/// Packs runs of messages into frames (a ping between them stays in its place), counts them,
+/// and hands each frame to `emit`, in order.
+fn pack_into(
+    entries: Vec<Outgoing>,
     max_frame_bytes: usize,
     metrics: &Metrics,
+    mut emit: impl FnMut(Frame),
 ) {
     let mut messages = 0u64;
     let mut bytes = 0u64;
     let mut run = Vec::with_capacity(entries.len());
-    let mut entries = std::mem::take(entries).into_iter().peekable();
+    let mut entries = entries.into_iter().peekable();
     while entries.peek().is_some() {
         let mut ping = false;
         for entry in entries.by_ref() {
@@ -765,19 +887,50 @@ fn pack(
         messages += run.len() as u64;
         for frame in pack_sequenced_frames(run.drain(..), max_frame_bytes) {
             bytes += frame.len() as u64;
-            match Utf8Bytes::try_from(frame) {
-                Ok(text) => frames.push(Message::Text(text)),
-                // Every message is compact JSON from serde, so this cannot happen; never send a
-                // broken text frame if it somehow does.
-                Err(error) => tracing::error!(%error, "dropping a frame that is not UTF-8"),
-            }
+            emit(Frame::Text(frame));
         }
         if ping {
-            frames.push(Message::Ping(Bytes::new()));
+            emit(Frame::Ping);
         }
     }
     metrics.messages_out.increment(messages);
     metrics.bytes_out.increment(bytes);
+}
+
+/// [`pack_into`] as WebSocket messages, for the writer task. Takes the entries' vector,
+/// leaving an unallocated one.
+fn pack(
+    entries: &mut Vec<Outgoing>,
+    frames: &mut Vec<Message>,
+    max_frame_bytes: usize,
+    metrics: &Metrics,
+) {
+    pack_into(
+        std::mem::take(entries),
+        max_frame_bytes,
+        metrics,
+        |frame| match frame {
+            Frame::Text(bytes) => match Utf8Bytes::try_from(bytes) {
+                Ok(text) => frames.push(Message::Text(text)),
+                // Every message is compact JSON from serde, so this cannot happen; never send
+                // a broken text frame if it somehow does.
+                Err(error) => tracing::error!(%error, "dropping a frame that is not UTF-8"),
+            },
+            Frame::Ping => frames.push(Message::Ping(Bytes::new())),
+        },
+    );
+}
+
+/// Lets go of a connection's socket when its writer ends.
+struct ReleaseDirect<'a> {
+    outbound: &'a SessionOutbound,
+    generation: u64,
+}
+
+impl Drop for ReleaseDirect<'_> {
+    fn drop(&mut self) {
+        self.outbound.release_direct(self.generation);
+    }
 }
 
 /// The per-connection writer task: `service_kit`'s batching writer (take everything queued,
@@ -792,14 +945,20 @@ pub(crate) async fn run_writer<S>(
     metrics: Metrics,
 ) -> Option<S>
 where
-    S: Sink<Message, Error = axum::Error> + Unpin + Send,
+    S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin + Send,
 {
+    // However the writer ends, the session stops writing directly to this connection's socket.
+    let _released = ReleaseDirect {
+        outbound: &outbound,
+        generation,
+    };
     let mut drain = ConnectionDrain {
         outbound: Arc::clone(&outbound),
         generation,
     };
     let mut batch = Vec::new();
     let packer = |entries: &mut Vec<Outgoing>, frames: &mut Vec<Message>| {
+        metrics.writer_writes.increment(1);
         pack(entries, frames, max_frame_bytes, &metrics);
     };
     let reason = match outbound::run_writer(&mut sink, &mut drain, &mut batch, packer).await {
@@ -821,7 +980,7 @@ where
     let result = match reason.close_frame() {
         Some((code, text)) => {
             sink.send(Message::Close(Some(CloseFrame {
-                code,
+                code: code.into(),
                 reason: Utf8Bytes::from(text),
             })))
             .await
@@ -851,7 +1010,7 @@ mod tests {
 
     #[test]
     fn limit_closes_once_and_discards_backlog() {
-        let out = SessionOutbound::new(10);
+        let out = Arc::new(SessionOutbound::new(10));
         out.push_control(bytes(6)).unwrap();
         assert!(matches!(
             out.push_control(bytes(6)),
@@ -865,7 +1024,7 @@ mod tests {
 
     #[test]
     fn graceful_close_keeps_queued_replies() {
-        let out = SessionOutbound::new(100);
+        let out = Arc::new(SessionOutbound::new(100));
         out.push_control(bytes(5)).unwrap();
         assert!(out.close(CloseReason::MessageTooLarge));
         assert_eq!(out.lock().queue.len(), 1);
@@ -873,7 +1032,7 @@ mod tests {
 
     #[test]
     fn peak_is_a_high_water_mark() {
-        let out = SessionOutbound::new(1000);
+        let out = Arc::new(SessionOutbound::new(1000));
         out.push_control(pong(1)).unwrap();
         out.push_control(pong(2)).unwrap();
         let two = out.queued_bytes();
@@ -885,7 +1044,7 @@ mod tests {
 
     #[tokio::test]
     async fn next_step_sees_data_then_close() {
-        let out = SessionOutbound::new(100);
+        let out = Arc::new(SessionOutbound::new(100));
         out.push_control(bytes(3)).unwrap();
         out.push_control(bytes(4)).unwrap();
         match out.next_step(0).await {
@@ -922,7 +1081,7 @@ mod tests {
 
     #[tokio::test]
     async fn version_2_numbers_messages_after_connected() {
-        let out = SessionOutbound::new(1000);
+        let out = Arc::new(SessionOutbound::new(1000));
         out.push_control(pong(1)).unwrap(); // a reply during the handshake
         out.start_numbering(Bytes::from_static(b"{\"type\":\"connected\"}"), 1000);
         out.push_control(pong(2)).unwrap();
@@ -949,7 +1108,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_resumed_session_resends_what_was_not_processed_then_the_queue() {
-        let out = SessionOutbound::new(1000);
+        let out = Arc::new(SessionOutbound::new(1000));
         out.start_numbering(Bytes::from_static(b"{}"), 1000);
         for cid in 1..=3 {
             out.push_control(pong(cid)).unwrap();
@@ -979,7 +1138,7 @@ mod tests {
 
     #[test]
     fn a_gap_and_an_ended_session_cannot_be_resumed() {
-        let out = SessionOutbound::new(1000);
+        let out = Arc::new(SessionOutbound::new(1000));
         // A recovery buffer of 30 bytes holds one pong at a time.
         out.start_numbering(Bytes::from_static(b"{}"), 30);
         for cid in 1..=3 {
@@ -999,7 +1158,7 @@ mod tests {
 
     #[test]
     fn version_1_sessions_do_not_survive_their_connection() {
-        let out = SessionOutbound::new(1000);
+        let out = Arc::new(SessionOutbound::new(1000));
         out.close(CloseReason::ConnectionLost);
         assert!(!out.detach(0));
         assert_eq!(out.push_control(pong(1)), Err(PushError::Closing));

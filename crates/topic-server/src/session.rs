@@ -23,8 +23,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::ws::CloseFrame;
-use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use diffusion_core::protocol::{
     ClientMessage, DecodeError, ErrorCode, PROTOCOL_VERSION, PROTOCOL_VERSION_1, Resume,
@@ -38,16 +36,21 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::ServerContext;
+use crate::direct::DirectSocket;
 use crate::engine::{Caller, OpError, Proposal};
 use crate::metrics::Metrics;
 use crate::outbound::{CloseReason, RecoveryRefusal, SessionOutbound, run_writer};
 use crate::resumable::{self, ResumableSession};
 use crate::security::{AuthError, Identity, Presented};
 use crate::subscriptions::SessionId;
+use crate::upgrade::WebSocket;
 
 /// How long a closing session may take to get its last bytes and close frame out (a client
 /// that has stopped reading may never take them).
@@ -199,14 +202,16 @@ impl Session {
                 // Code 1000 (or none) ends the session; any other close means the client
                 // intends to come back and resume it.
                 let reason = match frame {
-                    Some(CloseFrame { code, .. }) if code != 1000 => CloseReason::ClientDropped,
+                    Some(CloseFrame { code, .. }) if code != CloseCode::Normal => {
+                        CloseReason::ClientDropped
+                    }
                     _ => CloseReason::ClientClosed,
                 };
                 self.outbound.close(reason);
                 Flow::Close
             }
-            // The WebSocket layer answers pings itself.
-            Message::Ping(_) | Message::Pong(_) => Flow::Continue,
+            // The WebSocket layer answers pings itself; raw frames are never read.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Flow::Continue,
         }
     }
 
@@ -619,11 +624,10 @@ impl Incoming {
 }
 
 /// What a read error means for the close.
-fn read_error_close(error: axum::Error) -> Option<CloseReason> {
-    let error = error.into_inner();
-    match error.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => Some(CloseReason::MessageTooLarge),
-        Some(tungstenite::Error::Utf8(_)) => Some(CloseReason::InvalidPayload),
+fn read_error_close(error: &tungstenite::Error) -> Option<CloseReason> {
+    match error {
+        tungstenite::Error::Capacity(_) => Some(CloseReason::MessageTooLarge),
+        tungstenite::Error::Utf8(_) => Some(CloseReason::InvalidPayload),
         _ => None,
     }
 }
@@ -665,6 +669,7 @@ fn rate_wait(limiter: Option<&DefaultDirectRateLimiter>) -> Option<Duration> {
 /// the server can wait for every session at shutdown.
 pub(crate) async fn run(
     socket: WebSocket,
+    direct: Option<Arc<DirectSocket>>,
     ctx: Arc<ServerContext>,
     shutdown: CancellationToken,
     _done: mpsc::Sender<()>,
@@ -673,19 +678,30 @@ pub(crate) async fn run(
     let id = ctx.next_session_id();
     let name = ctx.session_name(id);
     let span = tracing::info_span!("session", session = %name);
-    run_session(socket, ctx, shutdown, id, name, peer)
+    run_session(socket, direct, ctx, shutdown, id, name, peer)
         .instrument(span)
         .await;
 }
 
 type Writer = tokio::task::JoinHandle<Option<SplitSink<WebSocket, Message>>>;
 
+/// Starts the writer task of `generation` on `sink`; on a plain-TCP connection the session
+/// also writes directly to `direct` from now on.
 fn spawn_writer(
     sink: SplitSink<WebSocket, Message>,
+    direct: Option<&Arc<DirectSocket>>,
     outbound: &Arc<SessionOutbound>,
     generation: u64,
     ctx: &ServerContext,
 ) -> Writer {
+    if let Some(socket) = direct {
+        outbound.attach_direct(
+            generation,
+            Arc::clone(socket),
+            ctx.config.max_frame_bytes,
+            ctx.metrics.clone(),
+        );
+    }
     tokio::spawn(
         run_writer(
             sink,
@@ -700,6 +716,7 @@ fn spawn_writer(
 
 async fn run_session(
     socket: WebSocket,
+    direct: Option<Arc<DirectSocket>>,
     ctx: Arc<ServerContext>,
     shutdown: CancellationToken,
     id: SessionId,
@@ -710,7 +727,7 @@ async fn run_session(
     let _counted = Counted::new(metrics.clone());
     let outbound = Arc::new(SessionOutbound::new(ctx.config.queue_limit_bytes));
     let (sink, mut stream) = socket.split();
-    let mut writer = spawn_writer(sink, &outbound, 0, &ctx);
+    let mut writer = spawn_writer(sink, direct.as_ref(), &outbound, 0, &ctx);
     let mut session = Session {
         connection: id,
         id,
@@ -837,7 +854,13 @@ async fn run_session(
                                 session.adopt(resumed, generation);
                                 return Box::pin(session.finish(None, &shutdown, &mut stream)).await;
                             };
-                            writer = spawn_writer(sink, &resumed.outbound, generation, &ctx);
+                            writer = spawn_writer(
+                                sink,
+                                direct.as_ref(),
+                                &resumed.outbound,
+                                generation,
+                                &ctx,
+                            );
                             ctx.liveness.watch(session.connection, Arc::clone(&resumed.outbound), true);
                             session.adopt(resumed, generation);
                         }
@@ -845,7 +868,7 @@ async fn run_session(
                 }
                 Some(Err(error)) => {
                     let text = error.to_string();
-                    match read_error_close(error) {
+                    match read_error_close(&error) {
                         Some(CloseReason::MessageTooLarge) => {
                             session.too_large(None);
                         }

@@ -1,0 +1,544 @@
+//! Direct writes: a session's messages go onto its socket from the thread that produced them.
+//!
+//! The usual path for a message is queue → wake the session's writer task → the writer packs
+//! and writes. At a modest rate per session (one message per frame) that path costs a task
+//! wake-up, a scheduler round and a copy into the WebSocket layer's buffer for every delivery,
+//! more than the write itself. So on a plain-TCP connection the socket is shared
+//! ([`DirectSocket`]) and an engine operation flushes the sessions it queued for as soon as it
+//! has released the engine lock ([`FlushScope`]): each takes its queue and writes the frames
+//! with one non-blocking `writev`. Only when the socket cannot take everything does the writer
+//! task come in, to write the rest once the socket is writable. A fan-out to many sessions is
+//! split across threads ([`flush_all`]).
+//!
+//! Order is kept by one rule: bytes reach the socket only under its `unsent` lock, as whole
+//! frames, after whatever is already waiting there. The WebSocket layer's own writes (pongs,
+//! the answer to a close) go through the same lock ([`ConnIo`]), and a session's queue is only
+//! taken by a direct flush while its writer task has nothing in hand (see `outbound`).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use service_kit::http_server::LingeringStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::outbound::SessionOutbound;
+
+/// Most bytes the WebSocket layer's own writes may leave waiting on a socket that does not
+/// take them (a client flooding pings it never reads the pongs of); beyond this its writes wait.
+const MAX_UNSENT_BYTES: usize = 1024 * 1024;
+
+/// Most buffers handed to one `writev` (Linux accepts 1,024).
+const MAX_IOVECS: usize = 512;
+
+/// Writes up to this many bytes are copied into one buffer on the stack and sent whole.
+const CONTIGUOUS_WRITE_MAX: usize = 2048;
+
+/// A fan-out to at least this many sessions is split across the flush threads.
+const PARALLEL_FLUSH_MIN: usize = 1024;
+
+/// One frame ready for the socket: its header (built here) and its payload (shared).
+#[derive(Debug, Clone)]
+pub(crate) struct RawFrame {
+    header: [u8; 10],
+    header_len: u8,
+    payload: Bytes,
+}
+
+impl RawFrame {
+    /// A text frame carrying `payload` (server frames are not masked).
+    pub fn text(payload: Bytes) -> Self {
+        Self::new(0x1, payload)
+    }
+
+    /// A ping with no payload.
+    pub fn ping() -> Self {
+        Self::new(0x9, Bytes::new())
+    }
+
+    fn new(opcode: u8, payload: Bytes) -> Self {
+        let mut header = [0u8; 10];
+        header[0] = 0x80 | opcode;
+        let len = payload.len();
+        let header_len = if len < 126 {
+            header[1] = len as u8;
+            2
+        } else if let Ok(short) = u16::try_from(len) {
+            header[1] = 126;
+            header[2..4].copy_from_slice(&short.to_be_bytes());
+            4
+        } else {
+            header[1] = 127;
+            header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        };
+        Self {
+            header,
+            header_len,
+            payload,
+        }
+    }
+
+    fn header(&self) -> &[u8] {
+        &self.header[..usize::from(self.header_len)]
+    }
+
+    /// Header and payload length together.
+    pub fn len(&self) -> usize {
+        usize::from(self.header_len) + self.payload.len()
+    }
+}
+
+/// Bytes accepted for the socket that it has not taken yet, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Unsent {
+    parts: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Unsent {
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn push(&mut self, part: Bytes) {
+        if !part.is_empty() {
+            self.bytes += part.len();
+            self.parts.push_back(part);
+        }
+    }
+
+    /// Drops the first `n` bytes (written).
+    fn advance(&mut self, mut n: usize) {
+        self.bytes -= n.min(self.bytes);
+        while n > 0 {
+            let Some(front) = self.parts.front_mut() else {
+                return;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                self.parts.pop_front();
+            } else {
+                let rest = front.slice(n..);
+                *front = rest;
+                return;
+            }
+        }
+    }
+
+    /// Keeps the parts of `frames` from byte `written` on (the socket took the rest).
+    fn keep_after(&mut self, frames: &[RawFrame], mut written: usize) {
+        for frame in frames {
+            let header = frame.header();
+            if written >= header.len() {
+                written -= header.len();
+            } else {
+                self.push(Bytes::copy_from_slice(&header[written..]));
+                written = 0;
+            }
+            if written >= frame.payload.len() {
+                written -= frame.payload.len();
+            } else {
+                self.push(frame.payload.slice(written..));
+                written = 0;
+            }
+        }
+    }
+}
+
+/// A plain-TCP WebSocket connection's socket, shared by its reader, its writer task and every
+/// thread that flushes the session directly.
+pub(crate) struct DirectSocket {
+    stream: LingeringStream,
+    unsent: Mutex<Unsent>,
+}
+
+impl DirectSocket {
+    /// Shares `stream`.
+    pub fn new(stream: LingeringStream) -> Arc<Self> {
+        Arc::new(Self {
+            stream,
+            unsent: Mutex::new(Unsent::default()),
+        })
+    }
+
+    /// The write lock: whoever holds it may put bytes on the socket, after what waits.
+    pub fn lock_unsent(&self) -> MutexGuard<'_, Unsent> {
+        // Every critical section leaves `Unsent` consistent, so a poisoned lock is usable.
+        self.unsent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes `frames` without waiting, under the held write lock: what the socket does not
+    /// take now waits in `unsent` for the writer task. Returns whether everything went.
+    pub fn write_frames(&self, unsent: &mut Unsent, frames: &[RawFrame]) -> io::Result<bool> {
+        if !unsent.is_empty() {
+            unsent.keep_after(frames, 0);
+            return Ok(false);
+        }
+        let tcp = self.stream.tcp()?;
+        // Small writes (one update to a session keeping up, the common case) are copied into
+        // one buffer and sent with `send`: cheaper for the kernel than `writev`, which also
+        // takes the file's position lock.
+        let total: usize = frames.iter().map(RawFrame::len).sum();
+        if total <= CONTIGUOUS_WRITE_MAX {
+            let mut buffer = [0u8; CONTIGUOUS_WRITE_MAX];
+            let mut at = 0;
+            for frame in frames {
+                for part in [frame.header(), &frame.payload[..]] {
+                    buffer[at..at + part.len()].copy_from_slice(part);
+                    at += part.len();
+                }
+            }
+            let written = match tcp.try_write(&buffer[..total]) {
+                Ok(n) => n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(error) => return Err(error),
+            };
+            if written < total {
+                unsent.keep_after(frames, written);
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+        let mut start = 0;
+        while start < frames.len() {
+            let end = (start + MAX_IOVECS / 2).min(frames.len());
+            let chunk = &frames[start..end];
+            let mut slices = Vec::with_capacity(chunk.len() * 2);
+            for frame in chunk {
+                slices.push(IoSlice::new(frame.header()));
+                if !frame.payload.is_empty() {
+                    slices.push(IoSlice::new(&frame.payload));
+                }
+            }
+            let total: usize = chunk.iter().map(RawFrame::len).sum();
+            let written = match tcp.try_write_vectored(&slices) {
+                Ok(n) => n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(error) => return Err(error),
+            };
+            if written < total {
+                unsent.keep_after(chunk, written);
+                unsent.keep_after(&frames[end..], 0);
+                return Ok(false);
+            }
+            start = end;
+        }
+        Ok(true)
+    }
+
+    /// Writes what waits until it is all gone (or the socket is not writable: then the task
+    /// is woken when it is).
+    fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let tcp = self.stream.tcp()?;
+        let mut unsent = self.lock_unsent();
+        while !unsent.is_empty() {
+            ready!(tcp.poll_write_ready(cx))?;
+            let slices: Vec<IoSlice<'_>> = unsent
+                .parts
+                .iter()
+                .take(MAX_IOVECS)
+                .map(|p| IoSlice::new(p))
+                .collect();
+            match tcp.try_write_vectored(&slices) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => unsent.advance(n),
+                // Readiness was cleared: the next `poll_write_ready` registers the waker.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The WebSocket layer's write of `buf` (whole frames or pieces of one): accepted whole,
+    /// after what waits, so that a direct write never lands inside it.
+    fn poll_accept(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let over = self.lock_unsent().bytes + buf.len() > MAX_UNSENT_BYTES;
+        if over {
+            ready!(self.poll_drain(cx))?;
+        }
+        let tcp = self.stream.tcp()?;
+        let mut unsent = self.lock_unsent();
+        let written = if unsent.is_empty() {
+            match tcp.try_write(buf) {
+                Ok(n) => n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        } else {
+            0
+        };
+        unsent.push(Bytes::copy_from_slice(&buf[written..]));
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let tcp: &TcpStream = self.stream.tcp()?;
+        loop {
+            ready!(tcp.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match tcp.try_read(unfilled) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+}
+
+/// What a WebSocket session runs on: a plain-TCP socket shared for direct writes, or any other
+/// upgraded connection (TLS), written by the writer task alone.
+pub(crate) enum ConnIo {
+    /// Plain TCP.
+    Direct(Arc<DirectSocket>),
+    /// TLS (or anything hyper upgraded that is not plain TCP).
+    Upgraded(Box<TokioIo<Upgraded>>),
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Direct(socket) => socket.poll_read(cx, buf),
+            Self::Upgraded(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Direct(socket) => socket.poll_accept(cx, buf),
+            Self::Upgraded(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Direct(socket) => socket.poll_drain(cx),
+            Self::Upgraded(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    /// Plain TCP: writes what waits; the socket's write side is shut when it is dropped
+    /// (lingering close).
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Direct(socket) => socket.poll_drain(cx),
+            Self::Upgraded(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+thread_local! {
+    /// Sessions queued for during the engine operation running on this thread.
+    static DEFERRED: RefCell<Option<Vec<Arc<SessionOutbound>>>> = const { RefCell::new(None) };
+}
+
+/// While alive, sessions queued for on this thread are flushed when it drops (the engine
+/// holds one with its lock guard, dropped just after the lock). Nested scopes join the
+/// outermost.
+pub(crate) struct FlushScope {
+    owner: bool,
+}
+
+impl FlushScope {
+    /// Opens a scope on this thread (or joins the one open).
+    pub fn open() -> Self {
+        let owner = DEFERRED.with(|deferred| {
+            let mut deferred = deferred.borrow_mut();
+            match *deferred {
+                Some(_) => false,
+                None => {
+                    *deferred = Some(Vec::new());
+                    true
+                }
+            }
+        });
+        Self { owner }
+    }
+}
+
+impl Drop for FlushScope {
+    fn drop(&mut self) {
+        if self.owner
+            && let Some(sessions) = DEFERRED.with(|deferred| deferred.borrow_mut().take())
+            && !sessions.is_empty()
+        {
+            flush_all(sessions);
+        }
+    }
+}
+
+/// Leaves `outbound` to be flushed when this thread's scope closes; false when no scope is
+/// open (the caller then wakes the writer task).
+pub(crate) fn defer(outbound: &Arc<SessionOutbound>) -> bool {
+    DEFERRED.with(|deferred| match deferred.borrow_mut().as_mut() {
+        Some(sessions) => {
+            sessions.push(Arc::clone(outbound));
+            true
+        }
+        None => false,
+    })
+}
+
+/// The threads that take a share of a large fan-out: one per core beyond the first (the
+/// thread that produced the messages takes the first share itself).
+struct FlushPool {
+    workers: Vec<SyncSender<Vec<Arc<SessionOutbound>>>>,
+}
+
+fn pool() -> &'static FlushPool {
+    static POOL: OnceLock<FlushPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let mut workers = Vec::new();
+        for index in 1..cores {
+            let (sender, receiver) = std::sync::mpsc::sync_channel(64);
+            let spawned = std::thread::Builder::new()
+                .name(format!("flush-{index}"))
+                .spawn(move || flush_worker(receiver));
+            match spawned {
+                Ok(_) => workers.push(sender),
+                Err(error) => tracing::warn!(%error, "could not start a flush thread"),
+            }
+        }
+        FlushPool { workers }
+    })
+}
+
+fn flush_worker(shares: Receiver<Vec<Arc<SessionOutbound>>>) {
+    while let Ok(share) = shares.recv() {
+        for outbound in share {
+            outbound.flush();
+        }
+    }
+}
+
+/// Flushes every session in `sessions`; a long list is shared with the flush threads (a share
+/// a busy thread cannot take is flushed here).
+pub(crate) fn flush_all(mut sessions: Vec<Arc<SessionOutbound>>) {
+    if sessions.len() >= PARALLEL_FLUSH_MIN {
+        let workers = &pool().workers;
+        let share = sessions.len().div_ceil(workers.len() + 1);
+        for worker in workers {
+            if sessions.len() <= share {
+                break;
+            }
+            let theirs = sessions.split_off(sessions.len() - share);
+            if let Err(TrySendError::Full(back) | TrySendError::Disconnected(back)) =
+                worker.try_send(theirs)
+            {
+                sessions.extend(back);
+            }
+        }
+    }
+    for outbound in sessions {
+        outbound.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_follow_the_length_boundaries() {
+        for (len, header_len, second) in [
+            (0, 2, 0u8),
+            (125, 2, 125),
+            (126, 4, 126),
+            (65_535, 4, 126),
+            (65_536, 10, 127),
+        ] {
+            let frame = RawFrame::text(Bytes::from(vec![b'x'; len]));
+            assert_eq!(frame.header().len(), header_len, "{len}");
+            assert_eq!(frame.header()[0], 0x81);
+            assert_eq!(frame.header()[1], second);
+            assert_eq!(frame.len(), header_len + len);
+            match header_len {
+                4 => assert_eq!(
+                    u16::from_be_bytes([frame.header[2], frame.header[3]]),
+                    len as u16
+                ),
+                10 => assert_eq!(
+                    u64::from_be_bytes(frame.header[2..10].try_into().unwrap()),
+                    len as u64
+                ),
+                _ => {}
+            }
+        }
+        assert_eq!(RawFrame::ping().header(), &[0x89, 0]);
+    }
+
+    fn flatten(unsent: &Unsent) -> Vec<u8> {
+        unsent
+            .parts
+            .iter()
+            .flat_map(|p| p.iter().copied())
+            .collect()
+    }
+
+    #[test]
+    fn what_the_socket_did_not_take_is_kept_in_order() {
+        let frames = [
+            RawFrame::text(Bytes::from_static(b"abc")),
+            RawFrame::text(Bytes::from_static(b"defg")),
+        ];
+        let all: Vec<u8> = frames
+            .iter()
+            .flat_map(|f| f.header().iter().chain(f.payload.iter()).copied())
+            .collect();
+        for written in 0..=all.len() {
+            let mut unsent = Unsent::default();
+            unsent.keep_after(&frames, written);
+            assert_eq!(flatten(&unsent), all[written..], "after {written} bytes");
+            assert_eq!(unsent.bytes, all.len() - written);
+        }
+        let mut unsent = Unsent::default();
+        unsent.keep_after(&frames, 0);
+        unsent.advance(4);
+        assert_eq!(flatten(&unsent), all[4..]);
+        unsent.advance(all.len());
+        assert!(unsent.is_empty());
+        assert_eq!(unsent.bytes, 0);
+    }
+
+    #[test]
+    fn a_scope_collects_only_while_open_and_nests() {
+        let outbound = Arc::new(SessionOutbound::new(1024));
+        assert!(!defer(&outbound));
+        {
+            let _outer = FlushScope::open();
+            {
+                let inner = FlushScope::open();
+                assert!(!inner.owner);
+                assert!(defer(&outbound));
+            }
+            // The inner scope did not flush: the list is still the outer one's.
+            assert!(DEFERRED.with(|d| d.borrow().as_ref().is_some_and(|l| l.len() == 1)));
+        }
+        assert!(DEFERRED.with(|d| d.borrow().is_none()));
+        assert!(!defer(&outbound));
+    }
+}
