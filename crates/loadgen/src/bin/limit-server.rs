@@ -3,9 +3,11 @@
 use clap::Parser;
 use service_kit::LogArgs;
 
-/// Fan-out ceiling server: every text frame received on `/publish` is written, as is, to every
-/// other WebSocket connection (queued messages packed into `\n`-separated frames). No other
-/// logic, so a benchmark against it measures what this machine allows.
+/// Fan-out ceiling server: every text frame received on `/publish` (`TOPIC\nPAYLOAD`, or a bare
+/// payload) is written straight from the fan-out thread to every subscriber of its topic
+/// (`/?topics=A,B`) and every subscriber without a topics list (`/`); a subscriber whose socket
+/// is full gets later messages packed into `\n`-separated frames. No other logic, so a
+/// benchmark against it measures what this machine allows.
 #[derive(Debug, Parser)]
 #[command(name = "limit-server", version, about, long_about = None)]
 struct Cli {
