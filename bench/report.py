@@ -95,6 +95,7 @@ def fanout(raw):
                 "other_cpu_percent", "drained", "disconnects", "decode_errors", "latency_samples",
                 "rate", "window", "duration_s", "first_problem")})
             entry["server_cpu_us_per_delivery"] = run.get("server_cpu_us_per_delivery", 0.0)
+            entry["publish_stalled"] = run.get("publish_stalled", False)
             entry["connections_per_s"] = round(c["connections_per_s"], 1)
             # Other processes took a noticeable share of the 2 cores during this phase.
             entry["noisy"] = run["other_cpu_percent"] > NOISY_OTHER_CPU
@@ -312,9 +313,15 @@ def phase_row(report, run):
         "messages_per_frame": round(run["messages_per_frame"], 2),
         "bytes_per_delivery": round(run["bytes_per_delivery"], 1),
         "drained": run["drained"], "disconnects": run["disconnects"],
+        "publish_stalled": run.get("publish_stalled", False),
         "decode_errors": run["decode_errors"], "first_problem": run["first_problem"],
         "connections_per_s": round(report["connect"]["connections_per_s"], 1),
     }
+
+
+def drained_text(r):
+    """The drained column: whether every owed message arrived, and whether the publisher stalled."""
+    return ("yes" if r["drained"] else "no") + (", publisher stalled" if r.get("publish_stalled") else "")
 
 
 def market(raw):
@@ -555,7 +562,7 @@ def issue13_markdown(result):
                          f"{r['expected_deliveries']:,} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
                          f"{r['server_cpu_us_per_delivery']:.2f} | {r['server_cpu_percent']:.0f} | "
                          f"{r['messages_per_frame']:.1f} | {r['bytes_per_delivery']:.1f} | "
-                         f"{'yes' if r['drained'] else 'no'} |")
+                         f"{drained_text(r)} |")
         for system, why in mkt["skipped"].items():
             lines.append(f"\n- {system}: skipped ({why}).")
     vws = result["views"]
@@ -569,7 +576,7 @@ def issue13_markdown(result):
             lines.append(f"| {r['mode']}{' †' if r['noisy'] else ''} | {r['published_per_s']:,.0f} | "
                          f"{'-' if per_core is None else f'{per_core:,.0f}'} | {r['deliveries_per_s']:,.0f} | "
                          f"{r['p99_ms']:.1f} | {r['server_cpu_percent']:.0f} | "
-                         f"{'yes' if r['drained'] else 'no'} |")
+                         f"{drained_text(r)} |")
     mem = result["memory"]
     if mem:
         later = mem[0]["later_seconds"]
@@ -854,7 +861,8 @@ def markdown(result):
              "| msgs/frame | server RSS | server CPU % | loadgen CPU % | other CPU % | conn/s |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["runs"]:
-        flag = ("" if r["drained"] else " (not drained)") + (" †" if r.get("noisy") else "")
+        flag = ("" if r["drained"] else " (not drained)") + (" †" if r.get("noisy") else "") \
+            + (" (publisher stalled)" if r.get("publish_stalled") else "")
         lines.append(
             f"| {r['system']} | {r['subscribers']} | {r['mode']}{flag} | {r['deliveries_per_s']:,.0f} | "
             f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p999_ms']:.1f} | {r['bytes_per_delivery']:.1f} | "

@@ -289,6 +289,9 @@ impl Publisher {
 pub struct Publishers {
     all: Vec<Publisher>,
     next: usize,
+    /// A publish was cut off half-way (the server stopped reading): what is left on the
+    /// connections cannot be trusted to be whole, so nothing more is published.
+    stalled: bool,
 }
 
 impl Publishers {
@@ -298,7 +301,11 @@ impl Publishers {
         for _ in 0..config.publishers.max(1) {
             all.push(Publisher::connect(config, plan).await?);
         }
-        Ok(Self { all, next: 0 })
+        Ok(Self {
+            all,
+            next: 0,
+            stalled: false,
+        })
     }
 
     /// Publishes one payload on topic `topic` through the next publisher.
@@ -306,6 +313,16 @@ impl Publishers {
         let index = self.next;
         self.next = (index + 1) % self.all.len();
         self.all[index].publish(topic, payload).await
+    }
+
+    /// Marks the publishers stalled (see [`Self::stalled`]).
+    pub fn mark_stalled(&mut self) {
+        self.stalled = true;
+    }
+
+    /// Whether a publish was cut off: nothing more may be published.
+    pub fn stalled(&self) -> bool {
+        self.stalled
     }
 
     /// Requests refused so far over every publisher, and the first refusal seen.

@@ -170,6 +170,10 @@ pub struct RunReport {
     pub other_cpu_percent: f64,
     /// Whether every in-flight message arrived within the drain time.
     pub drained: bool,
+    /// The server stopped reading the publisher: a publish was cut off a second after the
+    /// phase's end, and nothing more was published in this run (later phases publish nothing).
+    #[serde(default)]
+    pub publish_stalled: bool,
     /// Connections the server or network ended during the phase.
     pub disconnects: u64,
     /// Frames that could not be decoded.

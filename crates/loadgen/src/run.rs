@@ -23,6 +23,9 @@ use service_kit::procfs::{self, ProcSample};
 
 /// Latency histogram shards (each guarded by its own mutex).
 const HISTOGRAM_SHARDS: usize = 16;
+/// How long past a phase's end one publish may take before the publisher counts as stalled
+/// (the server stopped reading it) and publishes nothing more in this run.
+const STALL_GRACE: Duration = Duration::from_secs(1);
 /// How often the saturating publisher re-checks how far subscribers have got.
 const WINDOW_POLL: Duration = Duration::from_millis(1);
 
@@ -400,6 +403,7 @@ async fn run_phase(
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate.max(1e-3)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let shutdown_signal = shutdown.clone();
+    let mut stalled = false;
     loop {
         if tokio::time::Instant::now() >= end || shutdown.is_cancelled() {
             break;
@@ -415,7 +419,8 @@ async fn run_phase(
                 now.alive
             ));
         }
-        let wait = match (mode, publisher.is_some()) {
+        let publishing = publisher.as_deref().is_some_and(|p| !p.stalled());
+        let wait = match (mode, publishing) {
             (Mode::FixedRate, true) => {
                 tokio::select! {
                     _ = ticker.tick() => false,
@@ -447,10 +452,18 @@ async fn run_phase(
             *seq += 1;
             let topic = plan.topic_of_message(*seq - base);
             let payload = payloads.build(topic, *seq, now_ns());
-            publisher
-                .publish(topic, &payload)
+            // A server that stops reading would hold the phase (and the run) for ever: the
+            // publisher gets until shortly after the phase's end.
+            match tokio::time::timeout_at(end + STALL_GRACE, publisher.publish(topic, &payload))
                 .await
-                .context("publishing")?;
+            {
+                Ok(sent) => sent.context("publishing")?,
+                Err(_) => {
+                    publisher.mark_stalled();
+                    stalled = true;
+                    break;
+                }
+            }
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -481,6 +494,7 @@ async fn run_phase(
         own: self_before.zip(self_after),
         machine: machine_before.zip(machine_after),
         drained,
+        stalled,
         rejections,
         first_problem: stats.first_problem(),
     }))
@@ -517,6 +531,8 @@ struct PhaseFigures<'a> {
     own: Option<(ProcSample, ProcSample)>,
     machine: Option<(procfs::MachineSample, procfs::MachineSample)>,
     drained: bool,
+    /// The publisher could not send within [`STALL_GRACE`] of the phase's end.
+    stalled: bool,
     rejections: (u64, Option<String>),
     first_problem: Option<String>,
 }
@@ -601,6 +617,7 @@ fn summarise(f: PhaseFigures<'_>) -> RunReport {
         other_cpu_percent: (machine_cpu_percent - server_cpu_percent - loadgen_cpu_percent)
             .max(0.0),
         drained: f.drained,
+        publish_stalled: f.stalled,
         disconnects: f.after.disconnects - f.before.disconnects,
         decode_errors: f.after.decode_errors - f.before.decode_errors,
         publish_rejections: f.rejections.0,
