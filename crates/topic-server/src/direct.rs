@@ -117,12 +117,12 @@ impl Unsent {
         }
     }
 
-    /// Drops the first `n` bytes (written).
+    /// Drops the first `n` bytes (written). Once empty it lets go of the room a burst took.
     fn advance(&mut self, mut n: usize) {
         self.bytes -= n.min(self.bytes);
         while n > 0 {
             let Some(front) = self.parts.front_mut() else {
-                return;
+                break;
             };
             if n >= front.len() {
                 n -= front.len();
@@ -130,8 +130,11 @@ impl Unsent {
             } else {
                 let rest = front.slice(n..);
                 *front = rest;
-                return;
+                break;
             }
+        }
+        if self.parts.is_empty() {
+            self.parts = VecDeque::new();
         }
     }
 
@@ -296,6 +299,47 @@ impl DirectSocket {
                 Err(error) => return Poll::Ready(Err(error)),
             }
         }
+    }
+}
+
+/// The writer task's way onto a plain-TCP socket: data frames go out as [`RawFrame`]s through
+/// the same write lock as direct flushes, never through the WebSocket layer's buffer (which
+/// would keep the capacity of the largest burst for the life of the connection).
+pub(crate) struct DirectSink {
+    socket: Arc<DirectSocket>,
+}
+
+impl DirectSink {
+    /// A sink onto `socket`.
+    pub fn new(socket: Arc<DirectSocket>) -> Self {
+        Self { socket }
+    }
+}
+
+impl futures_util::Sink<RawFrame> for DirectSink {
+    type Error = io::Error;
+
+    /// Ready while what waits unsent is under the limit; beyond it, waits for the socket.
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.socket.lock_unsent().bytes >= MAX_UNSENT_BYTES {
+            return self.socket.poll_drain(cx);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: RawFrame) -> io::Result<()> {
+        let mut unsent = self.socket.lock_unsent();
+        self.socket
+            .write_frames(&mut unsent, std::slice::from_ref(&frame))
+            .map(|_| ())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.socket.poll_drain(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.socket.poll_drain(cx)
     }
 }
 

@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
-use crate::direct::{self, DirectSocket, RawFrame};
+use crate::direct::{self, DirectSink, DirectSocket, RawFrame};
 use crate::metrics::Metrics;
 
 /// Why a connection ends; decides the close frame, whether queued messages are still sent,
@@ -704,15 +704,15 @@ impl SessionOutbound {
             if !state.has_output() {
                 return;
             }
-            let output = state.take_output();
+            let mut output = state.take_output();
             drop(state);
-            let mut frames = Vec::with_capacity(output.len().min(8));
-            pack_into(output, direct.max_frame_bytes, &direct.metrics, |frame| {
-                frames.push(match frame {
-                    Frame::Text(bytes) => RawFrame::text(bytes),
-                    Frame::Ping => RawFrame::ping(),
-                });
-            });
+            let mut frames = Vec::new();
+            pack_raw(
+                &mut output,
+                &mut frames,
+                direct.max_frame_bytes,
+                &direct.metrics,
+            );
             direct.metrics.direct_writes.increment(1);
             direct.socket.write_frames(&mut unsent, &frames)
         };
@@ -933,12 +933,30 @@ impl Drop for ReleaseDirect<'_> {
     }
 }
 
+/// [`pack_into`] as raw frames, for writing straight onto a plain-TCP socket.
+fn pack_raw(
+    entries: &mut Vec<Outgoing>,
+    frames: &mut Vec<RawFrame>,
+    max_frame_bytes: usize,
+    metrics: &Metrics,
+) {
+    pack_into(std::mem::take(entries), max_frame_bytes, metrics, |frame| {
+        frames.push(match frame {
+            Frame::Text(bytes) => RawFrame::text(bytes),
+            Frame::Ping => RawFrame::ping(),
+        });
+    });
+}
+
 /// The per-connection writer task: `service_kit`'s batching writer (take everything queued,
-/// pack, feed all, flush once) over this connection's share of the session; on a close request
-/// it writes what is still due, sends the close frame and returns. On a
-/// [`CloseReason::Handover`] it returns the sink instead, for the session being resumed.
+/// pack, feed all, flush once) over this connection's share of the session — data frames
+/// straight onto a plain-TCP socket (`direct`), else through the WebSocket layer; on a close
+/// request it writes what is still due, sends the close frame (through the WebSocket layer,
+/// which keeps the closing handshake) and returns. On a [`CloseReason::Handover`] it returns
+/// the sink instead, for the session being resumed.
 pub(crate) async fn run_writer<S>(
     mut sink: S,
+    direct: Option<Arc<DirectSocket>>,
     outbound: Arc<SessionOutbound>,
     generation: u64,
     max_frame_bytes: usize,
@@ -957,23 +975,51 @@ where
         generation,
     };
     let mut batch = Vec::new();
-    let packer = |entries: &mut Vec<Outgoing>, frames: &mut Vec<Message>| {
-        metrics.writer_writes.increment(1);
-        pack(entries, frames, max_frame_bytes, &metrics);
+    let ended = match &direct {
+        Some(socket) => {
+            let mut raw = DirectSink::new(Arc::clone(socket));
+            let packer = |entries: &mut Vec<Outgoing>, frames: &mut Vec<RawFrame>| {
+                metrics.writer_writes.increment(1);
+                pack_raw(entries, frames, max_frame_bytes, &metrics);
+            };
+            match outbound::run_writer(&mut raw, &mut drain, &mut batch, packer).await {
+                WriterEnd::Closing(reason) => {
+                    let mut frames = Vec::new();
+                    pack_raw(&mut batch, &mut frames, max_frame_bytes, &metrics);
+                    outbound::write_all(&mut raw, frames)
+                        .await
+                        .map(|()| reason)
+                        .map_err(|e| e.to_string())
+                }
+                WriterEnd::Failed(error) => Err(error.to_string()),
+            }
+        }
+        None => {
+            let packer = |entries: &mut Vec<Outgoing>, frames: &mut Vec<Message>| {
+                metrics.writer_writes.increment(1);
+                pack(entries, frames, max_frame_bytes, &metrics);
+            };
+            match outbound::run_writer(&mut sink, &mut drain, &mut batch, packer).await {
+                WriterEnd::Closing(reason) => {
+                    let mut frames = Vec::new();
+                    pack(&mut batch, &mut frames, max_frame_bytes, &metrics);
+                    outbound::write_all(&mut sink, frames)
+                        .await
+                        .map(|()| reason)
+                        .map_err(|e| e.to_string())
+                }
+                WriterEnd::Failed(error) => Err(error.to_string()),
+            }
+        }
     };
-    let reason = match outbound::run_writer(&mut sink, &mut drain, &mut batch, packer).await {
-        WriterEnd::Closing(reason) => reason,
-        WriterEnd::Failed(error) => {
+    let reason = match ended {
+        Ok(reason) => reason,
+        Err(error) => {
             tracing::debug!(%error, "write failed; closing session");
             outbound.close(CloseReason::ConnectionLost);
             return None;
         }
     };
-    let mut frames = Vec::new();
-    pack(&mut batch, &mut frames, max_frame_bytes, &metrics);
-    if outbound::write_all(&mut sink, frames).await.is_err() {
-        return None;
-    }
     if reason == CloseReason::Handover {
         return Some(sink);
     }

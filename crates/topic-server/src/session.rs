@@ -705,6 +705,7 @@ fn spawn_writer(
     tokio::spawn(
         run_writer(
             sink,
+            direct.cloned(),
             Arc::clone(outbound),
             generation,
             ctx.config.max_frame_bytes,

@@ -133,13 +133,12 @@ impl WsUpgrade {
                 ),
             };
             // Bytes the client sent right after its request (its first frames) are not lost.
-            let socket = WebSocketStream::from_partially_read(
-                io,
-                read_ahead.to_vec(),
-                Role::Server,
-                Some(config),
-            )
-            .await;
+            // They are copied out, so that HTTP's read buffer (which they may be a slice of)
+            // is freed now, not kept for the life of the session.
+            let part = read_ahead.to_vec();
+            drop(read_ahead);
+            let socket =
+                WebSocketStream::from_partially_read(io, part, Role::Server, Some(config)).await;
             session(socket, direct).await;
         });
         let mut response = Response::new(Body::empty());
