@@ -289,8 +289,8 @@ impl Publisher {
 pub struct Publishers {
     all: Vec<Publisher>,
     next: usize,
-    /// A publish was cut off half-way (the server stopped reading): what is left on the
-    /// connections cannot be trusted to be whole, so nothing more is published.
+    /// A publish was cut off half-way (the server stopped reading) on a connection that cannot
+    /// take up again where it stopped (NATS's raw TCP writes): nothing more is published.
     stalled: bool,
 }
 
@@ -315,12 +315,17 @@ impl Publishers {
         self.all[index].publish(topic, payload).await
     }
 
-    /// Marks the publishers stalled (see [`Self::stalled`]).
-    pub fn mark_stalled(&mut self) {
-        self.stalled = true;
+    /// A publish was cut off before it completed. WebSocket frames and Redis commands are
+    /// queued whole before they are written, so those publishers go on with the next message;
+    /// a NATS publisher may have written half a `PUB` and is stopped for good
+    /// ([`Self::stalled`]).
+    pub fn mark_cut_off(&mut self) {
+        if self.all.iter().any(|p| matches!(p.kind, Kind::Nats { .. })) {
+            self.stalled = true;
+        }
     }
 
-    /// Whether a publish was cut off: nothing more may be published.
+    /// Whether a publish was cut off where no further message may follow it.
     pub fn stalled(&self) -> bool {
         self.stalled
     }

@@ -170,8 +170,9 @@ pub struct RunReport {
     pub other_cpu_percent: f64,
     /// Whether every in-flight message arrived within the drain time.
     pub drained: bool,
-    /// The server stopped reading the publisher: a publish was cut off a second after the
-    /// phase's end, and nothing more was published in this run (later phases publish nothing).
+    /// The server stopped reading the publisher: a publish was cut off three seconds after the
+    /// phase's end (a NATS publisher then publishes nothing more in this run: it may have
+    /// written half a message).
     #[serde(default)]
     pub publish_stalled: bool,
     /// Connections the server or network ended during the phase.

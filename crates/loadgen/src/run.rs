@@ -23,9 +23,9 @@ use service_kit::procfs::{self, ProcSample};
 
 /// Latency histogram shards (each guarded by its own mutex).
 const HISTOGRAM_SHARDS: usize = 16;
-/// How long past a phase's end one publish may take before the publisher counts as stalled
-/// (the server stopped reading it) and publishes nothing more in this run.
-const STALL_GRACE: Duration = Duration::from_secs(1);
+/// How long past a phase's end one publish may take before it is cut off: the server stopped
+/// reading the publisher (the phase is marked `publish_stalled`).
+const STALL_GRACE: Duration = Duration::from_secs(3);
 /// How often the saturating publisher re-checks how far subscribers have got.
 const WINDOW_POLL: Duration = Duration::from_millis(1);
 
@@ -459,7 +459,7 @@ async fn run_phase(
             {
                 Ok(sent) => sent.context("publishing")?,
                 Err(_) => {
-                    publisher.mark_stalled();
+                    publisher.mark_cut_off();
                     stalled = true;
                     break;
                 }

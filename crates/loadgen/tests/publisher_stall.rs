@@ -35,10 +35,10 @@ async fn a_publisher_the_server_stops_reading_is_cut_off() {
     .await
     .expect("the run ends although the server reads nothing")
     .expect("run succeeded");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(15));
     assert!(report.runs[0].publish_stalled, "{:?}", report.runs[0]);
     assert!(report.runs[0].published > 0);
-    // Nothing more is published once a publish was cut off half-way.
-    assert_eq!(report.runs[1].published, 0, "{:?}", report.runs[1]);
+    // A WebSocket publisher goes on with the next phase (its frames are queued whole).
+    assert!(report.runs[1].publish_stalled, "{:?}", report.runs[1]);
     server.abort();
 }
