@@ -6,9 +6,10 @@
 //! more than the write itself. So on a plain-TCP connection the socket is shared
 //! ([`DirectSocket`]) and an engine operation flushes the sessions it queued for as soon as it
 //! has released the engine lock ([`FlushScope`]): each takes its queue and writes the frames
-//! with one non-blocking `writev`. Only when the socket cannot take everything does the writer
-//! task come in, to write the rest once the socket is writable. A fan-out to many sessions is
-//! split across threads ([`flush_all`]).
+//! with one non-blocking `send`. Only when the socket cannot take everything does the writer
+//! task come in, to write the rest once the socket is writable. The flushing is done by one
+//! thread per core ([`flush_all`]): a fan-out to many sessions is split across them, and when
+//! they fall behind a producer, what queued meanwhile goes out packed in one write.
 //!
 //! Order is kept by one rule: bytes reach the socket only under its `unsent` lock, as whole
 //! frames, after whatever is already waiting there. The WebSocket layer's own writes (pongs,
@@ -19,6 +20,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, ready};
@@ -44,6 +46,10 @@ const CONTIGUOUS_WRITE_MAX: usize = 2048;
 
 /// A fan-out to at least this many sessions is split across the flush threads.
 const PARALLEL_FLUSH_MIN: usize = 1024;
+
+/// Lists of sessions each flush thread may have waiting; beyond that the producer flushes
+/// itself.
+const FLUSH_QUEUE_LISTS: usize = 1024;
 
 /// One frame ready for the socket: its header (built here) and its payload (shared).
 #[derive(Debug, Clone)]
@@ -446,10 +452,13 @@ pub(crate) fn defer(outbound: &Arc<SessionOutbound>) -> bool {
     })
 }
 
-/// The threads that take a share of a large fan-out: one per core beyond the first (the
-/// thread that produced the messages takes the first share itself).
+/// The flush threads, one per core: they write what engine operations queued, so that the
+/// thread that produced an update goes on at once. A thread that falls behind finds several
+/// updates queued for a session when it gets to it, and writes them packed into one frame:
+/// under load, writes coalesce by themselves instead of costing one system call per update.
 struct FlushPool {
     workers: Vec<SyncSender<Vec<Arc<SessionOutbound>>>>,
+    next: AtomicUsize,
 }
 
 fn pool() -> &'static FlushPool {
@@ -457,8 +466,8 @@ fn pool() -> &'static FlushPool {
     POOL.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         let mut workers = Vec::new();
-        for index in 1..cores {
-            let (sender, receiver) = std::sync::mpsc::sync_channel(64);
+        for index in 0..cores {
+            let (sender, receiver) = std::sync::mpsc::sync_channel(FLUSH_QUEUE_LISTS);
             let spawned = std::thread::Builder::new()
                 .name(format!("flush-{index}"))
                 .spawn(move || flush_worker(receiver));
@@ -467,37 +476,53 @@ fn pool() -> &'static FlushPool {
                 Err(error) => tracing::warn!(%error, "could not start a flush thread"),
             }
         }
-        FlushPool { workers }
+        FlushPool {
+            workers,
+            next: AtomicUsize::new(0),
+        }
     })
 }
 
-fn flush_worker(shares: Receiver<Vec<Arc<SessionOutbound>>>) {
-    while let Ok(share) = shares.recv() {
-        for outbound in share {
+fn flush_worker(lists: Receiver<Vec<Arc<SessionOutbound>>>) {
+    while let Ok(list) = lists.recv() {
+        for outbound in list {
             outbound.flush();
         }
     }
 }
 
-/// Flushes every session in `sessions`; a long list is shared with the flush threads (a share
-/// a busy thread cannot take is flushed here).
+/// Hands `sessions` to the flush threads: a long list in one share per thread, a short one to
+/// the next thread in turn. A share no thread can take now (each has
+/// [`FLUSH_QUEUE_LISTS`] waiting) is flushed here, which slows the producer down to the
+/// pace of the sockets.
 pub(crate) fn flush_all(mut sessions: Vec<Arc<SessionOutbound>>) {
-    if sessions.len() >= PARALLEL_FLUSH_MIN {
-        let workers = &pool().workers;
-        let share = sessions.len().div_ceil(workers.len() + 1);
-        for worker in workers {
-            if sessions.len() <= share {
-                break;
-            }
-            let theirs = sessions.split_off(sessions.len() - share);
-            if let Err(TrySendError::Full(back) | TrySendError::Disconnected(back)) =
-                worker.try_send(theirs)
-            {
-                sessions.extend(back);
-            }
+    let pool = pool();
+    let workers = pool.workers.len();
+    if workers == 0 {
+        sessions.into_iter().for_each(|o| o.flush());
+        return;
+    }
+    let shares = if sessions.len() >= PARALLEL_FLUSH_MIN {
+        workers
+    } else {
+        1
+    };
+    let share = sessions.len().div_ceil(shares);
+    let first = pool.next.fetch_add(shares, Ordering::Relaxed);
+    let mut overflow = Vec::new();
+    for index in 0..shares {
+        if sessions.is_empty() {
+            break;
+        }
+        let theirs = sessions.split_off(sessions.len().saturating_sub(share));
+        let worker = &pool.workers[(first + index) % workers];
+        if let Err(TrySendError::Full(back) | TrySendError::Disconnected(back)) =
+            worker.try_send(theirs)
+        {
+            overflow.extend(back);
         }
     }
-    for outbound in sessions {
+    for outbound in overflow {
         outbound.flush();
     }
 }
