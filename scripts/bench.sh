@@ -157,6 +157,10 @@ build() { # "binaries" packages...
   [ "$build" = 1 ] && warn "build of $* failed: measuring the existing binaries ($binaries)"
   return 0
 }
+# The commit measured, read before the build (others may commit while the benchmark runs):
+# HEAD, marked -dirty when the tree has changes not committed.
+commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then commit+="-dirty"; fi
 step "building (release)"
 build "loadgen limit-server loadgen-merge" loadgen || die "loadgen does not build"
 if [ "$cluster_only" = 1 ]; then
@@ -731,9 +735,6 @@ fi
 elapsed=$(( $(date +%s) - started ))
 report_args=()
 [ "$cluster_only" = 1 ] && report_args+=(--cluster-only)
-# The commit measured: HEAD, marked -dirty when the tree has changes not committed.
-commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
-if [ -n "$(git status --porcelain 2>/dev/null)" ]; then commit+="-dirty"; fi
 # Only full runs go into the history: quick runs' 2-second phases are not comparable.
 if [ "$quick" = 0 ] && [ "$cluster_only" = 0 ]; then
   report_args+=(--history "$results_dir/history.jsonl")
