@@ -58,7 +58,7 @@ sleep 6
 perf record -F 999 -g -p "$server" -o "$work/perf.data" -- sleep "$seconds" >/dev/null 2>&1 \
   || die "perf record failed (perf_event_paranoid?)"
 wait "$loadgen" || warn "loadgen failed (see the figures in $work/loadgen.json)"
-perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf >"$work/folded.txt"
+perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf --all >"$work/folded.txt"
 inferno-flamegraph --title "topic-server: $name" --width 1600 <"$work/folded.txt" >"docs/perf/$name.svg"
 gzip -c "$work/folded.txt" >"docs/perf/$name.folded.gz"
 say "wrote docs/perf/$name.svg ($(grep -c . "$work/folded.txt") distinct stacks)"
