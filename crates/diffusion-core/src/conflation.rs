@@ -171,6 +171,9 @@ pub struct PushOutcome {
     pub conflated: bool,
 }
 
+/// Entries a drained queue keeps room for; a larger buffer (left by a burst) is freed.
+const KEPT_QUEUE_CAPACITY: usize = 16;
+
 /// A bounded, conflating FIFO of encoded messages for one session.
 #[derive(Debug)]
 pub struct SessionQueue {
@@ -280,13 +283,20 @@ impl SessionQueue {
     /// Takes every queued message, oldest first.
     pub fn drain(&mut self) -> Vec<Bytes> {
         self.queued_bytes = 0;
-        self.entries
-            .drain(..)
-            .map(|e| match e {
-                Entry::Control(b) => b,
-                other => other.message().clone(),
-            })
-            .collect()
+        let message = |e: Entry| match e {
+            Entry::Control(b) => b,
+            other => other.message().clone(),
+        };
+        // A session that queued a burst does not keep the room it took once the burst is
+        // written; a queue that keeps up (a few entries at a time) reuses its buffer.
+        if self.entries.capacity() > KEPT_QUEUE_CAPACITY {
+            std::mem::take(&mut self.entries)
+                .into_iter()
+                .map(message)
+                .collect()
+        } else {
+            self.entries.drain(..).map(message).collect()
+        }
     }
 
     /// Bytes the queue keeps alive now (what the limit applies to; see the module docs).
@@ -455,6 +465,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_room_back_and_a_small_queue_keeps_it() {
+        let mut q = SessionQueue::new(1 << 20);
+        for _ in 0..1_000 {
+            q.push_control(Bytes::from_static(b"x")).unwrap();
+        }
+        assert_eq!(q.drain().len(), 1_000);
+        assert_eq!(q.entries.capacity(), 0, "the burst's buffer was kept");
+        for _ in 0..3 {
+            q.push_control(Bytes::from_static(b"x")).unwrap();
+        }
+        let room = q.entries.capacity();
+        assert_eq!(q.drain().len(), 3);
+        assert_eq!(q.entries.capacity(), room, "a small buffer is reused");
     }
 
     #[test]
