@@ -4,6 +4,8 @@
 //! up and the server keeps the rest for it), a close is answered, and shutdown ends the server.
 #![allow(clippy::unwrap_used)] // a test panics on purpose
 
+mod support;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -198,10 +200,5 @@ async fn every_subscriber_gets_its_messages_in_order() {
     .expect("close answered in time");
     assert!(answer, "a close frame came back");
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("server stopped")
-        .unwrap()
-        .unwrap();
+    support::stop(shutdown, server).await;
 }

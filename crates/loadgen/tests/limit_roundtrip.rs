@@ -1,6 +1,8 @@
 //! loadgen against an in-process limit server, on loopback: subscribers connect from
 //! 127.0.0.2/127.0.0.3, the publisher publishes, deliveries and latencies come back as JSON.
 
+mod support;
+
 use std::time::Duration;
 
 use loadgen::limit::{LimitConfig, bind};
@@ -74,12 +76,7 @@ async fn limit_server_delivers_to_every_subscriber() {
     assert_eq!(json["runs"][1]["mode"], "saturate");
     assert!(json["runs"][1]["deliveries_per_s"].as_f64().unwrap() > 0.0);
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .expect("server stopped")
-        .unwrap()
-        .unwrap();
+    support::stop(shutdown, server).await;
 }
 
 #[tokio::test]

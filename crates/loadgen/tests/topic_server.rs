@@ -50,12 +50,7 @@ async fn topic_server_fan_out_is_measured() {
         "{fixed:?}"
     );
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("server stopped")
-        .unwrap()
-        .unwrap();
+    support::stop(shutdown, task).await;
 }
 
 /// The market scenario: many topics, each subscriber on a few of them through one selector set;
@@ -101,12 +96,7 @@ async fn market_subscribers_are_owed_their_topics_only() {
         "{fixed:?}"
     );
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("server stopped")
-        .unwrap()
-        .unwrap();
+    support::stop(shutdown, task).await;
 }
 
 /// A value published before a subscriber connected reaches it as the topic's current value: its
@@ -186,10 +176,5 @@ async fn a_current_value_sent_on_subscribing_is_not_timed() {
 
     stop.cancel();
     reading.await.unwrap();
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("server stopped")
-        .unwrap()
-        .unwrap();
+    support::stop(shutdown, task).await;
 }

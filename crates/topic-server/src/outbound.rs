@@ -948,6 +948,32 @@ fn pack_raw(
     });
 }
 
+/// Runs the batching writer on `sink` until the session says the connection closes, then
+/// writes what is still due; returns why it closes, or the write error.
+async fn write_until_closed<S, F>(
+    sink: &mut S,
+    drain: &mut ConnectionDrain,
+    batch: &mut Vec<Outgoing>,
+    mut pack: impl FnMut(&mut Vec<Outgoing>, &mut Vec<F>) + Send,
+) -> Result<CloseReason, String>
+where
+    S: Sink<F> + Unpin + Send,
+    S::Error: std::fmt::Display + Send,
+    F: Send,
+{
+    match outbound::run_writer(sink, drain, batch, &mut pack).await {
+        WriterEnd::Closing(reason) => {
+            let mut frames = Vec::new();
+            pack(batch, &mut frames);
+            outbound::write_all(sink, frames)
+                .await
+                .map(|()| reason)
+                .map_err(|e| e.to_string())
+        }
+        WriterEnd::Failed(error) => Err(error.to_string()),
+    }
+}
+
 /// The per-connection writer task: `service_kit`'s batching writer (take everything queued,
 /// pack, feed all, flush once) over this connection's share of the session — data frames
 /// straight onto a plain-TCP socket (`direct`), else through the WebSocket layer; on a close
@@ -977,39 +1003,19 @@ where
     let mut batch = Vec::new();
     let ended = match &direct {
         Some(socket) => {
-            let mut raw = DirectSink::new(Arc::clone(socket));
             let packer = |entries: &mut Vec<Outgoing>, frames: &mut Vec<RawFrame>| {
                 metrics.writer_writes.increment(1);
                 pack_raw(entries, frames, max_frame_bytes, &metrics);
             };
-            match outbound::run_writer(&mut raw, &mut drain, &mut batch, packer).await {
-                WriterEnd::Closing(reason) => {
-                    let mut frames = Vec::new();
-                    pack_raw(&mut batch, &mut frames, max_frame_bytes, &metrics);
-                    outbound::write_all(&mut raw, frames)
-                        .await
-                        .map(|()| reason)
-                        .map_err(|e| e.to_string())
-                }
-                WriterEnd::Failed(error) => Err(error.to_string()),
-            }
+            let mut raw = DirectSink::new(Arc::clone(socket));
+            write_until_closed(&mut raw, &mut drain, &mut batch, packer).await
         }
         None => {
             let packer = |entries: &mut Vec<Outgoing>, frames: &mut Vec<Message>| {
                 metrics.writer_writes.increment(1);
                 pack(entries, frames, max_frame_bytes, &metrics);
             };
-            match outbound::run_writer(&mut sink, &mut drain, &mut batch, packer).await {
-                WriterEnd::Closing(reason) => {
-                    let mut frames = Vec::new();
-                    pack(&mut batch, &mut frames, max_frame_bytes, &metrics);
-                    outbound::write_all(&mut sink, frames)
-                        .await
-                        .map(|()| reason)
-                        .map_err(|e| e.to_string())
-                }
-                WriterEnd::Failed(error) => Err(error.to_string()),
-            }
+            write_until_closed(&mut sink, &mut drain, &mut batch, packer).await
         }
     };
     let reason = match ended {

@@ -1,5 +1,11 @@
-//! What loadgen's integration tests share: an in-process topic server on loopback.
-#![allow(clippy::unwrap_used)] // test helpers panic on purpose
+//! What loadgen's integration tests share: an in-process topic server on loopback, and the
+//! bounded stop of an in-process server.
+#![allow(clippy::unwrap_used)]
+// test helpers panic on purpose
+// Each test file compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -19,4 +25,15 @@ pub async fn topic_server() -> (String, CancellationToken, JoinHandle<anyhow::Re
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.run(shutdown.clone()));
     (url, shutdown, task)
+}
+
+/// Stops an in-process server (topic or limit) and waits, at most ten seconds, for its task to
+/// end cleanly.
+pub async fn stop(shutdown: CancellationToken, task: JoinHandle<anyhow::Result<()>>) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("server stopped")
+        .unwrap()
+        .unwrap();
 }
