@@ -513,13 +513,21 @@ HISTORY_PANELS = [
 ]
 
 
-def history_chart(history, path):
+def pyplot(what):
+    """matplotlib's pyplot for drawing WHAT off-screen, or None (with a warning) without it."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("warning: matplotlib missing: no history chart", file=sys.stderr)
+        print(f"warning: matplotlib missing: no {what}", file=sys.stderr)
+        return None
+    return plt
+
+
+def history_chart(history, path):
+    plt = pyplot("history chart")
+    if plt is None:
         return False
     if not history:
         return False
@@ -921,12 +929,8 @@ def markdown(result):
 
 
 def chart(result, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("warning: matplotlib missing: no chart", file=sys.stderr)
+    plt = pyplot("chart")
+    if plt is None:
         return False
     systems = [s for s in SYSTEMS if any(r["system"] == s for r in result["runs"])]
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
