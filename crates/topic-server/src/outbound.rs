@@ -22,6 +22,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use diffusion_core::conflation::{PushOutcome, QueueLimitReached, SessionQueue, TopicUpdate};
@@ -35,6 +36,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 
 use crate::direct::{self, DirectSink, DirectSocket, RawFrame};
 use crate::metrics::Metrics;
+
+/// How long a session must have gone unwritten for its next message to be written directly
+/// (see `State::idle_for_direct`): well above the gap between updates of a saturating feed,
+/// well below that of a feed a person watches.
+const DIRECT_AFTER_IDLE: Duration = Duration::from_millis(2);
 
 /// Why a connection ends; decides the close frame, whether queued messages are still sent,
 /// whether a version-2 session survives it, and the metric label.
@@ -291,6 +297,8 @@ struct State {
     flush_pending: bool,
     /// The socket of the connection serving the session, when it takes direct writes.
     direct: Option<Arc<DirectWriter>>,
+    /// When the queue was last taken for writing (by a direct flush or the writer task).
+    last_taken: Option<Instant>,
 }
 
 /// What a direct flush needs to write a session's queue onto its connection's socket.
@@ -321,9 +329,19 @@ impl State {
         !self.queue.is_empty() || self.ahead
     }
 
+    /// Whether a message for this session should be written directly: it has not been written
+    /// to for [`DIRECT_AFTER_IDLE`]. A session written to all the time (a saturating feed)
+    /// goes through its writer task instead, which by the time it runs finds several messages
+    /// to pack into one frame and one write; written directly, each would cost a system call.
+    fn idle_for_direct(&self) -> bool {
+        self.last_taken
+            .is_none_or(|at| at.elapsed() >= DIRECT_AFTER_IDLE)
+    }
+
     /// Everything due now, in order: preamble, messages sent again, then the queue (numbered
     /// and recorded for recovery on a version-2 session).
     fn take_output(&mut self) -> Vec<Outgoing> {
+        self.last_taken = Some(Instant::now());
         let queued = self.queue.drain();
         self.ahead = false;
         // Taken, not drained: an idle session keeps no buffers from its last burst.
@@ -392,6 +410,7 @@ impl SessionOutbound {
                 writer_busy: false,
                 flush_pending: false,
                 direct: None,
+                last_taken: None,
             }),
             last_heard: AtomicU64::new(0),
             data_ready: Notify::new(),
@@ -421,11 +440,12 @@ impl SessionOutbound {
                 let queued = state.queue.queued_bytes();
                 state.peak_bytes = state.peak_bytes.max(queued);
                 let wake = was_empty && state.has_output() && state.attached;
-                let direct = state.direct.is_some();
+                let direct = wake && state.direct.is_some() && state.idle_for_direct();
                 drop(state);
                 // The writer drains everything it finds, so only the first message of a batch
-                // needs to wake it — or, on a socket that takes direct writes, to be flushed
-                // once the engine operation under way has released its lock.
+                // needs to wake it — or, on a socket that takes direct writes and a session
+                // that was idle, to be flushed once the engine operation under way has
+                // released its lock.
                 if wake && !(direct && direct::defer(self)) {
                     self.data_ready.notify_waiters();
                 }
@@ -1058,6 +1078,17 @@ mod tests {
 
     fn pong(cid: u64) -> Bytes {
         Bytes::from(format!("{{\"type\":\"pong\",\"cid\":{cid}}}"))
+    }
+
+    #[test]
+    fn only_a_session_left_unwritten_for_a_while_is_written_directly() {
+        let out = Arc::new(SessionOutbound::new(1000));
+        assert!(out.lock().idle_for_direct(), "never written");
+        out.push_control(bytes(3)).unwrap();
+        let _ = out.take_now();
+        assert!(!out.lock().idle_for_direct(), "just written");
+        out.lock().last_taken = Some(Instant::now() - DIRECT_AFTER_IDLE);
+        assert!(out.lock().idle_for_direct(), "idle long enough");
     }
 
     #[test]
