@@ -815,6 +815,10 @@ fn framed_len(message: &(Option<u64>, Bytes)) -> usize {
     message.1.len() + if message.0.is_some() { 26 } else { 0 }
 }
 
+/// Room a packed frame starts with; it grows as messages join it. Sized for a few messages,
+/// not for the largest frame: a frame waiting on a slow socket keeps its whole buffer alive.
+const PACKED_FRAME_START_BYTES: usize = 4 * 1024;
+
 /// Packs messages into frames like [`pack_frames`], giving each message that has a sequence
 /// number its `"s"` field (version 2).
 pub fn pack_sequenced_frames(
@@ -837,7 +841,8 @@ pub fn pack_sequenced_frames(
                 if len + 1 + framed_len(&entry) <= max_frame_bytes {
                     let buf = building.get_or_insert_with(|| {
                         let first = pending.take().unwrap_or_default();
-                        let mut b = BytesMut::with_capacity(max_frame_bytes.min(64 * 1024));
+                        let mut b =
+                            BytesMut::with_capacity(max_frame_bytes.min(PACKED_FRAME_START_BYTES));
                         b.put_slice(&first);
                         b
                     });
@@ -866,7 +871,8 @@ pub fn pack_sequenced_frames(
             Some(_) => {
                 let buf = building.get_or_insert_with(|| {
                     let first = pending.take().unwrap_or_default();
-                    let mut b = BytesMut::with_capacity(max_frame_bytes.min(64 * 1024));
+                    let mut b =
+                        BytesMut::with_capacity(max_frame_bytes.min(PACKED_FRAME_START_BYTES));
                     b.put_slice(&first);
                     b
                 });
