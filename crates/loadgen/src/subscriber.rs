@@ -658,7 +658,10 @@ impl Subscriber {
         let reason = loop {
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => break None,
+                () = cancel.cancelled() => {
+                    self.close_normally().await;
+                    break None;
+                }
                 chunk = self.next_chunk() => match chunk {
                     Ok(true) => {}
                     Ok(false) => break Some("connection closed by server".to_owned()),
@@ -670,7 +673,19 @@ impl Subscriber {
         self.stats
             .connection_down(&self.topics, self.progress, reason);
     }
+
+    /// Ends a WebSocket subscriber with a close frame (briefly waited for), as a client that is
+    /// done does: a topic server keeps a session whose connection merely dropped for it to be
+    /// resumed, and would go on queueing updates for it into the next run on the same server.
+    async fn close_normally(&mut self) {
+        if let Transport::Ws(ws) = &mut self.transport {
+            let _ = tokio::time::timeout(CLOSE_WAIT, SinkExt::close(ws.as_mut())).await;
+        }
+    }
 }
+
+/// How long a subscriber waits for its close frame to go out when the run ends.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
 
 #[cfg(test)]
 mod tests {
