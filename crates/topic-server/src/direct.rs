@@ -15,6 +15,12 @@
 //! frames, after whatever is already waiting there. The WebSocket layer's own writes (pongs,
 //! the answer to a close) go through the same lock ([`ConnIo`]), and a session's queue is only
 //! taken by a direct flush while its writer task has nothing in hand (see `outbound`).
+//!
+//! What waits unsent is bounded: a direct flush takes a session's queue only when nothing
+//! waits, so at most one taken queue (itself within the queue limit) waits there, and the
+//! writer task and the WebSocket layer stop adding past [`MAX_UNSENT_BYTES`]. Bytes waiting
+//! there can no longer be conflated: a slow session may hold up to its queue limit there and
+//! as much again in its queue before it is closed.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -23,7 +29,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Wake, Waker, ready};
 
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
@@ -169,14 +175,49 @@ impl Unsent {
 pub(crate) struct DirectSocket {
     stream: LingeringStream,
     unsent: Mutex<Unsent>,
+    /// The tasks waiting for the socket to take more (the writer, and the reader when the
+    /// WebSocket layer flushes a pong): tokio keeps one waker per direction, the last one
+    /// registered, so the socket is given [`Self::wake_waiters`], which wakes them all.
+    waiters: Arc<WriteWaiters>,
+    wake_waiters: Waker,
+}
+
+/// Every task waiting for a socket to be writable, woken together.
+#[derive(Default)]
+struct WriteWaiters {
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl WriteWaiters {
+    fn add(&self, waker: &Waker) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+}
+
+impl Wake for WriteWaiters {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let wakers =
+            std::mem::take(&mut *self.wakers.lock().unwrap_or_else(PoisonError::into_inner));
+        wakers.into_iter().for_each(Waker::wake);
+    }
 }
 
 impl DirectSocket {
     /// Shares `stream`.
     pub fn new(stream: LingeringStream) -> Arc<Self> {
+        let waiters = Arc::new(WriteWaiters::default());
         Arc::new(Self {
             stream,
             unsent: Mutex::new(Unsent::default()),
+            wake_waiters: Waker::from(Arc::clone(&waiters)),
+            waiters,
         })
     }
 
@@ -250,8 +291,14 @@ impl DirectSocket {
     fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let tcp = self.stream.tcp()?;
         let mut unsent = self.lock_unsent();
+        if unsent.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        // Whichever task the socket wakes, every waiting one is woken.
+        self.waiters.add(cx.waker());
+        let mut shared = Context::from_waker(&self.wake_waiters);
         while !unsent.is_empty() {
-            ready!(tcp.poll_write_ready(cx))?;
+            ready!(tcp.poll_write_ready(&mut shared))?;
             let slices: Vec<IoSlice<'_>> = unsent
                 .parts
                 .iter()
@@ -266,6 +313,9 @@ impl DirectSocket {
                 Err(error) => return Poll::Ready(Err(error)),
             }
         }
+        drop(unsent);
+        // Anyone else waiting for these bytes to go need not wait for the next event.
+        self.wake_waiters.wake_by_ref();
         Poll::Ready(Ok(()))
     }
 
@@ -464,13 +514,20 @@ struct FlushPool {
 fn pool() -> &'static FlushPool {
     static POOL: OnceLock<FlushPool> = OnceLock::new();
     POOL.get_or_init(|| {
+        // The threads enter the runtime that started them, so that a socket whose last
+        // reference goes on one of them still closes the lingering way (which spawns a task).
+        let runtime = tokio::runtime::Handle::try_current().ok();
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         let mut workers = Vec::new();
         for index in 0..cores {
             let (sender, receiver) = std::sync::mpsc::sync_channel(FLUSH_QUEUE_LISTS);
+            let runtime = runtime.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("flush-{index}"))
-                .spawn(move || flush_worker(receiver));
+                .spawn(move || {
+                    let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
+                    flush_worker(receiver);
+                });
             match spawned {
                 Ok(_) => workers.push(sender),
                 Err(error) => tracing::warn!(%error, "could not start a flush thread"),
@@ -591,6 +648,42 @@ mod tests {
         unsent.advance(all.len());
         assert!(unsent.is_empty());
         assert_eq!(unsent.bytes, 0);
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn every_task_waiting_for_the_socket_is_woken_whichever_registered_last() {
+        // The writer waits first, the reader (flushing a pong) second: the socket keeps one
+        // waker, the shared one, and waking it must reach both.
+        let waiters = Arc::new(WriteWaiters::default());
+        let shared = Waker::from(Arc::clone(&waiters));
+        let (writer, reader) = (Arc::new(Counted::default()), Arc::new(Counted::default()));
+        let (writer_waker, reader_waker) = (
+            Waker::from(Arc::clone(&writer)),
+            Waker::from(Arc::clone(&reader)),
+        );
+        waiters.add(&writer_waker);
+        waiters.add(&reader_waker);
+        waiters.add(&writer_waker);
+        shared.wake_by_ref();
+        assert_eq!(
+            writer.0.load(Ordering::Relaxed),
+            1,
+            "the writer was not woken once"
+        );
+        assert_eq!(reader.0.load(Ordering::Relaxed), 1);
+        // Woken tasks register again when they wait again.
+        shared.wake_by_ref();
+        assert_eq!(writer.0.load(Ordering::Relaxed), 1);
     }
 
     #[test]

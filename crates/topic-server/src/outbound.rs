@@ -941,13 +941,24 @@ fn pack(
     );
 }
 
-/// Lets go of a connection's socket when its writer ends.
-struct ReleaseDirect<'a> {
-    outbound: &'a SessionOutbound,
+/// Lets go of a connection's socket when its writer task ends — or is dropped before it ever
+/// ran: created with the task, not inside it.
+pub(crate) struct ReleaseDirect {
+    outbound: Arc<SessionOutbound>,
     generation: u64,
 }
 
-impl Drop for ReleaseDirect<'_> {
+impl ReleaseDirect {
+    /// Releases `outbound`'s socket of `generation` when dropped.
+    pub fn new(outbound: &Arc<SessionOutbound>, generation: u64) -> Self {
+        Self {
+            outbound: Arc::clone(outbound),
+            generation,
+        }
+    }
+}
+
+impl Drop for ReleaseDirect {
     fn drop(&mut self) {
         self.outbound.release_direct(self.generation);
     }
@@ -1011,11 +1022,6 @@ pub(crate) async fn run_writer<S>(
 where
     S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin + Send,
 {
-    // However the writer ends, the session stops writing directly to this connection's socket.
-    let _released = ReleaseDirect {
-        outbound: &outbound,
-        generation,
-    };
     let mut drain = ConnectionDrain {
         outbound: Arc::clone(&outbound),
         generation,

@@ -46,7 +46,7 @@ use crate::ServerContext;
 use crate::direct::DirectSocket;
 use crate::engine::{Caller, OpError, Proposal};
 use crate::metrics::Metrics;
-use crate::outbound::{CloseReason, RecoveryRefusal, SessionOutbound, run_writer};
+use crate::outbound::{CloseReason, RecoveryRefusal, ReleaseDirect, SessionOutbound, run_writer};
 use crate::resumable::{self, ResumableSession};
 use crate::security::{AuthError, Identity, Presented};
 use crate::subscriptions::SessionId;
@@ -702,15 +702,22 @@ fn spawn_writer(
             ctx.metrics.clone(),
         );
     }
+    // However the task ends (even dropped before it runs), the session stops writing
+    // directly to this connection's socket.
+    let release = ReleaseDirect::new(outbound, generation);
+    let writer = run_writer(
+        sink,
+        direct.cloned(),
+        Arc::clone(outbound),
+        generation,
+        ctx.config.max_frame_bytes,
+        ctx.metrics.clone(),
+    );
     tokio::spawn(
-        run_writer(
-            sink,
-            direct.cloned(),
-            Arc::clone(outbound),
-            generation,
-            ctx.config.max_frame_bytes,
-            ctx.metrics.clone(),
-        )
+        async move {
+            let _release = release;
+            writer.await
+        }
         .in_current_span(),
     )
 }

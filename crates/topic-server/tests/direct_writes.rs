@@ -132,6 +132,22 @@ async fn a_reader_that_stalls_gets_the_rest_intact_once_it_reads_again() {
         writer > 0.0,
         "the writer task never wrote: the socket took everything at once"
     );
+    // Once the backlog is gone, later updates still flow (the pong's flush did not leave the
+    // writer task waiting for a wake-up that went to the reader).
+    let more = async {
+        for i in UPDATES..UPDATES + 20 {
+            publisher
+                .ok(json!({"type":"set","path":"big","value":format!("{i:06}{filler}")}))
+                .await;
+            let ServerMessage::Value { value, .. } = slow.next().await else {
+                panic!("expected value {i}");
+            };
+            assert_eq!(&value.as_str().unwrap()[..6], format!("{i:06}"));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), more)
+        .await
+        .expect("updates after the backlog did not arrive");
     slow.ping().await;
     publisher.ping().await;
     server.stop().await;
